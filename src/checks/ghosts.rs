@@ -1,0 +1,406 @@
+//! Ghost mounts: bind mounts whose mounted file or directory is no longer what the host path holds.
+//!
+//! A bind mount pins an inode when it is made. When the host path is later replaced (`mv -f new data.txt`, or
+//! kubelet's atomic writer swapping a ConfigMap's `..data`), the mount keeps showing the old inode for ever.
+//! For each mount namespace (read once, through its lowest pid) and each bind mount in it, this check compares
+//! the mounted inode, reached inside the namespace's root, with what the host path holds now:
+//! - `deleted`: the mounted inode has no links left (mountinfo shows its root as `...//deleted`);
+//! - `replaced`: the host path now resolves to another inode, though the old one still has links;
+//! - `source-gone`: the host path no longer exists at all.
+//!
+//! The host path is the bundle's `config.json` mount source when the namespace belongs to a containerd
+//! container, else the mount's root mapped through the host's own mount table.
+
+use super::{Check, Context};
+use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Severity};
+use crate::host::mountinfo::{self, Mount};
+use crate::host::procfs::{self, MountNs};
+use crate::host::resolve::{self, Identity};
+use crate::host::{display_bytes, vanished};
+use crate::owner::{kubelet, Owner};
+use serde_json::{json, Value};
+use std::io;
+
+pub struct Ghosts;
+
+/// Filesystems whose mounts are not files a user bind-mounted.
+const PSEUDO_FS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "devpts",
+    "mqueue",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "bpf",
+    "pstore",
+    "configfs",
+    "fusectl",
+    "hugetlbfs",
+    "nsfs",
+    "autofs",
+    "binfmt_misc",
+    "rpc_pipefs",
+    "efivarfs",
+    "selinuxfs",
+];
+
+impl Check for Ghosts {
+    fn name(&self) -> &'static str {
+        "ghosts"
+    }
+
+    fn run(&self, ctx: &Context) -> CheckOutput {
+        let mut out = CheckOutput::default();
+        let host = ctx.host;
+        let (namespaces, unreadable) = match procfs::mount_namespaces(host) {
+            Ok(r) => r,
+            Err(e) => {
+                out.failed = Some(format!(
+                    "cannot list processes in {}: {e}",
+                    host.path("/proc").display()
+                ));
+                return out;
+            }
+        };
+        let host_ns = procfs::mnt_ns(host, 1).ok();
+        let host_mounts = match procfs::mountinfo(host, 1) {
+            Ok(data) => mountinfo::parse(&data).0,
+            Err(e) => {
+                out.blind_spots.push(BlindSpot::new(
+                    "ghosts",
+                    "the host's mount table (/proc/1/mountinfo)",
+                    format!("{e}; host paths can only be taken from container bundles"),
+                ));
+                Vec::new()
+            }
+        };
+        if !unreadable.is_empty() {
+            out.blind_spots.push(BlindSpot::new(
+                "ghosts",
+                format!(
+                    "{} processes' mount namespaces (first: pid {})",
+                    unreadable.len(),
+                    unreadable[0].0
+                ),
+                format!(
+                    "{} (run as root to see every mount namespace)",
+                    unreadable[0].1
+                ),
+            ));
+        }
+        let mut scanned = 0u64;
+        let mut binds = 0u64;
+        let mut unverified = 0u64;
+        for ns in &namespaces {
+            let scan = NsScan {
+                ctx,
+                ns,
+                host_ns,
+                host_mounts: &host_mounts,
+            };
+            match scan.run(&mut out) {
+                Ok(Some(stats)) => {
+                    scanned += 1;
+                    binds += stats.0;
+                    unverified += stats.1;
+                }
+                Ok(None) => {}
+                Err(e) => out.blind_spots.push(BlindSpot::new(
+                    "ghosts",
+                    format!("mount namespace {} (pid {})", ns.inode, ns.pids[0]),
+                    e.to_string(),
+                )),
+            }
+        }
+        out.stats = vec![
+            ("mount_namespaces".into(), scanned),
+            ("bind_mounts_checked".into(), binds),
+            ("bind_mounts_shadowed_or_raced".into(), unverified),
+        ];
+        out
+    }
+}
+
+/// One mount namespace being checked.
+struct NsScan<'a> {
+    ctx: &'a Context<'a>,
+    ns: &'a MountNs,
+    host_ns: Option<u64>,
+    host_mounts: &'a [Mount],
+}
+
+impl NsScan<'_> {
+    /// Returns `(bind mounts checked, mounts that could not be verified)`, or `None` if every process of the
+    /// namespace vanished.
+    fn run(&self, out: &mut CheckOutput) -> io::Result<Option<(u64, u64)>> {
+        let host = self.ctx.host;
+        let Some((pid, data)) = self.read_mountinfo()? else {
+            return Ok(None);
+        };
+        let root = match resolve::open_root(&procfs::root_dir(host, pid)) {
+            Ok(f) => f,
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (mounts, bad) = mountinfo::parse(&data);
+        if let Some(b) = bad.first() {
+            out.blind_spots.push(BlindSpot::new(
+                "ghosts",
+                format!(
+                    "{} lines of /proc/{pid}/mountinfo (first: line {})",
+                    bad.len(),
+                    b.line
+                ),
+                b.reason,
+            ));
+        }
+        let is_host_ns = Some(self.ns.inode) == self.host_ns;
+        let owner = if is_host_ns {
+            None
+        } else {
+            self.ctx
+                .owners
+                .owner_of_pid(pid)
+                .ok()
+                .filter(|o| !o.is_empty())
+        };
+        let bundle = owner
+            .as_ref()
+            .and_then(|o| o.container_id.as_deref())
+            .and_then(|id| self.ctx.owners.bundle(id));
+        let (mut checked, mut unverified) = (0, 0);
+        for m in &mounts {
+            if m.root == b"/" || PSEUDO_FS.contains(&m.fs_type.as_str()) {
+                continue;
+            }
+            let mounted = match resolve::stat_in_root(&root, &m.mount_point, false) {
+                Ok(id) => id,
+                Err(e) if vanished(&e) => continue,
+                Err(_) => {
+                    unverified += 1;
+                    continue;
+                }
+            };
+            // What we reached must be this very mount; otherwise it is covered by another mount, or it changed
+            // since mountinfo was read (a container can race us), and nothing can be said about it.
+            if mounted.mnt_id != u64::from(m.id) {
+                unverified += 1;
+                continue;
+            }
+            checked += 1;
+            let source = bundle
+                .and_then(|b| {
+                    b.spec.mounts.iter().find(|sm| {
+                        sm.is_bind() && sm.destination.as_bytes() == m.mount_point.as_slice()
+                    })
+                })
+                .and_then(|sm| sm.source.clone())
+                .map(|s| (s.into_bytes(), "config.json"))
+                .or_else(|| {
+                    let exclude = is_host_ns.then_some(m.id);
+                    host_path_of(m, self.host_mounts, exclude).map(|p| (p, "mountinfo"))
+                });
+            let mut owner = owner.clone();
+            if is_host_ns {
+                owner = self
+                    .ctx
+                    .owners
+                    .owner_of_kubelet_path(&m.mount_point)
+                    .map(|(o, _)| o);
+            }
+            if let Some(f) = self.judge(pid, m, &mounted, source, owner) {
+                out.findings.push(f);
+            }
+        }
+        Ok(Some((checked, unverified)))
+    }
+
+    /// The mountinfo of the first process of the namespace that is still there.
+    fn read_mountinfo(&self) -> io::Result<Option<(u32, Vec<u8>)>> {
+        let mut last_err = None;
+        for &pid in &self.ns.pids {
+            match procfs::mountinfo(self.ctx.host, pid) {
+                Ok(d) => return Ok(Some((pid, d))),
+                Err(e) if vanished(&e) => continue,
+                Err(e) => last_err = Some(e),
+            }
+        }
+        last_err.map_or(Ok(None), Err)
+    }
+
+    /// Compares the mounted inode with the host path and makes a finding if they disagree.
+    fn judge(
+        &self,
+        pid: u32,
+        m: &Mount,
+        mounted: &Identity,
+        source: Option<(Vec<u8>, &'static str)>,
+        owner: Option<Owner>,
+    ) -> Option<Finding> {
+        let host_root = self.ctx.host.root_dir();
+        let now = source
+            .as_ref()
+            .map(|(p, _)| resolve::stat_in_root(host_root, p, true));
+        let (kind, why) = match &now {
+            _ if mounted.nlink == 0 => (
+                "deleted",
+                "the mounted inode has 0 links: its host path was replaced or removed",
+            ),
+            Some(Ok(cur)) if !cur.same_inode(mounted) => {
+                // A host path derived from mountinfo that now lands on another filesystem is covered by some
+                // other mount; it says nothing about this one.
+                if source.as_ref().is_some_and(|s| s.1 == "mountinfo") && cur.dev != mounted.dev {
+                    return None;
+                }
+                (
+                    "replaced",
+                    "the host path now holds another inode; the old one is still linked elsewhere",
+                )
+            }
+            Some(Err(e)) if vanished(e) => ("source-gone", "the host path no longer exists"),
+            _ => return None,
+        };
+        let mp = display_bytes(&m.mount_point);
+        let host_path = source.as_ref().map(|(p, _)| display_bytes(p));
+        let now_text = match &now {
+            Some(Ok(cur)) => format!("now inode {}", cur.ino),
+            Some(Err(e)) if vanished(e) => "now gone".to_string(),
+            _ => "host path unknown".to_string(),
+        };
+        let who = owner
+            .as_ref()
+            .map(|o| format!(" in {}", o.pod_label()))
+            .unwrap_or_default();
+        let summary = match &host_path {
+            Some(hp) => format!(
+                "{mp}{who} shows inode {} ({} links); {hp} is {now_text}",
+                mounted.ino, mounted.nlink
+            ),
+            None => format!(
+                "{mp}{who} shows inode {} with {} links",
+                mounted.ino, mounted.nlink
+            ),
+        };
+        let mut f = Finding {
+            check: "ghosts",
+            kind,
+            severity: Severity::Warning,
+            summary,
+            subject: mp,
+            owner,
+            evidence: Vec::new(),
+            advice: vec![
+                "restart the pod to pick up the current content of the host path".into(),
+                "mount the parent directory instead of the file, and replace files inside it; a file bind mount \
+                 pins one inode for the life of the container"
+                    .into(),
+            ],
+        }
+        .with("reason", why)
+        .with("pid", pid)
+        .with("mount_namespace", self.ns.inode)
+        .with("mount_id", m.id)
+        .with("mountinfo_root", display_bytes(&m.root))
+        .with("fs_type", &m.fs_type)
+        .with("device", format!("{}:{}", m.major, m.minor))
+        .with("mount_source", display_bytes(&m.source))
+        .with("host_path", &host_path)
+        .with("host_path_from", source.as_ref().map(|s| s.1))
+        .with("mounted", facts(mounted))
+        .with(
+            "host_now",
+            match &now {
+                Some(Ok(cur)) => facts(cur),
+                Some(Err(e)) if vanished(e) => json!("gone"),
+                Some(Err(e)) => json!(format!("unreadable: {e}")),
+                None => Value::Null,
+            },
+        );
+        if let Some(cur_path) = host_path
+            .as_ref()
+            .and_then(|p| kubelet::atomic_writer_current(p.as_bytes()))
+        {
+            let cur = resolve::stat_in_root(host_root, &cur_path, true);
+            f = f
+                .with("atomic_writer_current", display_bytes(&cur_path))
+                .with(
+                    "atomic_writer_current_now",
+                    match &cur {
+                        Ok(id) => facts(id),
+                        Err(_) => json!("gone"),
+                    },
+                );
+            f.advice.insert(
+                0,
+                "this is a ConfigMap/Secret/projected volume mounted with subPath: kubelet never updates subPath \
+                 mounts; mount the whole volume to receive updates"
+                    .into(),
+            );
+        }
+        Some(f)
+    }
+}
+
+/// The raw numbers a user compares, as evidence.
+fn facts(id: &Identity) -> Value {
+    json!({
+        "device": id.dev.to_string(),
+        "inode": id.ino,
+        "links": id.nlink,
+        "size": id.size,
+        "mtime": utc(id.mtime),
+    })
+}
+
+/// Maps a bind mount's root to the host path that shows the same file now, through a host mount of the same
+/// device whose root contains it. Prefers whole-filesystem mounts, then the deepest root.
+pub fn host_path_of(m: &Mount, host_mounts: &[Mount], exclude_id: Option<u32>) -> Option<Vec<u8>> {
+    let root = m.root_path();
+    host_mounts
+        .iter()
+        .filter(|h| Some(h.id) != exclude_id && h.dev() == m.dev() && !h.root_deleted())
+        .filter(|h| mountinfo::path_under(root, &h.root))
+        .max_by_key(|h| {
+            (
+                h.root == b"/",
+                h.root.len(),
+                std::cmp::Reverse(h.mount_point.len()),
+            )
+        })
+        .map(|h| mountinfo::path_join(&h.mount_point, mountinfo::path_rest(root, &h.root)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(line: &str) -> Mount {
+        mountinfo::parse_line(line.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn host_paths_map_through_the_host_mount_table() {
+        let host = vec![
+            m("22 1 254:0 / / rw - ext4 /dev/vda rw"),
+            m("30 22 254:0 /srv/kube /var/lib/kubelet rw - ext4 /dev/vda rw"),
+            m("31 22 0:40 / /tmp rw - tmpfs tmpfs rw"),
+        ];
+        let bind = m("905 880 254:0 /data/x.txt//deleted /data.txt ro - ext4 /dev/vda rw");
+        assert_eq!(host_path_of(&bind, &host, None).unwrap(), b"/data/x.txt");
+        let t = m("906 880 0:40 /a/b /b rw - tmpfs tmpfs rw");
+        assert_eq!(host_path_of(&t, &host, None).unwrap(), b"/tmp/a/b");
+        let other = m("907 880 0:99 /a /a rw - tmpfs tmpfs rw");
+        assert_eq!(host_path_of(&other, &host, None), None);
+        // Without the whole-filesystem mount, the deepest containing root wins.
+        let host2 = vec![host[1].clone()];
+        let k = m("908 880 254:0 /srv/kube/pods/u/volumes/v /v rw - ext4 /dev/vda rw");
+        assert_eq!(
+            host_path_of(&k, &host2, None).unwrap(),
+            b"/var/lib/kubelet/pods/u/volumes/v"
+        );
+        assert_eq!(host_path_of(&k, &host2, Some(30)), None);
+    }
+}

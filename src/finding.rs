@@ -1,0 +1,297 @@
+//! The one type every check produces: a [`Finding`], with its evidence; and a [`Report`], the findings of a
+//! run plus what wonk could not see ([`BlindSpot`]). The JSON shape of both is documented in
+//! `docs/OUTPUT.md` and is stable.
+
+use crate::owner::Owner;
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARN",
+            Severity::Critical => "CRIT",
+        }
+    }
+}
+
+/// One problem found on the node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// The check that found it (`ghosts`, ...).
+    pub check: &'static str,
+    /// What kind of problem, within the check (`deleted`, `replaced`, ...).
+    pub kind: &'static str,
+    pub severity: Severity,
+    /// One line for people.
+    pub summary: String,
+    /// The thing the finding is about: a path, a pid, a device.
+    pub subject: String,
+    /// Who it belongs to; `null` when it belongs to no pod or container.
+    pub owner: Option<Owner>,
+    /// The raw facts the finding was derived from, as `name: value` pairs in a stable order.
+    #[serde(serialize_with = "serialize_evidence")]
+    pub evidence: Vec<(String, Value)>,
+    /// What to do about it.
+    pub advice: Vec<String>,
+}
+
+fn serialize_evidence<S: serde::Serializer>(
+    ev: &[(String, Value)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(ev.len()))?;
+    for (k, v) in ev {
+        m.serialize_entry(k, v)?;
+    }
+    m.end()
+}
+
+impl Finding {
+    /// Appends one piece of evidence.
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Finding {
+        self.evidence.push((
+            key.to_string(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        ));
+        self
+    }
+}
+
+/// Something wonk could not see, and why. Shown to the user so that silence is never mistaken for health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlindSpot {
+    /// The check or layer that was blind (`ghosts`, `attribution`, ...).
+    pub scope: String,
+    pub what: String,
+    pub why: String,
+}
+
+impl BlindSpot {
+    pub fn new(
+        scope: impl Into<String>,
+        what: impl Into<String>,
+        why: impl Into<String>,
+    ) -> BlindSpot {
+        BlindSpot {
+            scope: scope.into(),
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+}
+
+/// What one check returned.
+#[derive(Debug, Default)]
+pub struct CheckOutput {
+    pub findings: Vec<Finding>,
+    pub blind_spots: Vec<BlindSpot>,
+    /// Set when the check could not do its job at all.
+    pub failed: Option<String>,
+    /// Counters that show the check's coverage, e.g. `mount_namespaces: 12`.
+    pub stats: Vec<(String, u64)>,
+}
+
+/// The result of a run of one or more checks.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub wonk_version: &'static str,
+    pub command: String,
+    pub host_root: String,
+    pub checks: Vec<CheckRun>,
+    pub findings: Vec<Finding>,
+    pub blind_spots: Vec<BlindSpot>,
+    pub exit_code: i32,
+}
+
+/// How one check went.
+#[derive(Debug, Serialize)]
+pub struct CheckRun {
+    pub name: &'static str,
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub findings: usize,
+    pub duration_ms: u64,
+    #[serde(serialize_with = "serialize_stats")]
+    pub stats: Vec<(String, u64)>,
+}
+
+fn serialize_stats<S: serde::Serializer>(st: &[(String, u64)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(st.len()))?;
+    for (k, v) in st {
+        m.serialize_entry(k, v)?;
+    }
+    m.end()
+}
+
+/// Exit codes, for scripts and monitoring plugins.
+pub mod exit {
+    /// Nothing at warning level or above.
+    pub const OK: i32 = 0;
+    /// At least one warning, no critical finding.
+    pub const WARNING: i32 = 1;
+    /// At least one critical finding.
+    pub const CRITICAL: i32 = 2;
+    /// wonk could not do its job (bad arguments, no /proc, a check failed outright).
+    pub const FAILED: i32 = 3;
+}
+
+impl Report {
+    pub fn new(command: &str, host_root: &std::path::Path) -> Report {
+        Report {
+            wonk_version: env!("CARGO_PKG_VERSION"),
+            command: command.to_string(),
+            host_root: host_root.display().to_string(),
+            checks: Vec::new(),
+            findings: Vec::new(),
+            blind_spots: Vec::new(),
+            exit_code: exit::OK,
+        }
+    }
+
+    /// Adds what a check returned and recomputes the exit code.
+    pub fn add(&mut self, name: &'static str, out: CheckOutput, duration: std::time::Duration) {
+        self.checks.push(CheckRun {
+            name,
+            status: if out.failed.is_some() { "failed" } else { "ok" },
+            error: out.failed,
+            findings: out.findings.len(),
+            duration_ms: duration.as_millis() as u64,
+            stats: out.stats,
+        });
+        self.findings.extend(out.findings);
+        self.findings.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then_with(|| a.subject.cmp(&b.subject))
+        });
+        for b in out.blind_spots {
+            if !self.blind_spots.contains(&b) {
+                self.blind_spots.push(b);
+            }
+        }
+        self.exit_code = self.compute_exit();
+    }
+
+    fn compute_exit(&self) -> i32 {
+        if self.checks.iter().any(|c| c.error.is_some()) {
+            return exit::FAILED;
+        }
+        match self.findings.iter().map(|f| f.severity).max() {
+            Some(Severity::Critical) => exit::CRITICAL,
+            Some(Severity::Warning) => exit::WARNING,
+            _ => exit::OK,
+        }
+    }
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (`2026-11-27T17:31:33Z`).
+pub fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(sev: Severity) -> Finding {
+        Finding {
+            check: "t",
+            kind: "k",
+            severity: sev,
+            summary: "s".into(),
+            subject: "x".into(),
+            owner: None,
+            evidence: vec![],
+            advice: vec![],
+        }
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_693_986_282), "2023-09-06T07:44:42Z");
+        assert_eq!(utc(951_825_600), "2000-02-29T12:00:00Z");
+        assert_eq!(utc(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_worst_finding() {
+        let mut r = Report::new("scan", std::path::Path::new("/"));
+        assert_eq!(r.exit_code, exit::OK);
+        r.add(
+            "a",
+            CheckOutput {
+                findings: vec![finding(Severity::Info)],
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        assert_eq!(r.exit_code, exit::OK);
+        r.add(
+            "b",
+            CheckOutput {
+                findings: vec![finding(Severity::Warning)],
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        assert_eq!(r.exit_code, exit::WARNING);
+        r.add(
+            "c",
+            CheckOutput {
+                findings: vec![finding(Severity::Critical)],
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        assert_eq!(r.exit_code, exit::CRITICAL);
+        r.add(
+            "d",
+            CheckOutput {
+                failed: Some("no".into()),
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        assert_eq!(r.exit_code, exit::FAILED);
+    }
+
+    #[test]
+    fn evidence_keeps_its_order_in_json() {
+        let f = finding(Severity::Warning)
+            .with("zeta", 1)
+            .with("alpha", "two");
+        let s = serde_json::to_string(&f).unwrap();
+        assert!(s.find("zeta").unwrap() < s.find("alpha").unwrap(), "{s}");
+    }
+}

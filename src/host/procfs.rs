@@ -1,0 +1,185 @@
+//! Reading processes from procfs.
+//!
+//! Every function takes a [`Host`] and a pid and returns `io::Result`. A process can exit between any two
+//! reads; callers test errors with [`super::vanished`] and skip such processes without a word.
+
+use super::{read_bounded, Host};
+use std::io;
+use std::path::PathBuf;
+
+/// mountinfo of a process with tens of thousands of mounts fits easily; anything larger is hostile.
+const MOUNTINFO_LIMIT: u64 = 64 << 20;
+const SMALL_LIMIT: u64 = 1 << 20;
+
+/// The pids of all processes, ascending.
+pub fn pids(host: &Host) -> io::Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(host.path("/proc"))? {
+        let Ok(entry) = entry else { continue };
+        if let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// The fields of `/proc/PID/stat` that wonk uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: u32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: u32,
+    /// Clock ticks after boot.
+    pub start_time: u64,
+    pub num_threads: u64,
+}
+
+/// Parses `/proc/PID/stat`. comm may hold spaces and parentheses, so fields are taken after the last `)`.
+pub fn parse_stat(data: &[u8]) -> Option<Stat> {
+    let open = data.iter().position(|&b| b == b'(')?;
+    let close = data.iter().rposition(|&b| b == b')')?;
+    if close < open {
+        return None;
+    }
+    let pid = std::str::from_utf8(&data[..open])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = String::from_utf8_lossy(&data[open + 1..close]).into_owned();
+    let rest = std::str::from_utf8(data.get(close + 1..)?).ok()?;
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // After comm: state(0) ppid(1) ... num_threads(17) ... starttime(19).
+    Some(Stat {
+        pid,
+        comm,
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        num_threads: f.get(17)?.parse().ok()?,
+        start_time: f.get(19)?.parse().ok()?,
+    })
+}
+
+pub fn stat(host: &Host, pid: u32) -> io::Result<Stat> {
+    let data = read_bounded(&host.proc_pid(pid).join("stat"), SMALL_LIMIT)?;
+    parse_stat(&data).ok_or_else(|| bad_data(pid, "stat"))
+}
+
+/// The raw bytes of `/proc/PID/cgroup`.
+pub fn cgroup(host: &Host, pid: u32) -> io::Result<Vec<u8>> {
+    read_bounded(&host.proc_pid(pid).join("cgroup"), SMALL_LIMIT)
+}
+
+/// The raw bytes of `/proc/PID/mountinfo`.
+pub fn mountinfo(host: &Host, pid: u32) -> io::Result<Vec<u8>> {
+    read_bounded(&host.proc_pid(pid).join("mountinfo"), MOUNTINFO_LIMIT)
+}
+
+/// The argument vector of a process (empty for kernel threads).
+pub fn cmdline(host: &Host, pid: u32) -> io::Result<Vec<Vec<u8>>> {
+    let data = read_bounded(&host.proc_pid(pid).join("cmdline"), SMALL_LIMIT)?;
+    let mut args: Vec<Vec<u8>> = data.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+    if args.last().is_some_and(Vec::is_empty) {
+        args.pop();
+    }
+    Ok(args)
+}
+
+/// The inode number of a process's mount namespace, its identity.
+pub fn mnt_ns(host: &Host, pid: u32) -> io::Result<u64> {
+    let link = std::fs::read_link(host.proc_pid(pid).join("ns/mnt"))?;
+    parse_ns_link(link.as_os_str().as_encoded_bytes()).ok_or_else(|| bad_data(pid, "ns/mnt"))
+}
+
+/// `mnt:[4026531841]` -> 4026531841.
+pub fn parse_ns_link(b: &[u8]) -> Option<u64> {
+    let open = b.iter().position(|&c| c == b'[')?;
+    let inner = b.get(open + 1..b.len().checked_sub(1)?)?;
+    if b.last() != Some(&b']') {
+        return None;
+    }
+    std::str::from_utf8(inner).ok()?.parse().ok()
+}
+
+/// A mount namespace and the processes in it, lowest pid first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountNs {
+    pub inode: u64,
+    pub pids: Vec<u32>,
+}
+
+/// Groups all processes by mount namespace, so that each namespace's mount table is read once.
+/// Returns the namespaces and the pids whose namespace could not be read for a reason other than exiting.
+pub fn mount_namespaces(host: &Host) -> io::Result<(Vec<MountNs>, Vec<(u32, io::Error)>)> {
+    let mut by_ns: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
+    let mut unreadable = Vec::new();
+    for pid in pids(host)? {
+        match mnt_ns(host, pid) {
+            Ok(ns) => by_ns.entry(ns).or_default().push(pid),
+            Err(e) if super::vanished(&e) => {}
+            Err(e) => unreadable.push((pid, e)),
+        }
+    }
+    Ok((
+        by_ns
+            .into_iter()
+            .map(|(inode, pids)| MountNs { inode, pids })
+            .collect(),
+        unreadable,
+    ))
+}
+
+/// The process's root directory, as a path wonk can open (a magic link into its mount namespace).
+pub fn root_dir(host: &Host, pid: u32) -> PathBuf {
+    host.proc_pid(pid).join("root")
+}
+
+fn bad_data(pid: u32, file: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("/proc/{pid}/{file}: unexpected format"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_hostile_comm() {
+        let s = b"4185645 (a) b (c)) S 1 4185645 4185645 0 -1 4194560 123 0 0 0 1 2 0 0 20 0 3 0 98765 1000 200";
+        let st = parse_stat(s).unwrap();
+        assert_eq!(st.pid, 4185645);
+        assert_eq!(st.comm, "a) b (c)");
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.ppid, 1);
+        assert_eq!(st.num_threads, 3);
+        assert_eq!(st.start_time, 98765);
+        assert!(parse_stat(b"12 (x S 1").is_none());
+        assert!(parse_stat(b"").is_none());
+    }
+
+    #[test]
+    fn ns_links() {
+        assert_eq!(parse_ns_link(b"mnt:[4026531841]"), Some(4026531841));
+        assert_eq!(parse_ns_link(b"mnt:[x]"), None);
+        assert_eq!(parse_ns_link(b"mnt:["), None);
+        assert_eq!(parse_ns_link(b"]"), None);
+    }
+
+    #[test]
+    fn reads_our_own_process() {
+        let host = Host::open(std::path::Path::new("/")).unwrap();
+        let me = std::process::id();
+        assert!(pids(&host).unwrap().contains(&me));
+        assert_eq!(stat(&host, me).unwrap().pid, me);
+        assert!(mnt_ns(&host, me).unwrap() > 0);
+        assert!(!cmdline(&host, me).unwrap().is_empty());
+    }
+}

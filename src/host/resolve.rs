@@ -1,0 +1,171 @@
+//! Opening and statting paths inside a root that wonk does not trust.
+//!
+//! A container owns everything below its root. It can turn any path into a symlink to `/etc/shadow` or
+//! `../../..`. Through `/proc/PID/root`, an absolute symlink would resolve against wonk's own root, which is the
+//! host. So every path inside a container (and every host path under `--host-root`) is opened with `openat2` and
+//! `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`: the kernel resolves `..` and symlinks as if the root were `/`.
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
+use serde::Serialize;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+/// What identifies a file and what a user compares: device, inode, links, size, mtime, and the mount it was
+/// reached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub dev: DevNum,
+    pub ino: u64,
+    pub nlink: u32,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    #[serde(skip)]
+    pub mode: u16,
+    #[serde(skip)]
+    pub mnt_id: u64,
+}
+
+/// A device number, shown as `MAJ:MIN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DevNum {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl std::fmt::Display for DevNum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+impl Serialize for DevNum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Identity {
+    pub fn is_dir(&self) -> bool {
+        u32::from(self.mode) & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        u32::from(self.mode) & libc::S_IFMT == libc::S_IFLNK
+    }
+
+    /// Whether two identities name the same inode.
+    pub fn same_inode(&self, other: &Identity) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+/// Opens a directory to serve as a root, for example `/proc/PID/root`.
+pub fn open_root(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Opens `path` (absolute or relative, both taken from `root`) as an `O_PATH` handle without ever leaving
+/// `root`. With `follow_final` false, a final symlink is opened as the link itself.
+pub fn open_in_root(root: &impl AsFd, path: &[u8], follow_final: bool) -> io::Result<OwnedFd> {
+    let mut rel = path;
+    while let Some(r) = rel.strip_prefix(b"/") {
+        rel = r;
+    }
+    if rel.is_empty() {
+        rel = b".";
+    }
+    if rel.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path contains a NUL byte",
+        ));
+    }
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow_final {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let rel = super::bytes_path(rel);
+    // The kernel answers EAGAIN when a rename raced the lookup; a few tries settle it.
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
+            Err(rustix::io::Errno::NOSYS) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this kernel lacks openat2 (Linux 5.6+), which wonk needs to look inside container roots safely",
+                ))
+            }
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// statx of an open handle.
+pub fn identity(fd: &impl AsFd) -> io::Result<Identity> {
+    let mask = StatxFlags::BASIC_STATS | StatxFlags::MNT_ID;
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, mask)?;
+    Ok(Identity {
+        dev: DevNum {
+            major: st.stx_dev_major,
+            minor: st.stx_dev_minor,
+        },
+        ino: st.stx_ino,
+        nlink: st.stx_nlink,
+        size: st.stx_size,
+        mtime: st.stx_mtime.tv_sec,
+        mtime_nsec: st.stx_mtime.tv_nsec,
+        mode: st.stx_mode,
+        mnt_id: st.stx_mnt_id,
+    })
+}
+
+/// [`open_in_root`] then [`identity`].
+pub fn stat_in_root(root: &impl AsFd, path: &[u8], follow_final: bool) -> io::Result<Identity> {
+    identity(&open_in_root(root, path, follow_final)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_cannot_escape_the_root() {
+        let dir = std::env::temp_dir().join(format!("wonk-resolve-{}", std::process::id()));
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("inside"), b"in").unwrap();
+        std::fs::write(dir.join("outside"), b"out").unwrap();
+        std::os::unix::fs::symlink("/outside", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../outside", root.join("sub/rel")).unwrap();
+        std::os::unix::fs::symlink("/inside", root.join("good")).unwrap();
+        let rootf = open_root(&root).unwrap();
+        let outside = identity(&File::open(dir.join("outside")).unwrap()).unwrap();
+        let inside = identity(&File::open(root.join("inside")).unwrap()).unwrap();
+
+        for p in [&b"/abs"[..], b"sub/rel", b"../outside", b"/../../outside"] {
+            match stat_in_root(&rootf, p, true) {
+                Ok(id) => assert!(
+                    !id.same_inode(&outside),
+                    "{:?} escaped",
+                    String::from_utf8_lossy(p)
+                ),
+                Err(e) => assert!(super::super::vanished(&e), "{e}"),
+            }
+        }
+        assert!(stat_in_root(&rootf, b"/good", true)
+            .unwrap()
+            .same_inode(&inside));
+        assert!(stat_in_root(&rootf, b"/good", false).unwrap().is_symlink());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

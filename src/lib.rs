@@ -1,0 +1,13 @@
+//! wonk finds the wonkeries in the substrate under containers and names the pod behind each one.
+//!
+//! The flow is: [`host`] (the node as data, read under `--host-root`) -> [`owner`] (attribution to
+//! namespace/pod/container) -> [`checks`] (one module per check) -> [`finding`] (one finding type) ->
+//! [`render`] (table, JSON). Investigation commands such as [`who`] reuse the same layers.
+//! `docs/ARCHITECTURE.md` is the map.
+
+pub mod checks;
+pub mod finding;
+pub mod host;
+pub mod owner;
+pub mod render;
+pub mod who;

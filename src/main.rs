@@ -1,0 +1,129 @@
+//! The command line: flags in, calls into the library, output and exit code out. No logic lives here.
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use wonk::checks::{self, Context};
+use wonk::finding::exit;
+use wonk::host::Host;
+use wonk::owner::Attributor;
+use wonk::render::{self, ColorChoice, Style};
+
+/// Finds the wonkeries under your containers (ghost bind mounts, ...) and names the pod behind each one.
+///
+/// Read-only: wonk only observes the node.
+/// Exit codes: 0 nothing at warning level or above, 1 warnings, 2 critical findings, 3 wonk could not do its job.
+#[derive(Parser)]
+#[command(name = "wonk", version, max_term_width = 100)]
+struct Cli {
+    /// Read the node's /proc, /sys, /dev, /run and /var/lib under DIR (as in a DaemonSet mounting the host's / at /host).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    host_root: PathBuf,
+    /// Print JSON (one stable shape, see docs/OUTPUT.md) instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// When to colour the table.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+    /// kubelet's root directory, as seen on the node.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/var/lib/kubelet"
+    )]
+    kubelet_root: PathBuf,
+    /// Also read containerd task bundles under this state directory (repeatable). Running containerd daemons are
+    /// found by themselves.
+    #[arg(long, global = true, value_name = "DIR")]
+    containerd_state: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every check that can run on this host.
+    Scan,
+    /// Find stale bind mounts: a mounted file or directory that its host path no longer holds.
+    Ghosts,
+    /// Tell who owns a pid, a container id (or unique prefix), a host path, or DEV:INODE (md1:211566352).
+    Who {
+        /// pid | container id | /host/path | DEV:INODE
+        target: String,
+    },
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::FAILED
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wonk: error: {e:#}");
+            exit::FAILED
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let host = Host::open(&cli.host_root)?;
+    let owners = Attributor::new(&host, cli.kubelet_root.clone(), &cli.containerd_state);
+    let ctx = Context {
+        host: &host,
+        owners: &owners,
+    };
+    let style = Style {
+        color: cli.color.enabled(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let (name, selected) = match &cli.command {
+        Command::Scan => ("scan", checks::registry()),
+        Command::Ghosts => (
+            "ghosts",
+            checks::registry()
+                .into_iter()
+                .filter(|c| c.name() == "ghosts")
+                .collect(),
+        ),
+        Command::Who { target } => {
+            let w = wonk::who::who(&owners, target)?;
+            if cli.json {
+                render::json(&mut out, &w)?;
+            } else {
+                render::who(&mut out, &w, style)?;
+            }
+            return Ok(exit::OK);
+        }
+    };
+    let mut report = checks::run(&ctx, name, &selected);
+    if !rustix::process::geteuid().is_root() {
+        report.blind_spots.insert(
+            0,
+            wonk::finding::BlindSpot::new(
+                name,
+                "other users' processes",
+                "wonk is not running as root; run it with sudo to see every process and mount namespace",
+            ),
+        );
+    }
+    if cli.json {
+        render::json(&mut out, &report)?;
+    } else {
+        render::table(&mut out, &report, style)?;
+    }
+    out.flush()?;
+    Ok(report.exit_code)
+}

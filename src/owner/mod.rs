@@ -1,0 +1,305 @@
+//! Attribution: which pod and container a pid, a cgroup, a container id or a host path belongs to.
+//!
+//! Offline first. The facts come from `/proc/PID/cgroup` ([`cgroup`]), containerd's bundles on disk
+//! ([`containerd`]) and kubelet's pod directories ([`kubelet`]). No daemon is asked, so attribution works
+//! exactly when containerd is too slow to answer. When a name cannot be found, the known ids are shown and
+//! nothing is guessed.
+
+pub mod cgroup;
+pub mod containerd;
+pub mod kubelet;
+
+use crate::finding::BlindSpot;
+use crate::host::{procfs, Host};
+use cgroup::{CgroupRef, Qos};
+use containerd::{Bundle, Instance};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Who a thing belongs to. Every field is optional: only what was found is filled in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+    pub qos: Option<Qos>,
+    pub container: Option<String>,
+    pub container_id: Option<String>,
+    /// `container` or `sandbox` (the pod's pause container).
+    pub container_type: Option<String>,
+    pub runtime: Option<String>,
+    pub image: Option<String>,
+    pub cgroup: Option<String>,
+    pub pid: Option<u32>,
+}
+
+impl Owner {
+    /// True when nothing ties the thing to a pod or a container.
+    pub fn is_empty(&self) -> bool {
+        self.pod_uid.is_none() && self.container_id.is_none() && self.pod.is_none()
+    }
+
+    /// `namespace/pod`, else `pod <uid>`, else `container <short id>`, else `-`.
+    pub fn pod_label(&self) -> String {
+        match (
+            &self.namespace,
+            &self.pod,
+            &self.pod_uid,
+            &self.container_id,
+        ) {
+            (Some(ns), Some(pod), _, _) => format!("{ns}/{pod}"),
+            (_, _, Some(uid), _) => format!("pod {uid}"),
+            (_, _, _, Some(id)) => format!("container {}", short_id(id)),
+            _ => "-".into(),
+        }
+    }
+
+    /// The container's name, else its short id, else `-`.
+    pub fn container_label(&self) -> String {
+        match (&self.container, &self.container_id) {
+            (Some(name), _) => name.clone(),
+            (None, Some(id)) => short_id(id).to_string(),
+            _ => "-".into(),
+        }
+    }
+
+    /// Fills the fields this owner lacks from `other`.
+    fn fill_from(&mut self, other: Owner) {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = other.$f; } )* };
+        }
+        fill!(
+            namespace,
+            pod,
+            pod_uid,
+            qos,
+            container,
+            container_id,
+            container_type,
+            runtime,
+            image,
+            cgroup,
+            pid
+        );
+    }
+}
+
+/// The first 13 characters of a container id, as crictl shows them.
+pub fn short_id(id: &str) -> &str {
+    id.get(..13).unwrap_or(id)
+}
+
+/// The attribution layer. Build one per run; it reads the runtime's state once and caches per pid.
+pub struct Attributor<'h> {
+    host: &'h Host,
+    pub kubelet_root: PathBuf,
+    pub instances: Vec<Instance>,
+    bundles: Vec<Bundle>,
+    by_id: HashMap<String, usize>,
+    sandbox_by_uid: HashMap<String, usize>,
+    pid_cache: RefCell<HashMap<u32, Owner>>,
+    pub blind_spots: Vec<BlindSpot>,
+}
+
+/// The answer to "which container is this id prefix".
+#[derive(Debug, PartialEq, Eq)]
+pub enum PrefixMatch {
+    One(String),
+    None,
+    Ambiguous(Vec<String>),
+}
+
+impl<'h> Attributor<'h> {
+    pub fn new(host: &'h Host, kubelet_root: PathBuf, extra_state: &[PathBuf]) -> Attributor<'h> {
+        let instances = containerd::discover(host, extra_state);
+        let (bundles, bad) = containerd::load_bundles(host, &instances);
+        let blind_spots = bad
+            .into_iter()
+            .map(|b| BlindSpot::new("attribution", b.path.display().to_string(), b.error))
+            .collect();
+        let mut by_id = HashMap::new();
+        let mut sandbox_by_uid = HashMap::new();
+        for (i, b) in bundles.iter().enumerate() {
+            by_id.insert(b.id.clone(), i);
+            if b.annotation("io.kubernetes.cri.container-type") == Some("sandbox") {
+                if let Some(uid) = b.annotation("io.kubernetes.cri.sandbox-uid") {
+                    sandbox_by_uid.insert(uid.to_string(), i);
+                }
+            }
+        }
+        Attributor {
+            host,
+            kubelet_root,
+            instances,
+            bundles,
+            by_id,
+            sandbox_by_uid,
+            pid_cache: RefCell::new(HashMap::new()),
+            blind_spots,
+        }
+    }
+
+    pub fn host(&self) -> &Host {
+        self.host
+    }
+
+    pub fn bundles(&self) -> &[Bundle] {
+        &self.bundles
+    }
+
+    pub fn bundle(&self, container_id: &str) -> Option<&Bundle> {
+        self.by_id.get(container_id).map(|&i| &self.bundles[i])
+    }
+
+    /// The owner of a process, from its cgroup and the bundle of the container it names. Cached per pid.
+    pub fn owner_of_pid(&self, pid: u32) -> std::io::Result<Owner> {
+        if let Some(o) = self.pid_cache.borrow().get(&pid) {
+            return Ok(o.clone());
+        }
+        let data = procfs::cgroup(self.host, pid)?;
+        let mut owner = match cgroup::parse_proc_cgroup(&data) {
+            Some(r) => self.owner_of_cgroup(&r),
+            None => Owner::default(),
+        };
+        owner.pid = Some(pid);
+        self.pid_cache.borrow_mut().insert(pid, owner.clone());
+        Ok(owner)
+    }
+
+    /// The owner named by a cgroup path.
+    pub fn owner_of_cgroup(&self, r: &CgroupRef) -> Owner {
+        let mut owner = match &r.container_id {
+            Some(id) => self.owner_of_container(id),
+            None => Owner::default(),
+        };
+        owner.cgroup = Some(r.path.clone());
+        owner.fill_from(Owner {
+            pod_uid: r.pod_uid.clone(),
+            qos: r.qos,
+            runtime: r.runtime.map(str::to_string),
+            ..Owner::default()
+        });
+        if let Some(uid) = owner.pod_uid.clone() {
+            owner.fill_from(self.owner_of_pod_uid(&uid));
+        }
+        owner
+    }
+
+    /// The owner of a container id, from its bundle's annotations.
+    pub fn owner_of_container(&self, id: &str) -> Owner {
+        let mut owner = Owner {
+            container_id: Some(id.to_string()),
+            ..Owner::default()
+        };
+        let Some(b) = self.bundle(id) else {
+            return owner;
+        };
+        let a = |k: &str| b.annotation(k).map(str::to_string);
+        owner.namespace = a("io.kubernetes.cri.sandbox-namespace");
+        owner.pod = a("io.kubernetes.cri.sandbox-name");
+        owner.pod_uid = a("io.kubernetes.cri.sandbox-uid");
+        owner.container = a("io.kubernetes.cri.container-name");
+        owner.container_type = a("io.kubernetes.cri.container-type");
+        owner.image = a("io.kubernetes.cri.image-name");
+        owner.runtime = Some(format!(
+            "containerd (shim {}, namespace {})",
+            b.shim, b.namespace
+        ));
+        if let Some(cg) = b.spec.linux.as_ref().and_then(|l| l.cgroups_path.clone()) {
+            owner.qos = cgroup::parse_path(&cg).qos;
+            owner.cgroup = Some(cg);
+        }
+        if let Some(sid) = a("io.kubernetes.cri.sandbox-id") {
+            if sid != id {
+                if let Some(sb) = self.bundle(&sid) {
+                    owner.namespace = owner.namespace.or(sb
+                        .annotation("io.kubernetes.cri.sandbox-namespace")
+                        .map(str::to_string));
+                    owner.pod = owner.pod.or(sb
+                        .annotation("io.kubernetes.cri.sandbox-name")
+                        .map(str::to_string));
+                }
+            }
+        }
+        owner
+    }
+
+    /// The owner of a pod uid: its names from the pod sandbox's bundle.
+    pub fn owner_of_pod_uid(&self, uid: &str) -> Owner {
+        let mut owner = Owner {
+            pod_uid: Some(uid.to_string()),
+            ..Owner::default()
+        };
+        if let Some(&i) = self.sandbox_by_uid.get(uid) {
+            let b = &self.bundles[i];
+            owner.namespace = b
+                .annotation("io.kubernetes.cri.sandbox-namespace")
+                .map(str::to_string);
+            owner.pod = b
+                .annotation("io.kubernetes.cri.sandbox-name")
+                .map(str::to_string);
+            if let Some(cg) = b
+                .spec
+                .linux
+                .as_ref()
+                .and_then(|l| l.cgroups_path.as_deref())
+            {
+                owner.qos = cgroup::parse_path(cg).qos;
+            }
+        }
+        owner
+    }
+
+    /// The container whose id starts with `prefix`, among the bundles and the ids in live processes' cgroups.
+    pub fn container_by_prefix(&self, prefix: &str, live_ids: &[String]) -> PrefixMatch {
+        let prefix = prefix.to_ascii_lowercase();
+        let mut hits: Vec<String> = self
+            .bundles
+            .iter()
+            .map(|b| b.id.clone())
+            .chain(live_ids.iter().cloned())
+            .filter(|id| id.starts_with(&prefix))
+            .collect();
+        hits.sort();
+        hits.dedup();
+        match hits.len() {
+            0 => PrefixMatch::None,
+            1 => PrefixMatch::One(hits.remove(0)),
+            _ => PrefixMatch::Ambiguous(hits),
+        }
+    }
+
+    /// The owner of a path under kubelet's pod directories, with how the path relates to the pod.
+    pub fn owner_of_kubelet_path(&self, path: &[u8]) -> Option<(Owner, kubelet::PodPath)> {
+        let pp = kubelet::parse_pod_path(self.kubelet_root.as_os_str().as_encoded_bytes(), path)?;
+        let mut owner = self.owner_of_pod_uid(&pp.pod_uid);
+        if let Some(c) = &pp.container {
+            owner.container = Some(c.clone());
+        }
+        Some((owner, pp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_show_ids_when_names_are_unknown() {
+        let id = "7b3e5f0c1a2d4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7";
+        let o = Owner {
+            container_id: Some(id.into()),
+            ..Owner::default()
+        };
+        assert_eq!(o.pod_label(), "container 7b3e5f0c1a2d4");
+        assert_eq!(o.container_label(), "7b3e5f0c1a2d4");
+        let o = Owner {
+            pod_uid: Some("u1".into()),
+            ..Owner::default()
+        };
+        assert_eq!(o.pod_label(), "pod u1");
+        assert_eq!(Owner::default().pod_label(), "-");
+    }
+}

@@ -1,0 +1,359 @@
+//! Output: a table for people (coloured only on a TTY, readable at 100 columns) and JSON for machines.
+
+use crate::finding::{Finding, Report, Severity};
+use serde_json::Value;
+use std::io::{self, Write};
+
+/// Whether to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// `auto` colours only a terminal, and never when `NO_COLOR` is set.
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
+}
+
+/// Styles text with ANSI colour when enabled.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    pub fn severity(&self, sev: Severity) -> String {
+        let code = match sev {
+            Severity::Critical => "1;31",
+            Severity::Warning => "33",
+            Severity::Info => "36",
+        };
+        self.paint(code, sev.label())
+    }
+}
+
+/// Writes any serialisable value as pretty JSON followed by a newline.
+pub fn json<T: serde::Serialize>(w: &mut dyn Write, value: &T) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, value)?;
+    writeln!(w)
+}
+
+/// The width tables are laid out for.
+pub const WIDTH: usize = 100;
+
+/// Cuts a string to at most `max` characters, marking the cut with `…`.
+pub fn fit(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let keep: String = s.chars().take(max.saturating_sub(1)).collect();
+    format!("{keep}…")
+}
+
+/// Wraps text at spaces to `width` columns; a word longer than the width (a long path) is cut into pieces.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    let words = text.split(' ').flat_map(|w| {
+        let chars: Vec<char> = w.chars().collect();
+        if chars.is_empty() {
+            return vec![String::new()];
+        }
+        chars
+            .chunks(width)
+            .map(|c| c.iter().collect::<String>())
+            .collect::<Vec<_>>()
+    });
+    for word in words {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(&word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+/// The human rendering of a report: a summary table, each finding's evidence, then what wonk could not see.
+pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()> {
+    if report.findings.is_empty() {
+        let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
+        writeln!(w, "no findings ({} checked)", names.join(", "))?;
+    } else {
+        writeln!(
+            w,
+            "{}",
+            style.bold(&format!(
+                "{:<4}  {:<8}  {:<30}  {:<14}  {}",
+                "SEV", "CHECK", "POD", "CONTAINER", "SUBJECT"
+            ))
+        )?;
+        for f in &report.findings {
+            let (pod, ctr) = f.owner.as_ref().map_or(("-".into(), "-".into()), |o| {
+                (o.pod_label(), o.container_label())
+            });
+            writeln!(
+                w,
+                "{}  {:<8}  {:<30}  {:<14}  {}",
+                style.severity(f.severity),
+                fit(f.check, 8),
+                fit(&pod, 30),
+                fit(&ctr, 14),
+                fit(&f.subject, WIDTH - 64)
+            )?;
+        }
+        for f in &report.findings {
+            writeln!(w)?;
+            finding_details(w, f, style)?;
+        }
+    }
+    for c in report.checks.iter().filter(|c| c.error.is_some()) {
+        writeln!(w)?;
+        writeln!(
+            w,
+            "{} check {} failed: {}",
+            style.severity(Severity::Critical),
+            c.name,
+            c.error.as_deref().unwrap_or("")
+        )?;
+    }
+    if !report.blind_spots.is_empty() {
+        writeln!(w)?;
+        writeln!(w, "{}", style.bold("not seen:"))?;
+        for b in &report.blind_spots {
+            for (i, line) in wrap(&format!("[{}] {}: {}", b.scope, b.what, b.why), WIDTH - 4)
+                .iter()
+                .enumerate()
+            {
+                writeln!(w, "{}{}", if i == 0 { "  " } else { "    " }, line)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One finding's summary, owner, evidence and advice, indented under a header line.
+pub fn finding_details(w: &mut dyn Write, f: &Finding, style: Style) -> io::Result<()> {
+    let head = format!("{} {}: ", f.check, f.kind);
+    for (i, line) in wrap(&f.subject, WIDTH - 5 - head.len()).iter().enumerate() {
+        if i == 0 {
+            writeln!(
+                w,
+                "{} {head}{}",
+                style.severity(f.severity),
+                style.bold(line)
+            )?;
+        } else {
+            writeln!(
+                w,
+                "     {:width$}{}",
+                "",
+                style.bold(line),
+                width = head.len()
+            )?;
+        }
+    }
+    for line in wrap(&f.summary, WIDTH - 4) {
+        writeln!(w, "    {line}")?;
+    }
+    if let Some(o) = &f.owner {
+        let v = serde_json::to_value(o).unwrap_or(Value::Null);
+        kv_block(w, "owner", &v, style)?;
+    }
+    for (k, v) in &f.evidence {
+        kv_block(w, k, v, style)?;
+    }
+    for a in &f.advice {
+        for (i, line) in wrap(a, WIDTH - 12).iter().enumerate() {
+            writeln!(
+                w,
+                "    {} {line}",
+                if i == 0 {
+                    style.dim("advice:")
+                } else {
+                    "       ".into()
+                }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `key: value`, with objects flattened one level (`mounted: inode=12 links=0 ...`); nulls are skipped.
+pub fn kv_block(w: &mut dyn Write, key: &str, v: &Value, style: Style) -> io::Result<()> {
+    let text = match v {
+        Value::Null => return Ok(()),
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={}", scalar(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => scalar(other),
+    };
+    let lines = wrap(&text, WIDTH - 8 - key.len().min(24));
+    for (i, line) in lines.iter().enumerate() {
+        if i == 0 {
+            writeln!(w, "    {}: {line}", style.dim(key))?;
+        } else {
+            writeln!(w, "    {:width$}  {line}", "", width = key.len())?;
+        }
+    }
+    Ok(())
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The human rendering of `wonk who`.
+pub fn who(w: &mut dyn Write, who: &crate::who::Who, style: Style) -> io::Result<()> {
+    writeln!(w, "{} {} ({})", style.bold("target:"), who.target, who.kind)?;
+    if let Some(p) = &who.process {
+        kv_block(
+            w,
+            "process",
+            &serde_json::to_value(p).unwrap_or(Value::Null),
+            style,
+        )?;
+    }
+    if let Some(p) = &who.path {
+        kv_block(
+            w,
+            "path",
+            &serde_json::to_value(p).unwrap_or(Value::Null),
+            style,
+        )?;
+    }
+    match &who.owner {
+        Some(o) if !o.is_empty() => {
+            writeln!(
+                w,
+                "{} {}  container {}",
+                style.bold("pod:"),
+                o.pod_label(),
+                o.container_label()
+            )?;
+            kv_block(
+                w,
+                "owner",
+                &serde_json::to_value(o).unwrap_or(Value::Null),
+                style,
+            )?;
+        }
+        _ => writeln!(w, "{} none known", style.bold("pod:"))?,
+    }
+    if !who.pids.is_empty() {
+        let pids: Vec<String> = who.pids.iter().map(u32::to_string).collect();
+        kv_block(w, "pids", &Value::String(pids.join(" ")), style)?;
+    }
+    if !who.seen_by.is_empty() {
+        writeln!(w, "{}", style.bold("seen by:"))?;
+        for s in &who.seen_by {
+            let owner = s.owner.as_ref().map_or("-".to_string(), |o| {
+                format!("{} ({})", o.pod_label(), o.container_label())
+            });
+            let inside = s
+                .path_in_container
+                .as_deref()
+                .map(|p| format!(" as {p}"))
+                .unwrap_or_default();
+            for (i, line) in wrap(&format!("{owner}{inside}: {}", s.how), WIDTH - 6)
+                .iter()
+                .enumerate()
+            {
+                writeln!(w, "{}{line}", if i == 0 { "  - " } else { "    " })?;
+            }
+        }
+    }
+    for n in &who.notes {
+        writeln!(w, "{} {n}", style.dim("note:"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_and_wrap() {
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("abc", 4), "abc");
+        assert_eq!(wrap("aa bb cc", 5), vec!["aa bb", "cc"]);
+        assert_eq!(
+            wrap("averyverylongword x", 5),
+            vec!["avery", "veryl", "ongwo", "rd x"]
+        );
+    }
+
+    #[test]
+    fn tables_fit_in_100_columns() {
+        use crate::finding::{CheckOutput, Finding};
+        let mut r = Report::new("ghosts", std::path::Path::new("/"));
+        let f = Finding {
+            check: "ghosts",
+            kind: "deleted",
+            severity: Severity::Warning,
+            summary: "x ".repeat(120),
+            subject: "/very/long/path/".repeat(10),
+            owner: Some(crate::owner::Owner {
+                namespace: Some("n".repeat(40)),
+                pod: Some("p".into()),
+                ..Default::default()
+            }),
+            evidence: vec![("host_path".into(), Value::String("/h ".repeat(60)))],
+            advice: vec!["do ".repeat(50)],
+        };
+        r.add(
+            "ghosts",
+            CheckOutput {
+                findings: vec![f],
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        let mut buf = Vec::new();
+        table(&mut buf, &r, Style { color: false }).unwrap();
+        for line in String::from_utf8(buf).unwrap().lines() {
+            assert!(
+                line.chars().count() <= WIDTH,
+                "{} chars: {line}",
+                line.chars().count()
+            );
+        }
+    }
+}

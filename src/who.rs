@@ -1,0 +1,508 @@
+//! `wonk who TARGET`: attribution as a command. TARGET is a pid, a container id (full or a unique prefix), a
+//! host path, or `DEV:INODE` (`md1:211566352`, `254:0:1234`). It prints what is known about its owner and, for a
+//! path, which containers see it and how.
+
+use crate::host::mountinfo::{self, Mount};
+use crate::host::procfs;
+use crate::host::resolve::{self, DevNum, Identity};
+use crate::host::{bytes_path, display_bytes, Host};
+use crate::owner::{cgroup, Attributor, Owner, PrefixMatch};
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Everything `who` found.
+#[derive(Debug, Serialize)]
+pub struct Who {
+    pub target: String,
+    /// `pid`, `container`, `path` or `inode`.
+    pub kind: &'static str,
+    pub owner: Option<Owner>,
+    pub process: Option<ProcessInfo>,
+    pub path: Option<PathInfo>,
+    /// Live processes of a container target.
+    pub pids: Vec<u32>,
+    /// Containers that see a path target, and how.
+    pub seen_by: Vec<Sighting>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub ppid: u32,
+    pub state: char,
+    pub mount_namespace: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PathInfo {
+    pub path: String,
+    pub device: DevNum,
+    pub inode: u64,
+    pub links: u32,
+    pub size: u64,
+    /// How a `DEV:INODE` target was turned into a path: `open_by_handle_at` or `search`.
+    pub resolved_by: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Sighting {
+    /// `overlay upperdir`, `overlay lowerdir`, `bind mount`, `kubelet pod volume`, ...
+    pub how: String,
+    /// Where the container sees the path, when it sees it through a mount.
+    pub path_in_container: Option<String>,
+    pub owner: Option<Owner>,
+    pub pid: Option<u32>,
+}
+
+/// Runs `who` for one target.
+pub fn who(owners: &Attributor, target: &str) -> anyhow::Result<Who> {
+    let host = owners.host();
+    let mut w = Who {
+        target: target.to_string(),
+        kind: "path",
+        owner: None,
+        process: None,
+        path: None,
+        pids: Vec::new(),
+        seen_by: Vec::new(),
+        notes: Vec::new(),
+    };
+    if target.is_empty() {
+        bail!("empty TARGET: give a pid, a container id, a host path or DEV:INODE");
+    }
+    if target.starts_with('/') {
+        path_target(owners, target.as_bytes(), &mut w)?;
+        return Ok(w);
+    }
+    if let Some((dev, ino)) = parse_dev_inode(target) {
+        w.kind = "inode";
+        let dev = resolve_dev(host, dev)?;
+        let (path, method) = inode_to_path(host, dev, ino)?;
+        path_target(owners, &path, &mut w)?;
+        if let Some(p) = &mut w.path {
+            p.resolved_by = Some(method);
+        }
+        return Ok(w);
+    }
+    if target.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(pid) = target.parse::<u32>() {
+            if host.proc_pid(pid).exists() {
+                return pid_target(owners, pid, w);
+            }
+        }
+    }
+    if target.len() >= 3 && target.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let live = live_container_ids(owners);
+        match owners.container_by_prefix(
+            target,
+            &live.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        ) {
+            PrefixMatch::One(id) => {
+                w.kind = "container";
+                let mut owner = owners.owner_of_container(&id);
+                w.pids = live
+                    .iter()
+                    .filter(|(cid, _)| *cid == id)
+                    .map(|(_, pid)| *pid)
+                    .collect();
+                if let Some(&pid) = w.pids.first() {
+                    if let Ok(o) = owners.owner_of_pid(pid) {
+                        owner = o;
+                        owner.pid = None;
+                    }
+                } else {
+                    w.notes
+                        .push("no live process of this container was found".into());
+                }
+                w.owner = Some(owner);
+                return Ok(w);
+            }
+            PrefixMatch::Ambiguous(ids) => {
+                bail!(
+                    "container id prefix {target:?} is ambiguous: it matches {}",
+                    ids.join(", ")
+                )
+            }
+            PrefixMatch::None => {}
+        }
+    }
+    bail!(
+        "{target:?} is not a live pid, a known container id prefix, an absolute path or DEV:INODE \
+         (for example md1:211566352 or 254:0:1234)"
+    )
+}
+
+fn pid_target(owners: &Attributor, pid: u32, mut w: Who) -> anyhow::Result<Who> {
+    let host = owners.host();
+    w.kind = "pid";
+    let st = procfs::stat(host, pid).with_context(|| format!("reading process {pid}"))?;
+    w.process = Some(ProcessInfo {
+        pid,
+        comm: st.comm,
+        ppid: st.ppid,
+        state: st.state,
+        mount_namespace: procfs::mnt_ns(host, pid).ok(),
+    });
+    let owner = owners
+        .owner_of_pid(pid)
+        .with_context(|| format!("reading /proc/{pid}/cgroup"))?;
+    if owner.is_empty() {
+        w.notes
+            .push("this process is not in a pod or container cgroup".into());
+    }
+    w.owner = Some(owner);
+    Ok(w)
+}
+
+/// `(container id, pid)` for every process whose cgroup names a container.
+fn live_container_ids(owners: &Attributor) -> Vec<(String, u32)> {
+    let host = owners.host();
+    let mut out = Vec::new();
+    for pid in procfs::pids(host).unwrap_or_default() {
+        let Ok(data) = procfs::cgroup(host, pid) else {
+            continue;
+        };
+        if let Some(id) = cgroup::parse_proc_cgroup(&data).and_then(|r| r.container_id) {
+            out.push((id, pid));
+        }
+    }
+    out
+}
+
+fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<()> {
+    let host = owners.host();
+    let id = resolve::stat_in_root(host.root_dir(), path, true)
+        .with_context(|| format!("cannot stat {} on the host", display_bytes(path)))?;
+    w.path = Some(PathInfo {
+        path: display_bytes(path),
+        device: id.dev,
+        inode: id.ino,
+        links: id.nlink,
+        size: id.size,
+        resolved_by: None,
+    });
+    if let Some((owner, pp)) = owners.owner_of_kubelet_path(path) {
+        let how = match (&pp.plugin, &pp.volume) {
+            (Some(p), Some(v)) => format!("kubelet pod volume {p}/{v}"),
+            _ => format!("kubelet pod directory ({})", pp.kind),
+        };
+        w.owner = Some(owner.clone());
+        w.seen_by.push(Sighting {
+            how,
+            path_in_container: None,
+            owner: Some(owner),
+            pid: None,
+        });
+    }
+    let host_mounts = procfs::mountinfo(host, 1)
+        .map(|d| mountinfo::parse(&d).0)
+        .unwrap_or_else(|e| {
+            w.notes.push(format!(
+                "the host's mount table is unreadable ({e}); bind mounts are not matched"
+            ));
+            Vec::new()
+        });
+    let fs_rel = fs_relative(path, &host_mounts, &id);
+    let host_ns = procfs::mnt_ns(host, 1).ok();
+    let (namespaces, _) = procfs::mount_namespaces(host).context("listing processes")?;
+    for ns in namespaces {
+        let is_host = Some(ns.inode) == host_ns;
+        let Some((pid, mounts)) = ns.pids.iter().find_map(|&pid| {
+            procfs::mountinfo(host, pid)
+                .ok()
+                .map(|d| (pid, mountinfo::parse(&d).0))
+        }) else {
+            continue;
+        };
+        let owner = || {
+            if is_host {
+                None
+            } else {
+                owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty())
+            }
+        };
+        for m in &mounts {
+            if m.fs_type == "overlay" {
+                if let Some(s) = overlay_sighting(owners, m, path, is_host) {
+                    w.seen_by.push(Sighting {
+                        owner: s.owner.or_else(owner),
+                        pid: (!is_host).then_some(pid),
+                        ..s
+                    });
+                }
+            } else if !is_host && m.root != b"/" {
+                if let Some(rel) = fs_rel.as_ref().filter(|rel| {
+                    m.dev() == (id.dev.major, id.dev.minor)
+                        && mountinfo::path_under(rel, m.root_path())
+                }) {
+                    let inside = mountinfo::path_join(
+                        &m.mount_point,
+                        mountinfo::path_rest(rel, m.root_path()),
+                    );
+                    w.seen_by.push(Sighting {
+                        how: format!("bind mount of {}", display_bytes(m.root_path())),
+                        path_in_container: Some(display_bytes(&inside)),
+                        owner: owner(),
+                        pid: Some(pid),
+                    });
+                }
+            }
+        }
+    }
+    if w.owner.is_none() {
+        w.owner = w.seen_by.iter().find_map(|s| s.owner.clone());
+    }
+    Ok(())
+}
+
+/// The path's location inside its filesystem, through the host mount that covers it.
+fn fs_relative(path: &[u8], host_mounts: &[Mount], id: &Identity) -> Option<Vec<u8>> {
+    host_mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| {
+            h.dev() == (id.dev.major, id.dev.minor) && mountinfo::path_under(path, &h.mount_point)
+        })
+        .max_by_key(|(i, h)| (h.mount_point.len(), *i))
+        .map(|(_, h)| {
+            mountinfo::path_join(h.root_path(), mountinfo::path_rest(path, &h.mount_point))
+        })
+}
+
+/// Whether `path` lies in an overlay's upper or lower directories.
+fn overlay_sighting(
+    owners: &Attributor,
+    m: &Mount,
+    path: &[u8],
+    is_host: bool,
+) -> Option<Sighting> {
+    let mut layers: Vec<(&str, Vec<u8>)> = Vec::new();
+    if let Some(u) = m.super_option("upperdir") {
+        layers.push((
+            "overlay upperdir (the container's writable layer)",
+            unescape_overlay(u),
+        ));
+    }
+    if let Some(l) = m.super_option("lowerdir") {
+        for part in split_lowerdir(l) {
+            layers.push(("overlay lowerdir (an image layer)", part));
+        }
+    }
+    let (how, dir) = layers
+        .into_iter()
+        .find(|(_, d)| mountinfo::path_under(path, d))?;
+    let inside = mountinfo::path_join(&m.mount_point, mountinfo::path_rest(path, &dir));
+    // In the host's namespace, a container's root is mounted at <bundle>/rootfs.
+    let owner = if is_host {
+        let mp = bytes_path(&m.mount_point);
+        let id = mp
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned());
+        let known = mp.file_name() == Some("rootfs".as_ref())
+            && id.as_deref().is_some_and(|i| owners.bundle(i).is_some());
+        if !known {
+            return None;
+        }
+        id.map(|i| owners.owner_of_container(&i))
+    } else {
+        None
+    };
+    Some(Sighting {
+        how: how.to_string(),
+        path_in_container: Some(display_bytes(&inside)),
+        owner,
+        pid: None,
+    })
+}
+
+/// overlay escapes `,` `:` and `\` in its directory options with a backslash.
+fn unescape_overlay(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut it = b.iter();
+    while let Some(&c) = it.next() {
+        if c == b'\\' {
+            if let Some(&n) = it.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn split_lowerdir(l: &[u8]) -> Vec<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut cur = Vec::new();
+    let mut i = 0;
+    while i < l.len() {
+        match l[i] {
+            b'\\' if i + 1 < l.len() => {
+                cur.push(l[i + 1]);
+                i += 2;
+                continue;
+            }
+            b':' => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+        i += 1;
+    }
+    parts.push(cur);
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// `md1:211566352` -> ("md1", 211566352); `254:0:1234` -> ("254:0", 1234).
+pub fn parse_dev_inode(s: &str) -> Option<(&str, u64)> {
+    let (dev, ino) = s.rsplit_once(':')?;
+    let ino = ino.parse().ok()?;
+    (!dev.is_empty()).then_some((dev, ino))
+}
+
+/// A device given as `MAJ:MIN` or a kernel name (`md1`, `vda`, `loop0`, `dm-0`).
+pub fn resolve_dev(host: &Host, dev: &str) -> anyhow::Result<DevNum> {
+    if let Some((a, b)) = dev.split_once(':') {
+        if let (Ok(major), Ok(minor)) = (a.parse(), b.parse()) {
+            return Ok(DevNum { major, minor });
+        }
+    }
+    if dev.contains('/') || dev.starts_with('.') {
+        bail!("device {dev:?} is neither MAJ:MIN nor a kernel device name such as md1 or vda");
+    }
+    let p = host.path(format!("/sys/class/block/{dev}/dev"));
+    let text = std::fs::read_to_string(&p)
+        .with_context(|| format!("no block device {dev:?} ({} unreadable)", p.display()))?;
+    let (a, b) = text
+        .trim()
+        .split_once(':')
+        .with_context(|| format!("{}: unexpected content", p.display()))?;
+    Ok(DevNum {
+        major: a.parse()?,
+        minor: b.parse()?,
+    })
+}
+
+/// Turns `(device, inode)` into a host path: by file handle (instant, needs CAP_DAC_READ_SEARCH), else by a
+/// bounded walk of the filesystem.
+pub fn inode_to_path(
+    host: &Host,
+    dev: DevNum,
+    ino: u64,
+) -> anyhow::Result<(Vec<u8>, &'static str)> {
+    let mounts = procfs::mountinfo(host, 1)
+        .map(|d| mountinfo::parse(&d).0)
+        .context("reading the host's mount table")?;
+    let m = mounts
+        .iter()
+        .filter(|m| m.dev() == (dev.major, dev.minor) && !m.root_deleted())
+        .max_by_key(|m| (m.root == b"/", std::cmp::Reverse(m.mount_point.len())))
+        .with_context(|| format!("device {dev} is not mounted on the host"))?;
+    let mount_dir = resolve::open_root(&host.path(bytes_path(&m.mount_point)))
+        .with_context(|| format!("opening the mount point {}", display_bytes(&m.mount_point)))?;
+    let verify = |p: &[u8]| {
+        resolve::stat_in_root(host.root_dir(), p, false)
+            .is_ok_and(|id| id.dev == dev && id.ino == ino)
+    };
+    if let Some(p) = by_handle(host, &mount_dir, ino).filter(|p| verify(p)) {
+        return Ok((p, "open_by_handle_at"));
+    }
+    let found = search_inode(&host.path(bytes_path(&m.mount_point)), dev, ino, 5_000_000)?;
+    match found.and_then(|p| host.to_node_path(&p)) {
+        Some(p) => Ok((p.into_os_string().into_encoded_bytes(), "search")),
+        None => bail!("inode {ino} on {dev} has no path under {} (deleted, or not reachable from the host's mounts)", display_bytes(&m.mount_point)),
+    }
+}
+
+/// open_by_handle_at with a FILEID_INO32_GEN handle and generation 0; ext4 then skips the generation check.
+fn by_handle(host: &Host, mount_dir: &std::fs::File, ino: u64) -> Option<Vec<u8>> {
+    let ino32 = u32::try_from(ino).ok()?;
+    let mut handle = [0u8; 16];
+    handle[0..4].copy_from_slice(&8u32.to_ne_bytes());
+    handle[4..8].copy_from_slice(&1i32.to_ne_bytes());
+    handle[8..12].copy_from_slice(&ino32.to_ne_bytes());
+    // SAFETY: the handle buffer is a valid struct file_handle with 8 bytes of f_handle; the kernel only reads it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_dir.as_raw_fd(),
+            handle.as_mut_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the syscall returned a new file descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let seen = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    host.to_node_path(&seen)
+        .map(|p| p.into_os_string().into_encoded_bytes())
+}
+
+/// A depth-first walk that stays on one device and stops after `budget` entries.
+fn search_inode(top: &Path, dev: DevNum, ino: u64, budget: u64) -> anyhow::Result<Option<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let top_md = std::fs::symlink_metadata(top)?;
+    if top_md.ino() == ino {
+        return Ok(Some(top.to_path_buf()));
+    }
+    let devno = top_md.dev();
+    let _ = dev;
+    let mut stack = vec![top.to_path_buf()];
+    let mut seen = 0u64;
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > budget {
+                bail!(
+                    "inode {ino} not found in the first {budget} entries under {}",
+                    top.display()
+                );
+            }
+            if e.ino() == ino {
+                if e.metadata().is_ok_and(|m| m.dev() == devno) {
+                    return Ok(Some(e.path()));
+                }
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir())
+                && e.metadata().is_ok_and(|m| m.dev() == devno)
+            {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(None)
+}
+
+use std::os::unix::fs::DirEntryExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_inode_targets() {
+        assert_eq!(parse_dev_inode("md1:211566352"), Some(("md1", 211566352)));
+        assert_eq!(parse_dev_inode("254:0:1234"), Some(("254:0", 1234)));
+        assert_eq!(parse_dev_inode("md1:"), None);
+        assert_eq!(parse_dev_inode(":5"), None);
+        assert_eq!(parse_dev_inode("abc"), None);
+    }
+
+    #[test]
+    fn overlay_option_paths() {
+        assert_eq!(
+            split_lowerdir(b"/a/1:/b\\:c/2"),
+            vec![b"/a/1".to_vec(), b"/b:c/2".to_vec()]
+        );
+        assert_eq!(unescape_overlay(b"/x\\,y"), b"/x,y");
+    }
+}
