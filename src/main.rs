@@ -69,6 +69,12 @@ fn main() {
     };
     let code = match run(cli) {
         Ok(code) => code,
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            exit::OK
+        }
         Err(e) => {
             eprintln!("wonk: error: {e:#}");
             exit::FAILED

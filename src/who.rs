@@ -207,7 +207,7 @@ fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<
             Vec::new()
         });
     let fs_rel = fs_relative(path, &host_mounts, &id);
-    let host_ns = procfs::mnt_ns(host, 1).ok();
+    let host_ns = procfs::host_mnt_ns(host);
     let (namespaces, _) = procfs::mount_namespaces(host).context("listing processes")?;
     for ns in namespaces {
         let is_host = Some(ns.inode) == host_ns;

@@ -65,7 +65,7 @@ impl Check for Ghosts {
                 return out;
             }
         };
-        let host_ns = procfs::mnt_ns(host, 1).ok();
+        let host_ns = procfs::host_mnt_ns(host);
         let host_mounts = match procfs::mountinfo(host, 1) {
             Ok(data) => mountinfo::parse(&data).0,
             Err(e) => {
@@ -81,14 +81,15 @@ impl Check for Ghosts {
             out.blind_spots.push(BlindSpot::new(
                 "ghosts",
                 format!(
-                    "{} processes' mount namespaces (first: pid {})",
+                    "the mount namespace of {} process(es) (first: pid {})",
                     unreadable.len(),
                     unreadable[0].0
                 ),
-                format!(
-                    "{} (run as root to see every mount namespace)",
-                    unreadable[0].1
-                ),
+                if rustix::process::geteuid().is_root() {
+                    format!("{} (even as root: such a process holds capabilities wonk lacks, or an LSM denies it)", unreadable[0].1)
+                } else {
+                    format!("{} (run as root to see every mount namespace)", unreadable[0].1)
+                },
             ));
         }
         let mut scanned = 0u64;

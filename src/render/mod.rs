@@ -283,9 +283,11 @@ pub fn who(w: &mut dyn Write, who: &crate::who::Who, style: Style) -> io::Result
     if !who.seen_by.is_empty() {
         writeln!(w, "{}", style.bold("seen by:"))?;
         for s in &who.seen_by {
-            let owner = s.owner.as_ref().map_or("-".to_string(), |o| {
-                format!("{} ({})", o.pod_label(), o.container_label())
-            });
+            let owner = s.owner.as_ref().filter(|o| !o.is_empty()).map_or(
+                s.pid
+                    .map_or("(no pod)".to_string(), |p| format!("pid {p} (no pod)")),
+                |o| format!("{} ({})", o.pod_label(), o.container_label()),
+            );
             let inside = s
                 .path_in_container
                 .as_deref()
