@@ -1,0 +1,272 @@
+//! Shared harness for the integration tests: real mount namespaces, bind mounts, cgroups and loop devices,
+//! each recorded when made and undone in `Drop`, even when the test fails.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// True when the test can run. Root-only tests skip without root, except in CI, where they must run.
+pub fn root_or_skip(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs root, and CI=true: it must not be skipped");
+    }
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+/// A scratch area and everything made in it.
+pub struct Scratch {
+    pub dir: PathBuf,
+    children: Vec<Child>,
+    host_mounts: Vec<PathBuf>,
+    loops: Vec<String>,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("wonk-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch {
+            dir,
+            children: Vec::new(),
+            host_mounts: Vec::new(),
+            loops: Vec::new(),
+            cgroups: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn s(&self, rel: &str) -> String {
+        self.path(rel).display().to_string()
+    }
+
+    /// Writes a file, making its parent directories.
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// Starts a process in a new private mount namespace that runs `setup` (sh), then sleeps. Returns its pid
+    /// once `setup` has finished. `unshare` and `sh` exec, so the pid is the sleeping process.
+    pub fn spawn_ns(&mut self, setup: &str) -> u32 {
+        self.spawn(
+            &["unshare", "-m", "--propagation", "private", "sh", "-c"],
+            setup,
+        )
+    }
+
+    /// Like [`spawn_ns`] but in wonk's own mount namespace.
+    pub fn spawn_host(&mut self, setup: &str) -> u32 {
+        self.spawn(&["sh", "-c"], setup)
+    }
+
+    fn spawn(&mut self, argv: &[&str], setup: &str) -> u32 {
+        let script = format!("set -e\n{setup}\necho ready\nexec sleep 100000");
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        self.children.push(child);
+        assert_eq!(line.trim(), "ready", "setup failed: {setup}");
+        pid
+    }
+
+    /// Kills one of our processes (by the pid we recorded) and reaps it.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
+            let mut c = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs a shell command in wonk's namespace and asserts it succeeded.
+    pub fn sh(&self, cmd: &str) -> String {
+        let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Bind-mounts in wonk's own (the host's) namespace; undone in Drop.
+    pub fn host_bind(&mut self, src: &Path, dst: &Path) {
+        self.sh(&format!(
+            "mount --bind '{}' '{}'",
+            src.display(),
+            dst.display()
+        ));
+        self.host_mounts.push(dst.to_path_buf());
+    }
+
+    /// Mounts a fresh ext4 image on a loop device; both are undone in Drop.
+    pub fn ext4(&mut self, name: &str, size: &str, mkfs_opts: &str) -> (PathBuf, String) {
+        let img = self.path(&format!("{name}.img"));
+        let mnt = self.path(name);
+        std::fs::create_dir_all(&mnt).unwrap();
+        self.sh(&format!(
+            "truncate -s {size} '{}' && mkfs.ext4 -q {mkfs_opts} '{}'",
+            img.display(),
+            img.display()
+        ));
+        let dev = self.sh(&format!("losetup --find --show '{}'", img.display()));
+        self.loops.push(dev.clone());
+        self.sh(&format!("mount '{dev}' '{}'", mnt.display()));
+        self.host_mounts.push(mnt.clone());
+        (mnt, dev)
+    }
+
+    /// Creates `rel` (slash-separated) under a private directory of the cgroup v1 memory hierarchy, moves `pid`
+    /// into it, and returns the cgroup path as /proc/PID/cgroup shows it.
+    pub fn cgroup(&mut self, rel: &str, pid: u32) -> String {
+        let base = PathBuf::from(format!(
+            "/sys/fs/cgroup/memory/wonk-test-{}",
+            std::process::id()
+        ));
+        let mut p = base.clone();
+        for comp in std::iter::once("").chain(rel.split('/')) {
+            if !comp.is_empty() {
+                p.push(comp);
+            }
+            if !p.exists() {
+                std::fs::create_dir(&p).unwrap();
+                self.cgroups.push(p.clone());
+            }
+        }
+        std::fs::write(p.join("cgroup.procs"), pid.to_string()).unwrap();
+        p.strip_prefix("/sys/fs/cgroup/memory")
+            .unwrap()
+            .display()
+            .to_string()
+            .replace("wonk-test", "/wonk-test")
+    }
+
+    /// Writes a containerd task bundle's config.json under `state`.
+    pub fn bundle(&self, state: &str, id: &str, spec: &Value) {
+        let p = self.path(&format!(
+            "{state}/io.containerd.runtime.v2.task/k8s.io/{id}/config.json"
+        ));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, serde_json::to_vec_pretty(spec).unwrap()).unwrap();
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for mut c in self.children.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for m in self.host_mounts.drain(..).rev() {
+            let _ = Command::new("umount").arg(&m).status();
+        }
+        for l in self.loops.drain(..) {
+            let _ = Command::new("losetup").arg("-d").arg(&l).status();
+        }
+        for c in self.cgroups.drain(..).rev() {
+            let _ = std::fs::remove_dir(&c);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs wonk with `--json` and returns its exit code and parsed output.
+pub fn wonk_json(args: &[&str]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wonk"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let code = out.status.code().expect("wonk was killed by a signal");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "wonk {args:?} printed no JSON ({e}); exit {code}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, v)
+}
+
+/// Runs wonk and returns exit code, stdout and stderr.
+pub fn wonk(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wonk"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().expect("wonk was killed by a signal"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The findings whose subject is `subject`.
+pub fn findings_for<'a>(report: &'a Value, subject: &str) -> Vec<&'a Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["subject"] == subject)
+        .collect()
+}
+
+/// The inode number of a path.
+pub fn ino(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+/// A CRI-style config.json for a container or a sandbox.
+pub fn spec(
+    kind: &str,
+    ns: &str,
+    pod: &str,
+    uid: &str,
+    name: &str,
+    sandbox_id: &str,
+    cgroup: &str,
+    mounts: Value,
+) -> Value {
+    let mut ann = serde_json::json!({
+        "io.kubernetes.cri.container-type": kind,
+        "io.kubernetes.cri.sandbox-id": sandbox_id,
+        "io.kubernetes.cri.sandbox-name": pod,
+        "io.kubernetes.cri.sandbox-namespace": ns,
+        "io.kubernetes.cri.sandbox-uid": uid,
+    });
+    if kind == "container" {
+        ann["io.kubernetes.cri.container-name"] = name.into();
+        ann["io.kubernetes.cri.image-name"] = "localhost/wonk-busybox:1".into();
+    }
+    serde_json::json!({
+        "ociVersion": "1.0.2-dev",
+        "root": {"path": "rootfs"},
+        "mounts": mounts,
+        "annotations": ann,
+        "linux": {"cgroupsPath": cgroup},
+    })
+}
