@@ -67,13 +67,25 @@ impl Scratch {
         )
     }
 
-    /// Like [`spawn_ns`] but in wonk's own mount namespace.
-    pub fn spawn_host(&mut self, setup: &str) -> u32 {
-        self.spawn(&["sh", "-c"], setup)
+    /// Like [`spawn_ns`], but the process finally execs `exec` (which must not exit) instead of sleep. The pid
+    /// is returned when `setup` is done; the exec may still be under way.
+    pub fn spawn_ns_exec(&mut self, setup: &str, exec: &str) -> u32 {
+        let script = format!("set -e\n{setup}\necho ready\nexec {exec}");
+        self.spawn_script(
+            &["unshare", "-m", "--propagation", "private", "sh", "-c"],
+            &script,
+        )
     }
 
     fn spawn(&mut self, argv: &[&str], setup: &str) -> u32 {
-        let script = format!("set -e\n{setup}\necho ready\nexec sleep 100000");
+        self.spawn_script(
+            argv,
+            &format!("set -e\n{setup}\necho ready\nexec sleep 100000"),
+        )
+    }
+
+    fn spawn_script(&mut self, argv: &[&str], script: &str) -> u32 {
+        let setup = script;
         let mut child = Command::new(argv[0])
             .args(&argv[1..])
             .arg(script)
@@ -142,10 +154,7 @@ impl Scratch {
     /// Creates `rel` (slash-separated) under a private directory of the cgroup v1 memory hierarchy, moves `pid`
     /// into it, and returns the cgroup path as /proc/PID/cgroup shows it.
     pub fn cgroup(&mut self, rel: &str, pid: u32) -> String {
-        let base = PathBuf::from(format!(
-            "/sys/fs/cgroup/memory/wonk-test-{}",
-            std::process::id()
-        ));
+        let base = Path::new("/sys/fs/cgroup/memory").join(self.dir.file_name().unwrap());
         let mut p = base.clone();
         for comp in std::iter::once("").chain(rel.split('/')) {
             if !comp.is_empty() {
@@ -157,11 +166,10 @@ impl Scratch {
             }
         }
         std::fs::write(p.join("cgroup.procs"), pid.to_string()).unwrap();
-        p.strip_prefix("/sys/fs/cgroup/memory")
-            .unwrap()
+        Path::new("/")
+            .join(p.strip_prefix("/sys/fs/cgroup/memory").unwrap())
             .display()
             .to_string()
-            .replace("wonk-test", "/wonk-test")
     }
 
     /// Writes a containerd task bundle's config.json under `state`.
