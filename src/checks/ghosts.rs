@@ -19,6 +19,8 @@ use crate::host::resolve::{self, Identity};
 use crate::host::{display_bytes, vanished};
 use crate::owner::{kubelet, Owner};
 use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 
 pub struct Ghosts;
@@ -95,12 +97,14 @@ impl Check for Ghosts {
         let mut scanned = 0u64;
         let mut binds = 0u64;
         let mut unverified = 0u64;
+        let host_stats = HostStats::default();
         for ns in &namespaces {
             let scan = NsScan {
                 ctx,
                 ns,
                 host_ns,
                 host_mounts: &host_mounts,
+                host_stats: &host_stats,
             };
             match scan.run(&mut out) {
                 Ok(Some(stats)) => {
@@ -131,6 +135,27 @@ struct NsScan<'a> {
     ns: &'a MountNs,
     host_ns: Option<u64>,
     host_mounts: &'a [Mount],
+    host_stats: &'a HostStats,
+}
+
+/// Host paths already statted in this run. Many namespaces mount the same sources (every pod of a DaemonSet,
+/// every container's /etc/hosts), so each host path is resolved once.
+#[derive(Default)]
+struct HostStats(RefCell<HashMap<Vec<u8>, Result<Identity, i32>>>);
+
+impl HostStats {
+    fn get(&self, host_root: &std::fs::File, path: &[u8]) -> io::Result<Identity> {
+        if let Some(r) = self.0.borrow().get(path) {
+            return r.map_err(io::Error::from_raw_os_error);
+        }
+        let r = resolve::stat_in_root(host_root, path, true);
+        let stored = r
+            .as_ref()
+            .map(|id| *id)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+        self.0.borrow_mut().insert(path.to_vec(), stored);
+        r
+    }
 }
 
 impl NsScan<'_> {
@@ -159,38 +184,38 @@ impl NsScan<'_> {
             ));
         }
         let is_host_ns = Some(self.ns.inode) == self.host_ns;
-        let owner = if is_host_ns {
+        // The owner is read only when it matters: to find the bundle's mount sources, or for a finding.
+        let owner = std::cell::OnceCell::new();
+        let owner_of_ns = || {
+            owner
+                .get_or_init(|| {
+                    let o = (!is_host_ns).then(|| self.ctx.owners.owner_of_pid(pid).ok());
+                    o.flatten().filter(|o| !o.is_empty())
+                })
+                .as_ref()
+        };
+        let bundle = if self.ctx.owners.bundles().is_empty() {
             None
         } else {
-            self.ctx
-                .owners
-                .owner_of_pid(pid)
-                .ok()
-                .filter(|o| !o.is_empty())
+            owner_of_ns()
+                .and_then(|o| o.container_id.as_deref())
+                .and_then(|id| self.ctx.owners.bundle(id))
         };
-        let bundle = owner
-            .as_ref()
-            .and_then(|o| o.container_id.as_deref())
-            .and_then(|id| self.ctx.owners.bundle(id));
         let (mut checked, mut unverified) = (0, 0);
         for m in &mounts {
             if m.root == b"/" || PSEUDO_FS.contains(&m.fs_type.as_str()) {
                 continue;
             }
-            let mounted = match resolve::stat_in_root(&root, &m.mount_point, false) {
-                Ok(id) => id,
+            // What we reach must be the root of this very mount; otherwise another mount covers it, or it
+            // changed since mountinfo was read (a container can race us), and nothing can be said about it.
+            let mounted = match resolve::stat_mount_root(&root, &m.mount_point, u64::from(m.id)) {
+                Ok(Some(id)) => id,
                 Err(e) if vanished(&e) => continue,
-                Err(_) => {
+                Ok(None) | Err(_) => {
                     unverified += 1;
                     continue;
                 }
             };
-            // What we reached must be this very mount; otherwise it is covered by another mount, or it changed
-            // since mountinfo was read (a container can race us), and nothing can be said about it.
-            if mounted.mnt_id != u64::from(m.id) {
-                unverified += 1;
-                continue;
-            }
             checked += 1;
             let source = bundle
                 .and_then(|b| {
@@ -204,14 +229,14 @@ impl NsScan<'_> {
                     let exclude = is_host_ns.then_some(m.id);
                     host_path_of(m, self.host_mounts, exclude).map(|p| (p, "mountinfo"))
                 });
-            let mut owner = owner.clone();
-            if is_host_ns {
-                owner = self
-                    .ctx
-                    .owners
-                    .owner_of_kubelet_path(&m.mount_point)
-                    .map(|(o, _)| o);
-            }
+            let owner = || {
+                if is_host_ns {
+                    let kubelet = self.ctx.owners.owner_of_kubelet_path(&m.mount_point);
+                    kubelet.map(|(o, _)| o)
+                } else {
+                    owner_of_ns().cloned()
+                }
+            };
             if let Some(f) = self.judge(pid, m, &mounted, source, owner) {
                 out.findings.push(f);
             }
@@ -239,12 +264,12 @@ impl NsScan<'_> {
         m: &Mount,
         mounted: &Identity,
         source: Option<(Vec<u8>, &'static str)>,
-        owner: Option<Owner>,
+        owner: impl FnOnce() -> Option<Owner>,
     ) -> Option<Finding> {
         let host_root = self.ctx.host.root_dir();
         let now = source
             .as_ref()
-            .map(|(p, _)| resolve::stat_in_root(host_root, p, true));
+            .map(|(p, _)| self.host_stats.get(host_root, p));
         let (kind, why) = match &now {
             _ if mounted.nlink == 0 => (
                 "deleted",
@@ -271,6 +296,7 @@ impl NsScan<'_> {
             Some(Err(e)) if vanished(e) => "now gone".to_string(),
             _ => "host path unknown".to_string(),
         };
+        let owner = owner();
         let who = owner
             .as_ref()
             .map(|o| format!(" in {}", o.pod_label()))

@@ -94,7 +94,8 @@ pub fn vanished(e: &io::Error) -> bool {
 pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let f = File::open(path)?;
-    let mut buf = Vec::new();
+    // procfs answers each read with at most what fits; a roomy first buffer saves many small reads.
+    let mut buf = Vec::with_capacity(limit.min(16 << 10) as usize);
     f.take(limit).read_to_end(&mut buf)?;
     Ok(buf)
 }

@@ -112,9 +112,45 @@ pub fn open_in_root(root: &impl AsFd, path: &[u8], follow_final: bool) -> io::Re
 
 /// statx of an open handle.
 pub fn identity(fd: &impl AsFd) -> io::Result<Identity> {
+    statx_identity(fd, "", AtFlags::EMPTY_PATH).map(|(id, _)| id)
+}
+
+/// The root of the mount with id `mnt_id`, reached at `path` inside `root`; `None` when `path` does not lead to
+/// that mount's root (another mount covers it, or it changed since the mount table was read).
+///
+/// One plain statx does the work in the common case. It may follow a hostile symlink out of the root, but its
+/// answer is only used when it is the root of that very mount: mount ids are unique across all namespaces and
+/// `STATX_ATTR_MOUNT_ROOT` says the inode is a mount's root, so nothing outside the mount can pass. Any other
+/// answer is settled by [`open_in_root`].
+pub fn stat_mount_root(root: &impl AsFd, path: &[u8], mnt_id: u64) -> io::Result<Option<Identity>> {
+    let is_it = |id: &Identity, attrs: rustix::fs::StatxAttributes| {
+        id.mnt_id == mnt_id && attrs.contains(rustix::fs::StatxAttributes::MOUNT_ROOT)
+    };
+    let mut rel = path;
+    while let Some(r) = rel.strip_prefix(b"/") {
+        rel = r;
+    }
+    if !rel.is_empty() && !rel.contains(&0) {
+        let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+        if let Ok((id, attrs)) = statx_identity(root, super::bytes_path(rel), flags) {
+            if is_it(&id, attrs) {
+                return Ok(Some(id));
+            }
+        }
+    }
+    let fd = open_in_root(root, path, false)?;
+    let (id, attrs) = statx_identity(&fd, "", AtFlags::EMPTY_PATH)?;
+    Ok(is_it(&id, attrs).then_some(id))
+}
+
+fn statx_identity<P: rustix::path::Arg>(
+    dir: &impl AsFd,
+    path: P,
+    flags: AtFlags,
+) -> io::Result<(Identity, rustix::fs::StatxAttributes)> {
     let mask = StatxFlags::BASIC_STATS | StatxFlags::MNT_ID;
-    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, mask)?;
-    Ok(Identity {
+    let st = rustix::fs::statx(dir, path, flags, mask)?;
+    let id = Identity {
         dev: DevNum {
             major: st.stx_dev_major,
             minor: st.stx_dev_minor,
@@ -126,7 +162,8 @@ pub fn identity(fd: &impl AsFd) -> io::Result<Identity> {
         mtime_nsec: st.stx_mtime.tv_nsec,
         mode: st.stx_mode,
         mnt_id: st.stx_mnt_id,
-    })
+    };
+    Ok((id, st.stx_attributes & st.stx_attributes_mask))
 }
 
 /// [`open_in_root`] then [`identity`].
