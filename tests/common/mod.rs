@@ -104,6 +104,14 @@ impl Scratch {
         pid
     }
 
+    /// Starts a plain process, recorded for Drop.
+    pub fn spawn_cmd(&mut self, cmd: &mut Command) -> u32 {
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("spawn");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
     /// Kills one of our processes (by the pid we recorded) and reaps it.
     pub fn kill(&mut self, pid: u32) {
         if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
