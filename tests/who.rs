@@ -337,18 +337,41 @@ fn containerd_state_found_from_the_running_daemons_config() {
     let state = s.path("ctd/state");
     s.write(
         "ctd/config.toml",
-        &format!("version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n", s.s("ctd/root"), state.display(), s.s("ctd/c.sock")),
+        &format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n",
+            s.s("ctd/root"),
+            state.display(),
+            s.s("ctd/c.sock")
+        ),
     );
     // A stand-in daemon: any long-running program whose comm is `containerd`, given `--config`.
     std::fs::create_dir_all(s.path("bin")).unwrap();
     std::fs::copy("/bin/bash", s.path("bin/containerd")).unwrap();
     let config = s.s("ctd/config.toml");
-    s.spawn_cmd(std::process::Command::new(s.path("bin/containerd")).args(["-c", "while :; do sleep 1; done", "--config", &config]));
+    let script = s.write("bin/daemon.sh", "while :; do sleep 1; done\n");
+    s.spawn_cmd(
+        std::process::Command::new(s.path("bin/containerd"))
+            .arg(&script)
+            .args(["--config", &config]),
+    );
     let uid = "5a5a5a5a-1111-4222-8333-444444444444";
     let cid = "f00d".repeat(16);
     let pid = s.spawn_ns("true");
     let cg = s.cgroup(&format!("kubepods/pod{uid}/{cid}"), pid);
-    s.bundle("ctd/state", &cid, &spec("container", "infra", "dns-1", uid, "coredns", &cid, &cg, json!([])));
+    s.bundle(
+        "ctd/state",
+        &cid,
+        &spec(
+            "container",
+            "infra",
+            "dns-1",
+            uid,
+            "coredns",
+            &cid,
+            &cg,
+            json!([]),
+        ),
+    );
     let (code, v) = wonk_json(&["who", &pid.to_string()]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["owner"]["pod"], "dns-1");

@@ -141,19 +141,22 @@ pub fn discover(host: &Host, extra_state: &[PathBuf]) -> Vec<Instance> {
 }
 
 fn instance_from_cmdline(host: &Host, pid: u32, args: &[Vec<u8>]) -> Instance {
+    // The value of the first of `names` found, in the order given (long forms first).
     let arg = |names: &[&str]| -> Option<String> {
-        let mut it = args.iter().map(|a| String::from_utf8_lossy(a).into_owned());
-        while let Some(a) = it.next() {
-            for n in names {
-                if a == *n {
-                    return it.next();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        names.iter().find_map(|n| {
+            let eq = format!("{n}=");
+            args.iter().enumerate().find_map(|(i, a)| {
+                if a == n {
+                    args.get(i + 1).cloned()
+                } else {
+                    a.strip_prefix(&eq).map(str::to_string)
                 }
-                if let Some(v) = a.strip_prefix(&format!("{n}=")) {
-                    return Some(v.to_string());
-                }
-            }
-        }
-        None
+            })
+        })
     };
     let config = arg(&["--config", "-c"]).map(PathBuf::from).or_else(|| {
         let default = PathBuf::from("/etc/containerd/config.toml");
