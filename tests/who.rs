@@ -377,6 +377,35 @@ fn containerd_state_found_from_the_running_daemons_config() {
     assert_eq!(v["owner"]["pod"], "dns-1");
     assert_eq!(v["owner"]["container"], "coredns");
     assert_eq!(v["owner"]["qos"], "Guaranteed");
+
+    // A shim v1 node keeps its bundles under io.containerd.runtime.v1.linux, as in the seed.
+    let cid1 = "1eaf".repeat(16);
+    let pid1 = s.spawn_ns("true");
+    let cg1 = s.cgroup(&format!("kubepods/besteffort/pod{uid}/{cid1}"), pid1);
+    let v1 = "io.containerd.runtime.v1.linux";
+    s.bundle_in(
+        "ctd/state",
+        v1,
+        &cid1,
+        &spec(
+            "container",
+            "infra",
+            "dns-1",
+            uid,
+            "sidecar",
+            &cid1,
+            &cg1,
+            json!([]),
+        ),
+    );
+    let (code, v) = wonk_json(&["who", &cid1[..12]]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["owner"]["container"], "sidecar");
+    assert_eq!(
+        v["owner"]["runtime"],
+        "containerd (shim v1, namespace k8s.io)"
+    );
+    assert_eq!(v["pids"], json!([pid1]));
 }
 
 #[test]

@@ -106,7 +106,11 @@ impl Scratch {
 
     /// Starts a plain process, recorded for Drop.
     pub fn spawn_cmd(&mut self, cmd: &mut Command) -> u32 {
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("spawn");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
         let pid = child.id();
         self.children.push(child);
         pid
@@ -180,11 +184,14 @@ impl Scratch {
             .to_string()
     }
 
-    /// Writes a containerd task bundle's config.json under `state`.
+    /// Writes a containerd task bundle's config.json under `state` (shim v2 layout).
     pub fn bundle(&self, state: &str, id: &str, spec: &Value) {
-        let p = self.path(&format!(
-            "{state}/io.containerd.runtime.v2.task/k8s.io/{id}/config.json"
-        ));
+        self.bundle_in(state, "io.containerd.runtime.v2.task", id, spec)
+    }
+
+    /// Writes a bundle under `state/<runtime dir>/k8s.io/<id>/` (`io.containerd.runtime.v1.linux` for shim v1).
+    pub fn bundle_in(&self, state: &str, runtime_dir: &str, id: &str, spec: &Value) {
+        let p = self.path(&format!("{state}/{runtime_dir}/k8s.io/{id}/config.json"));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, serde_json::to_vec_pretty(spec).unwrap()).unwrap();
     }
