@@ -39,19 +39,20 @@ pub struct Finding {
     /// Who it belongs to; `null` when it belongs to no pod or container.
     pub owner: Option<Owner>,
     /// The raw facts the finding was derived from, as `name: value` pairs in a stable order.
-    #[serde(serialize_with = "serialize_evidence")]
+    #[serde(serialize_with = "serialize_pairs")]
     pub evidence: Vec<(String, Value)>,
     /// What to do about it.
     pub advice: Vec<String>,
 }
 
-fn serialize_evidence<S: serde::Serializer>(
-    ev: &[(String, Value)],
+/// Serialises `(name, value)` pairs as a JSON object that keeps their order.
+fn serialize_pairs<S: serde::Serializer, V: Serialize>(
+    pairs: &[(String, V)],
     s: S,
 ) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(ev.len()))?;
-    for (k, v) in ev {
+    let mut m = s.serialize_map(Some(pairs.len()))?;
+    for (k, v) in pairs {
         m.serialize_entry(k, v)?;
     }
     m.end()
@@ -123,17 +124,8 @@ pub struct CheckRun {
     pub error: Option<String>,
     pub findings: usize,
     pub duration_ms: u64,
-    #[serde(serialize_with = "serialize_stats")]
+    #[serde(serialize_with = "serialize_pairs")]
     pub stats: Vec<(String, u64)>,
-}
-
-fn serialize_stats<S: serde::Serializer>(st: &[(String, u64)], s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(st.len()))?;
-    for (k, v) in st {
-        m.serialize_entry(k, v)?;
-    }
-    m.end()
 }
 
 /// Exit codes, for scripts and monitoring plugins.
