@@ -101,6 +101,8 @@ pub struct CheckOutput {
     pub failed: Option<String>,
     /// Counters that show the check's coverage, e.g. `mount_namespaces: 12`.
     pub stats: Vec<(String, u64)>,
+    /// Everything the check looked at, for its own command's view (for example every shim, healthy or not).
+    pub details: Option<Value>,
 }
 
 /// The result of a run of one or more checks.
@@ -112,6 +114,9 @@ pub struct Report {
     pub checks: Vec<CheckRun>,
     pub findings: Vec<Finding>,
     pub blind_spots: Vec<BlindSpot>,
+    /// What wonk changed on the host, only when asked to (`wonk shims --reap`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Value>,
     pub exit_code: i32,
 }
 
@@ -126,6 +131,8 @@ pub struct CheckRun {
     pub duration_ms: u64,
     #[serde(serialize_with = "serialize_pairs")]
     pub stats: Vec<(String, u64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 /// Exit codes, for scripts and monitoring plugins.
@@ -149,6 +156,7 @@ impl Report {
             checks: Vec::new(),
             findings: Vec::new(),
             blind_spots: Vec::new(),
+            actions: Vec::new(),
             exit_code: exit::OK,
         }
     }
@@ -162,6 +170,7 @@ impl Report {
             findings: out.findings.len(),
             duration_ms: duration.as_millis() as u64,
             stats: out.stats,
+            details: out.details,
         });
         self.findings.extend(out.findings);
         self.findings.sort_by(|a, b| {

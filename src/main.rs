@@ -47,6 +47,15 @@ enum Command {
     Scan,
     /// Find stale bind mounts: a mounted file or directory that its host path no longer holds.
     Ghosts,
+    /// List containerd shims and find leaked ones (shims that serve no container) and orphaned workloads.
+    Shims {
+        /// Kill the shims classified as leaked (changes the host; asks first unless --yes).
+        #[arg(long)]
+        reap: bool,
+        /// Do not ask before --reap.
+        #[arg(long, requires = "reap")]
+        yes: bool,
+    },
     /// Tell who owns a pid, a container id (or unique prefix), a host path, or DEV:INODE (md1:211566352).
     Who {
         /// pid | container id | /host/path | DEV:INODE
@@ -104,6 +113,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .filter(|c| c.name() == "ghosts")
                 .collect(),
         ),
+        Command::Shims { .. } => (
+            "shims",
+            checks::registry()
+                .into_iter()
+                .filter(|c| c.name() == "shims")
+                .collect(),
+        ),
         Command::Who { target } => {
             let w = wonk::who::who(&owners, target)?;
             if cli.json {
@@ -124,6 +140,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 "wonk is not running as root; run it with sudo to see every process and mount namespace",
             ),
         );
+    }
+    if let Command::Shims { reap: true, yes } = cli.command {
+        let mut confirm = |leaked: &[checks::shims::Shim]| {
+            yes || render::confirm(leaked.len(), "leaked shim(s)", "kill")
+        };
+        for r in checks::shims::reap(&ctx, &mut confirm)? {
+            report.actions.push(serde_json::to_value(r)?);
+        }
     }
     if cli.json {
         render::json(&mut out, &report)?;

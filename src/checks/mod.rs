@@ -2,6 +2,7 @@
 //! attribution layer into findings. [`registry`] lists the checks `wonk scan` runs.
 
 pub mod ghosts;
+pub mod shims;
 
 use crate::finding::{CheckOutput, Report};
 use crate::host::Host;
@@ -24,7 +25,7 @@ pub trait Check {
 
 /// Every check `wonk scan` runs, in order.
 pub fn registry() -> Vec<Box<dyn Check>> {
-    vec![Box::new(ghosts::Ghosts)]
+    vec![Box::new(ghosts::Ghosts), Box::new(shims::Shims)]
 }
 
 /// Runs checks into one report, together with what the attribution layer could not see.

@@ -107,6 +107,39 @@ pub fn parse_ns_link(b: &[u8]) -> Option<u64> {
     std::str::from_utf8(inner).ok()?.parse().ok()
 }
 
+/// `stat` of every process that is still there (processes that exit meanwhile are left out).
+pub fn all_stats(host: &Host) -> io::Result<Vec<Stat>> {
+    Ok(pids(host)?
+        .into_iter()
+        .filter_map(|pid| stat(host, pid).ok())
+        .collect())
+}
+
+/// Resident set size in KiB, from `/proc/PID/status` (`VmRSS`; 0 for kernel threads).
+pub fn rss_kib(host: &Host, pid: u32) -> io::Result<u64> {
+    let data = read_bounded(&host.proc_pid(pid).join("status"), SMALL_LIMIT)?;
+    let text = String::from_utf8_lossy(&data);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// Seconds since the epoch at which a process started, from its start time in clock ticks and the boot time.
+pub fn start_epoch(host: &Host, st: &Stat) -> Option<i64> {
+    let data = read_bounded(&host.path("/proc/stat"), SMALL_LIMIT).ok()?;
+    let btime: i64 = String::from_utf8_lossy(&data)
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| btime + (st.start_time / hz as u64) as i64)
+}
+
 /// A mount namespace and the processes in it, lowest pid first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountNs {

@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 /// Kubernetes QoS class, from the cgroup level the pod sits under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Qos {
     Guaranteed,
     Burstable,

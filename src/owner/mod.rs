@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Who a thing belongs to. Every field is optional: only what was found is filled in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Owner {
     pub namespace: Option<String>,
     pub pod: Option<String>,

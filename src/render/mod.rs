@@ -104,8 +104,73 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
+/// Asks on the terminal before changing the host. Without a terminal the answer is no.
+pub fn confirm(n: usize, what: &str, verb: &str) -> bool {
+    use std::io::{BufRead, IsTerminal};
+    if !io::stdin().is_terminal() {
+        eprintln!("wonk: not a terminal: refusing to {verb} {n} {what} without --yes");
+        return false;
+    }
+    eprint!("{verb} {n} {what}? [y/N] ");
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+/// The shims check's own view: every shim, healthy or not, one line each.
+fn shims_table(w: &mut dyn Write, details: &Value, style: Style) -> io::Result<()> {
+    let Some(shims) = details.as_array() else {
+        return Ok(());
+    };
+    writeln!(
+        w,
+        "{}",
+        style.bold(&format!(
+            "{:<8} {:<3} {:<18} {:>8} {:>8} {:>4}  {}",
+            "PID", "VER", "CLASS", "AGE", "RSS", "THR", "POD"
+        ))
+    )?;
+    for s in shims {
+        let pod = s["owner"].as_object().map_or("-".to_string(), |_| {
+            serde_json::from_value::<crate::owner::Owner>(s["owner"].clone())
+                .map_or("-".into(), |o| o.pod_label())
+        });
+        let age = s["age_seconds"].as_i64().map_or("-".into(), human_age);
+        writeln!(
+            w,
+            "{:<8} {:<3} {:<18} {:>8} {:>7}M {:>4}  {}",
+            s["pid"],
+            s["version"].as_str().unwrap_or("-"),
+            s["class"].as_str().unwrap_or("-"),
+            age,
+            s["rss_kib"].as_u64().unwrap_or(0) / 1024,
+            s["threads"],
+            fit(&pod, WIDTH - 60)
+        )?;
+    }
+    writeln!(w)
+}
+
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
 /// The human rendering of a report: a summary table, each finding's evidence, then what wonk could not see.
 pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()> {
+    if report.command == "shims" {
+        if let Some(d) = report
+            .checks
+            .iter()
+            .find(|c| c.name == "shims")
+            .and_then(|c| c.details.as_ref())
+        {
+            shims_table(w, d, style)?;
+        }
+    }
     if report.findings.is_empty() {
         let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
         writeln!(w, "no findings ({} checked)", names.join(", "))?;
@@ -145,6 +210,18 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
             style.severity(Severity::Critical),
             c.name,
             c.error.as_deref().unwrap_or("")
+        )?;
+    }
+    for a in &report.actions {
+        writeln!(
+            w,
+            "{} {}",
+            style.bold("did:"),
+            a.as_object().map_or(a.to_string(), |o| o
+                .values()
+                .map(scalar)
+                .collect::<Vec<_>>()
+                .join(" "))
         )?;
     }
     if !report.blind_spots.is_empty() {
