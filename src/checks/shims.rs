@@ -61,8 +61,9 @@ pub struct BundleState {
     pub init_pid: Option<u32>,
     /// Whether `init_pid` is alive and a child of this shim (a recycled pid is not).
     pub init_pid_alive: bool,
-    /// `true` when `rootfs` is empty or missing: the container's root is unmounted.
-    pub rootfs_empty: bool,
+    /// `true` when the bundle's `rootfs` is empty or missing: the container's root was unmounted. `null` when
+    /// the spec's root is elsewhere (not `rootfs` inside the bundle), so the bundle cannot tell.
+    pub rootfs_empty: Option<bool>,
 }
 
 impl Check for Shims {
@@ -376,8 +377,13 @@ fn bundle_state(host: &Host, b: &Bundle, shim_pid: u32, stats: &[Stat]) -> Bundl
         .and_then(|d| String::from_utf8_lossy(&d).trim().parse::<u32>().ok());
     let init_pid_alive =
         init_pid.is_some_and(|p| stats.iter().any(|s| s.pid == p && s.ppid == shim_pid));
-    let rootfs_empty =
-        std::fs::read_dir(dir.join("rootfs")).map_or(true, |mut d| d.next().is_none());
+    let in_bundle = b
+        .spec
+        .root
+        .as_ref()
+        .is_some_and(|r| r.path == "rootfs" || r.path == "rootfs/");
+    let rootfs_empty = in_bundle
+        .then(|| std::fs::read_dir(dir.join("rootfs")).map_or(true, |mut d| d.next().is_none()));
     BundleState {
         id: b.id.clone(),
         dir: b.dir.display().to_string(),
@@ -400,19 +406,23 @@ fn classify(host: &Host, s: &mut Shim) {
         } else if s.bundles.is_empty() {
             s.class = "leaked";
             s.why = "no child processes and no bundle dir in containerd's state".into();
-        } else if live_inits == 0 {
+        } else if live_inits == 0 && s.bundles.iter().all(|b| b.rootfs_empty == Some(true)) {
             s.class = "leaked";
             let dead: Vec<String> = s
                 .bundles
                 .iter()
                 .filter_map(|b| b.init_pid.map(|p| p.to_string()))
                 .collect();
-            let empty = s.bundles.iter().filter(|b| b.rootfs_empty).count();
             s.why = format!(
-                "no child processes; {} bundle dir(s) remain, init.pid {} dead, {empty} with an empty rootfs",
+                "no child processes; {} bundle dir(s) remain with their rootfs unmounted, init.pid {}",
                 s.bundles.len(),
-                if dead.is_empty() { "missing or".to_string() } else { dead.join(", ") }
+                if dead.is_empty() { "missing".to_string() } else { format!("{} dead", dead.join(", ")) }
             );
+        } else if live_inits == 0 {
+            s.class = "unknown";
+            s.why = "no child processes, but not every bundle's rootfs is known to be unmounted: possibly a \
+                     stopped task that was not deleted yet, which containerd may still list"
+                .into();
         } else {
             s.class = "unknown";
             s.why = "no child processes, yet a bundle's init.pid is alive".into();

@@ -138,12 +138,12 @@ fn shims_table(w: &mut dyn Write, details: &Value, style: Style) -> io::Result<(
         writeln!(
             w,
             "{:<8} {:<3} {:<18} {:>8} {:>7}M {:>4}  {}",
-            s["pid"],
+            s["pid"].as_u64().unwrap_or(0),
             s["version"].as_str().unwrap_or("-"),
             s["class"].as_str().unwrap_or("-"),
             age,
             s["rss_kib"].as_u64().unwrap_or(0) / 1024,
-            s["threads"],
+            s["threads"].as_u64().unwrap_or(0),
             fit(&pod, WIDTH - 60)
         )?;
     }
