@@ -10,4 +10,5 @@ pub mod finding;
 pub mod host;
 pub mod owner;
 pub mod render;
+pub mod top;
 pub mod who;

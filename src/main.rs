@@ -56,6 +56,27 @@ enum Command {
         #[arg(long, requires = "reap")]
         yes: bool,
     },
+    /// Sample thread states (R and D by default) and group them, like psn: who is on CPU or stuck, and where.
+    Top {
+        /// Samples per second.
+        #[arg(long, default_value_t = 20.0)]
+        hz: f64,
+        /// Seconds to sample; 0 samples until Ctrl-C.
+        #[arg(short, long, default_value_t = 5.0)]
+        duration: f64,
+        /// Columns to group by, comma-separated.
+        #[arg(
+            short,
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "comm,state"
+        )]
+        group_by: Vec<wonk::top::Column>,
+        /// Thread states to count, as /proc letters.
+        #[arg(long, default_value = "RD")]
+        states: String,
+    },
     /// Tell who owns a pid, a container id (or unique prefix), a host path, or DEV:INODE (md1:211566352).
     Who {
         /// pid | container id | /host/path | DEV:INODE
@@ -120,6 +141,34 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .filter(|c| c.name() == "shims")
                 .collect(),
         ),
+        Command::Top {
+            hz,
+            duration,
+            group_by,
+            states,
+        } => {
+            if !(*hz > 0.0 && *hz <= 1000.0) {
+                anyhow::bail!("--hz {hz}: give a rate between 0 and 1000 samples per second");
+            }
+            if !(*duration >= 0.0 && duration.is_finite()) {
+                anyhow::bail!(
+                    "--duration {duration}: give a number of seconds, or 0 for until Ctrl-C"
+                );
+            }
+            let opts = wonk::top::Options {
+                hz: *hz,
+                duration: (*duration > 0.0).then(|| std::time::Duration::from_secs_f64(*duration)),
+                group_by: group_by.clone(),
+                states: states.chars().collect(),
+            };
+            let top = wonk::top::run(&host, &owners, &opts)?;
+            if cli.json {
+                render::json(&mut out, &top)?;
+            } else {
+                render::top(&mut out, &top, style)?;
+            }
+            return Ok(exit::OK);
+        }
         Command::Who { target } => {
             let w = wonk::who::who(&owners, target)?;
             if cli.json {

@@ -316,6 +316,41 @@ fn scalar(v: &Value) -> String {
     }
 }
 
+/// The human rendering of `wonk top`: samples, avg_threads, then the group columns; kstack last and wrapped.
+pub fn top(w: &mut dyn Write, top: &crate::top::Top, style: Style) -> io::Result<()> {
+    let mut header = format!("{:>8} | {:>11}", "samples", "avg_threads");
+    for c in &top.group_by {
+        header.push_str(&format!(" | {c}"));
+    }
+    writeln!(w, "{}", style.bold(&header))?;
+    for r in &top.rows {
+        let mut line = format!("{:>8} | {:>11.2}", r.samples, r.avg_threads);
+        for v in &r.values {
+            line.push_str(" | ");
+            line.push_str(v);
+        }
+        for (i, l) in wrap(&line, WIDTH).iter().enumerate() {
+            writeln!(w, "{}{l}", if i == 0 { "" } else { "      " })?;
+        }
+    }
+    writeln!(
+        w,
+        "{}",
+        style.dim(&format!(
+            "{} rounds at {} Hz over {:.1} s, {} threads seen, states {}",
+            top.rounds, top.hz, top.elapsed_seconds, top.threads_seen, top.states
+        ))
+    )?;
+    for u in &top.unreadable {
+        writeln!(
+            w,
+            "not seen: {} {} file(s), e.g. {}: {}",
+            u.count, u.file, u.example, u.error
+        )?;
+    }
+    Ok(())
+}
+
 /// The human rendering of `wonk who`.
 pub fn who(w: &mut dyn Write, who: &crate::who::Who, style: Style) -> io::Result<()> {
     writeln!(w, "{} {} ({})", style.bold("target:"), who.target, who.kind)?;

@@ -23,6 +23,7 @@ pub fn root_or_skip(test: &str) -> bool {
 pub struct Scratch {
     pub dir: PathBuf,
     children: Vec<Child>,
+    extra_pids: Vec<u32>,
     host_mounts: Vec<PathBuf>,
     loops: Vec<String>,
     cgroups: Vec<PathBuf>,
@@ -36,6 +37,7 @@ impl Scratch {
         Scratch {
             dir,
             children: Vec::new(),
+            extra_pids: Vec::new(),
             host_mounts: Vec::new(),
             loops: Vec::new(),
             cgroups: Vec::new(),
@@ -116,6 +118,11 @@ impl Scratch {
         pid
     }
 
+    /// Records a process that we did not spawn ourselves but caused, so that Drop kills it (SIGKILL, by pid).
+    pub fn record_pid(&mut self, pid: u32) {
+        self.extra_pids.push(pid);
+    }
+
     /// Kills one of our processes (by the pid we recorded) and reaps it.
     pub fn kill(&mut self, pid: u32) {
         if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
@@ -143,6 +150,13 @@ impl Scratch {
             src.display(),
             dst.display()
         ));
+        self.host_mounts.push(dst.to_path_buf());
+    }
+
+    /// Runs `mount ARGS DST` in wonk's own (the host's) namespace, making DST first; undone in Drop.
+    pub fn host_mount(&mut self, args: &str, dst: &Path) {
+        std::fs::create_dir_all(dst).unwrap();
+        self.sh(&format!("mount {args} '{}'", dst.display()));
         self.host_mounts.push(dst.to_path_buf());
     }
 
@@ -199,6 +213,10 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        for pid in self.extra_pids.drain(..) {
+            // SAFETY: kill(2) with a pid this test recorded.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         for mut c in self.children.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
@@ -261,6 +279,43 @@ pub fn findings_for<'a>(report: &'a Value, subject: &str) -> Vec<&'a Value> {
 pub fn ino(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).unwrap().ino()
+}
+
+/// A kernel setting under /proc/sys, changed for the length of a test and restored in Drop: on every exit path,
+/// a failed assertion included.
+pub struct Sysctl {
+    path: PathBuf,
+    old: String,
+}
+
+impl Sysctl {
+    /// Sets `path` (for example /proc/sys/kernel/printk_devkmsg) to `value`.
+    pub fn set(path: &str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .trim()
+            .to_string();
+        let guard = Sysctl {
+            path: PathBuf::from(path),
+            old,
+        };
+        // Some handlers (printk_devkmsg) insist on the trailing newline that `echo` writes.
+        std::fs::write(path, format!("{value}\n"))
+            .unwrap_or_else(|e| panic!("{path} = {value}: {e}"));
+        guard
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.path, format!("{}\n", self.old)) {
+            eprintln!(
+                "could not restore {} to {:?}: {e}",
+                self.path.display(),
+                self.old
+            );
+        }
+    }
 }
 
 /// A CRI-style config.json for a container or a sandbox.

@@ -1,0 +1,114 @@
+//! `wonk top` against real threads in uninterruptible sleep.
+
+mod common;
+
+use common::*;
+
+/// A parent blocked in vfork() sits in D state until its child execs or exits; the child sleeps first.
+const VFORK_HELPER: &str = r#"
+#include <unistd.h>
+int main(void) {
+    if (vfork() == 0) { pause(); _exit(0); }
+    return 0;
+}
+"#;
+
+#[test]
+fn d_state_threads_with_their_kernel_stack() {
+    if !root_or_skip("d_state_threads_with_their_kernel_stack") {
+        return;
+    }
+    let mut s = Scratch::new("top");
+    let src = s.write("vfork_d.c", VFORK_HELPER);
+    let bin = s.path("wonk-vfork-d");
+    let cc = std::process::Command::new("cc")
+        .arg("-O")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(cc.success());
+    let n = 4;
+    let mut parents = Vec::new();
+    for _ in 0..n {
+        let pid = s.spawn_cmd(&mut std::process::Command::new(&bin));
+        parents.push(pid);
+    }
+    // The vfork children are not ours to spawn, but we record them to kill them.
+    for &p in &parents {
+        let child: u32 = s
+            .sh(&format!("for i in $(seq 100); do c=$(cat /proc/{p}/task/{p}/children 2>/dev/null); [ -n \"$c\" ] && echo $c && break; sleep 0.02; done"))
+            .trim()
+            .parse()
+            .expect("vfork child");
+        s.record_pid(child);
+        s.sh(&format!("for i in $(seq 100); do [ \"$(cut -d' ' -f3 /proc/{p}/stat)\" = D ] && break; sleep 0.02; done"));
+    }
+
+    let (code, v) = wonk_json(&[
+        "top",
+        "-d",
+        "1",
+        "--hz",
+        "20",
+        "-g",
+        "comm,state,kstack,wchan",
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(v["rounds"].as_u64().unwrap() >= 15, "{v:#}");
+    let rows: Vec<_> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["values"][0] == "wonk-vfork-d")
+        .collect();
+    assert_eq!(rows.len(), 1, "one group for the helper: {v:#}");
+    let r = rows[0];
+    assert_eq!(r["values"][1], "Disk (Uninterruptible)");
+    let kstack = r["values"][2].as_str().unwrap();
+    let wchan = r["values"][3].as_str().unwrap();
+    assert!(kstack.contains("vfork"), "{kstack}");
+    assert!(
+        kstack.ends_with(wchan),
+        "kstack {kstack} should end in the wait function {wchan}"
+    );
+    assert!(!kstack.contains('+'), "offsets must be dropped: {kstack}");
+    let avg = r["avg_threads"].as_f64().unwrap();
+    assert!(
+        (avg - n as f64).abs() <= 0.5,
+        "avg_threads {avg}, expected about {n}"
+    );
+    assert_eq!(
+        r["samples"].as_u64().unwrap() as f64,
+        (avg * v["rounds"].as_f64().unwrap()).round()
+    );
+
+    // Grouped by the default columns, as psn shows them.
+    let (_, table, _) = wonk(&["top", "-d", "0.5", "--color", "never"]);
+    assert!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .contains("samples | avg_threads | comm | state"),
+        "{table}"
+    );
+    assert!(
+        table.contains("wonk-vfork-d | Disk (Uninterruptible)"),
+        "{table}"
+    );
+}
+
+#[test]
+fn bad_rates_are_refused() {
+    for (args, named) in [
+        (&["top", "--hz", "0"][..], "--hz 0"),
+        (&["top", "--hz=-3", "-d", "1"][..], "--hz -3"),
+        (&["top", "--duration=-1", "--hz", "5"][..], "--duration -1"),
+    ] {
+        let (code, _, err) = wonk(args);
+        assert_eq!(code, 3, "{args:?}");
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+}
