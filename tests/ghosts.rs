@@ -247,7 +247,7 @@ fn namespaces_churning_during_a_scan() {
     if !root_or_skip("namespaces_churning_during_a_scan") {
         return;
     }
-    let mut s = Scratch::new("churn");
+    let s = Scratch::new("churn");
     s.write("host/f", "x");
     s.write("root/f", "");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
