@@ -6,9 +6,15 @@
 //! `docs/ARCHITECTURE.md` is the map.
 
 pub mod checks;
+#[cfg(feature = "cri")]
+pub mod cri;
+pub mod enospc;
+pub mod ext4;
 pub mod finding;
 pub mod host;
+pub mod kmsg;
 pub mod owner;
 pub mod render;
+pub mod stop;
 pub mod top;
 pub mod who;

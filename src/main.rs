@@ -77,6 +77,16 @@ enum Command {
         #[arg(long, default_value = "RD")]
         states: String,
     },
+    /// Catch the processes getting ENOSPC right now (tracefs, filtered in the kernel) and tell a full directory
+    /// index from a full disk. Adds a tracefs instance while it runs and removes it on exit.
+    Enospc {
+        /// Seconds to watch; 0 watches until Ctrl-C.
+        #[arg(short, long, default_value_t = 0.0)]
+        duration: f64,
+        /// Errors to catch, by name or number (repeatable): ENOSPC, EDQUOT, ...
+        #[arg(long, default_value = "ENOSPC")]
+        errno: Vec<String>,
+    },
     /// Tell who owns a pid, a container id (or unique prefix), a host path, or DEV:INODE (md1:211566352).
     Who {
         /// pid | container id | /host/path | DEV:INODE
@@ -168,6 +178,50 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 render::top(&mut out, &top, style)?;
             }
             return Ok(exit::OK);
+        }
+        Command::Enospc { duration, errno } => {
+            if !(*duration >= 0.0 && duration.is_finite()) {
+                anyhow::bail!(
+                    "--duration {duration}: give a number of seconds, or 0 for until Ctrl-C"
+                );
+            }
+            let errnos = errno
+                .iter()
+                .map(|e| {
+                    wonk::enospc::parse_errno(e).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--errno {e}: not an errno name (ENOSPC, EDQUOT, ...) or number"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let opts = wonk::enospc::Options {
+                duration: (*duration > 0.0).then(|| std::time::Duration::from_secs_f64(*duration)),
+                errnos,
+            };
+            let json = cli.json;
+            let mut live = |g: &wonk::enospc::Group| {
+                if !json {
+                    eprintln!(
+                        "{} {} ({}) {} -> errno {}",
+                        g.first,
+                        g.comm,
+                        g.pid.unwrap_or(g.tid),
+                        g.syscall,
+                        g.errno
+                    );
+                }
+            };
+            let t = std::time::Instant::now();
+            let output = wonk::enospc::run(&host, &owners, &opts, &mut live)?;
+            let mut report = wonk::finding::Report::new("enospc", host.root());
+            report.add("enospc", output, t.elapsed());
+            if cli.json {
+                render::json(&mut out, &report)?;
+            } else {
+                render::table(&mut out, &report, style)?;
+            }
+            return Ok(report.exit_code);
         }
         Command::Who { target } => {
             let w = wonk::who::who(&owners, target)?;

@@ -12,7 +12,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What a sampled thread can be grouped by.
@@ -86,13 +85,6 @@ pub struct Unreadable {
     pub error: String,
 }
 
-/// Set by SIGINT/SIGTERM: stop sampling and print what was gathered.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 struct Task {
     pid: u32,
     tid: u32,
@@ -101,11 +93,7 @@ struct Task {
 
 /// Samples until the duration ends or Ctrl-C.
 pub fn run(host: &Host, owners: &Attributor, opts: &Options) -> std::io::Result<Top> {
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    crate::stop::install();
     raise_fd_limit();
     let period = Duration::from_secs_f64(1.0 / opts.hz.max(0.01));
     let start = Instant::now();
@@ -183,15 +171,15 @@ pub fn run(host: &Host, owners: &Attributor, opts: &Options) -> std::io::Result<
             tasks.remove(&tid);
         }
         rounds += 1;
-        let done = opts.duration.is_some_and(|d| start.elapsed() + period > d)
-            || STOP.load(Ordering::Relaxed);
+        let done =
+            opts.duration.is_some_and(|d| start.elapsed() + period > d) || crate::stop::requested();
         if done {
             break;
         }
         if let Some(rest) = period.checked_sub(round_start.elapsed()) {
-            sleep_interruptibly(rest);
+            crate::stop::sleep(rest);
         }
-        if STOP.load(Ordering::Relaxed) {
+        if crate::stop::requested() {
             break;
         }
     }
@@ -220,18 +208,6 @@ pub fn run(host: &Host, owners: &Attributor, opts: &Options) -> std::io::Result<
         rows,
         unreadable,
     })
-}
-
-fn sleep_interruptibly(d: Duration) {
-    let step = Duration::from_millis(50);
-    let end = Instant::now() + d;
-    while !STOP.load(Ordering::Relaxed) {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        std::thread::sleep(left.min(step));
-    }
 }
 
 /// Adds the threads that appeared since the last scan (wonk's own excepted). Returns how many were new.

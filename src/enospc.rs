@@ -1,0 +1,514 @@
+//! `wonk enospc`: who is getting ENOSPC right now, and why.
+//!
+//! A private tracefs instance enables the exit tracepoints of the syscalls that create names, filtered in the
+//! kernel on the return value (`ret == -28`), so only failures ever reach wonk. Hits are folded per thread and
+//! syscall, attributed to their pod, and explained: ext4 "index full" warnings from the kernel log in the same
+//! window mean a full directory index (the seed's case), a filesystem visible to the process with no free
+//! blocks or inodes means a really full disk.
+//!
+//! The instance is the one thing wonk adds to the host here. It is removed on every exit path: normal end,
+//! Ctrl-C and SIGTERM (through [`crate::stop`]), and panics (through `Drop`). Instances left by a wonk that was
+//! killed outright are removed at the next start.
+
+use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Severity};
+use crate::host::mountinfo;
+use crate::host::{procfs, vanished, Host};
+use crate::owner::Attributor;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The syscalls that create names.
+pub const SYSCALLS: &[&str] = &[
+    "open",
+    "openat",
+    "openat2",
+    "creat",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+];
+
+const PREFIX: &str = "wonk-enospc-";
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub duration: Option<Duration>,
+    /// Error numbers to catch (positive), ENOSPC by default.
+    pub errnos: Vec<i32>,
+}
+
+/// One failing call, as tracefs printed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub comm: String,
+    pub tid: u32,
+    /// Seconds since boot, from the trace clock.
+    pub ts: f64,
+    pub syscall: String,
+    pub errno: i32,
+}
+
+/// Parses a trace_pipe line: `  php-fpm-2916472 [001] .....  3516.159767: sys_openat -> 0xffffffffffffffe4`.
+pub fn parse_line(line: &str) -> Option<Hit> {
+    let (task, rest) = line.split_once(" [")?;
+    let (comm, tid) = task.trim().rsplit_once('-')?;
+    let (head, event) = rest.split_once(": sys_")?;
+    let ts = head.rsplit(' ').next()?.parse().ok()?;
+    let (syscall, ret) = event.split_once(" -> ")?;
+    let ret = u64::from_str_radix(ret.trim().trim_start_matches("0x"), 16).ok()? as i64;
+    Some(Hit {
+        comm: comm.to_string(),
+        tid: tid.parse().ok()?,
+        ts,
+        syscall: syscall.to_string(),
+        errno: (-ret) as i32,
+    })
+}
+
+/// The errno named on the command line: a number, or a name such as `ENOSPC` or `EDQUOT`.
+pub fn parse_errno(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (n > 0 && n < 4096).then_some(n);
+    }
+    Some(match s.to_ascii_uppercase().as_str() {
+        "ENOSPC" => libc::ENOSPC,
+        "EDQUOT" => libc::EDQUOT,
+        "EMLINK" => libc::EMLINK,
+        "ENFILE" => libc::ENFILE,
+        "EMFILE" => libc::EMFILE,
+        "EROFS" => libc::EROFS,
+        "EIO" => libc::EIO,
+        "ENOMEM" => libc::ENOMEM,
+        "EFBIG" => libc::EFBIG,
+        _ => return None,
+    })
+}
+
+fn errno_name(n: i32) -> String {
+    match n {
+        libc::ENOSPC => "ENOSPC".into(),
+        libc::EDQUOT => "EDQUOT".into(),
+        libc::EMLINK => "EMLINK".into(),
+        libc::EROFS => "EROFS".into(),
+        n => format!("errno {n}"),
+    }
+}
+
+/// Where tracefs is mounted on the node.
+pub fn tracefs(host: &Host) -> anyhow::Result<PathBuf> {
+    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        let dir = host.path(p);
+        if dir.join("instances").is_dir() {
+            return Ok(dir);
+        }
+    }
+    anyhow::bail!(
+        "tracefs is not mounted (no {}); mount it with `mount -t tracefs nodev /sys/kernel/tracing`, then run \
+         wonk enospc again",
+        host.path("/sys/kernel/tracing/instances").display()
+    )
+}
+
+/// A tracefs instance that disables its events and removes itself when dropped.
+pub struct Instance {
+    dir: PathBuf,
+}
+
+impl Instance {
+    /// Creates `instances/wonk-enospc-<pid>` with every creating syscall's exit event filtered on `errnos`.
+    pub fn create(tracefs: &Path, errnos: &[i32]) -> anyhow::Result<(Instance, Vec<String>)> {
+        let dir = tracefs
+            .join("instances")
+            .join(format!("{PREFIX}{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the tracefs instance {}: {e} (wonk enospc needs root)",
+                dir.display()
+            )
+        })?;
+        let inst = Instance { dir };
+        let filter = errnos
+            .iter()
+            .map(|e| format!("ret == -{e}"))
+            .collect::<Vec<_>>()
+            .join(" || ");
+        let mut enabled = Vec::new();
+        for sc in SYSCALLS {
+            let ev = inst.dir.join(format!("events/syscalls/sys_exit_{sc}"));
+            if !ev.is_dir() {
+                continue;
+            }
+            std::fs::write(ev.join("filter"), &filter).map_err(|e| {
+                anyhow::anyhow!("setting the filter {filter:?} on {}: {e}", ev.display())
+            })?;
+            std::fs::write(ev.join("enable"), "1")
+                .map_err(|e| anyhow::anyhow!("enabling {}: {e}", ev.display()))?;
+            enabled.push(sc.to_string());
+        }
+        if enabled.is_empty() {
+            anyhow::bail!(
+                "this kernel has no syscall exit tracepoints under {}/events/syscalls (CONFIG_FTRACE_SYSCALLS)",
+                inst.dir.display()
+            );
+        }
+        Ok((inst, enabled))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        remove_instance(&self.dir);
+    }
+}
+
+fn remove_instance(dir: &Path) {
+    let _ = std::fs::write(dir.join("events/enable"), "0");
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Removes instances left by wonk processes that no longer exist. Returns their names.
+pub fn clean_leftovers(host: &Host, tracefs: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(tracefs.join("instances")) else {
+        return removed;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !host.proc_pid(pid).exists() {
+            remove_instance(&e.path());
+            removed.push(name);
+        }
+    }
+    removed
+}
+
+/// Hits folded per thread, syscall and errno.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub tid: u32,
+    pub pid: Option<u32>,
+    pub comm: String,
+    pub syscall: String,
+    pub errno: i32,
+    pub count: u64,
+    pub first: String,
+    pub last: String,
+    #[serde(skip)]
+    pub first_ts: f64,
+}
+
+/// Catches failing creates until the duration ends or Ctrl-C. `on_hit` sees each new group as it appears.
+pub fn run(
+    host: &Host,
+    owners: &Attributor,
+    opts: &Options,
+    on_hit: &mut dyn FnMut(&Group),
+) -> anyhow::Result<CheckOutput> {
+    crate::stop::install();
+    let tfs = tracefs(host)?;
+    let mut out = CheckOutput::default();
+    for name in clean_leftovers(host, &tfs) {
+        out.blind_spots.push(BlindSpot::new(
+            "enospc",
+            name,
+            "removed a tracefs instance left by a wonk that was killed",
+        ));
+    }
+    let kmsg_start = crate::kmsg::last_seq(host).ok().flatten();
+    let (inst, enabled) = Instance::create(&tfs, &opts.errnos)?;
+    let pipe = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(inst.dir().join("trace_pipe"))?;
+    let (boot_wall, uptime) = clocks(host);
+    let start = Instant::now();
+    let mut groups: BTreeMap<(u32, String, i32), Group> = BTreeMap::new();
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut malformed = 0u64;
+    let mut pipe = pipe;
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=nl).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    let Some(hit) = parse_line(line.trim_end()) else {
+                        if !line.trim().is_empty() {
+                            malformed += 1;
+                        }
+                        continue;
+                    };
+                    let wall = boot_wall
+                        .map(|b| utc(b + hit.ts as i64))
+                        .unwrap_or_else(|| format!("{:.6}", hit.ts));
+                    let key = (hit.tid, hit.syscall.clone(), hit.errno);
+                    let new = !groups.contains_key(&key);
+                    let g = groups.entry(key).or_insert_with(|| Group {
+                        tid: hit.tid,
+                        pid: tgid(host, hit.tid),
+                        comm: hit.comm.clone(),
+                        syscall: hit.syscall.clone(),
+                        errno: hit.errno,
+                        count: 0,
+                        first: wall.clone(),
+                        last: wall.clone(),
+                        first_ts: hit.ts,
+                    });
+                    g.count += 1;
+                    g.last = wall;
+                    if new {
+                        on_hit(g);
+                    }
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+        if crate::stop::requested() || opts.duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        crate::stop::sleep(Duration::from_millis(100));
+    }
+    drop(pipe);
+    drop(inst);
+    let _ = uptime;
+    out.stats = vec![
+        ("syscalls_traced".into(), enabled.len() as u64),
+        ("hits".into(), groups.values().map(|g| g.count).sum()),
+        ("groups".into(), groups.len() as u64),
+        ("malformed_lines".into(), malformed),
+    ];
+    let index_full = index_full_warnings(host, owners, kmsg_start);
+    for g in groups.values() {
+        out.findings.push(explain(host, owners, g, &index_full));
+    }
+    Ok(out)
+}
+
+/// Wall-clock time of boot (seconds since the epoch) and the uptime now, to turn trace timestamps into dates.
+fn clocks(host: &Host) -> (Option<i64>, Option<f64>) {
+    let up = std::fs::read_to_string(host.path("/proc/uptime"))
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .ok();
+    (up.zip(now).map(|(u, n)| (n - u) as i64), up)
+}
+
+fn tgid(host: &Host, tid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(host.path(format!("/proc/{tid}/status"))).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The ext4 "index full" findings the kernel logged since `since` (a /dev/kmsg sequence number).
+fn index_full_warnings(host: &Host, owners: &Attributor, since: Option<u64>) -> Vec<Finding> {
+    let ctx = crate::checks::Context { host, owners };
+    let opts = crate::kmsg::Options {
+        since_seq: since.map(|s| s + 1),
+        ..Default::default()
+    };
+    let out = crate::kmsg::scan(&ctx, &crate::kmsg::Source::DevKmsg { follow: false }, &opts);
+    out.findings
+        .into_iter()
+        .filter(|f| f.kind == "htree-full")
+        .collect()
+}
+
+/// Why a group of calls failed, as a finding.
+fn explain(host: &Host, owners: &Attributor, g: &Group, index_full: &[Finding]) -> Finding {
+    let owner = g
+        .pid
+        .and_then(|p| owners.owner_of_pid(p).ok())
+        .filter(|o| !o.is_empty());
+    let full = g.pid.map(|p| full_filesystems(host, p)).unwrap_or_default();
+    let who = owner
+        .as_ref()
+        .map(|o| format!(" in {}", o.pod_label()))
+        .unwrap_or_default();
+    let errno = errno_name(g.errno);
+    let (kind, severity, why) = if g.errno == libc::ENOSPC && !index_full.is_empty() {
+        let dirs: Vec<String> = index_full.iter().map(|f| f.subject.clone()).collect();
+        (
+            "index-full",
+            Severity::Critical,
+            format!("index full in {}", dirs.join(", ")),
+        )
+    } else if !full.is_empty() {
+        let fs: Vec<String> = full
+            .iter()
+            .map(|f| f["mount_point"].as_str().unwrap_or("?").to_string())
+            .collect();
+        (
+            "filesystem-full",
+            Severity::Critical,
+            format!("filesystem full: {}", fs.join(", ")),
+        )
+    } else if g.errno == libc::ENOSPC {
+        (
+            "unexplained",
+            Severity::Warning,
+            "no ext4 index-full warning in the window and no full filesystem in view".into(),
+        )
+    } else {
+        (
+            "errno",
+            Severity::Warning,
+            format!("{errno} from {}", g.syscall),
+        )
+    };
+    let mut f = Finding {
+        check: "enospc",
+        kind,
+        severity,
+        summary: format!(
+            "{} ({}) got {errno} from {} {} times{who}: {why}",
+            g.comm,
+            g.pid.unwrap_or(g.tid),
+            g.syscall,
+            g.count
+        ),
+        subject: format!("pid {}", g.pid.unwrap_or(g.tid)),
+        owner,
+        evidence: Vec::new(),
+        advice: Vec::new(),
+    }
+    .with("pid", g.pid)
+    .with("tid", g.tid)
+    .with("comm", &g.comm)
+    .with("syscall", &g.syscall)
+    .with("errno", g.errno)
+    .with("count", g.count)
+    .with("first", &g.first)
+    .with("last", &g.last)
+    .with("full_filesystems", &full);
+    if kind == "index-full" {
+        let dirs: Vec<serde_json::Value> = index_full
+            .iter()
+            .map(|w| serde_json::json!({"directory": w.subject, "owner": w.owner, "summary": w.summary}))
+            .collect();
+        f = f.with("index_full", dirs);
+        f.advice.push("the directory's ext4 htree index is full: only names whose hash lands in a full leaf fail; \
+                       run `wonk htree DIR` and shard the directory or enable large_dir"
+            .into());
+    } else if kind == "filesystem-full" {
+        f.advice
+            .push("free space or inodes on the full filesystem".into());
+    }
+    f
+}
+
+/// The filesystems a process sees that have no free blocks (for unprivileged users) or no free inodes.
+fn full_filesystems(host: &Host, pid: u32) -> Vec<serde_json::Value> {
+    let Ok(data) = procfs::mountinfo(host, pid) else {
+        return Vec::new();
+    };
+    let (mounts, _) = mountinfo::parse(&data);
+    let root = match crate::host::resolve::open_root(&procfs::root_dir(host, pid)) {
+        Ok(r) => r,
+        Err(_) => return Vec::new(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut full = Vec::new();
+    for m in mounts
+        .iter()
+        .filter(|m| m.major != 0 || m.fs_type == "tmpfs" || m.fs_type == "overlay")
+    {
+        if !seen.insert(m.dev()) {
+            continue;
+        }
+        let Ok(fd) = crate::host::resolve::open_in_root(&root, &m.mount_point, true) else {
+            continue;
+        };
+        let Ok(st) = rustix::fs::fstatvfs(&fd) else {
+            continue;
+        };
+        if st.f_blocks == 0 {
+            continue;
+        }
+        let no_blocks = st.f_bavail == 0;
+        let no_inodes = st.f_files > 0 && st.f_favail == 0;
+        if no_blocks || no_inodes {
+            full.push(serde_json::json!({
+                "mount_point": String::from_utf8_lossy(&m.mount_point),
+                "device": format!("{}:{}", m.major, m.minor),
+                "fs_type": m.fs_type,
+                "blocks": st.f_blocks, "blocks_available": st.f_bavail, "block_size": st.f_frsize,
+                "inodes": st.f_files, "inodes_available": st.f_favail,
+            }));
+        }
+    }
+    let _ = vanished;
+    full
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_lines() {
+        let h = parse_line(
+            "         php-fpm-2916472   [001] .....  3516.159767: sys_openat -> 0xffffffffffffffe4",
+        )
+        .unwrap();
+        assert_eq!(
+            h,
+            Hit {
+                comm: "php-fpm".into(),
+                tid: 2916472,
+                ts: 3516.159767,
+                syscall: "openat".into(),
+                errno: 28
+            }
+        );
+        let h =
+            parse_line("  a b-c-42 [000] d..1. 1.000001: sys_mkdir -> 0xffffffffffffff86").unwrap();
+        assert_eq!((h.comm.as_str(), h.tid, h.errno), ("a b-c", 42, 122));
+        assert!(parse_line("# tracer: nop").is_none());
+        assert!(parse_line("x-1 [0] : sys_open -> zz").is_none());
+    }
+
+    #[test]
+    fn errnos() {
+        assert_eq!(parse_errno("ENOSPC"), Some(28));
+        assert_eq!(parse_errno("edquot"), Some(122));
+        assert_eq!(parse_errno("28"), Some(28));
+        assert_eq!(parse_errno("0"), None);
+        assert_eq!(parse_errno("EWHAT"), None);
+    }
+}

@@ -1,0 +1,568 @@
+//! One kernel log record, whichever way it was read: a `/dev/kmsg` record (`PRI,SEQ,TS_USEC,FLAGS;message` plus
+//! ` KEY=VALUE` continuation lines), or a text line as printed by `dmesg` (`[ 1234.567890] msg`), `dmesg -T`
+//! (`[Tue Nov 27 16:38:56 2026] msg`), `dmesg -r` (`<4>[ 1234.567890] msg`), `dmesg -x` (`kern  :warn  : [...]
+//! msg`), `journalctl -k` (`Nov 27 16:38:56 host kernel: msg`, also `-o short-iso` and `-o short-precise`),
+//! syslog's kern.log, or a raw kmsg record saved to a file.
+//!
+//! Parsing never panics and never fails a run: input that is none of these is [`Line::Malformed`], which the
+//! reader counts and skips. Messages stay bytes: the kernel does not promise UTF-8.
+
+use std::borrow::Cow;
+
+/// One record. Fields that the input format does not carry are `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record<'a> {
+    /// syslog facility (0 = kernel, 1 = user space writing to /dev/kmsg).
+    pub facility: Option<u8>,
+    /// syslog level, 0 (emerg) to 7 (debug).
+    pub level: Option<u8>,
+    /// The kernel's sequence number (kmsg only).
+    pub seq: Option<u64>,
+    /// Microseconds since boot (kmsg, dmesg).
+    pub ts_usec: Option<u64>,
+    /// Wall-clock time exactly as the text printed it (dmesg -T, journalctl, syslog); the node's local time.
+    pub wall: Option<&'a str>,
+    /// The kernel flagged the record as a continuation of the previous one (kmsg flag `c`).
+    pub cont: bool,
+    /// The message, with kmsg's `\xHH` escapes decoded.
+    pub message: Cow<'a, [u8]>,
+    /// kmsg's ` KEY=VALUE` continuation lines (`SUBSYSTEM=block`, `DEVICE=b7:0`), decoded.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Record<'_> {
+    /// The message for display (invalid UTF-8 replaced).
+    pub fn text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.message)
+    }
+
+    /// True when the record was written by user space rather than the kernel (kmsg and `dmesg -r`/`-x` only).
+    pub fn from_userspace(&self) -> bool {
+        self.facility.is_some_and(|f| f != 0)
+    }
+}
+
+/// What one text line turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    Record(Record<'a>),
+    /// A blank line or a journalctl marker (`-- Boot 3f2a... --`, `-- No entries --`).
+    Blank,
+    /// A journal or syslog line from a program other than the kernel.
+    NotKernel,
+    /// None of the known formats.
+    Malformed,
+}
+
+/// Parses one `/dev/kmsg` read: the header line and its continuation lines. `None` when it is not a record.
+pub fn parse_kmsg(buf: &[u8]) -> Option<Record<'_>> {
+    let (head, rest) = match memchr::memchr(b'\n', buf) {
+        Some(i) => (&buf[..i], &buf[i + 1..]),
+        None => (buf, &[][..]),
+    };
+    let mut r = parse_kmsg_header(head)?;
+    for line in rest.split(|&b| b == b'\n') {
+        let Some(kv) = line.strip_prefix(b" ") else {
+            continue;
+        };
+        if let Some(eq) = memchr::memchr(b'=', kv) {
+            r.fields.push((
+                String::from_utf8_lossy(&unescape(&kv[..eq])).into_owned(),
+                String::from_utf8_lossy(&unescape(&kv[eq + 1..])).into_owned(),
+            ));
+        }
+    }
+    Some(r)
+}
+
+/// `PRI,SEQ,TS_USEC,FLAGS[,more...];message`.
+fn parse_kmsg_header(head: &[u8]) -> Option<Record<'_>> {
+    let semi = memchr::memchr(b';', head)?;
+    let mut parts = head[..semi].split(|&b| b == b',');
+    let pri = num(parts.next()?)?;
+    let seq = num(parts.next()?)?;
+    let ts = num(parts.next()?)?;
+    let flags = parts.next()?;
+    if flags.is_empty() {
+        return None;
+    }
+    let pri = u8::try_from(pri).ok()?;
+    Some(Record {
+        facility: Some(pri >> 3),
+        level: Some(pri & 7),
+        seq: Some(seq),
+        ts_usec: Some(ts),
+        wall: None,
+        cont: flags.contains(&b'c'),
+        message: unescape(&head[semi + 1..]),
+        fields: Vec::new(),
+    })
+}
+
+/// Decodes kmsg's `\xHH` escapes (the kernel escapes non-printable bytes and the backslash itself).
+pub fn unescape(b: &[u8]) -> Cow<'_, [u8]> {
+    if memchr::memmem::find(b, b"\\x").is_none() {
+        return Cow::Borrowed(b);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 2).and_then(|&c| hex(c)),
+                b.get(i + 3).and_then(|&c| hex(c)),
+            ) {
+                out.push(h << 4 | l);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A decimal number of 1 to 19 digits.
+pub(crate) fn num(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(c - b'0');
+    }
+    Some(n)
+}
+
+/// Parses one text line in any of the formats in this module's documentation. The trailing newline is optional.
+pub fn parse_line(line: &[u8]) -> Line<'_> {
+    let line = trim_end(line);
+    let Some(&first) = line.first() else {
+        return Line::Blank;
+    };
+    match first {
+        b'[' => dmesg(line, None).map_or(Line::Malformed, Line::Record),
+        b'<' => syslog_pri(line),
+        b'0'..=b'9' => {
+            if line.len() > 10 && line[4] == b'-' && line[..4].iter().all(u8::is_ascii_digit) {
+                iso(line)
+            } else {
+                parse_kmsg_header(line).map_or(Line::Malformed, Line::Record)
+            }
+        }
+        b'-' if line.starts_with(b"-- ") => Line::Blank,
+        b' ' if kmsg_field(&line[1..]) => Line::Blank,
+        b'A'..=b'Z' | b'a'..=b'z' => {
+            if line.len() > 4 && line[3] == b' ' && month(&line[..3]) {
+                short(line)
+            } else {
+                decoded_levels(line)
+            }
+        }
+        _ if line.iter().all(u8::is_ascii_whitespace) => Line::Blank,
+        _ => Line::Malformed,
+    }
+}
+
+/// ` SUBSYSTEM=block`: a continuation line of a kmsg record saved to a file.
+fn kmsg_field(b: &[u8]) -> bool {
+    match memchr::memchr(b'=', b) {
+        Some(eq) if eq > 0 => b[..eq]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_'),
+        _ => false,
+    }
+}
+
+fn trim_end(mut b: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\n' | b'\r'] = b {
+        b = rest;
+    }
+    b
+}
+
+fn month(m: &[u8]) -> bool {
+    matches!(
+        m,
+        b"Jan"
+            | b"Feb"
+            | b"Mar"
+            | b"Apr"
+            | b"May"
+            | b"Jun"
+            | b"Jul"
+            | b"Aug"
+            | b"Sep"
+            | b"Oct"
+            | b"Nov"
+            | b"Dec"
+    )
+}
+
+/// `[ 1234.567890] msg`, `[Tue Nov 27 16:38:56 2026] msg`, with an optional caller id (`[    T1] `).
+/// `pri` comes from a `<N>` prefix already stripped.
+fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
+    let close = memchr::memchr(b']', line)?;
+    let inside = trim(&line[1..close]);
+    let mut r = Record::default();
+    if let Some(us) = seconds_to_usec(inside) {
+        r.ts_usec = Some(us);
+    } else if inside.len() >= 8 && inside.len() <= 48 && inside.contains(&b':') {
+        r.wall = std::str::from_utf8(inside).ok();
+        r.wall?;
+    } else {
+        return None;
+    }
+    let mut msg = &line[close + 1..];
+    msg = msg.strip_prefix(b" ").unwrap_or(msg);
+    msg = strip_caller(msg);
+    if let Some(p) = pri.and_then(|p| u8::try_from(p).ok()) {
+        r.facility = Some(p >> 3);
+        r.level = Some(p & 7);
+    }
+    r.message = Cow::Borrowed(msg);
+    Some(r)
+}
+
+/// `[    T123] ` or `[  C1] ` (printk caller ids) before the message.
+fn strip_caller(msg: &[u8]) -> &[u8] {
+    if msg.first() != Some(&b'[') {
+        return msg;
+    }
+    let Some(close) = memchr::memchr(b']', msg).filter(|&c| c <= 16) else {
+        return msg;
+    };
+    let id = trim(&msg[1..close]);
+    let ok =
+        id.len() >= 2 && matches!(id[0], b'T' | b'C') && id[1..].iter().all(u8::is_ascii_digit);
+    if !ok {
+        return msg;
+    }
+    let rest = &msg[close + 1..];
+    rest.strip_prefix(b" ").unwrap_or(rest)
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [c, rest @ ..] = b {
+        if !c.is_ascii_whitespace() {
+            break;
+        }
+        b = rest;
+    }
+    while let [rest @ .., c] = b {
+        if !c.is_ascii_whitespace() {
+            break;
+        }
+        b = rest;
+    }
+    b
+}
+
+/// `1234.567890` -> 1234567890 µs.
+fn seconds_to_usec(b: &[u8]) -> Option<u64> {
+    let dot = memchr::memchr(b'.', b)?;
+    let secs = num(&b[..dot])?;
+    let frac = &b[dot + 1..];
+    if frac.is_empty() || frac.len() > 9 {
+        return None;
+    }
+    let mut f = num(frac)?;
+    for _ in frac.len()..6 {
+        f *= 10;
+    }
+    for _ in 6..frac.len() {
+        f /= 10;
+    }
+    secs.checked_mul(1_000_000)?.checked_add(f)
+}
+
+/// `<4>[ 1234.567890] msg` (dmesg -r) or `<4>msg`.
+fn syslog_pri(line: &[u8]) -> Line<'_> {
+    let Some(close) = memchr::memchr(b'>', line).filter(|&c| c <= 5) else {
+        return Line::Malformed;
+    };
+    let Some(pri) = num(&line[1..close]) else {
+        return Line::Malformed;
+    };
+    let rest = &line[close + 1..];
+    if rest.first() == Some(&b'[') {
+        if let Some(r) = dmesg(rest, Some(pri)) {
+            return Line::Record(r);
+        }
+    }
+    let Ok(pri) = u8::try_from(pri) else {
+        return Line::Malformed;
+    };
+    Line::Record(Record {
+        facility: Some(pri >> 3),
+        level: Some(pri & 7),
+        message: Cow::Borrowed(rest),
+        ..Record::default()
+    })
+}
+
+/// `kern  :warn  : [ 1234.567890] msg` (dmesg -x).
+fn decoded_levels(line: &[u8]) -> Line<'_> {
+    let mut it = line.splitn(3, |&b| b == b':');
+    let (Some(fac), Some(lvl), Some(rest)) = (it.next(), it.next(), it.next()) else {
+        return Line::Malformed;
+    };
+    let (Some(fac), Some(lvl)) = (facility_code(trim(fac)), level_code(trim(lvl))) else {
+        return Line::Malformed;
+    };
+    let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+    let pri = u64::from(fac) << 3 | u64::from(lvl);
+    if rest.first() == Some(&b'[') {
+        if let Some(r) = dmesg(rest, Some(pri)) {
+            return Line::Record(r);
+        }
+    }
+    Line::Record(Record {
+        facility: Some(fac),
+        level: Some(lvl),
+        message: Cow::Borrowed(rest),
+        ..Record::default()
+    })
+}
+
+fn facility_code(b: &[u8]) -> Option<u8> {
+    const NAMES: [&[u8]; 12] = [
+        b"kern",
+        b"user",
+        b"mail",
+        b"daemon",
+        b"auth",
+        b"syslog",
+        b"lpr",
+        b"news",
+        b"uucp",
+        b"cron",
+        b"authpriv",
+        b"ftp",
+    ];
+    NAMES.iter().position(|n| *n == b).map(|i| i as u8)
+}
+
+fn level_code(b: &[u8]) -> Option<u8> {
+    const NAMES: [&[u8]; 8] = [
+        b"emerg", b"alert", b"crit", b"err", b"warn", b"notice", b"info", b"debug",
+    ];
+    NAMES.iter().position(|n| *n == b).map(|i| i as u8)
+}
+
+/// `Nov 27 16:38:56 host kernel: msg` (journalctl -k, syslog); the day may be space-padded and the time may have
+/// a fraction (`-o short-precise`).
+fn short(line: &[u8]) -> Line<'_> {
+    // Month, day and time: "Nov 27 16:38:56" or "Nov  7 16:38:56.123456".
+    let mut i = 4;
+    while line.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    let day_start = i;
+    while line.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    if i == day_start || i - day_start > 2 || line.get(i) != Some(&b' ') {
+        return Line::Malformed;
+    }
+    i += 1;
+    let Some(sp) = memchr::memchr(b' ', &line[i..]).map(|s| s + i) else {
+        return Line::Malformed;
+    };
+    let time = &line[i..sp];
+    if time.len() < 8 || time[2] != b':' || time[5] != b':' {
+        return Line::Malformed;
+    }
+    after_stamp(line, sp)
+}
+
+/// `2026-11-27T16:38:56.123456+0000 host kernel: msg` (journalctl -o short-iso, rsyslog).
+fn iso(line: &[u8]) -> Line<'_> {
+    let Some(sp) = memchr::memchr(b' ', line) else {
+        return Line::Malformed;
+    };
+    if !line[..sp].contains(&b'T') && !line[..sp].contains(&b':') {
+        return Line::Malformed;
+    }
+    after_stamp(line, sp)
+}
+
+/// The rest of a journal/syslog line after its timestamp (which ends at `sp`): `host ident: msg`.
+fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
+    let Ok(wall) = std::str::from_utf8(&line[..sp]) else {
+        return Line::Malformed;
+    };
+    let rest = &line[sp + 1..];
+    let Some(host_end) = memchr::memchr(b' ', rest) else {
+        return Line::Malformed;
+    };
+    let rest = &rest[host_end + 1..];
+    let Some(colon) = memchr::memchr(b':', rest) else {
+        return Line::Malformed;
+    };
+    if &rest[..colon] != b"kernel" {
+        return Line::NotKernel;
+    }
+    let mut msg = &rest[colon + 1..];
+    msg = msg.strip_prefix(b" ").unwrap_or(msg);
+    let mut r = Record {
+        wall: Some(wall),
+        ..Record::default()
+    };
+    // syslog's kern.log keeps the kernel's own timestamp: "kernel: [ 1234.567890] msg".
+    if msg.first() == Some(&b'[') {
+        if let Some(close) = memchr::memchr(b']', msg) {
+            if let Some(us) = seconds_to_usec(trim(&msg[1..close])) {
+                r.ts_usec = Some(us);
+                msg = &msg[close + 1..];
+                msg = msg.strip_prefix(b" ").unwrap_or(msg);
+            }
+        }
+    }
+    r.message = Cow::Borrowed(strip_caller(msg));
+    Line::Record(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(line: &str) -> Record<'_> {
+        match parse_line(line.as_bytes()) {
+            Line::Record(r) => r,
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kmsg_record_with_fields_and_escapes() {
+        let r = parse_kmsg(
+            b"4,377,2388009252,-;EXT4-fs warning (device loop0): a\\x5cb\\x0ac\n SUBSYSTEM=block\n DEVICE=b7:0\n",
+        )
+        .unwrap();
+        assert_eq!(r.facility, Some(0));
+        assert_eq!(r.level, Some(4));
+        assert_eq!(r.seq, Some(377));
+        assert_eq!(r.ts_usec, Some(2_388_009_252));
+        assert!(!r.cont);
+        assert_eq!(&r.message[..], b"EXT4-fs warning (device loop0): a\\b\nc");
+        assert_eq!(
+            r.fields,
+            vec![
+                ("SUBSYSTEM".into(), "block".into()),
+                ("DEVICE".into(), "b7:0".into())
+            ]
+        );
+        let r = parse_kmsg(b"12,9,10,c,caller=T42;hello").unwrap();
+        assert_eq!((r.facility, r.level, r.cont), (Some(1), Some(4), true));
+        assert_eq!(&r.message[..], b"hello");
+    }
+
+    #[test]
+    fn kmsg_garbage_is_rejected() {
+        for bad in [
+            &b""[..],
+            b";",
+            b"4,1,2;no flags",
+            b"x,1,2,-;msg",
+            b"4,,2,-;msg",
+            b"4,1,2,;msg",
+            b"999,1,2,-;pri too large",
+            b"4,1,99999999999999999999,-;ts overflow",
+            b"4,1,2,- no semicolon",
+            b"\xff\xfe,\x00;",
+        ] {
+            assert!(
+                parse_kmsg(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(&unescape(b"\\x4")[..], b"\\x4");
+        assert_eq!(&unescape(b"\\xzz\\x41")[..], b"\\xzzA");
+    }
+
+    #[test]
+    fn dmesg_formats() {
+        let r = rec("[ 2388.009252] EXT4-fs warning (device loop0): x\n");
+        assert_eq!(r.ts_usec, Some(2_388_009_252));
+        assert_eq!(r.text(), "EXT4-fs warning (device loop0): x");
+        let r = rec("[Tue Nov 27 16:38:56 2026] INFO: task a:1 blocked");
+        assert_eq!(r.wall, Some("Tue Nov 27 16:38:56 2026"));
+        assert_eq!(r.ts_usec, None);
+        assert_eq!(r.text(), "INFO: task a:1 blocked");
+        let r = rec("<4>[    1.5] msg");
+        assert_eq!(
+            (r.level, r.facility, r.ts_usec),
+            (Some(4), Some(0), Some(1_500_000))
+        );
+        let r = rec("[  123.000001][    T1] caller id");
+        assert_eq!(r.text(), "caller id");
+        let r = rec("kern  :warn  : [ 2.000000] decoded");
+        assert_eq!((r.facility, r.level), (Some(0), Some(4)));
+        assert_eq!(r.text(), "decoded");
+        let r = rec("user  :notice: [ 2.000000] from user space");
+        assert!(r.from_userspace());
+        let r = rec("6,12,345,-;raw kmsg in a file");
+        assert_eq!((r.seq, r.ts_usec), (Some(12), Some(345)));
+    }
+
+    #[test]
+    fn journal_formats() {
+        let r = rec("Nov 27 16:38:56 node-1 kernel: Buffer I/O error on dev sdb, logical block 0");
+        assert_eq!(r.wall, Some("Nov 27 16:38:56"));
+        assert_eq!(r.text(), "Buffer I/O error on dev sdb, logical block 0");
+        let r = rec("Nov  7 16:38:56.123456 node-1 kernel: x");
+        assert_eq!(r.wall, Some("Nov  7 16:38:56.123456"));
+        let r = rec("Nov 27 16:38:56 node-1 kernel: [ 10.250000] kern.log keeps the timestamp");
+        assert_eq!(r.ts_usec, Some(10_250_000));
+        assert_eq!(r.text(), "kern.log keeps the timestamp");
+        let r = rec("2026-11-27T16:38:56+0000 node-1 kernel: iso");
+        assert_eq!(r.wall, Some("2026-11-27T16:38:56+0000"));
+        assert_eq!(r.text(), "iso");
+        assert_eq!(
+            parse_line(b"Nov 27 16:38:56 node-1 systemd[1]: Started x."),
+            Line::NotKernel
+        );
+        assert_eq!(parse_line(b"-- Boot 3f2a --"), Line::Blank);
+        assert_eq!(parse_line(b" SUBSYSTEM=block"), Line::Blank);
+        assert_eq!(parse_line(b" lowercase=x"), Line::Malformed);
+        assert_eq!(parse_line(b"   \r\n"), Line::Blank);
+    }
+
+    #[test]
+    fn garbage_lines_are_malformed_not_fatal() {
+        for bad in [
+            "garbage",
+            "[unterminated",
+            "[] empty",
+            "[abc] no time",
+            "<x>bad pri",
+            "<99999999>overflow",
+            "Nov 27 host",
+            "Nov xx 16:38:56 h kernel: x",
+            "2026-11-27Tnospace",
+            "1234",
+            "\u{0}\u{1}\u{2}",
+            "kern :nolevel: x",
+            "[1.5",
+            "[ 1.1234567890] frac too long",
+        ] {
+            assert_eq!(parse_line(bad.as_bytes()), Line::Malformed, "{bad:?}");
+        }
+        assert_eq!(parse_line(b"\xff\xfe\xfd"), Line::Malformed);
+    }
+}
