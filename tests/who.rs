@@ -344,16 +344,21 @@ fn containerd_state_found_from_the_running_daemons_config() {
             s.s("ctd/c.sock")
         ),
     );
-    // A stand-in daemon: any long-running program whose comm is `containerd`, given `--config`.
-    std::fs::create_dir_all(s.path("bin")).unwrap();
-    std::fs::copy("/bin/bash", s.path("bin/containerd")).unwrap();
-    let config = s.s("ctd/config.toml");
-    let script = s.write("bin/daemon.sh", "while :; do sleep 1; done\n");
-    s.spawn_cmd(
-        std::process::Command::new(s.path("bin/containerd"))
-            .arg(&script)
-            .args(["--config", &config]),
+    // A stand-in daemon: a program named `containerd` that only waits, given `--config`.
+    let src = s.write(
+        "bin/daemon.c",
+        "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
     );
+    let bin = s.path("bin/containerd");
+    assert!(std::process::Command::new("cc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success());
+    let config = s.s("ctd/config.toml");
+    s.spawn_cmd(std::process::Command::new(&bin).args(["--config", &config]));
     let uid = "5a5a5a5a-1111-4222-8333-444444444444";
     let cid = "f00d".repeat(16);
     let pid = s.spawn_ns("true");

@@ -321,9 +321,15 @@ impl NsScan<'_> {
             evidence: Vec::new(),
             advice: vec![
                 "restart the pod to pick up the current content of the host path".into(),
-                "mount the parent directory instead of the file, and replace files inside it; a file bind mount \
-                 pins one inode for the life of the container"
-                    .into(),
+                if mounted.is_dir() {
+                    "a bind mount pins the directory's inode for the life of the container: replace files inside \
+                     the directory, never the directory itself"
+                        .into()
+                } else {
+                    "mount the parent directory instead of the file, and replace files inside it; a file bind mount \
+                     pins one inode for the life of the container"
+                        .into()
+                },
             ],
         }
         .with("reason", why)

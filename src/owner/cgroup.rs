@@ -73,6 +73,20 @@ pub fn parse_path(path: &str) -> CgroupRef {
         path: path.to_string(),
         ..CgroupRef::default()
     };
+    // The systemd driver's form in an OCI spec: `kubepods-burstable-pod<uid_>.slice:cri-containerd:<id>`.
+    let expanded;
+    let path = match path.split(':').collect::<Vec<_>>()[..] {
+        [slice, prefix, id] if !path.contains('/') && slice.ends_with(".slice") => {
+            let qos_slice = match slice {
+                s if s.starts_with("kubepods-burstable-") => "kubepods-burstable.slice/",
+                s if s.starts_with("kubepods-besteffort-") => "kubepods-besteffort.slice/",
+                _ => "",
+            };
+            expanded = format!("/kubepods.slice/{qos_slice}{slice}/{prefix}-{id}.scope");
+            expanded.as_str()
+        }
+        _ => path,
+    };
     // Read from inside a cgroup namespace, the path can start with `/../..`.
     let comps = path
         .split('/')
@@ -243,6 +257,24 @@ mod tests {
         let r = parse_path("/kubepods/pod1234/");
         assert_eq!(r.pod_uid.as_deref(), Some("1234"));
         assert_eq!(r.container_id, None);
+    }
+
+    #[test]
+    fn systemd_colon_form_from_an_oci_spec() {
+        let r = parse_path(&format!(
+            "kubepods-burstable-pod834b7b00_d731.slice:cri-containerd:{ID}"
+        ));
+        assert_eq!(r.qos, Some(Qos::Burstable));
+        assert_eq!(r.pod_uid.as_deref(), Some("834b7b00-d731"));
+        assert_eq!(r.container_id.as_deref(), Some(ID));
+        assert_eq!(r.runtime, Some("containerd"));
+        assert_eq!(
+            r.path,
+            format!("kubepods-burstable-pod834b7b00_d731.slice:cri-containerd:{ID}")
+        );
+        let r = parse_path(&format!("kubepods-pod1234.slice:crio:{ID}"));
+        assert_eq!((r.qos, r.runtime), (Some(Qos::Guaranteed), Some("cri-o")));
+        assert_eq!(parse_path("a:b:c").pod_uid, None);
     }
 
     #[test]

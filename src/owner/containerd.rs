@@ -122,6 +122,10 @@ pub fn discover(host: &Host, extra_state: &[PathBuf]) -> Vec<Instance> {
         let Ok(args) = procfs::cmdline(host, pid) else {
             continue;
         };
+        // `containerd publish`, `containerd config ...`: helpers, not a daemon.
+        if args.get(1).is_some_and(|a| !a.starts_with(b"-")) {
+            continue;
+        }
         let inst = instance_from_cmdline(host, pid, &args);
         if !found.iter().any(|f| f.state == inst.state) {
             found.push(inst);
