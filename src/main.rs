@@ -55,6 +55,9 @@ enum Command {
         /// Do not ask before --reap.
         #[arg(long, requires = "reap")]
         yes: bool,
+        /// Judge only shims at least this many seconds old (younger ones may still be starting a container).
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        min_age: i64,
     },
     /// Sample thread states (R and D by default) and group them, like psn: who is on CPU or stuck, and where.
     Top {
@@ -86,6 +89,15 @@ enum Command {
         /// Errors to catch, by name or number (repeatable): ENOSPC, EDQUOT, ...
         #[arg(long, default_value = "ENOSPC")]
         errno: Vec<String>,
+    },
+    /// Turn the kernel log into findings with owners: full ext4 directory indexes, OOM kills, hung tasks, I/O
+    /// errors, read-only remounts, ... Reads all of /dev/kmsg the kernel still holds, or a saved dmesg/journal.
+    Kmsg {
+        /// A file of `dmesg` or `journalctl -k` output, or - for standard input; default /dev/kmsg.
+        file: Option<PathBuf>,
+        /// Keep reading /dev/kmsg and report each burst once it has been quiet for 5 s (until Ctrl-C).
+        #[arg(short, long, conflicts_with = "file")]
+        follow: bool,
     },
     /// Tell who owns a pid, a container id (or unique prefix), a host path, or DEV:INODE (md1:211566352).
     Who {
@@ -144,13 +156,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .filter(|c| c.name() == "ghosts")
                 .collect(),
         ),
-        Command::Shims { .. } => (
-            "shims",
-            checks::registry()
-                .into_iter()
-                .filter(|c| c.name() == "shims")
-                .collect(),
-        ),
+        Command::Shims { min_age, .. } => {
+            let check: Box<dyn checks::Check> = Box::new(checks::shims::Shims {
+                min_age_seconds: *min_age,
+            });
+            ("shims", vec![check])
+        }
         Command::Top {
             hz,
             duration,
@@ -223,6 +234,59 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             return Ok(report.exit_code);
         }
+        Command::Kmsg { file, follow } => {
+            let source = match file.as_deref() {
+                None => wonk::kmsg::Source::DevKmsg { follow: *follow },
+                Some(p) if p == std::path::Path::new("-") => wonk::kmsg::Source::Stdin,
+                Some(p) => {
+                    std::fs::metadata(p)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+                    wonk::kmsg::Source::File(p.to_path_buf())
+                }
+            };
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let opts = wonk::kmsg::Options {
+                stop: Some(stop.clone()),
+                ..Default::default()
+            };
+            let t = std::time::Instant::now();
+            let output = if *follow {
+                wonk::stop::install();
+                let flag = stop.clone();
+                std::thread::spawn(move || {
+                    while !wonk::stop::requested() {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+                // Following, each finding is printed when its burst settles: a JSON object per line with --json.
+                let mut emit = |f: wonk::finding::Finding| {
+                    let mut o = std::io::stdout().lock();
+                    let _ = if cli.json {
+                        serde_json::to_writer(&mut o, &f)
+                            .map_err(std::io::Error::from)
+                            .and_then(|_| writeln!(o))
+                    } else {
+                        render::finding_details(&mut o, &f, style).and_then(|_| writeln!(o))
+                    };
+                    let _ = o.flush();
+                };
+                wonk::kmsg::scan_with(&ctx, &source, &opts, &mut emit)
+            } else {
+                wonk::kmsg::scan(&ctx, &source, &opts)
+            };
+            let mut report = wonk::finding::Report::new("kmsg", host.root());
+            report.add("kmsg", output, t.elapsed());
+            if *follow {
+                return Ok(report.exit_code);
+            }
+            if cli.json {
+                render::json(&mut out, &report)?;
+            } else {
+                render::table(&mut out, &report, style)?;
+            }
+            return Ok(report.exit_code);
+        }
         Command::Who { target } => {
             let w = wonk::who::who(&owners, target)?;
             if cli.json {
@@ -244,11 +308,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             ),
         );
     }
-    if let Command::Shims { reap: true, yes } = cli.command {
+    if let Command::Shims {
+        reap: true,
+        yes,
+        min_age,
+    } = cli.command
+    {
         let mut confirm = |leaked: &[checks::shims::Shim]| {
             yes || render::confirm(leaked.len(), "leaked shim(s)", "kill")
         };
-        for r in checks::shims::reap(&ctx, &mut confirm)? {
+        for r in checks::shims::reap(&ctx, min_age, &mut confirm)? {
             report.actions.push(serde_json::to_value(r)?);
         }
     }

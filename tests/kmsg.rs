@@ -532,9 +532,10 @@ fn a_saved_journal_from_another_node() {
     }
     let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
-        keys[..7],
+        keys[..8],
         [
             "count",
+            "bursts",
             "first_seq",
             "last_seq",
             "first_time",

@@ -25,7 +25,11 @@ pub trait Check {
 
 /// Every check `wonk scan` runs, in order.
 pub fn registry() -> Vec<Box<dyn Check>> {
-    vec![Box::new(ghosts::Ghosts), Box::new(shims::Shims)]
+    vec![
+        Box::new(ghosts::Ghosts),
+        Box::new(shims::Shims::default()),
+        Box::new(crate::kmsg::Kmsg),
+    ]
 }
 
 /// Runs checks into one report, together with what the attribution layer could not see.

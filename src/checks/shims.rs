@@ -21,10 +21,18 @@ use crate::owner::Owner;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-pub struct Shims;
+/// The check. A shim younger than `min_age_seconds` may still be starting its first container, and is not judged.
+pub struct Shims {
+    pub min_age_seconds: i64,
+}
 
-/// A shim younger than this may still be starting its first container.
-const MIN_AGE_SECONDS: i64 = 60;
+impl Default for Shims {
+    fn default() -> Shims {
+        Shims {
+            min_age_seconds: 60,
+        }
+    }
+}
 
 /// One shim, with everything it was judged on.
 #[derive(Debug, Clone, Serialize)]
@@ -73,7 +81,7 @@ impl Check for Shims {
 
     fn run(&self, ctx: &Context) -> CheckOutput {
         let mut out = CheckOutput::default();
-        let shims = match survey(ctx) {
+        let shims = match survey(ctx, self.min_age_seconds) {
             Ok(s) => s,
             Err(e) => {
                 out.failed = Some(format!("cannot list processes: {e}"));
@@ -178,10 +186,11 @@ pub struct Reaped {
 /// through a pidfd, so a pid that was recycled meanwhile, or a shim that gained children, is never hit.
 pub fn reap(
     ctx: &Context,
+    min_age_seconds: i64,
     confirm: &mut dyn FnMut(&[Shim]) -> bool,
 ) -> std::io::Result<Vec<Reaped>> {
     use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
-    let leaked: Vec<Shim> = survey(ctx)?
+    let leaked: Vec<Shim> = survey(ctx, min_age_seconds)?
         .into_iter()
         .filter(|s| s.class == "leaked")
         .collect();
@@ -200,7 +209,9 @@ pub fn reap(
         r.result = match fd {
             Some(Ok(fd)) => {
                 // With the pidfd held, the pid cannot be reused; check that it is still the same, still leaked.
-                let again = survey(ctx)?.into_iter().find(|n| n.pid == s.pid);
+                let again = survey(ctx, min_age_seconds)?
+                    .into_iter()
+                    .find(|n| n.pid == s.pid);
                 match again {
                     Some(n)
                         if n.start_time == s.start_time
@@ -228,7 +239,7 @@ pub fn reap(
 }
 
 /// Finds and classifies every shim on the node.
-pub fn survey(ctx: &Context) -> std::io::Result<Vec<Shim>> {
+pub fn survey(ctx: &Context, min_age_seconds: i64) -> std::io::Result<Vec<Shim>> {
     let host = ctx.host;
     let stats = procfs::all_stats(host)?;
     let now = std::time::SystemTime::now()
@@ -290,7 +301,7 @@ pub fn survey(ctx: &Context) -> std::io::Result<Vec<Shim>> {
                 o.image = None;
                 o
             });
-        classify(host, &mut shim);
+        classify(host, &mut shim, min_age_seconds);
         shims.push(shim);
     }
     Ok(shims)
@@ -396,13 +407,13 @@ fn bundle_state(host: &Host, b: &Bundle, shim_pid: u32, stats: &[Stat]) -> Bundl
     }
 }
 
-fn classify(host: &Host, s: &mut Shim) {
+fn classify(host: &Host, s: &mut Shim, min_age: i64) {
     let live_inits = s.bundles.iter().filter(|b| b.init_pid_alive).count();
-    let young = s.age_seconds.is_some_and(|a| a < MIN_AGE_SECONDS);
+    let young = s.age_seconds.is_some_and(|a| a < min_age);
     if s.children.is_empty() {
         if young {
             s.class = "unknown";
-            s.why = format!("no children yet, but it started less than {MIN_AGE_SECONDS} s ago");
+            s.why = format!("no children yet, but it started less than {min_age} s ago");
         } else if s.bundles.is_empty() {
             s.class = "leaked";
             s.why = "no child processes and no bundle dir in containerd's state".into();

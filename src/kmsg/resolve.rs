@@ -66,6 +66,7 @@ impl<'a> Resolver<'a> {
             advice: Vec::new(),
         };
         put(&mut f, "count", g.count);
+        put(&mut f, "bursts", g.bursts);
         put(&mut f, "first_seq", g.first.seq);
         put(&mut f, "last_seq", g.last.seq);
         put(&mut f, "first_time", self.time(&g.first));

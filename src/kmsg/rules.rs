@@ -134,6 +134,8 @@ pub struct Group {
     pub key: String,
     /// Events: warnings for a full index, kills for OOM, reports for a hung task, messages otherwise.
     pub count: u64,
+    /// Runs of events separated by more than [`BURST_GAP_USEC`] of quiet (known only from kernel timestamps).
+    pub bursts: u64,
     pub first: Stamp,
     pub last: Stamp,
     /// The first message, as logged (truncated).
@@ -209,6 +211,9 @@ pub enum Detail {
     },
 }
 
+/// Quiet time after which the next event of a group starts a new burst: the seed's "bundles of 4, every few
+/// hours" are one finding per directory, with one burst per bundle.
+pub const BURST_GAP_USEC: u64 = 60_000_000;
 /// Lists in evidence hold at most this many entries.
 pub const MAX_LIST: usize = 16;
 /// Distinct groups held at once; events beyond are counted in `groups_dropped`.
@@ -520,6 +525,11 @@ impl Engine {
         if let Some(&i) = self.index[rule.index()].get(key.as_str()) {
             let g = &mut self.groups[i];
             g.count += 1;
+            if let (Some(prev), Some(ts)) = (g.last.ts_usec, r.ts_usec) {
+                if ts.saturating_sub(prev) > BURST_GAP_USEC {
+                    g.bursts += 1;
+                }
+            }
             g.last = Stamp::of(r);
             g.touched = now;
             g.detail.merge(detail);
@@ -536,6 +546,7 @@ impl Engine {
             rule,
             key: key.clone(),
             count: 1,
+            bursts: 1,
             first: stamp.clone(),
             last: stamp,
             message,
@@ -1193,6 +1204,22 @@ mod tests {
         assert_eq!(st["matched_htree_full"], 4);
         assert_eq!(st["matched_htree_companion"], 4);
         assert_eq!(e.matched(), 8);
+    }
+
+    #[test]
+    fn bundles_hours_apart_are_bursts_of_one_group() {
+        let mut e = Engine::new();
+        let hour = 3_600_000_000;
+        for (seq, ts) in [(1, 0), (2, 10), (3, hour), (4, hour + 10), (5, 2 * hour)] {
+            let mut r = rec(seq, if seq % 2 == 1 { SEED_A } else { SEED_B });
+            r.ts_usec = Some(ts);
+            e.push(&r);
+            let mut r = rec(seq, SEED_A);
+            r.ts_usec = Some(ts + 1);
+            e.push(&r);
+        }
+        let g = &e.groups()[0];
+        assert_eq!((g.count, g.bursts), (8, 3));
     }
 
     #[test]

@@ -1,0 +1,183 @@
+//! `wonk shims` on real containerd pods: a shim leaked the way the seed's were (containerd's own PR 9004
+//! reproduction: strace delays the shim's umount2 while the pod is stopped and removed through CRI), next to
+//! healthy pods. Needs root and the `cri` feature.
+#![cfg(feature = "cri")]
+
+mod common;
+mod node;
+
+use common::*;
+use node::{Handler, Node, PodOpts};
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills a process we started (strace) or caused (the leaked shim) by pid, if it is still the one we mean.
+struct KillOnDrop {
+    pid: u32,
+    cmdline_has: &'static str,
+    child: Option<Child>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            return;
+        }
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(self.cmdline_has) {
+            // SAFETY: kill(2) of a pid we recorded and just checked.
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+fn shims(node: &Node, extra: &[&str]) -> (i32, Value) {
+    let kr = node.kubelet_root.display().to_string();
+    let mut args = vec!["shims", "--min-age", "0", "--kubelet-root", &kr];
+    args.extend_from_slice(extra);
+    wonk_json(&args)
+}
+
+fn shim_by_pid(report: &Value, pid: u32) -> Value {
+    report["checks"][0]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pid"] == pid)
+        .cloned()
+        .unwrap_or_else(|| panic!("no shim {pid} in {report:#}"))
+}
+
+#[test]
+fn a_leaked_shim_is_found_and_reaped_and_nothing_else() {
+    if !root_or_skip("a_leaked_shim_is_found_and_reaped_and_nothing_else") {
+        return;
+    }
+    let node = Node::get();
+    let healthy = node.pod(PodOpts::new("steady-0", "shop", Handler::Cgroupfs));
+    let victim = node.pod(PodOpts::new("leaky-0", "shop", Handler::Cgroupfs));
+    assert_eq!(
+        victim.shim_pids.len(),
+        1,
+        "one v2 shim per pod: {:?}",
+        victim.shim_pids
+    );
+    let shim = victim.shim_pids[0];
+    let _shim_guard = KillOnDrop {
+        pid: shim,
+        cmdline_has: "containerd-shim",
+        child: None,
+    };
+
+    let (_, before) = shims(node, &[]);
+    assert_eq!(shim_by_pid(&before, shim)["class"], "healthy", "{before:#}");
+
+    // Delay every umount2 of the shim, so that containerd's task deletion times out and forgets it.
+    let log = node.dir.join(format!("strace-{shim}.log"));
+    let strace = Command::new("strace")
+        .args([
+            "-p",
+            &shim.to_string(),
+            "-f",
+            "--detach-on=execve",
+            "--trace=umount2",
+        ])
+        .args(["-e", "inject=umount2:delay_enter=12s", "-o"])
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace");
+    let strace = KillOnDrop {
+        pid: strace.id(),
+        cmdline_has: "strace",
+        child: Some(strace),
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let cri = node.cri();
+    let t = Instant::now();
+    while cri.stop_pod_sandbox(&victim.sandbox_id).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "StopPodSandbox never succeeded\n{}",
+            node.log_tail()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    while cri.remove_pod_sandbox(&victim.sandbox_id).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "RemovePodSandbox never succeeded\n{}",
+            node.log_tail()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    drop(strace);
+    assert!(
+        std::path::Path::new(&format!("/proc/{shim}")).exists(),
+        "the shim did not leak this time"
+    );
+    let listed = cri.list_pod_sandbox(None).unwrap();
+    assert!(
+        !listed.iter().any(|s| s.id == victim.sandbox_id),
+        "CRI still lists the removed pod"
+    );
+
+    let (code, r) = shims(node, &[]);
+    assert_eq!(code, 1, "{r:#}");
+    let s = shim_by_pid(&r, shim);
+    assert_eq!(s["class"], "leaked", "{s:#}");
+    assert!(s["children"].as_array().unwrap().is_empty());
+    assert_eq!(s["id"], victim.sandbox_id.as_str());
+    assert_eq!(s["owner"]["pod_uid"], victim.uid.as_str(), "{s:#}");
+    assert_eq!(s["owner"]["pod"], "leaky-0");
+    assert_eq!(s["owner"]["namespace"], "shop");
+    let bundles = s["bundles"].as_array().unwrap();
+    assert!(!bundles.is_empty(), "{s:#}");
+    assert!(
+        bundles
+            .iter()
+            .all(|b| b["init_pid_alive"] == false && b["rootfs_empty"] == true),
+        "{s:#}"
+    );
+    assert!(s["rss_kib"].as_u64().unwrap() > 0 && s["threads"].as_u64().unwrap() > 1);
+    for p in &healthy.shim_pids {
+        assert_eq!(shim_by_pid(&r, *p)["class"], "healthy", "{r:#}");
+    }
+    let findings: Vec<&Value> = r["findings"].as_array().unwrap().iter().collect();
+    assert_eq!(findings.len(), 1, "{r:#}");
+    assert_eq!(findings[0]["kind"], "leaked");
+    assert_eq!(findings[0]["evidence"]["pid"], shim);
+
+    // Without --yes and without a terminal, --reap refuses and kills nothing.
+    let (_, r) = shims(node, &["--reap"]);
+    assert!(r.get("actions").is_none(), "{r:#}");
+    assert!(std::path::Path::new(&format!("/proc/{shim}")).exists());
+
+    let (_, r) = shims(node, &["--reap", "--yes"]);
+    let actions = r["actions"].as_array().unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(actions.len(), 1, "{r:#}");
+    assert_eq!(actions[0]["pid"], shim);
+    assert_eq!(actions[0]["result"], "killed");
+    let t = Instant::now();
+    while std::path::Path::new(&format!("/proc/{shim}/cmdline")).exists()
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{shim}/cmdline")).exists(),
+        "the leaked shim survived"
+    );
+    for p in &healthy.shim_pids {
+        assert!(
+            std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "a healthy shim was killed"
+        );
+    }
+    assert!(std::path::Path::new(&format!("/proc/{}", healthy.pid)).exists());
+}
