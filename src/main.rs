@@ -99,6 +99,27 @@ enum Command {
         #[arg(short, long, conflicts_with = "file")]
         follow: bool,
     },
+    /// Read the htree index of ext4 directories (never their entries): fill per level, entries, the share of
+    /// names failing with ENOSPC now, and the creates left before the first failure.
+    Htree {
+        /// Directories to read (on ext4, or on overlay with an ext4 upper layer).
+        #[arg(required_unless_present = "scan")]
+        paths: Vec<PathBuf>,
+        /// Judge creates of names this long (default: the median of the directory's own names).
+        #[arg(long, value_name = "BYTES")]
+        name_len: Option<usize>,
+        /// Find the directories at risk on the filesystem mounted at MOUNTPOINT instead.
+        #[arg(long, value_name = "MOUNTPOINT", conflicts_with = "paths")]
+        scan: Option<PathBuf>,
+        /// With --scan: read the index of directories at least this large (bytes).
+        #[arg(long, default_value_t = 256 << 10, value_name = "BYTES")]
+        min_size: u64,
+        /// With --scan: stop after this many seconds (0: no limit); what was not read is listed.
+        #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+        budget: f64,
+    },
+    /// List the mounted ext4 filesystems and the features that decide how large a directory index can grow.
+    Fs,
     /// Tell who owns a pid, a container id (or unique prefix), a host path, or DEV:INODE (md1:211566352).
     Who {
         /// pid | container id | /host/path | DEV:INODE
@@ -286,6 +307,65 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 render::table(&mut out, &report, style)?;
             }
             return Ok(report.exit_code);
+        }
+        Command::Htree {
+            paths,
+            name_len,
+            scan,
+            min_size,
+            budget,
+        } => {
+            let t = std::time::Instant::now();
+            let mut output = wonk::finding::CheckOutput::default();
+            if let Some(mount) = scan {
+                use std::io::IsTerminal;
+                let opts = checks::htree::ScanOptions {
+                    min_dir_size: *min_size,
+                    budget: (*budget > 0.0).then(|| std::time::Duration::from_secs_f64(*budget)),
+                    progress: !cli.json && std::io::stderr().is_terminal(),
+                    min_severity: wonk::finding::Severity::Info,
+                };
+                output = checks::htree::scan_mount(&ctx, mount, &opts);
+            } else {
+                for p in paths {
+                    match wonk::ext4::htree::analyze(&host, p, *name_len) {
+                        Ok(r) => output.findings.push(checks::htree::judge(&ctx, &r)),
+                        Err(e) => output.blind_spots.push(wonk::finding::BlindSpot::new(
+                            "htree",
+                            p.display().to_string(),
+                            e.to_string(),
+                        )),
+                    }
+                }
+                if output.findings.is_empty() {
+                    output.failed = Some(format!(
+                        "no directory could be read: {}",
+                        output
+                            .blind_spots
+                            .iter()
+                            .map(|b| format!("{}: {}", b.what, b.why))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
+            }
+            let mut report = wonk::finding::Report::new("htree", host.root());
+            report.add("htree", output, t.elapsed());
+            if cli.json {
+                render::json(&mut out, &report)?;
+            } else {
+                render::table(&mut out, &report, style)?;
+            }
+            return Ok(report.exit_code);
+        }
+        Command::Fs => {
+            let fss = wonk::ext4::htree::filesystems(&host)?;
+            if cli.json {
+                render::json(&mut out, &fss)?;
+            } else {
+                render::filesystems(&mut out, &fss, style)?;
+            }
+            return Ok(exit::OK);
         }
         Command::Who { target } => {
             let w = wonk::who::who(&owners, target)?;

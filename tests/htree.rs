@@ -73,7 +73,8 @@ fn debugfs_index(dev: &str, rel: &str) -> BTreeMap<u32, (u16, u16)> {
         } else if let Some(l) = line.strip_prefix("Number of entries (limit): ") {
             let c = count.take().expect("limit without count");
             assert!(
-                map.insert(block, (c, l.trim().parse::<u16>().unwrap())).is_none(),
+                map.insert(block, (c, l.trim().parse::<u16>().unwrap()))
+                    .is_none(),
                 "debugfs printed block {block} twice"
             );
         }
@@ -98,7 +99,10 @@ fn analyze_all(dir: &Path) -> HtreeReport {
 /// wonk's count/limit per index block, in the same shape as [`debugfs_index`].
 fn wonk_index(r: &HtreeReport) -> BTreeMap<u32, (u16, u16)> {
     let ix = r.index.as_ref().expect("indexed");
-    ix.blocks.iter().map(|b| (b.block, (b.count, b.limit))).collect()
+    ix.blocks
+        .iter()
+        .map(|b| (b.block, (b.count, b.limit)))
+        .collect()
 }
 
 fn show(r: &HtreeReport) -> String {
@@ -111,13 +115,15 @@ fn show(r: &HtreeReport) -> String {
     serde_json::to_string_pretty(&v).unwrap()
 }
 
-
 /// Every count/limit wonk reports equals debugfs's, block by block, and the report agrees with itself.
 #[track_caller]
 fn assert_matches_debugfs(r: &HtreeReport, dev: &str, rel: &str) {
     let dbg = debugfs_index(dev, rel);
     let ours = wonk_index(r);
-    assert_eq!(ours, dbg, "index blocks (block -> count, limit): wonk left, debugfs right");
+    assert_eq!(
+        ours, dbg,
+        "index blocks (block -> count, limit): wonk left, debugfs right"
+    );
     let ix = r.index.as_ref().unwrap();
     assert_eq!(dbg[&0], (ix.root.count, ix.root.limit));
     assert_eq!(ix.index_blocks as usize, dbg.len());
@@ -131,7 +137,10 @@ fn assert_matches_debugfs(r: &HtreeReport, dev: &str, rel: &str) {
         assert_eq!(lv.nodes as usize, counts.len());
         assert_eq!(lv.count_max, *counts.iter().max().unwrap());
         assert_eq!(lv.count_min, *counts.iter().min().unwrap());
-        assert_eq!(lv.full as usize, counts.iter().filter(|&&c| c == lv.limit).count());
+        assert_eq!(
+            lv.full as usize,
+            counts.iter().filter(|&&c| c == lv.limit).count()
+        );
     }
     let children: u64 = ix
         .blocks
@@ -139,7 +148,10 @@ fn assert_matches_debugfs(r: &HtreeReport, dev: &str, rel: &str) {
         .filter(|b| b.level == ix.levels)
         .map(|b| u64::from(b.count))
         .sum();
-    assert_eq!(ix.leaf_blocks, children, "leaves = entries of the bottom index blocks");
+    assert_eq!(
+        ix.leaf_blocks, children,
+        "leaves = entries of the bottom index blocks"
+    );
 }
 
 #[track_caller]
@@ -166,9 +178,14 @@ fn free_space(p: &Path) -> (u64, u64) {
     (v.f_bavail * v.f_frsize, v.f_favail)
 }
 
-fn one_k(test: &str, mkfs: &str, csum: bool) {
+/// `features` is appended to mkfs's `-O ^large_dir`.
+fn one_k(test: &str, features: &str, csum: bool) {
     let mut s = Scratch::new(test);
-    let (mnt, dev) = s.ext4("fs", "128M", &format!("-b 1024 -O ^large_dir -N 60000 {mkfs}"));
+    let (mnt, dev) = s.ext4(
+        "fs",
+        "128M",
+        &format!("-b 1024 -N 60000 -O ^large_dir{features}"),
+    );
     let d = mnt.join("d");
     std::fs::create_dir(&d).unwrap();
     let mut n = 0;
@@ -202,9 +219,10 @@ fn one_k_blocks_with_metadata_csum_match_debugfs() {
 }
 
 #[test]
-fn one_k_blocks_without_metadata_csum_match_debugfs() {
-    if root_or_skip("one_k_blocks_without_metadata_csum_match_debugfs") {
-        one_k("htree-1k-nocsum", "-O ^metadata_csum", false);
+fn one_k_blocks_without_metadata_csum_or_extents_match_debugfs() {
+    if root_or_skip("one_k_blocks_without_metadata_csum_or_extents_match_debugfs") {
+        // Also without extents: the directory is block-mapped, as on ext3, and FIEMAP still maps it.
+        one_k("htree-1k-nocsum", ",^metadata_csum,^extents,^64bit", false);
     }
 }
 
@@ -214,7 +232,12 @@ fn four_k_blocks_match_debugfs() {
         return;
     }
     let mut s = Scratch::new("htree-4k");
-    let (mnt, dev) = s.ext4("fs", "1G", "-b 4096 -O ^large_dir -N 140000");
+    // bigalloc: blocks are allocated in 16 KiB clusters; FIEMAP still maps the directory block by block.
+    let (mnt, dev) = s.ext4(
+        "fs",
+        "4G",
+        "-b 4096 -O ^large_dir,bigalloc -C 16384 -N 140000",
+    );
     let d = mnt.join("a/b");
     std::fs::create_dir_all(&d).unwrap();
     fill(&d, 0, 120_000, 250);
@@ -249,12 +272,19 @@ fn three_levels_with_large_dir_match_debugfs() {
     // Three levels is the most large_dir allows, but with 40,000 entries no path is full yet.
     assert!(ix.create_failure.at_max_levels);
     assert_eq!(ix.create_failure.failing_share, 0.0);
-    assert!(ix.headroom.entries_left.unwrap() > 1_000_000, "{}", show(&r));
+    assert!(
+        ix.headroom.entries_left.unwrap() > 1_000_000,
+        "{}",
+        show(&r)
+    );
 }
 
 /// The seed's failure, for real: fill a 1 KiB-block directory until a create fails with ENOSPC while the
-/// filesystem has free blocks and inodes. The projection made well before must land near that point, and after
-/// it wonk must see the failing share; `tune2fs -O large_dir` must clear it.
+/// filesystem has free blocks and inodes. Projections made at 6,000, 12,000 and 16,000 entries must put the
+/// first failure within 10% of the real point, and the real entries left within the projection's 10th-90th
+/// percentile range widened by 15% at each end (45 projections over 15 runs: mean error -0.3%, worst 6.3%;
+/// 71% inside the bare range, none more than 8.1% outside it). After the failure wonk must see a failing share;
+/// `tune2fs -O large_dir` must clear it.
 #[test]
 fn projection_brackets_the_first_enospc() {
     if !root_or_skip("projection_brackets_the_first_enospc") {
@@ -271,13 +301,20 @@ fn projection_brackets_the_first_enospc() {
         n = at;
         let r = analyze_all(&d);
         let h = &r.index.as_ref().unwrap().headroom;
-        projections.push((at, h.entries_at_first_failure.expect("a projection"), h.clone()));
+        projections.push((
+            at,
+            h.entries_at_first_failure.expect("a projection"),
+            h.clone(),
+        ));
     }
     let (made, err) = create(&d, n, 200_000, 250);
     assert_eq!(err, Some(rustix::io::Errno::NOSPC));
     let failed_at = n + made;
     let (bytes, inodes) = free_space(&mnt);
-    assert!(bytes > 8 << 20 && inodes > 1000, "the filesystem itself must not be full: {bytes} bytes, {inodes} inodes free");
+    assert!(
+        bytes > 8 << 20 && inodes > 1000,
+        "the filesystem itself must not be full: {bytes} bytes, {inodes} inodes free"
+    );
     for (at, projected, h) in &projections {
         let err = (*projected as f64 - failed_at as f64) / failed_at as f64;
         let (left, lo, hi) = (
@@ -308,16 +345,32 @@ fn projection_brackets_the_first_enospc() {
     let ix = r.index.as_ref().unwrap();
     let cf = &ix.create_failure;
     assert!(ix.root.full && cf.at_max_levels, "{}", show(&r));
-    assert!(cf.full_path_share > 0.0 && cf.failing_share > 0.0, "{}", show(&r));
+    assert!(
+        cf.full_path_share > 0.0 && cf.failing_share > 0.0,
+        "{}",
+        show(&r)
+    );
     assert!(cf.failing_share <= cf.full_path_share);
-    assert_eq!(ix.headroom.entries_left.map(|l| l < 2_000), Some(true), "{}", show(&r));
+    assert_eq!(
+        ix.headroom.entries_left.map(|l| l < 2_000),
+        Some(true),
+        "{}",
+        show(&r)
+    );
     assert!(r.advice.iter().any(|a| a.contains("tune2fs -O large_dir")));
     let (_, again) = create(&d, failed_at, failed_at + 1, 250);
-    assert_eq!(again, Some(rustix::io::Errno::NOSPC), "a name that fails keeps failing");
+    assert_eq!(
+        again,
+        Some(rustix::io::Errno::NOSPC),
+        "a name that fails keeps failing"
+    );
     // Most other names still go in: only the failing share of the hash space is closed.
     let mut ok = 0;
     for i in 0..3000 {
-        if create(&d, 1_000_000 + i, 1_000_000 + i + 1, 250).1.is_none() {
+        if create(&d, 1_000_000 + i, 1_000_000 + i + 1, 250)
+            .1
+            .is_none()
+        {
             ok += 1;
         }
     }
@@ -341,7 +394,10 @@ fn projection_brackets_the_first_enospc() {
     assert!(r.advice.is_empty());
     fill(&d, failed_at, failed_at + 1, 250);
     let fs = ext4::filesystems(&host()).unwrap();
-    let me = fs.iter().find(|f| f.device_name.as_deref() == Some(dev.trim_start_matches("/dev/"))).unwrap();
+    let me = fs
+        .iter()
+        .find(|f| f.device_name.as_deref() == Some(dev.trim_start_matches("/dev/")))
+        .unwrap();
     assert_eq!(me.max_levels, Some(3));
     assert!(me.features.unwrap().large_dir);
 }
@@ -358,7 +414,11 @@ fn small_linear_and_inline_directories_are_not_indexed() {
     fill(&d, 0, 5, 20);
     let r = ext4::analyze(&host(), &d, None).unwrap();
     assert!(!r.indexed && r.index.is_none());
-    assert!(r.not_indexed.as_deref().unwrap().starts_with("linear"), "{}", show(&r));
+    assert!(
+        r.not_indexed.as_deref().unwrap().starts_with("linear"),
+        "{}",
+        show(&r)
+    );
     assert!(r.advice.is_empty());
 
     let (mnt, _) = s.ext4("inl", "64M", "-b 4096 -O inline_data");
@@ -367,7 +427,11 @@ fn small_linear_and_inline_directories_are_not_indexed() {
     fill(&d, 0, 2, 12);
     let r = ext4::analyze(&host(), &d, None).unwrap();
     assert!(!r.indexed);
-    assert!(r.not_indexed.as_deref().unwrap().starts_with("inline"), "{}", show(&r));
+    assert!(
+        r.not_indexed.as_deref().unwrap().starts_with("inline"),
+        "{}",
+        show(&r)
+    );
 }
 
 #[test]
@@ -380,7 +444,10 @@ fn other_filesystems_are_named() {
     s.host_mount("-t tmpfs -o size=4m tmpfs", &t);
     std::fs::create_dir(t.join("d")).unwrap();
     let e = ext4::analyze(&host(), &t.join("d"), None).unwrap_err();
-    assert!(matches!(&e, ext4::Ext4Error::NotExt4 { fs, .. } if fs == "tmpfs"), "{e}");
+    assert!(
+        matches!(&e, ext4::Ext4Error::NotExt4 { fs, .. } if fs == "tmpfs"),
+        "{e}"
+    );
     assert!(e.to_string().contains("on tmpfs, not ext4"), "{e}");
 
     let f = t.join("file");
@@ -396,12 +463,18 @@ fn other_filesystems_are_named() {
     }
     let merged = s.path("merged");
     s.host_mount(
-        &format!("-t overlay overlay -o lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work", t.display()),
+        &format!(
+            "-t overlay overlay -o lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work",
+            t.display()
+        ),
         &merged,
     );
     std::fs::create_dir(merged.join("d")).unwrap();
     let e = ext4::analyze(&host(), &merged.join("d"), None).unwrap_err();
-    assert!(e.to_string().contains("overlay, whose upper directory"), "{e}");
+    assert!(
+        e.to_string().contains("overlay, whose upper directory"),
+        "{e}"
+    );
     assert!(e.to_string().contains("is on tmpfs"), "{e}");
 }
 
@@ -425,7 +498,10 @@ fn overlay_directories_resolve_to_the_upper_layer() {
         &merged,
     );
     let only_lower = ext4::analyze(&host(), &merged.join("app"), None).unwrap_err();
-    assert!(only_lower.to_string().contains("lower layers"), "{only_lower}");
+    assert!(
+        only_lower.to_string().contains("lower layers"),
+        "{only_lower}"
+    );
 
     let d = merged.join("app/tmp");
     std::fs::create_dir_all(&d).unwrap();
@@ -476,7 +552,10 @@ fn physical(dev: &str, rel: &str, lblk: u32, bs: u64) -> u64 {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim().parse::<u64>().unwrap_or_else(|_| panic!("debugfs bmap: {text:?}")) * bs
+    text.trim()
+        .parse::<u64>()
+        .unwrap_or_else(|_| panic!("debugfs bmap: {text:?}"))
+        * bs
 }
 
 fn poke(dev: &str, off: u64, bytes: &[u8]) {
@@ -494,18 +573,34 @@ fn corrupt_index_blocks_are_reported() {
     }
     let mut s = Scratch::new("htree-corrupt");
     for (name, mkfs, csum) in [("c", "", true), ("p", "-O ^metadata_csum", false)] {
-        let (mnt, dev) = s.ext4(name, "64M", &format!("-b 1024 -O ^large_dir -N 8000 {mkfs}"));
+        let (mnt, dev) = s.ext4(
+            name,
+            "64M",
+            &format!("-b 1024 -O ^large_dir -N 8000 {mkfs}"),
+        );
         let d = mnt.join("d");
         std::fs::create_dir(&d).unwrap();
         fill(&d, 0, 3_000, 250);
         let r = analyze_all(&d);
-        let node = r.index.as_ref().unwrap().blocks.iter().find(|b| b.level == 1).unwrap().block;
+        let node = r
+            .index
+            .as_ref()
+            .unwrap()
+            .blocks
+            .iter()
+            .find(|b| b.level == 1)
+            .unwrap()
+            .block;
         let at = physical(&dev, "/d", node, 1024);
         if csum {
             // Flip a bit in the second entry's hash: the dx_tail checksum no longer matches.
             let mut b = [0u8; 1];
-            std::os::unix::fs::FileExt::read_exact_at(&File::open(&dev).unwrap(), &mut b, at + 0x10)
-                .unwrap();
+            std::os::unix::fs::FileExt::read_exact_at(
+                &File::open(&dev).unwrap(),
+                &mut b,
+                at + 0x10,
+            )
+            .unwrap();
             poke(&dev, at + 0x10, &[b[0] ^ 0x01]);
         } else {
             poke(&dev, at + 0x0a, &0xffffu16.to_le_bytes());
@@ -516,11 +611,24 @@ fn corrupt_index_blocks_are_reported() {
         };
         assert_eq!(*block, u64::from(node), "{e}");
         if csum {
-            assert!(matches!(problem, ext4::dx::DxError::ChecksumMismatch { .. }), "{e}");
+            assert!(
+                matches!(problem, ext4::dx::DxError::ChecksumMismatch { .. }),
+                "{e}"
+            );
         } else {
-            assert_eq!(*problem, ext4::dx::DxError::CountOverLimit { count: 0xffff, limit: 127 });
+            assert_eq!(
+                *problem,
+                ext4::dx::DxError::CountOverLimit {
+                    count: 0xffff,
+                    limit: 127
+                }
+            );
         }
-        assert!(e.to_string().starts_with(&format!("directory block {node}: ")), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("directory block {node}: ")),
+            "{e}"
+        );
     }
 }
 
@@ -543,10 +651,18 @@ fn host_root_as_in_a_daemonset() {
     // A thread of our own unshares its mount namespace; the namespace and its mounts go when the thread ends.
     let via_root = std::thread::spawn(move || {
         // SAFETY: unshare only changes this thread's mount namespace.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(
+            unsafe { libc::unshare(libc::CLONE_NEWNS) },
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
         let st = Command::new("sh")
             .arg("-c")
-            .arg(format!("mount --make-rprivate / && mount --rbind / '{}'", hf.display()))
+            .arg(format!(
+                "mount --make-rprivate / && mount --rbind / '{}'",
+                hf.display()
+            ))
             .status()
             .unwrap();
         assert!(st.success());
@@ -563,7 +679,49 @@ fn host_root_as_in_a_daemonset() {
     .unwrap();
     let (r, fs) = via_root;
     assert_eq!(r.path, d.display().to_string());
-    assert_eq!((r.inode, r.device.name.as_str()), (direct.inode, direct.device.name.as_str()));
+    assert_eq!(
+        (r.inode, r.device.name.as_str()),
+        (direct.inode, direct.device.name.as_str())
+    );
     assert_eq!(wonk_index(&r), wonk_index(&direct));
-    assert!(fs.iter().any(|f| f.device == r.device.dev && f.features.is_some()));
+    assert!(fs
+        .iter()
+        .any(|f| f.device == r.device.dev && f.features.is_some()));
+}
+
+/// Reading while another thread creates names (and so splits leaves and index blocks) still gives a
+/// consistent report: races are caught by checksums or count > limit and read again.
+#[test]
+fn analysis_races_live_creates() {
+    if !root_or_skip("analysis_races_live_creates") {
+        return;
+    }
+    let mut s = Scratch::new("htree-race");
+    let (mnt, _) = s.ext4("fs", "128M", "-b 1024 -O ^large_dir -N 40000");
+    let d = mnt.join("d");
+    std::fs::create_dir(&d).unwrap();
+    fill(&d, 0, 2_000, 250);
+    let writer_dir = d.clone();
+    let writer = std::thread::spawn(move || create(&writer_dir, 2_000, 17_000, 250));
+    let mut reports = Vec::new();
+    while !writer.is_finished() {
+        reports.push(ext4::analyze(&host(), &d, None));
+    }
+    // The writer is done before anything is asserted, so that the scratch filesystem can be unmounted.
+    let (made, err) = writer.join().unwrap();
+    assert_eq!((made, err), (15_000, None));
+    let (mut rereads, mut retries) = (0, 0);
+    for r in &reports {
+        let r = r.as_ref().unwrap();
+        let ix = r.index.as_ref().unwrap();
+        assert!(ix.root.count <= ix.root.limit);
+        assert!(ix.node_levels.iter().all(|l| l.count_max <= l.limit));
+        rereads += ix.reads.rereads;
+        retries += ix.reads.retries;
+    }
+    eprintln!(
+        "{} reports while 15,000 names were created: {rereads} blocks read again, {retries} whole re-reads",
+        reports.len()
+    );
+    assert!(!reports.is_empty());
 }

@@ -2,6 +2,7 @@
 //! attribution layer into findings. [`registry`] lists the checks `wonk scan` runs.
 
 pub mod ghosts;
+pub mod htree;
 pub mod shims;
 
 use crate::finding::{CheckOutput, Report};
@@ -29,6 +30,7 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(ghosts::Ghosts),
         Box::new(shims::Shims::default()),
         Box::new(crate::kmsg::Kmsg),
+        Box::new(htree::HtreeRisk::default()),
     ]
 }
 

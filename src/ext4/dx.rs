@@ -132,25 +132,52 @@ impl Leaf {
 /// What is wrong with a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DxError {
-    Truncated { have: usize, need: usize },
+    Truncated {
+        have: usize,
+        need: usize,
+    },
     NotIndexBlock(&'static str),
     ReservedNotZero(u32),
     BadInfoLength(u8),
     UnknownHashVersion(u8),
     UnsupportedFlags(u8),
-    TooDeep { levels: u8, max: u8 },
-    BadLimit { limit: u16, expected: u16 },
-    CountOverLimit { count: u16, limit: u16 },
+    TooDeep {
+        levels: u8,
+        max: u8,
+    },
+    BadLimit {
+        limit: u16,
+        expected: u16,
+    },
+    CountOverLimit {
+        count: u16,
+        limit: u16,
+    },
     NoEntries,
-    NoRoomForTail { limit: u16 },
-    ChecksumMismatch { stored: u32, computed: u32 },
-    HashOrder { index: usize },
-    BadDirent { offset: usize, why: &'static str },
+    NoRoomForTail {
+        limit: u16,
+    },
+    ChecksumMismatch {
+        stored: u32,
+        computed: u32,
+    },
+    HashOrder {
+        index: usize,
+    },
+    BadDirent {
+        offset: usize,
+        why: &'static str,
+    },
     NoChecksumTail,
     /// An index entry points past the end of the directory.
-    BeyondEnd { block: u32, blocks: u64 },
+    BeyondEnd {
+        block: u32,
+        blocks: u64,
+    },
     /// An index entry points at a block already seen in the index.
-    Loop { block: u32 },
+    Loop {
+        block: u32,
+    },
     /// The block is not mapped on disk.
     Hole,
 }
@@ -187,12 +214,20 @@ impl fmt::Display for DxError {
             DxError::BadDirent { offset, why } => {
                 write!(f, "bad directory entry at offset {offset}: {why}")
             }
-            DxError::NoChecksumTail => write!(f, "metadata_csum is on but the leaf has no checksum entry"),
+            DxError::NoChecksumTail => {
+                write!(f, "metadata_csum is on but the leaf has no checksum entry")
+            }
             DxError::BeyondEnd { block, blocks } => {
-                write!(f, "points at block {block}, but the directory has {blocks} blocks")
+                write!(
+                    f,
+                    "points at block {block}, but the directory has {blocks} blocks"
+                )
             }
             DxError::Loop { block } => {
-                write!(f, "points at block {block}, which the index already references (a loop)")
+                write!(
+                    f,
+                    "points at block {block}, which the index already references (a loop)"
+                )
             }
             DxError::Hole => write!(f, "not mapped on disk (a hole in the directory)"),
         }
@@ -227,10 +262,14 @@ pub fn parse_root(
 ) -> Result<DxRoot, DxError> {
     need(b, g)?;
     if g.decode_rec_len(le16(b, 4)) != 12 || b[6] != 1 || b[8] != b'.' {
-        return Err(DxError::NotIndexBlock("the first entry is not '.' with rec_len 12"));
+        return Err(DxError::NotIndexBlock(
+            "the first entry is not '.' with rec_len 12",
+        ));
     }
     if g.decode_rec_len(le16(b, 16)) != g.block_size - 12 || b[18] != 2 || &b[20..22] != b".." {
-        return Err(DxError::NotIndexBlock("the second entry is not '..' covering the block"));
+        return Err(DxError::NotIndexBlock(
+            "the second entry is not '..' covering the block",
+        ));
     }
     let reserved = le32(b, 0x18);
     if reserved != 0 {
@@ -349,7 +388,11 @@ pub fn parse_leaf(b: &[u8], g: &Geometry, seed: Option<u32>) -> Result<Leaf, DxE
     let end = g.leaf_end();
     if g.csum {
         let t = end;
-        if le32(b, t) != 0 || le16(b, t + 4) != 12 || b[t + 6] != 0 || b[t + 7] != LEAF_TAIL_FILE_TYPE {
+        if le32(b, t) != 0
+            || le16(b, t + 4) != 12
+            || b[t + 6] != 0
+            || b[t + 7] != LEAF_TAIL_FILE_TYPE
+        {
             return Err(DxError::NoChecksumTail);
         }
         if let Some(seed) = seed {
@@ -423,7 +466,14 @@ pub(crate) mod tests {
         b[off..off + 4].copy_from_slice(&v.to_le_bytes());
     }
 
-    fn fill_index(b: &mut [u8], g: &Geometry, at: usize, limit: u16, entries: &[DxEntry], seed: u32) {
+    fn fill_index(
+        b: &mut [u8],
+        g: &Geometry,
+        at: usize,
+        limit: u16,
+        entries: &[DxEntry],
+        seed: u32,
+    ) {
         put16(b, at, limit);
         put16(b, at + 2, entries.len() as u16);
         put32(b, at + 4, entries[0].block);
@@ -473,7 +523,11 @@ pub(crate) mod tests {
         let end = g.leaf_end();
         let mut off = 0;
         for (i, &n) in names.iter().enumerate() {
-            let rl = if i + 1 == names.len() { end - off } else { g.rec_len(n) };
+            let rl = if i + 1 == names.len() {
+                end - off
+            } else {
+                g.rec_len(n)
+            };
             put32(&mut b, off, 100 + i as u32);
             put16(&mut b, off + 4, rl as u16);
             b[off + 6] = n as u8;
@@ -503,10 +557,22 @@ pub(crate) mod tests {
 
     #[test]
     fn limits_match_the_measured_ones() {
-        assert_eq!((geo(1024, false).root_limit(), geo(1024, false).node_limit()), (124, 127));
-        assert_eq!((geo(1024, true).root_limit(), geo(1024, true).node_limit()), (123, 126));
-        assert_eq!((geo(4096, false).root_limit(), geo(4096, false).node_limit()), (508, 511));
-        assert_eq!((geo(4096, true).root_limit(), geo(4096, true).node_limit()), (507, 510));
+        assert_eq!(
+            (geo(1024, false).root_limit(), geo(1024, false).node_limit()),
+            (124, 127)
+        );
+        assert_eq!(
+            (geo(1024, true).root_limit(), geo(1024, true).node_limit()),
+            (123, 126)
+        );
+        assert_eq!(
+            (geo(4096, false).root_limit(), geo(4096, false).node_limit()),
+            (508, 511)
+        );
+        assert_eq!(
+            (geo(4096, true).root_limit(), geo(4096, true).node_limit()),
+            (507, 510)
+        );
         let cf = Geometry {
             hash_in_dirent: true,
             ..geo(4096, true)
@@ -539,13 +605,19 @@ pub(crate) mod tests {
         put16(&mut b, 10, 200);
         assert_eq!(
             parse_node(&b, &g, None),
-            Err(DxError::CountOverLimit { count: 200, limit: 127 })
+            Err(DxError::CountOverLimit {
+                count: 200,
+                limit: 127
+            })
         );
         let mut b = root_block(&g, 0, &entries(3), SEED);
         put16(&mut b, 0x22, 0xffff);
         assert_eq!(
             parse_root(&b, &g, 2, None),
-            Err(DxError::CountOverLimit { count: 0xffff, limit: 124 })
+            Err(DxError::CountOverLimit {
+                count: 0xffff,
+                limit: 124
+            })
         );
     }
 
@@ -589,20 +661,35 @@ pub(crate) mod tests {
         put16(&mut b, 0x20, 508);
         assert_eq!(
             parse_root(&b, &g, 2, None),
-            Err(DxError::BadLimit { limit: 508, expected: 124 })
+            Err(DxError::BadLimit {
+                limit: 508,
+                expected: 124
+            })
         );
         let mut b = good.clone();
         b[0x1c] = 9;
-        assert_eq!(parse_root(&b, &g, 2, None), Err(DxError::UnknownHashVersion(9)));
+        assert_eq!(
+            parse_root(&b, &g, 2, None),
+            Err(DxError::UnknownHashVersion(9))
+        );
         let mut b = good.clone();
         put16(&mut b, 4, 16);
-        assert!(matches!(parse_root(&b, &g, 2, None), Err(DxError::NotIndexBlock(_))));
+        assert!(matches!(
+            parse_root(&b, &g, 2, None),
+            Err(DxError::NotIndexBlock(_))
+        ));
         let mut b = good;
         put32(&mut b, 0x20 + 16, 5);
-        assert_eq!(parse_root(&b, &g, 2, None), Err(DxError::HashOrder { index: 2 }));
+        assert_eq!(
+            parse_root(&b, &g, 2, None),
+            Err(DxError::HashOrder { index: 2 })
+        );
         // A leaf is not a node.
         let l = leaf_block(&g, &[8, 8], SEED);
-        assert!(matches!(parse_node(&l, &g, None), Err(DxError::NotIndexBlock(_))));
+        assert!(matches!(
+            parse_node(&l, &g, None),
+            Err(DxError::NotIndexBlock(_))
+        ));
     }
 
     #[test]
@@ -614,8 +701,14 @@ pub(crate) mod tests {
                 parse_root(&b[..len], &g, 2, Some(SEED)),
                 Err(DxError::Truncated { .. })
             ));
-            assert!(matches!(parse_node(&b[..len], &g, None), Err(DxError::Truncated { .. })));
-            assert!(matches!(parse_leaf(&b[..len], &g, None), Err(DxError::Truncated { .. })));
+            assert!(matches!(
+                parse_node(&b[..len], &g, None),
+                Err(DxError::Truncated { .. })
+            ));
+            assert!(matches!(
+                parse_leaf(&b[..len], &g, None),
+                Err(DxError::Truncated { .. })
+            ));
         }
         let tiny = Geometry {
             block_size: 16,
@@ -646,16 +739,28 @@ pub(crate) mod tests {
         let good = leaf_block(&g, &[10, 10], SEED);
         let mut b = good.clone();
         put16(&mut b, 4, 0);
-        assert!(matches!(parse_leaf(&b, &g, None), Err(DxError::BadDirent { offset: 0, .. })));
+        assert!(matches!(
+            parse_leaf(&b, &g, None),
+            Err(DxError::BadDirent { offset: 0, .. })
+        ));
         let mut b = good.clone();
         put16(&mut b, 4, 2000);
-        assert!(matches!(parse_leaf(&b, &g, None), Err(DxError::BadDirent { .. })));
+        assert!(matches!(
+            parse_leaf(&b, &g, None),
+            Err(DxError::BadDirent { .. })
+        ));
         let mut b = good.clone();
         put16(&mut b, 4, 14);
-        assert!(matches!(parse_leaf(&b, &g, None), Err(DxError::BadDirent { .. })));
+        assert!(matches!(
+            parse_leaf(&b, &g, None),
+            Err(DxError::BadDirent { .. })
+        ));
         let mut b = good;
         b[6] = 200;
-        assert!(matches!(parse_leaf(&b, &g, None), Err(DxError::BadDirent { .. })));
+        assert!(matches!(
+            parse_leaf(&b, &g, None),
+            Err(DxError::BadDirent { .. })
+        ));
         let gc = geo(1024, true);
         assert_eq!(
             parse_leaf(&leaf_block(&g, &[10], SEED), &gc, None),

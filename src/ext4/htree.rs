@@ -26,7 +26,7 @@ pub const DEFAULT_MAX_SAMPLE_LEAVES: usize = 512;
 /// Index blocks read at most: 10,000 blocks index up to about 5 million leaves.
 pub const DEFAULT_MAX_INDEX_BLOCKS: u64 = 10_000;
 const READS_PER_BLOCK: usize = 3;
-const TREE_ATTEMPTS: usize = 3;
+const TREE_ATTEMPTS: usize = 5;
 const HASH_SPACE: u64 = 1 << 32;
 
 /// What to analyse and how much to read.
@@ -64,7 +64,7 @@ pub struct HtreeReport {
     /// The directory read, on ext4 (the upper directory when the path given was on overlay).
     pub path: String,
     pub overlay: Option<OverlayRoute>,
-    pub device: Device,
+    pub device: DeviceRef,
     pub inode: u64,
     pub generation: u32,
     pub dir_size: u64,
@@ -92,7 +92,7 @@ pub struct OverlayRoute {
 
 /// A block device, by number and kernel name.
 #[derive(Debug, Clone, Serialize)]
-pub struct Device {
+pub struct DeviceRef {
     pub dev: DevNum,
     pub name: String,
 }
@@ -225,7 +225,11 @@ pub struct Reads {
 
 /// Analyses the directory at node path `path`, judging creates by names of `name_len` (default: the median of
 /// the sampled names).
-pub fn analyze(host: &Host, path: &Path, name_len: Option<usize>) -> Result<HtreeReport, Ext4Error> {
+pub fn analyze(
+    host: &Host,
+    path: &Path,
+    name_len: Option<usize>,
+) -> Result<HtreeReport, Ext4Error> {
     analyze_with(
         host,
         path,
@@ -283,7 +287,7 @@ pub fn analyze_with(host: &Host, path: &Path, opts: &Options) -> Result<HtreeRep
     let mut report = HtreeReport {
         path: dir.path.display().to_string(),
         overlay,
-        device: Device {
+        device: DeviceRef {
             dev: dir.dev,
             name: device.name.clone(),
         },
@@ -311,8 +315,9 @@ pub fn analyze_with(host: &Host, path: &Path, opts: &Options) -> Result<HtreeRep
         return Ok(report);
     }
     if !sb.dir_index() {
-        report.not_indexed =
-            Some("the filesystem's dir_index feature is off, so the kernel ignores this index".into());
+        report.not_indexed = Some(
+            "the filesystem's dir_index feature is off, so the kernel ignores this index".into(),
+        );
         return Ok(report);
     }
     let g = Geometry {
@@ -325,31 +330,31 @@ pub fn analyze_with(host: &Host, path: &Path, opts: &Options) -> Result<HtreeRep
         .then(|| dx::inode_seed(sb.csum_seed(), dir.ino as u32, dir.generation));
     let max_levels = sb.max_htree_levels();
     let mut retries = 0u64;
-    let (tree, leaves_read) = loop {
+    let (tree, leaves_read, size) = loop {
         let extents = match dir.map(bs)? {
             Mapping::Inline => {
-                report.not_indexed = Some("inline: the directory's entries live inside its inode".into());
+                report.not_indexed =
+                    Some("inline: the directory's entries live inside its inode".into());
                 return Ok(report);
             }
             Mapping::Extents(e) => e,
         };
-        let reader = BlockReader {
-            device: &device,
-            extents,
-            block_size: bs,
-        };
-        let blocks = dir.size / u64::from(bs);
-        let attempt = read_tree(&reader, &g, max_levels, seed, blocks, dir.ino, opts)
-            .map(|t| {
-                let s = read_samples(&reader, &g, seed, &t, opts);
-                (t, s)
-            });
+        let reader = BlockReader::new(&device, bs, extents, Some(&dir));
+        let attempt = read_tree(&reader, &g, max_levels, seed, dir.ino, opts).and_then(|t| {
+            // Directories never shrink: a size read after the index bounds every block it may name.
+            let size = dir.size_now()?;
+            check_bounds(&t, size / u64::from(bs))?;
+            let s = read_samples(&reader, &g, seed, &t, opts);
+            Ok((t, s, size))
+        });
         match attempt {
             Ok(r) => break r,
             Err(Ext4Error::Corrupt { .. }) if retries + 1 < TREE_ATTEMPTS as u64 => retries += 1,
             Err(e) => return Err(e),
         }
     };
+    report.dir_size = size;
+    report.dir_blocks = size / u64::from(bs);
     report.indexed = true;
     let index = summarize(&tree, &leaves_read, &g, max_levels, opts, retries);
     report.advice = advice(&report, &index);
@@ -440,7 +445,10 @@ fn read_parsed<T>(
             }
             Err(BlockError::Io(e)) => {
                 return Err(Ext4Error::io(
-                    format!("reading directory block {lblk} from /dev/{}", reader.device.name),
+                    format!(
+                        "reading directory block {lblk} from /dev/{}",
+                        reader.device.name
+                    ),
                     e,
                 ))
             }
@@ -469,7 +477,6 @@ fn read_tree(
     g: &Geometry,
     max_levels: u8,
     seed: Option<u32>,
-    dir_blocks: u64,
     ino: u64,
     opts: &Options,
 ) -> Result<Tree, Ext4Error> {
@@ -489,19 +496,12 @@ fn read_tree(
     }
     let mut seen: HashSet<u32> = HashSet::from([0]);
     let mut check = |block: u32| -> Result<(), Ext4Error> {
-        let problem = if u64::from(block) >= dir_blocks {
-            DxError::BeyondEnd {
-                block,
-                blocks: dir_blocks,
-            }
-        } else if !seen.insert(block) {
-            DxError::Loop { block }
-        } else {
+        if seen.insert(block) {
             return Ok(());
-        };
+        }
         Err(Ext4Error::Corrupt {
             block: u64::from(block),
-            problem,
+            problem: DxError::Loop { block },
         })
     };
     let mut nodes = vec![Node {
@@ -526,7 +526,8 @@ fn read_tree(
                         cap: opts.max_index_blocks,
                     });
                 }
-                let node = read_parsed(reader, block, &mut rereads, |b| dx::parse_node(b, g, seed))?;
+                let node =
+                    read_parsed(reader, block, &mut rereads, |b| dx::parse_node(b, g, seed))?;
                 let i = nodes.len();
                 nodes.push(Node {
                     level,
@@ -567,12 +568,35 @@ fn read_tree(
     })
 }
 
+/// Every block the index names must lie inside the directory.
+fn check_bounds(t: &Tree, dir_blocks: u64) -> Result<(), Ext4Error> {
+    let named = t
+        .nodes
+        .iter()
+        .map(|n| n.block)
+        .chain(t.leaves.iter().map(|l| l.block));
+    match named.max() {
+        Some(block) if u64::from(block) >= dir_blocks => Err(Ext4Error::Corrupt {
+            block: u64::from(block),
+            problem: DxError::BeyondEnd {
+                block,
+                blocks: dir_blocks,
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Round `r` of an even spread of `k` indices over `0..n`. Round 0 takes the middle of each of `k` equal
 /// slices; later rounds take points between earlier ones (0.5, 0.25, 0.75, 0.125, ... of a slice), so any
 /// number of rounds stays evenly spread and never repeats an index while slices are wide enough.
 fn spread(n: usize, k: usize, round: usize) -> Vec<usize> {
     if n <= k {
-        return if round == 0 { (0..n).collect() } else { Vec::new() };
+        return if round == 0 {
+            (0..n).collect()
+        } else {
+            Vec::new()
+        };
     }
     let phase = van_der_corput(round as u32 + 1);
     (0..k)
@@ -607,7 +631,9 @@ impl Samples {
             return;
         }
         let block = t.leaves[k].block;
-        match read_parsed(reader, block, &mut self.rereads, |b| dx::parse_leaf(b, g, seed)) {
+        match read_parsed(reader, block, &mut self.rereads, |b| {
+            dx::parse_leaf(b, g, seed)
+        }) {
             Ok(l) => {
                 self.leaves.insert(k, Some(l));
             }
@@ -632,7 +658,11 @@ impl Samples {
         }
         let mean = live.iter().sum::<f64>() / m;
         let var = live.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (m - 1.0);
-        let rse = if mean > 0.0 { (var / m).sqrt() / mean } else { 0.0 };
+        let rse = if mean > 0.0 {
+            (var / m).sqrt() / mean
+        } else {
+            0.0
+        };
         (mean, rse)
     }
 }
@@ -654,7 +684,11 @@ fn read_samples(
         rereads: 0,
     };
     let n = t.leaves.len();
-    let round_size = if n <= opts.max_sample_leaves { n } else { opts.sample_leaves.max(2) };
+    let round_size = if n <= opts.max_sample_leaves {
+        n
+    } else {
+        opts.sample_leaves.max(2)
+    };
     let mut round = 0;
     while s.spread.len() < n.min(opts.max_sample_leaves.max(round_size)) {
         let fresh: Vec<usize> = spread(n, round_size, round)
@@ -736,7 +770,10 @@ fn summarize(
         sampled_entries as f64 / sampled.len() as f64
     };
     let exact = sampled.len() as u64 == n_leaves;
-    let mut names: Vec<u8> = sampled.iter().flat_map(|l| l.name_lens.iter().copied()).collect();
+    let mut names: Vec<u8> = sampled
+        .iter()
+        .flat_map(|l| l.name_lens.iter().copied())
+        .collect();
     names.sort_unstable();
     let name_len_median = names.get(names.len() / 2).map(|&n| u32::from(n));
     let entries = EntryEstimate {
@@ -757,7 +794,10 @@ fn summarize(
     let (name_len, name_len_source) = match (opts.name_len, name_len_median) {
         (Some(l), _) => (l.clamp(1, 255), "given"),
         (None, Some(m)) => (m.max(1) as usize, "median of sampled names"),
-        (None, None) => (255, "default (no names sampled): the longest name ext4 allows"),
+        (None, None) => (
+            255,
+            "default (no names sampled): the longest name ext4 allows",
+        ),
     };
     let create_failure = failing(t, s, g, max_levels, name_len, name_len_source);
     let headroom = headroom(t, &sampled, g, max_levels, &entries, &create_failure);
@@ -844,7 +884,10 @@ fn failing(
             ),
         )
     } else if fp_leaves == 0 {
-        (0.0, "no index path is full, so every leaf can still split".to_string())
+        (
+            0.0,
+            "no index path is full, so every leaf can still split".to_string(),
+        )
     } else if read_n == fp_leaves {
         (
             share(no_room_w as f64),
@@ -902,7 +945,8 @@ fn headroom(
             .map(|n| {
                 let bottom = n.children.is_empty();
                 let width = if bottom {
-                    n.leaves.clone().map(|k| t.leaf_width(k)).sum::<u64>() as f64 / HASH_SPACE as f64
+                    n.leaves.clone().map(|k| t.leaf_width(k)).sum::<u64>() as f64
+                        / HASH_SPACE as f64
                 } else {
                     0.0
                 };
@@ -994,10 +1038,11 @@ pub struct FsInfo {
 /// Every mounted ext4 (and ext2/ext3) filesystem in the host's mount table, one per device, with the directory
 /// features read from its superblock.
 pub fn filesystems(host: &Host) -> Result<Vec<FsInfo>, Ext4Error> {
-    let data = procfs::mountinfo(host, 1)
-        .map_err(|e| Ext4Error::io("reading /proc/1/mountinfo", e))?;
+    let data =
+        procfs::mountinfo(host, 1).map_err(|e| Ext4Error::io("reading /proc/1/mountinfo", e))?;
     let (mounts, _) = mountinfo::parse(&data);
-    let mut by_dev: std::collections::BTreeMap<(u32, u32), Vec<&mountinfo::Mount>> = Default::default();
+    let mut by_dev: std::collections::BTreeMap<(u32, u32), Vec<&mountinfo::Mount>> =
+        Default::default();
     for m in &mounts {
         if matches!(m.fs_type.as_str(), "ext4" | "ext3" | "ext2") {
             by_dev.entry(m.dev()).or_default().push(m);
@@ -1061,19 +1106,18 @@ mod tests {
         }
         let device = Device::from_file(std::fs::File::open(&path).unwrap(), name);
         std::fs::remove_file(&path).unwrap();
-        let reader = BlockReader {
-            device: &device,
-            extents: vec![Extent {
-                logical: 0,
-                physical: 0,
-                length: (blocks.len() * g.block_size) as u64,
-                unwritten: false,
-                unreadable: false,
-            }],
-            block_size: g.block_size as u32,
-        };
+        let extents = vec![Extent {
+            logical: 0,
+            physical: 0,
+            length: (blocks.len() * g.block_size) as u64,
+            unwritten: false,
+            unreadable: false,
+        }];
+        let reader = BlockReader::new(&device, g.block_size as u32, extents, None);
         let n = blocks.len() as u64;
-        (read_tree(&reader, g, 2, Some(SEED), n, 12, &Options::default()), n)
+        let t = read_tree(&reader, g, 2, Some(SEED), 12, &Options::default())
+            .and_then(|t| check_bounds(&t, n).map(|()| t));
+        (t, n)
     }
 
     fn blocks(g: &Geometry, second_node: &[DxEntry]) -> Vec<Vec<u8>> {
@@ -1093,8 +1137,14 @@ mod tests {
         let (t, _) = tree_of("good", &g, &blocks(&g, &[e(0, 5)]));
         let t = t.unwrap();
         assert_eq!(t.nodes.len(), 3);
-        assert_eq!(t.leaves.iter().map(|l| l.block).collect::<Vec<_>>(), vec![3, 4, 5]);
-        assert_eq!(t.leaves.iter().map(|l| l.lo).collect::<Vec<_>>(), vec![0, 0x4000_0000, 0x8000_0000]);
+        assert_eq!(
+            t.leaves.iter().map(|l| l.block).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert_eq!(
+            t.leaves.iter().map(|l| l.lo).collect::<Vec<_>>(),
+            vec![0, 0x4000_0000, 0x8000_0000]
+        );
         assert_eq!(t.leaf_width(2), 0x8000_0000);
         assert!(!t.path_full(1));
     }
@@ -1105,10 +1155,19 @@ mod tests {
         let (t, _) = tree_of("loop", &g, &blocks(&g, &[e(0, 5), e(0x9000_0000, 0)]));
         assert!(matches!(
             t,
-            Err(Ext4Error::Corrupt { block: 0, problem: DxError::Loop { block: 0 } })
+            Err(Ext4Error::Corrupt {
+                block: 0,
+                problem: DxError::Loop { block: 0 }
+            })
         ));
         let (t, _) = tree_of("twice", &g, &blocks(&g, &[e(0, 5), e(0x9000_0000, 3)]));
-        assert!(matches!(t, Err(Ext4Error::Corrupt { problem: DxError::Loop { block: 3 }, .. })));
+        assert!(matches!(
+            t,
+            Err(Ext4Error::Corrupt {
+                problem: DxError::Loop { block: 3 },
+                ..
+            })
+        ));
         let (t, n) = tree_of("beyond", &g, &blocks(&g, &[e(0, 5), e(0x9000_0000, 77)]));
         assert!(matches!(
             t,
@@ -1124,23 +1183,38 @@ mod tests {
         let (t, _) = tree_of("count", &g, &b);
         assert!(matches!(
             t,
-            Err(Ext4Error::Corrupt { block: 2, problem: DxError::CountOverLimit { .. } })
+            Err(Ext4Error::Corrupt {
+                block: 2,
+                problem: DxError::CountOverLimit { .. }
+            })
         ));
         let mut b = blocks(&g, &[e(0, 5)]);
         b[1][0x10] ^= 1;
         let (t, _) = tree_of("csum", &g, &b);
         assert!(matches!(
             t,
-            Err(Ext4Error::Corrupt { block: 1, problem: DxError::ChecksumMismatch { .. } })
+            Err(Ext4Error::Corrupt {
+                block: 1,
+                problem: DxError::ChecksumMismatch { .. }
+            })
         ));
         let plain = geo(1024, false);
         let mut b = blocks(&plain, &[e(0, 5)]);
         b[0][0] = 99;
         let (t, _) = tree_of("dot", &plain, &b);
         assert!(matches!(t, Err(Ext4Error::Device { .. })), "{t:?}");
-        // A truncated device: the root is there, a node is not.
+        // A truncated device: the root and a node are there, the other node is not.
         let (t, _) = tree_of("short", &g, &blocks(&g, &[e(0, 5)])[..2]);
-        assert!(matches!(t, Err(Ext4Error::Corrupt { problem: DxError::BeyondEnd { .. }, .. })), "{t:?}");
+        assert!(
+            matches!(
+                t,
+                Err(Ext4Error::Corrupt {
+                    block: 2,
+                    problem: DxError::Hole
+                })
+            ),
+            "{t:?}"
+        );
     }
 
     #[test]
@@ -1162,7 +1236,10 @@ mod tests {
     fn child_ranges_start_at_the_parent_low_bound() {
         let e = [
             DxEntry { hash: 0, block: 5 },
-            DxEntry { hash: 0x100, block: 6 },
+            DxEntry {
+                hash: 0x100,
+                block: 6,
+            },
         ];
         let v: Vec<_> = child_starts(&e, 0x80).collect();
         assert_eq!(v, vec![(5, 0x80), (6, 0x100)]);

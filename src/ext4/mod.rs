@@ -46,7 +46,10 @@ impl fmt::Display for Ext4Error {
             Ext4Error::Io { what, source } => write!(f, "{what}: {source}"),
             Ext4Error::NotADirectory { path } => write!(f, "{path}: not a directory"),
             Ext4Error::NotExt4 { path, fs } => {
-                write!(f, "{path}: on {fs}, not ext4; the htree index exists only on ext4")
+                write!(
+                    f,
+                    "{path}: on {fs}, not ext4; the htree index exists only on ext4"
+                )
             }
             Ext4Error::Overlay { path, why } => write!(f, "{path}: on overlay, and {why}"),
             Ext4Error::Device { dev, why } => write!(f, "block device {dev}: {why}"),

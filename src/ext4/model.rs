@@ -134,7 +134,8 @@ impl Rng {
 impl Sim {
     /// Expected leaves of bottom block `i` at `t`.
     fn leaves_at(&self, i: usize, t: f64) -> f64 {
-        (self.b[i].leaves + (t - self.t0[i]) * self.b[i].width / self.per_leaf).min(f64::from(self.b[i].limit))
+        (self.b[i].leaves + (t - self.t0[i]) * self.b[i].width / self.per_leaf)
+            .min(f64::from(self.b[i].limit))
     }
 
     /// Creates until `splits` more leaf splits in a block of `width`: their mean, or a random draw.
@@ -224,7 +225,11 @@ impl Sim {
             y
         };
         if let Some(p) = parent {
-            let at = self.b[p].children.iter().position(|&c| c == x).map_or(0, |i| i + 1);
+            let at = self.b[p]
+                .children
+                .iter()
+                .position(|&c| c == x)
+                .map_or(0, |i| i + 1);
             self.b[p].children.insert(at, y);
         }
     }
@@ -302,8 +307,12 @@ impl Sim {
 ///
 /// `per_leaf_rse` is the relative standard error of `entries_per_leaf` (it comes from a sample); each random
 /// run draws its own density from it, so the percentiles carry that uncertainty too.
-pub(crate) fn project(shape: &Shape, entries_per_leaf: f64, per_leaf_rse: f64) -> Option<Projection> {
-    if !(entries_per_leaf > 0.0) || shape.blocks.is_empty() {
+pub(crate) fn project(
+    shape: &Shape,
+    entries_per_leaf: f64,
+    per_leaf_rse: f64,
+) -> Option<Projection> {
+    if !entries_per_leaf.is_finite() || entries_per_leaf <= 0.0 || shape.blocks.is_empty() {
         return None;
     }
     let (fluid, leaves, events) = run(shape, entries_per_leaf, None)?;
@@ -321,7 +330,11 @@ pub(crate) fn project(shape: &Shape, entries_per_leaf: f64, per_leaf_rse: f64) -
     let mut ends: Vec<f64> = (0..RUNS as u64)
         .filter_map(|i| {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1) | 1);
-            let rse = if per_leaf_rse.is_finite() { per_leaf_rse.clamp(0.0, 0.3) } else { 0.0 };
+            let rse = if per_leaf_rse.is_finite() {
+                per_leaf_rse.clamp(0.0, 0.3)
+            } else {
+                0.0
+            };
             let d = entries_per_leaf * (1.0 + rse * rng.normal()).max(0.1);
             run(shape, d, Some(rng)).map(|r| r.0)
         })
@@ -417,7 +430,10 @@ mod tests {
         let s = two_level(&counts, 4, 8);
         let p = project(&s, 3.0, 0.0).unwrap();
         assert!(p.runs > 0 && p.low <= p.creates && p.creates <= p.high);
-        let p = Projection { creates: p.fluid, ..p };
+        let p = Projection {
+            creates: p.fluid,
+            ..p
+        };
         // The full node covers a quarter of the space: its next leaf split comes after 3 / 0.25 = 12 creates.
         assert!((p.creates - 12.0).abs() < 1e-9, "{p:?}");
     }
@@ -428,7 +444,10 @@ mod tests {
         // splits (root 5), and the next full node is stuck.
         let s = two_level(&[4, 4], 5, 8);
         let p = project(&s, 1.0, 0.0).unwrap();
-        let p = Projection { creates: p.fluid, ..p };
+        let p = Projection {
+            creates: p.fluid,
+            ..p
+        };
         // Each node gains 4 leaves in 8 creates (width 1/2); then 4 nodes of 4 leaves, width 1/4, fill in
         // 16 more; the first splits (root 5), the second is stuck and fails 1 / 0.25 = 4 creates later.
         assert!((p.creates - (8.0 + 16.0 + 4.0)).abs() < 1e-6, "{p:?}");
@@ -449,11 +468,17 @@ mod tests {
             node_limit: 6,
         };
         let p = project(&s, 1.0, 0.0).unwrap();
-        let p = Projection { creates: p.fluid, ..p };
+        let p = Projection {
+            creates: p.fluid,
+            ..p
+        };
         // 2 creates to fill the root (4 leaves), the level is added (node of 4/6); 2 more fill the node, which
         // splits into 2 nodes of 3 (root 2 of 4); they reach 6 after 6 more creates, split (root 4), into 4
         // nodes of 3 with width 1/4, which fill after 12 more; the first is stuck and fails 4 later.
-        assert!((p.creates - (2.0 + 2.0 + 6.0 + 12.0 + 4.0)).abs() < 1e-6, "{p:?}");
+        assert!(
+            (p.creates - (2.0 + 2.0 + 6.0 + 12.0 + 4.0)).abs() < 1e-6,
+            "{p:?}"
+        );
         assert!(p.leaves > 20.0);
     }
 

@@ -48,7 +48,13 @@ pub fn open_dir(host: &Host, path: &Path) -> Result<Dir, Ext4Error> {
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let mut tries = 0;
     let fd = loop {
-        match rustix::fs::openat2(host.root_dir(), bytes_path(rel), flags, Mode::empty(), resolve) {
+        match rustix::fs::openat2(
+            host.root_dir(),
+            bytes_path(rel),
+            flags,
+            Mode::empty(),
+            resolve,
+        ) {
             Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
             r => break r.map_err(|e| Ext4Error::io(format!("opening {shown}"), e))?,
         }
@@ -83,6 +89,13 @@ impl Dir {
             .map_err(|e| Ext4Error::io(format!("statfs {}", self.path.display()), e))?;
         #[allow(clippy::unnecessary_cast)]
         Ok(s.f_type as i64)
+    }
+
+    /// The size now: the directory may have grown since it was opened.
+    pub fn size_now(&self) -> Result<u64, Ext4Error> {
+        let st = rustix::fs::fstat(&self.fd)
+            .map_err(|e| Ext4Error::io(format!("stat {}", self.path.display()), e))?;
+        Ok(st.st_size as u64)
     }
 
     /// Reads the inode flags and generation; both need the directory on ext4.
@@ -250,7 +263,9 @@ fn fiemap(fd: &impl AsFd, block_size: u64) -> std::io::Result<Mapping> {
             last |= e.fe_flags & FIEMAP_EXTENT_LAST != 0;
         }
         let tail = fm.fm_extents[n - 1];
-        let next = tail.fe_logical.saturating_add(tail.fe_length.max(block_size));
+        let next = tail
+            .fe_logical
+            .saturating_add(tail.fe_length.max(block_size));
         if last || next <= start {
             break;
         }
@@ -320,7 +335,9 @@ pub fn parse_devname(uevent: &[u8]) -> Option<String> {
         .find_map(|l| l.strip_prefix(b"DEVNAME="))?;
     let name = std::str::from_utf8(line).ok()?.trim();
     let plain = !name.is_empty()
-        && name.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     plain.then(|| name.to_string())
 }
 
@@ -342,8 +359,9 @@ impl Device {
 
     pub fn superblock(&self) -> Result<Superblock, Ext4Error> {
         let mut buf = vec![0u8; superblock::SIZE];
-        self.read_at(superblock::OFFSET, &mut buf)
-            .map_err(|e| Ext4Error::io(format!("reading the superblock of /dev/{}", self.name), e))?;
+        self.read_at(superblock::OFFSET, &mut buf).map_err(|e| {
+            Ext4Error::io(format!("reading the superblock of /dev/{}", self.name), e)
+        })?;
         superblock::parse(&buf).map_err(Ext4Error::Superblock)
     }
 }
@@ -356,30 +374,67 @@ pub enum BlockError {
     Io(std::io::Error),
 }
 
-/// Reads directory-logical blocks through a FIEMAP mapping.
+/// Reads directory-logical blocks through a FIEMAP mapping. A block the mapping does not cover makes the reader
+/// map the directory again (once per block): a directory being written to grows while it is read.
 #[derive(Debug)]
 pub struct BlockReader<'a> {
     pub device: &'a Device,
-    pub extents: Vec<Extent>,
     pub block_size: u32,
+    extents: std::cell::RefCell<Vec<Extent>>,
+    dir: Option<&'a Dir>,
 }
 
-impl BlockReader<'_> {
+impl<'a> BlockReader<'a> {
+    /// A reader over a mapping; with `dir`, the mapping is refreshed from it when a block is missing.
+    pub fn new(
+        device: &'a Device,
+        block_size: u32,
+        extents: Vec<Extent>,
+        dir: Option<&'a Dir>,
+    ) -> Self {
+        BlockReader {
+            device,
+            block_size,
+            extents: std::cell::RefCell::new(extents),
+            dir,
+        }
+    }
+
     /// The directory's logical block `lblk`.
     pub fn read(&self, lblk: u64) -> Result<Vec<u8>, BlockError> {
+        match self.read_mapped(lblk) {
+            Err(BlockError::Unmapped) => {
+                let Some(dir) = self.dir else {
+                    return Err(BlockError::Unmapped);
+                };
+                match dir.map(self.block_size) {
+                    Ok(Mapping::Extents(e)) => *self.extents.borrow_mut() = e,
+                    Ok(Mapping::Inline) => return Err(BlockError::Unmapped),
+                    Err(e) => return Err(BlockError::Io(std::io::Error::other(e.to_string()))),
+                }
+                self.read_mapped(lblk)
+            }
+            r => r,
+        }
+    }
+
+    fn read_mapped(&self, lblk: u64) -> Result<Vec<u8>, BlockError> {
         let bs = u64::from(self.block_size);
         let pos = lblk.checked_mul(bs).ok_or(BlockError::Unmapped)?;
-        let i = self.extents.partition_point(|e| e.logical <= pos);
+        let extents = self.extents.borrow();
+        let i = extents.partition_point(|e| e.logical <= pos);
         let e = i
             .checked_sub(1)
-            .map(|i| self.extents[i])
+            .map(|i| extents[i])
             .filter(|e| pos + bs <= e.logical.saturating_add(e.length) && !e.unreadable)
             .ok_or(BlockError::Unmapped)?;
         let mut buf = vec![0u8; bs as usize];
         if !e.unwritten {
-            self.device
-                .read_at(e.physical + (pos - e.logical), &mut buf)
-                .map_err(BlockError::Io)?;
+            let at = e
+                .physical
+                .checked_add(pos - e.logical)
+                .ok_or(BlockError::Unmapped)?;
+            self.device.read_at(at, &mut buf).map_err(BlockError::Io)?;
         }
         Ok(buf)
     }
@@ -396,8 +451,14 @@ pub fn overlay_upper(host: &Host, dir: &Dir) -> Result<PathBuf, Ext4Error> {
         .map_err(|e| ov(format!("the host's mount table is unreadable ({e})")))?;
     let (mounts, _) = mountinfo::parse(&data);
     let path = dir.path.as_os_str().as_encoded_bytes();
-    let m = covering_mount(&mounts, (dir.dev.major, dir.dev.minor), path, "overlay")
-        .ok_or_else(|| ov(format!("no overlay mount of device {} covers it in the host's mount table", dir.dev)))?;
+    let m = covering_mount(&mounts, (dir.dev.major, dir.dev.minor), path, "overlay").ok_or_else(
+        || {
+            ov(format!(
+                "no overlay mount of device {} covers it in the host's mount table",
+                dir.dev
+            ))
+        },
+    )?;
     let upper = m
         .super_option("upperdir")
         .ok_or_else(|| ov("the overlay has no upper directory (read-only layers only)".into()))?;
@@ -477,7 +538,10 @@ mod tests {
         assert_eq!(parse_devname(b"DEVNAME=../etc/passwd\n"), None);
         assert_eq!(parse_devname(b"MAJOR=7\n"), None);
         assert_eq!(parse_devname(b"DEVNAME=\n"), None);
-        assert_eq!(parse_devname(b"DEVNAME=mapper/x\n"), Some("mapper/x".into()));
+        assert_eq!(
+            parse_devname(b"DEVNAME=mapper/x\n"),
+            Some("mapper/x".into())
+        );
     }
 
     #[test]
@@ -487,7 +551,10 @@ mod tests {
         let mounts = vec![m];
         let path = b"/run/c/k8s.io/abc/rootfs/app/tmp";
         let found = covering_mount(&mounts, (0, 77), path, "overlay").unwrap();
-        assert_eq!(unescape_overlay(found.super_option("upperdir").unwrap()), b"/var/s/7,x/fs");
+        assert_eq!(
+            unescape_overlay(found.super_option("upperdir").unwrap()),
+            b"/var/s/7,x/fs"
+        );
         assert!(covering_mount(&mounts, (0, 78), path, "overlay").is_none());
         assert!(covering_mount(&mounts, (0, 77), b"/run/c/other", "overlay").is_none());
     }

@@ -257,7 +257,11 @@ pub(crate) mod tests {
 
     #[test]
     fn parses_fields_and_features() {
-        let b = sample(0, INCOMPAT_FILETYPE | INCOMPAT_64BIT, RO_COMPAT_METADATA_CSUM);
+        let b = sample(
+            0,
+            INCOMPAT_FILETYPE | INCOMPAT_64BIT,
+            RO_COMPAT_METADATA_CSUM,
+        );
         let sb = parse(&b).unwrap();
         assert_eq!(sb.block_size, 1024);
         assert_eq!(sb.inodes_count, 5000);
@@ -270,7 +274,11 @@ pub(crate) mod tests {
         assert_eq!(sb.csum_seed(), crc32c::update(!0, &sb.uuid));
         assert_eq!(sb.uuid_string(), "00112233-4455-6677-8899-aabbccddeeff");
 
-        let b = sample(2, INCOMPAT_LARGEDIR | INCOMPAT_CSUM_SEED | INCOMPAT_CASEFOLD, 0);
+        let b = sample(
+            2,
+            INCOMPAT_LARGEDIR | INCOMPAT_CSUM_SEED | INCOMPAT_CASEFOLD,
+            0,
+        );
         let sb = parse(&b).unwrap();
         assert_eq!(sb.block_size, 4096);
         assert_eq!(sb.blocks_count, 65536);
@@ -287,10 +295,7 @@ pub(crate) mod tests {
             parse(&[0xff; 100]),
             Err(SuperblockError::Truncated { have: 100 })
         );
-        assert_eq!(
-            parse(&[0u8; SIZE]),
-            Err(SuperblockError::BadMagic(0))
-        );
+        assert_eq!(parse(&[0u8; SIZE]), Err(SuperblockError::BadMagic(0)));
         let mut b = sample(0, 0, RO_COMPAT_METADATA_CSUM);
         b[0x18] = 40;
         assert_eq!(parse(&b), Err(SuperblockError::BadBlockSize { log: 40 }));

@@ -267,7 +267,8 @@ pub fn finding_details(w: &mut dyn Write, f: &Finding, style: Style) -> io::Resu
         let v = serde_json::to_value(o).unwrap_or(Value::Null);
         kv_block(w, "owner", &v, style)?;
     }
-    for (k, v) in &f.evidence {
+    // `report` holds a check's whole raw report for machines; people get the lines above it.
+    for (k, v) in f.evidence.iter().filter(|(k, _)| k != "report") {
         kv_block(w, k, v, style)?;
     }
     for a in &f.advice {
@@ -347,6 +348,50 @@ pub fn top(w: &mut dyn Write, top: &crate::top::Top, style: Style) -> io::Result
             "not seen: {} {} file(s), e.g. {}: {}",
             u.count, u.file, u.example, u.error
         )?;
+    }
+    Ok(())
+}
+
+/// The human rendering of `wonk fs`.
+pub fn filesystems(
+    w: &mut dyn Write,
+    fss: &[crate::ext4::htree::FsInfo],
+    style: Style,
+) -> io::Result<()> {
+    writeln!(
+        w,
+        "{}",
+        style.bold(&format!(
+            "{:<10} {:<7} {:>5}  {:<9} {:<9} {:<9} {:<8}  {}",
+            "DEVICE", "MAJ:MIN", "BLOCK", "dir_index", "large_dir", "csum", "casefold", "MOUNT"
+        ))
+    )?;
+    for f in fss {
+        let v = serde_json::to_value(f).unwrap_or(Value::Null);
+        let feat = |k: &str| {
+            if v["features"][k].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+        };
+        writeln!(
+            w,
+            "{:<10} {:<7} {:>5}  {:<9} {:<9} {:<9} {:<8}  {}",
+            fit(v["device_name"].as_str().unwrap_or("-"), 10),
+            scalar(&v["device"]),
+            v["block_size"]
+                .as_u64()
+                .map_or("-".to_string(), |b| b.to_string()),
+            feat("dir_index"),
+            feat("large_dir"),
+            feat("metadata_csum"),
+            feat("casefold"),
+            v["mount_point"].as_str().unwrap_or("-")
+        )?;
+        if let Some(e) = v["error"].as_str() {
+            writeln!(w, "    {} {e}", style.dim("error:"))?;
+        }
     }
     Ok(())
 }

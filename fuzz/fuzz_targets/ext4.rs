@@ -1,0 +1,21 @@
+//! Fuzzes the ext4 on-disk parsers: superblock, dx_root, dx_node and leaf blocks come from a block device that
+//! wonk does not trust. Only panics, hangs and runaway allocations count as failures.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::hint::black_box;
+use wonk::ext4::dx::{parse_leaf, parse_node, parse_root, Geometry};
+use wonk::ext4::superblock;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, block)) = data.split_first() else { return };
+    black_box(superblock::parse(block).is_ok());
+    let block_size = if flags & 1 == 0 { 1024 } else { 4096 };
+    let mut b = block.to_vec();
+    b.resize(block_size, 0);
+    let g = Geometry { block_size, csum: flags & 2 != 0, hash_in_dirent: flags & 4 != 0 };
+    let seed = (flags & 8 != 0).then_some(0x1234_5678);
+    black_box(parse_root(&b, &g, 2 + (flags >> 7), seed).is_ok());
+    black_box(parse_node(&b, &g, seed).is_ok());
+    black_box(parse_leaf(&b, &g, seed).is_ok());
+});

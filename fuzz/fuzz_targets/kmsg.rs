@@ -1,0 +1,22 @@
+//! Fuzzes the kernel-log parsers and the rule engine: /dev/kmsg records, dmesg and journal lines are untrusted
+//! text (any process can write to /dev/kmsg). Only panics, hangs and runaway allocations count as failures.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::hint::black_box;
+use wonk::kmsg::record::{parse_kmsg, parse_line, Line};
+use wonk::kmsg::rules::Engine;
+
+fuzz_target!(|data: &[u8]| {
+    let mut engine = Engine::new();
+    if let Some(r) = parse_kmsg(data) {
+        black_box(r.text());
+        engine.push(&r);
+    }
+    for line in data.split(|&b| b == b'\n') {
+        if let Line::Record(r) = parse_line(line) {
+            engine.push(&r);
+        }
+    }
+    black_box(engine.take_all());
+});
