@@ -89,7 +89,7 @@ fn the_seed_directory_from_warning_to_path() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| f["kind"] == "htree-full" && f["evidence"]["first_seq"].as_u64() > since)
+        .filter(|f| f["kind"] == "htree-full" && f["evidence"]["last_seq"].as_u64() > since)
         .filter(|f| f["evidence"]["path"] == dirs.as_str())
         .collect();
     assert_eq!(hits.len(), 1, "{k:#}");

@@ -249,49 +249,47 @@ struct Walk {
     stopped: bool,
 }
 
-/// Directories only, on one device, depth first; the size of each directory is its own metadata, read once.
-fn walk_dirs(top: &Path, dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
-    let mut w = Walk {
-        dirs: 0,
-        unreadable: 0,
-        candidates: Vec::new(),
-        stopped: false,
+/// Directories only, on one device, in parallel; each subdirectory is statted once, from its parent's handle.
+fn walk_dirs(top: &Path, _dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
+    use crate::host::walk::{self, DirVisit};
+    use rustix::fs::{AtFlags, FileType};
+    let candidates = std::sync::Mutex::new(Vec::new());
+    let walked = std::sync::atomic::AtomicU64::new(0);
+    let last = std::sync::Mutex::new(Instant::now());
+    let visit = |v: &DirVisit| {
+        let n = walked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        for e in v.entries.iter().filter(|e| e.kind == FileType::Directory) {
+            if let Ok(st) = rustix::fs::statat(v.fd, e.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+            {
+                if st.st_size as u64 >= opts.min_dir_size {
+                    candidates
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(v.path.join(&e.name));
+                }
+            }
+        }
+        if opts.progress {
+            let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+            if l.elapsed() > Duration::from_millis(200) {
+                let c = candidates.lock().map_or(0, |c| c.len());
+                eprint!("\rwalked {n} directories, {c} candidates");
+                *l = Instant::now();
+            }
+        }
     };
-    let mut stack = vec![top.to_path_buf()];
-    let mut last_progress = Instant::now();
-    while let Some(dir) = stack.pop() {
-        if opts.budget.is_some_and(|b| start.elapsed() >= b) {
-            w.stopped = true;
-            break;
-        }
-        w.dirs += 1;
-        if opts.progress && last_progress.elapsed() > Duration::from_millis(200) {
-            eprint!(
-                "\rwalked {} directories, {} candidates",
-                w.dirs,
-                w.candidates.len()
-            );
-            last_progress = Instant::now();
-        }
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            w.unreadable += 1;
-            continue;
-        };
-        for e in rd.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let Ok(md) = e.metadata() else { continue };
-            if md.dev() != dev {
-                continue;
-            }
-            if md.size() >= opts.min_dir_size {
-                w.candidates.push(e.path());
-            }
-            stack.push(e.path());
-        }
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
+    let st = walk::walk(top, threads, opts.budget.map(|b| start + b), &visit);
+    let mut candidates = candidates.into_inner().unwrap_or_else(|e| e.into_inner());
+    candidates.sort();
+    Walk {
+        dirs: st.dirs,
+        unreadable: st.unreadable,
+        candidates,
+        stopped: st.stopped,
     }
-    w
 }
 
 /// The check `wonk scan` runs: the filesystems of containerd's root and kubelet's root, within a budget.

@@ -8,6 +8,7 @@
 pub mod mountinfo;
 pub mod procfs;
 pub mod resolve;
+pub mod walk;
 
 use std::ffi::OsStr;
 use std::fs::File;
