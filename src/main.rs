@@ -118,6 +118,18 @@ enum Command {
         #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
         budget: f64,
     },
+    /// What deleting each pod will cost: files, directories and bytes in its writable layers and emptyDirs.
+    Layers {
+        /// Flag pods with at least this many files.
+        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+        max_files: u64,
+        /// Stop walking after this many seconds (0: no limit); figures are then lower bounds, marked as such.
+        #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+        budget: f64,
+        /// Largest directories to list per layer.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        top: usize,
+    },
     /// List the mounted ext4 filesystems and the features that decide how large a directory index can grow.
     Fs,
     /// Tell who owns a pid, a container id (or unique prefix), a host path, or DEV:INODE (md1:211566352).
@@ -357,6 +369,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 render::table(&mut out, &report, style)?;
             }
             return Ok(report.exit_code);
+        }
+        Command::Layers {
+            max_files,
+            budget,
+            top,
+        } => {
+            if !(*budget >= 0.0 && budget.is_finite()) {
+                anyhow::bail!("--budget {budget}: give a number of seconds, or 0 for no limit");
+            }
+            let check: Box<dyn checks::Check> = Box::new(checks::layers::Layers {
+                max_files: *max_files,
+                budget: (*budget > 0.0).then(|| std::time::Duration::from_secs_f64(*budget)),
+                top: *top,
+                all: true,
+            });
+            ("layers", vec![check])
         }
         Command::Fs => {
             let fss = wonk::ext4::htree::filesystems(&host)?;

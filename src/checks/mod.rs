@@ -3,6 +3,7 @@
 
 pub mod ghosts;
 pub mod htree;
+pub mod layers;
 pub mod shims;
 
 use crate::finding::{CheckOutput, Report};
@@ -31,6 +32,7 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(shims::Shims::default()),
         Box::new(crate::kmsg::Kmsg),
         Box::new(htree::HtreeRisk::default()),
+        Box::new(layers::Layers::default()),
     ]
 }
 
