@@ -131,6 +131,39 @@ fn full_index_and_full_filesystem_told_apart() {
             .any(|m| m["mount_point"] == small.to_str().unwrap() && m["inodes_available"] == 0),
         "{full:?}"
     );
+
+    // SIGTERM ends a run cleanly: the instance is removed and the report printed.
+    let child = Command::new(env!("CARGO_BIN_EXE_wonk"))
+        .args(["enospc", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let inst = Path::new(TRACEFS).join(format!("instances/wonk-enospc-{}", child.id()));
+    let t = Instant::now();
+    while !inst.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(inst.exists());
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) of the child we just spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.code().is_some_and(|c| c <= 2), "{out:?}");
+    assert!(!inst.exists(), "SIGTERM left {}", inst.display());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["checks"][0]["status"], "ok");
+
+    // An instance left by a wonk that was killed outright (here: a pid that cannot exist) is removed at start.
+    let stale = Path::new(TRACEFS).join("instances/wonk-enospc-4194304999");
+    std::fs::create_dir(&stale).unwrap();
+    let r = enospc_during(1, || {});
+    assert!(!stale.exists(), "the stale instance is still there");
+    let spots = r["blind_spots"].as_array().unwrap();
+    assert!(
+        spots.iter().any(|b| b["what"] == "wonk-enospc-4194304999"),
+        "{r:#}"
+    );
 }
 
 #[test]
