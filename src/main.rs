@@ -337,9 +337,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     progress: !cli.json && std::io::stderr().is_terminal(),
                     min_severity: wonk::finding::Severity::Info,
                 };
-                output = checks::htree::scan_mount(&ctx, mount, &opts);
+                output = checks::htree::scan_mount(&ctx, &absolute(mount, &cli.host_root)?, &opts);
             } else {
                 for p in paths {
+                    let p = &absolute(p, &cli.host_root)?;
                     match wonk::ext4::htree::analyze(&host, p, *name_len) {
                         Ok(r) => output.findings.push(checks::htree::judge(&ctx, &r)),
                         Err(e) => output.blind_spots.push(wonk::finding::BlindSpot::new(
@@ -436,4 +437,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     out.flush()?;
     Ok(report.exit_code)
+}
+
+/// A path given on the command line as the node sees it: relative paths are taken from the current directory,
+/// which only means something when wonk runs on the node itself.
+fn absolute(p: &std::path::Path, host_root: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    if host_root != std::path::Path::new("/") {
+        anyhow::bail!(
+            "{}: give an absolute path on the node with --host-root",
+            p.display()
+        );
+    }
+    Ok(std::env::current_dir()?.join(p))
 }
