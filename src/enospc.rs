@@ -218,7 +218,15 @@ pub struct Group {
     pub last: String,
     #[serde(skip)]
     pub first_ts: f64,
+    /// When the first calls failed (trace clock, seconds since boot), to match them with kernel warnings.
+    #[serde(skip)]
+    pub times: Vec<f64>,
 }
+
+/// The kernel logs an ext4 "index full" warning at the moment the create fails; this close counts as that moment.
+const SAME_MOMENT: f64 = 0.05;
+/// Failure times kept per group for matching.
+const TIMES_KEPT: usize = 256;
 
 /// Catches failing creates until the duration ends or Ctrl-C. `on_hit` sees each new group as it appears.
 pub fn run(
@@ -279,8 +287,12 @@ pub fn run(
                         first: wall.clone(),
                         last: wall.clone(),
                         first_ts: hit.ts,
+                        times: Vec::new(),
                     });
                     g.count += 1;
+                    if g.times.len() < TIMES_KEPT {
+                        g.times.push(hit.ts);
+                    }
                     g.last = wall;
                     if new {
                         on_hit(g);
@@ -306,8 +318,28 @@ pub fn run(
         ("malformed_lines".into(), malformed),
     ];
     let index_full = index_full_warnings(host, owners, kmsg_start);
+    let moments = index_full_moments(host, kmsg_start);
     for g in groups.values() {
-        out.findings.push(explain(host, owners, g, &index_full));
+        // The warnings logged at the moment this group's calls failed name its directory; other index-full
+        // warnings of the window may belong to other processes.
+        let mut devices: Vec<&str> = moments
+            .iter()
+            .filter(|(t, _)| g.times.iter().any(|h| (h - t).abs() <= SAME_MOMENT))
+            .map(|(_, d)| d.as_str())
+            .collect();
+        devices.sort_unstable();
+        devices.dedup();
+        let same_moment: Vec<Finding> = index_full
+            .iter()
+            .filter(|f| {
+                f.evidence
+                    .iter()
+                    .any(|(k, v)| k == "device" && v.as_str().is_some_and(|d| devices.contains(&d)))
+            })
+            .cloned()
+            .collect();
+        out.findings
+            .push(explain(host, owners, g, &same_moment, &index_full));
     }
     Ok(out)
 }
@@ -349,8 +381,39 @@ fn index_full_warnings(host: &Host, owners: &Attributor, since: Option<u64>) -> 
         .collect()
 }
 
+/// `(seconds since boot, device name)` of every ext4 index-full warning logged after `since`.
+fn index_full_moments(host: &Host, since: Option<u64>) -> Vec<(f64, String)> {
+    let opts = crate::kmsg::reader::KmsgOptions {
+        since_seq: since,
+        ..Default::default()
+    };
+    let mut stats = crate::kmsg::reader::ReadStats::default();
+    let mut found = Vec::new();
+    let mut sink = |r: &crate::kmsg::record::Record<'_>| {
+        let text = r.text();
+        if !(text.contains("ext4_dx_add_entry") && text.contains("index full")) {
+            return;
+        }
+        let dev = text
+            .split_once("(device ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(d, _)| d.to_string());
+        if let (Some(ts), Some(dev)) = (r.ts_usec, dev) {
+            found.push((ts as f64 / 1e6, dev));
+        }
+    };
+    let _ = crate::kmsg::reader::read_kmsg(host, &opts, &mut stats, &mut sink);
+    found
+}
+
 /// Why a group of calls failed, as a finding.
-fn explain(host: &Host, owners: &Attributor, g: &Group, index_full: &[Finding]) -> Finding {
+fn explain(
+    host: &Host,
+    owners: &Attributor,
+    g: &Group,
+    index_full: &[Finding],
+    window: &[Finding],
+) -> Finding {
     let owner = g
         .pid
         .and_then(|p| owners.owner_of_pid(p).ok())
@@ -361,6 +424,15 @@ fn explain(host: &Host, owners: &Attributor, g: &Group, index_full: &[Finding]) 
         .map(|o| format!(" in {}", o.pod_label()))
         .unwrap_or_default();
     let errno = errno_name(g.errno);
+    // Without a warning at the very moment (ext4 rate-limits them), the window's warnings are the best clue,
+    // unless a full filesystem explains the failure better.
+    let (index_full, matched) = if !index_full.is_empty() {
+        (index_full, "logged at the moment these calls failed")
+    } else if full.is_empty() {
+        (window, "logged in the same window, though not at the moment of these calls (ext4 rate-limits its warnings)")
+    } else {
+        (&[][..], "")
+    };
     let (kind, severity, why) = if g.errno == libc::ENOSPC && !index_full.is_empty() {
         let dirs: Vec<String> = index_full.iter().map(|f| f.subject.clone()).collect();
         (
@@ -421,7 +493,9 @@ fn explain(host: &Host, owners: &Attributor, g: &Group, index_full: &[Finding]) 
             .iter()
             .map(|w| serde_json::json!({"directory": w.subject, "owner": w.owner, "summary": w.summary}))
             .collect();
-        f = f.with("index_full", dirs);
+        f = f
+            .with("index_full", dirs)
+            .with("index_full_warnings", matched);
         f.advice.push("the directory's ext4 htree index is full: only names whose hash lands in a full leaf fail; \
                        run `wonk htree DIR` and shard the directory or enable large_dir"
             .into());

@@ -225,6 +225,7 @@ fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<
                 owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty())
             }
         };
+        let own_root = root_mount(&mounts) != root_mount(&host_mounts);
         for m in &mounts {
             if m.fs_type == "overlay" {
                 if let Some(s) = overlay_sighting(owners, m, path, is_host) {
@@ -234,10 +235,15 @@ fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<
                         ..s
                     });
                 }
-            } else if !is_host && m.root != b"/" {
+            } else if !is_host {
+                // A mount of a filesystem's root (`/` in mountinfo) counts only in a namespace with a root of its
+                // own (a container's, after pivot_root): there it is a hostPath or volume that is a whole
+                // filesystem (a loop or block device, a local or CSI volume). A namespace that shares the host's
+                // root was cloned from it and holds such a mount of every filesystem.
                 if let Some(rel) = fs_rel.as_ref().filter(|rel| {
                     m.dev() == (id.dev.major, id.dev.minor)
                         && mountinfo::path_under(rel, m.root_path())
+                        && (m.root != b"/" || own_root)
                 }) {
                     let inside = mountinfo::path_join(
                         &m.mount_point,
@@ -257,6 +263,15 @@ fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<
         w.owner = w.seen_by.iter().find_map(|s| s.owner.clone());
     }
     Ok(())
+}
+
+/// The filesystem and directory a mount table shows at `/` (the last mount there is the visible one).
+fn root_mount(mounts: &[Mount]) -> Option<((u32, u32), &[u8])> {
+    mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == b"/")
+        .map(|m| (m.dev(), m.root.as_slice()))
 }
 
 /// The path's location inside its filesystem, through the host mount that covers it.

@@ -103,6 +103,10 @@ fn full_index_and_full_filesystem_told_apart() {
     assert_eq!(f["severity"], "critical");
     assert_eq!(f["evidence"]["syscall"], "openat");
     assert_eq!(f["evidence"]["errno"], 28);
+    assert_eq!(
+        f["evidence"]["index_full_warnings"],
+        "logged at the moment these calls failed"
+    );
     assert!(f["evidence"]["count"].as_u64().unwrap() >= 20, "{f:#}");
     let dirs: Vec<&str> = f["evidence"]["index_full"]
         .as_array()

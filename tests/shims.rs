@@ -131,6 +131,12 @@ fn a_leaked_shim_is_found_and_reaped_and_nothing_else() {
     assert_eq!(code, 1, "{r:#}");
     let s = shim_by_pid(&r, shim);
     assert_eq!(s["class"], "leaked", "{s:#}");
+    // CRI answers: it no longer lists the pod, and says so.
+    assert_eq!(s["cri_lists"], false, "{s:#}");
+    assert!(
+        s["why"].as_str().unwrap().ends_with("CRI lists it: no"),
+        "{s:#}"
+    );
     assert!(s["children"].as_array().unwrap().is_empty());
     assert_eq!(s["id"], victim.sandbox_id.as_str());
     assert_eq!(s["owner"]["pod_uid"], victim.uid.as_str(), "{s:#}");
@@ -147,11 +153,13 @@ fn a_leaked_shim_is_found_and_reaped_and_nothing_else() {
     assert!(s["rss_kib"].as_u64().unwrap() > 0 && s["threads"].as_u64().unwrap() > 1);
     for p in &healthy.shim_pids {
         assert_eq!(shim_by_pid(&r, *p)["class"], "healthy", "{r:#}");
+        assert_eq!(shim_by_pid(&r, *p)["cri_lists"], true, "{r:#}");
     }
     let findings: Vec<&Value> = r["findings"].as_array().unwrap().iter().collect();
     assert_eq!(findings.len(), 1, "{r:#}");
     assert_eq!(findings[0]["kind"], "leaked");
     assert_eq!(findings[0]["evidence"]["pid"], shim);
+    assert_eq!(findings[0]["evidence"]["cri_lists"], false);
 
     // Without --yes and without a terminal, --reap refuses and kills nothing.
     let (_, r) = shims(node, &["--reap"]);

@@ -11,6 +11,12 @@
 //! - `unknown`: anything else, with what is missing.
 //!
 //! PPID 1 is normal for v2 shims and is never evidence.
+//!
+//! The classification is made from disk and /proc alone. With the `cri` feature, wonk then asks each shim's
+//! containerd, through CRI and within [`CRI_BUDGET`] for all calls together, whether it still lists the shim's
+//! sandbox or containers (`cri_lists`). CRI can only add evidence: a `leaked` shim whose pod CRI still lists is
+//! downgraded to `unknown`. When CRI does not answer in time (or wonk was built without it), `cri_lists` is
+//! `null`, a blind spot says so, and everything else is exactly what disk and /proc said.
 
 use super::{Check, Context};
 use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Severity};
@@ -20,6 +26,14 @@ use crate::owner::containerd::Bundle;
 use crate::owner::Owner;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The time CRI gets in one run, for every call to every containerd together (they are asked in parallel).
+/// wonk never waits longer on a daemon: past it, shims are judged from disk alone.
+pub const CRI_BUDGET: Duration = Duration::from_millis(300);
+
+/// The containerd namespace of CRI's pods; shims of other namespaces (moby, default, ...) are not CRI's to list.
+const CRI_NAMESPACE: &str = "k8s.io";
 
 /// The check. A shim younger than `min_age_seconds` may still be starting its first container, and is not judged.
 pub struct Shims {
@@ -56,6 +70,9 @@ pub struct Shim {
     pub class: &'static str,
     pub why: String,
     pub owner: Option<Owner>,
+    /// Whether CRI still lists the shim's sandbox or one of its containers; `None` when CRI was not asked or
+    /// did not answer in time (see the blind spots), or the shim is not in CRI's namespace.
+    pub cri_lists: Option<bool>,
     #[serde(skip)]
     pub start_time: u64,
 }
@@ -81,13 +98,14 @@ impl Check for Shims {
 
     fn run(&self, ctx: &Context) -> CheckOutput {
         let mut out = CheckOutput::default();
-        let shims = match survey(ctx, self.min_age_seconds) {
+        let mut shims = match survey(ctx, self.min_age_seconds) {
             Ok(s) => s,
             Err(e) => {
                 out.failed = Some(format!("cannot list processes: {e}"));
                 return out;
             }
         };
+        out.blind_spots.extend(ask_cri(ctx, &mut shims, CRI_BUDGET));
         let count = |c: &str| shims.iter().filter(|s| s.class == c).count() as u64;
         let leaked: Vec<&Shim> = shims.iter().filter(|s| s.class == "leaked").collect();
         out.stats = vec![
@@ -168,7 +186,8 @@ fn finding(s: &Shim) -> Option<Finding> {
         .with("started", &s.started)
         .with("age_seconds", s.age_seconds)
         .with("rss_kib", s.rss_kib)
-        .with("threads", s.threads);
+        .with("threads", s.threads)
+        .with("cri_lists", s.cri_lists);
     Some(f)
 }
 
@@ -190,10 +209,11 @@ pub fn reap(
     confirm: &mut dyn FnMut(&[Shim]) -> bool,
 ) -> std::io::Result<Vec<Reaped>> {
     use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
-    let leaked: Vec<Shim> = survey(ctx, min_age_seconds)?
-        .into_iter()
-        .filter(|s| s.class == "leaked")
-        .collect();
+    // A shim whose pod CRI still lists is never reaped: CRI is asked first (within the budget; no answer
+    // leaves the judgement from disk as it is).
+    let mut all = survey(ctx, min_age_seconds)?;
+    ask_cri(ctx, &mut all, CRI_BUDGET);
+    let leaked: Vec<Shim> = all.into_iter().filter(|s| s.class == "leaked").collect();
     if leaked.is_empty() || !confirm(&leaked) {
         return Ok(Vec::new());
     }
@@ -359,6 +379,7 @@ fn parse_shim(st: &Stat, args: &[Vec<u8>]) -> Option<Shim> {
         class: "unknown",
         why: String::new(),
         owner: None,
+        cri_lists: None,
         start_time: st.start_time,
     })
 }
@@ -463,6 +484,181 @@ fn classify(host: &Host, s: &mut Shim, min_age: i64) {
     }
 }
 
+/// The socket a shim's containerd serves CRI on: the address of the running containerd it was matched to, else
+/// the shim's own `-address`. `None` for a shim outside CRI's namespace.
+fn cri_socket(ctx: &Context, s: &Shim) -> Option<PathBuf> {
+    if s.namespace.as_deref() != Some(CRI_NAMESPACE) {
+        return None;
+    }
+    ctx.owners
+        .instances
+        .iter()
+        .find(|i| i.pid.is_some() && i.pid == s.containerd_pid)
+        .map(|i| i.address.clone())
+        .or_else(|| {
+            s.address
+                .as_deref()
+                .map(|a| PathBuf::from(a.trim_start_matches("unix://")))
+        })
+}
+
+/// Records CRI's answer for a shim: `cri_lists`, and for a shim judged leaked from disk, CRI's view in `why`. A
+/// "leaked" shim whose sandbox or containers CRI still lists is not known to be leaked: it becomes `unknown`.
+#[cfg_attr(not(feature = "cri"), allow(dead_code))]
+fn apply_cri(s: &mut Shim, listed: &std::collections::HashSet<String>) {
+    let lists =
+        s.id.iter()
+            .chain(s.bundles.iter().map(|b| &b.id))
+            .any(|id| listed.contains(id));
+    s.cri_lists = Some(lists);
+    if s.class != "leaked" {
+        return;
+    }
+    if lists {
+        s.class = "unknown";
+        s.why = format!(
+            "{}; but CRI still lists its sandbox or containers, so containerd has not forgotten it",
+            s.why
+        );
+    } else {
+        s.why.push_str("; CRI lists it: no");
+    }
+}
+
+/// Asks CRI, within `budget` for all calls together, whether it still lists each shim's pod, and records the
+/// answers with [`apply_cri`]. Every containerd is asked in parallel, on its own thread; wonk waits for none of
+/// them past the budget. Returns what could not be asked.
+#[cfg(feature = "cri")]
+fn ask_cri(ctx: &Context, shims: &mut [Shim], budget: Duration) -> Vec<BlindSpot> {
+    use std::collections::HashSet;
+    use std::time::Instant;
+    let deadline = Instant::now() + budget;
+    let mut sockets: Vec<PathBuf> = Vec::new();
+    for s in shims.iter() {
+        if let Some(p) = cri_socket(ctx, s) {
+            if !sockets.contains(&p) {
+                sockets.push(p);
+            }
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, sock) in sockets.iter().enumerate() {
+        let path = ctx.host.path(sock);
+        let sender = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wonk-cri".into())
+            .spawn(move || {
+                let _ = sender.send((i, cri_ids(&path, deadline, budget)));
+            });
+        if let Err(e) = spawned {
+            let _ = tx.send((i, Err(format!("CRI client thread: {e}"))));
+        }
+    }
+    drop(tx);
+    let mut answers: Vec<Option<Result<HashSet<String>, String>>> =
+        sockets.iter().map(|_| None).collect();
+    // Each call is bounded by the deadline already; the grace only covers tearing the client down.
+    let hard_stop = deadline + Duration::from_millis(50);
+    while answers.iter().any(Option::is_none) {
+        let left = hard_stop.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, r)) => answers[i] = Some(r),
+            Err(_) => break,
+        }
+    }
+    let mut spots = Vec::new();
+    for (sock, answer) in sockets.iter().zip(answers) {
+        let mine = |s: &Shim| cri_socket(ctx, s).as_ref() == Some(sock);
+        match answer.unwrap_or_else(|| {
+            Err(format!(
+                "no answer within wonk's {} ms budget",
+                budget.as_millis()
+            ))
+        }) {
+            Ok(listed) => shims
+                .iter_mut()
+                .filter(|s| mine(s))
+                .for_each(|s| apply_cri(s, &listed)),
+            Err(e) => {
+                let n = shims.iter().filter(|s| mine(s)).count();
+                spots.push(BlindSpot::new(
+                    "shims",
+                    format!(
+                        "whether CRI at {} still lists the pods of {n} shim(s) (cri_lists)",
+                        sock.display()
+                    ),
+                    format!(
+                        "CRI did not answer in time ({e}); those shims are judged from disk and /proc alone"
+                    ),
+                ));
+            }
+        }
+    }
+    spots
+}
+
+/// Every sandbox and container id CRI lists on `socket`, or why not, all before `deadline`.
+#[cfg(feature = "cri")]
+fn cri_ids(
+    socket: &Path,
+    deadline: std::time::Instant,
+    budget: Duration,
+) -> Result<std::collections::HashSet<String>, String> {
+    use crate::cri::{Client, Error};
+    let left = |what: &str| {
+        let d = deadline.saturating_duration_since(std::time::Instant::now());
+        if d.is_zero() {
+            Err(format!(
+                "{what}: no answer within wonk's {} ms budget",
+                budget.as_millis()
+            ))
+        } else {
+            Ok(d)
+        }
+    };
+    let explain = |e: Error| match e {
+        Error::Timeout { what, .. } => format!(
+            "{what}: no answer within wonk's {} ms budget",
+            budget.as_millis()
+        ),
+        e => e.to_string(),
+    };
+    let mut c = Client::connect(socket, left("connect")?).map_err(explain)?;
+    c.timeout = left("ListPodSandbox")?;
+    let mut ids: std::collections::HashSet<String> = c
+        .list_pod_sandbox(None)
+        .map_err(explain)?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    c.timeout = left("ListContainers")?;
+    ids.extend(
+        c.list_containers(None)
+            .map_err(explain)?
+            .into_iter()
+            .map(|c| c.id),
+    );
+    Ok(ids)
+}
+
+/// Without the `cri` feature nothing is asked: the shims CRI could have spoken for are a blind spot.
+#[cfg(not(feature = "cri"))]
+fn ask_cri(ctx: &Context, shims: &mut [Shim], _budget: Duration) -> Vec<BlindSpot> {
+    let n = shims
+        .iter()
+        .filter(|s| cri_socket(ctx, s).is_some())
+        .count();
+    if n == 0 {
+        return Vec::new();
+    }
+    vec![BlindSpot::new(
+        "shims",
+        format!("whether CRI still lists the pods of {n} shim(s) (cri_lists)"),
+        "this wonk was built without the `cri` feature, so CRI was not asked; those shims are judged from \
+         disk and /proc alone",
+    )]
+}
+
 /// The upperdir of a process's overlay root, if it no longer exists on the host.
 fn missing_upperdir(host: &Host, pid: u32) -> Option<String> {
     let data = procfs::mountinfo(host, pid).ok()?;
@@ -516,5 +712,86 @@ mod tests {
         assert_eq!((s.version, s.id.as_deref()), ("v1", Some("513f9b55e96a")));
         assert!(parse_shim(&stat(9), &args("containerd --config x")).is_none());
         assert!(parse_shim(&stat(9), &[]).is_none());
+    }
+
+    fn leaked_shim(address: &str) -> Shim {
+        let mut s = parse_shim(
+            &stat(7),
+            &args(&format!(
+                "/usr/bin/containerd-shim-runc-v2 -namespace k8s.io -id sb1 -address {address}"
+            )),
+        )
+        .unwrap();
+        s.class = "leaked";
+        s.why = "no child processes".into();
+        s.bundles = vec![BundleState {
+            id: "c1".into(),
+            dir: "/run/x/c1".into(),
+            container_type: Some("container".into()),
+            init_pid: None,
+            init_pid_alive: false,
+            rootfs_empty: Some(true),
+        }];
+        s
+    }
+
+    /// CRI only adds evidence: "not listed" keeps a leaked shim leaked and says so; "listed" (by the sandbox or
+    /// by a container) makes it unknown; other classes keep their class.
+    #[test]
+    fn cri_answers_only_add_evidence() {
+        let set = |ids: &[&str]| ids.iter().map(|i| i.to_string()).collect();
+        let mut s = leaked_shim("/x.sock");
+        apply_cri(&mut s, &set(&["other"]));
+        assert_eq!((s.class, s.cri_lists), ("leaked", Some(false)));
+        assert!(s.why.ends_with("CRI lists it: no"), "{}", s.why);
+        for ids in [&["sb1"][..], &["c1"][..]] {
+            let mut s = leaked_shim("/x.sock");
+            apply_cri(&mut s, &set(ids));
+            assert_eq!((s.class, s.cri_lists), ("unknown", Some(true)));
+            assert!(s.why.contains("CRI still lists"), "{}", s.why);
+        }
+        let mut s = leaked_shim("/x.sock");
+        s.class = "healthy";
+        s.why = "serves 1 live container(s)".into();
+        apply_cri(&mut s, &set(&[]));
+        assert_eq!((s.class, s.cri_lists), ("healthy", Some(false)));
+        assert_eq!(s.why, "serves 1 live container(s)");
+    }
+
+    /// A containerd that never answers (a listener that accepts and stays silent) or is gone leaves the shim as
+    /// disk judged it, with `cri_lists` null and a blind spot; a shim outside CRI's namespace is not asked.
+    #[cfg(feature = "cri")]
+    #[test]
+    fn silent_or_absent_cri_is_a_blind_spot() {
+        let dir = std::env::temp_dir().join(format!("wonk-shims-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let silent = dir.join("silent.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&silent).unwrap();
+        let host = Host::open(Path::new("/")).unwrap();
+        let owners = crate::owner::Attributor::new(&host, dir.join("kubelet"), &[]);
+        let ctx = Context {
+            host: &host,
+            owners: &owners,
+        };
+        let mut other_ns = leaked_shim(&dir.join("silent.sock").display().to_string());
+        other_ns.namespace = Some("moby".into());
+        let mut shims = vec![
+            leaked_shim(&silent.display().to_string()),
+            leaked_shim(&dir.join("absent.sock").display().to_string()),
+            other_ns,
+        ];
+        let spots = ask_cri(&ctx, &mut shims, Duration::from_millis(300));
+        assert_eq!(spots.len(), 2, "{spots:?}");
+        for sp in &spots {
+            assert_eq!(sp.scope, "shims");
+            assert!(sp.why.starts_with("CRI did not answer in time"), "{sp:?}");
+        }
+        assert!(spots[0].what.contains("silent.sock"), "{spots:?}");
+        assert!(spots[0].why.contains("300 ms budget"), "{spots:?}");
+        for s in &shims {
+            assert_eq!((s.class, s.cri_lists), ("leaked", None), "{s:?}");
+            assert_eq!(s.why, "no child processes");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

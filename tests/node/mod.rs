@@ -249,12 +249,19 @@ impl Node {
         let empty_dir = pod_dir.join("volumes/kubernetes.io~empty-dir/cache");
         let etc_hosts = pod_dir.join("etc-hosts");
         let term_log = pod_dir.join(format!("containers/app/{:08x}", nanos() as u32));
-        for d in [&empty_dir, &host_dir.join("shared")] {
+        // The `/shared` hostPath: a directory of the caller's (left as it is), or `<host_dir>/shared`.
+        let shared_dir = opts
+            .shared_dir
+            .clone()
+            .unwrap_or_else(|| host_dir.join("shared"));
+        for d in [&empty_dir, &host_dir, &shared_dir] {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::create_dir_all(term_log.parent().unwrap()).unwrap();
         std::fs::write(host_dir.join("data.txt"), "version2\n").unwrap();
-        std::fs::write(host_dir.join("shared/inner.txt"), "inner\n").unwrap();
+        if opts.shared_dir.is_none() {
+            std::fs::write(shared_dir.join("inner.txt"), "inner\n").unwrap();
+        }
         std::fs::write(empty_dir.join("blob"), "cached\n").unwrap();
         std::fs::write(&etc_hosts, "127.0.0.1 localhost\n").unwrap();
         std::fs::write(&term_log, "").unwrap();
@@ -324,7 +331,7 @@ impl Node {
             }),
             mounts: vec![
                 mount("/data.txt", &host_dir.join("data.txt"), true),
-                mount("/shared", &host_dir.join("shared"), false),
+                mount("/shared", &shared_dir, false),
                 mount("/cache", &empty_dir, false),
                 mount("/etc/hosts", &etc_hosts, false),
                 mount("/dev/termination-log", &term_log, false),
@@ -377,6 +384,7 @@ impl Node {
             shim_pids: Vec::new(),
             pod_dir,
             host_dir,
+            shared_dir,
             empty_dir,
         };
         pod.sandbox_pid = pod.init_pid(&pod.sandbox_id.clone());
@@ -419,6 +427,8 @@ pub struct PodOpts {
     /// `burstable`, `besteffort` or `guaranteed`.
     pub qos: &'static str,
     pub handler: Handler,
+    /// The host directory mounted at `/shared`; `None`: a fresh `<host_dir>/shared` holding `inner.txt`.
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl PodOpts {
@@ -428,7 +438,16 @@ impl PodOpts {
             namespace: namespace.into(),
             qos: "burstable",
             handler,
+            shared_dir: None,
         }
+    }
+
+    /// Mounts this existing host directory at `/shared` (as a hostPath directory), instead of a fresh one. Mount
+    /// what you need there (a loop-mounted filesystem) before the pod is made: mounts made on the host later do
+    /// not propagate into the container. The pod neither writes to it nor removes it.
+    pub fn shared_dir(mut self, dir: &Path) -> PodOpts {
+        self.shared_dir = Some(dir.to_path_buf());
+        self
     }
 }
 
@@ -453,6 +472,8 @@ pub struct Pod {
     /// The directory holding the hostPath sources: `data.txt` (mounted as the file `/data.txt`, read-only) and
     /// `shared/` (mounted as the directory `/shared`).
     pub host_dir: PathBuf,
+    /// The host directory mounted at `/shared`: `<host_dir>/shared`, or [`PodOpts::shared_dir`].
+    pub shared_dir: PathBuf,
     /// The emptyDir `cache`, mounted at `/cache`.
     pub empty_dir: PathBuf,
 }
