@@ -58,6 +58,9 @@ enum Command {
         /// Judge only shims at least this many seconds old (younger ones may still be starting a container).
         #[arg(long, default_value_t = 60, value_name = "SECONDS")]
         min_age: i64,
+        /// Milliseconds CRI gets to answer (all calls together); wonk answers from disk without it.
+        #[arg(long, default_value_t = 300, value_name = "MS")]
+        cri_timeout: u64,
     },
     /// Sample thread states (R and D by default) and group them, like psn: who is on CPU or stuck, and where.
     Top {
@@ -189,9 +192,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .filter(|c| c.name() == "ghosts")
                 .collect(),
         ),
-        Command::Shims { min_age, .. } => {
+        Command::Shims {
+            min_age,
+            cri_timeout,
+            ..
+        } => {
             let check: Box<dyn checks::Check> = Box::new(checks::shims::Shims {
                 min_age_seconds: *min_age,
+                cri_budget: std::time::Duration::from_millis(*cri_timeout),
             });
             ("shims", vec![check])
         }
@@ -421,12 +429,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         reap: true,
         yes,
         min_age,
+        cri_timeout,
     } = cli.command
     {
         let mut confirm = |leaked: &[checks::shims::Shim]| {
             yes || render::confirm(leaked.len(), "leaked shim(s)", "kill")
         };
-        for r in checks::shims::reap(&ctx, min_age, &mut confirm)? {
+        let budget = std::time::Duration::from_millis(cri_timeout);
+        for r in checks::shims::reap(&ctx, min_age, budget, &mut confirm)? {
             report.actions.push(serde_json::to_value(r)?);
         }
     }

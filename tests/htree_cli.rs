@@ -94,6 +94,9 @@ fn the_seed_directory_from_warning_to_path() {
         .collect();
     assert_eq!(hits.len(), 1, "{k:#}");
     assert_eq!(hits[0]["evidence"]["inode"], ino(&dir));
+    let now = &hits[0]["evidence"]["htree_now"];
+    assert_eq!(now["max_levels"], 2, "{now}");
+    assert!(now["failing_share"].as_f64().unwrap() > 0.0, "{now}");
 
     // large_dir gives the index a third level: nothing fails any more.
     s.sh(&format!("tune2fs -O large_dir {dev} >/dev/null"));

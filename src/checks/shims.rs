@@ -38,12 +38,15 @@ const CRI_NAMESPACE: &str = "k8s.io";
 /// The check. A shim younger than `min_age_seconds` may still be starting its first container, and is not judged.
 pub struct Shims {
     pub min_age_seconds: i64,
+    /// The time CRI gets to answer, for all calls together ([`CRI_BUDGET`] by default).
+    pub cri_budget: Duration,
 }
 
 impl Default for Shims {
     fn default() -> Shims {
         Shims {
             min_age_seconds: 60,
+            cri_budget: CRI_BUDGET,
         }
     }
 }
@@ -105,7 +108,8 @@ impl Check for Shims {
                 return out;
             }
         };
-        out.blind_spots.extend(ask_cri(ctx, &mut shims, CRI_BUDGET));
+        out.blind_spots
+            .extend(ask_cri(ctx, &mut shims, self.cri_budget));
         let count = |c: &str| shims.iter().filter(|s| s.class == c).count() as u64;
         let leaked: Vec<&Shim> = shims.iter().filter(|s| s.class == "leaked").collect();
         out.stats = vec![
@@ -206,13 +210,14 @@ pub struct Reaped {
 pub fn reap(
     ctx: &Context,
     min_age_seconds: i64,
+    cri_budget: Duration,
     confirm: &mut dyn FnMut(&[Shim]) -> bool,
 ) -> std::io::Result<Vec<Reaped>> {
     use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
     // A shim whose pod CRI still lists is never reaped: CRI is asked first (within the budget; no answer
     // leaves the judgement from disk as it is).
     let mut all = survey(ctx, min_age_seconds)?;
-    ask_cri(ctx, &mut all, CRI_BUDGET);
+    ask_cri(ctx, &mut all, cri_budget);
     let leaked: Vec<Shim> = all.into_iter().filter(|s| s.class == "leaked").collect();
     if leaked.is_empty() || !confirm(&leaked) {
         return Ok(Vec::new());

@@ -224,6 +224,13 @@ impl<'a> Resolver<'a> {
         );
         put(f, "htree_levels", levels);
         put(f, "large_dir", large_dir);
+        // The index as it is now, not as it was when the kernel complained.
+        if let Some(p) = &path {
+            match crate::ext4::htree::analyze(self.host(), std::path::Path::new(p), None) {
+                Ok(r) => put(f, "htree_now", htree_now(&r)),
+                Err(e) => put(f, "htree_now_error", e.to_string()),
+            }
+        }
         put(f, "function", function);
         put(f, "ext4_warning_count", self.ext4_warning_count(device));
         put(
@@ -587,4 +594,21 @@ struct LiveTask {
     state: Option<&'static str>,
     stack: Option<Vec<String>>,
     stack_error: Option<String>,
+}
+
+/// The few figures of a directory's index that say how bad it is now.
+fn htree_now(r: &crate::ext4::htree::HtreeReport) -> serde_json::Value {
+    match &r.index {
+        None => json!({"indexed": false, "large_dir": r.large_dir}),
+        Some(ix) => json!({
+            "indexed": true,
+            "large_dir": r.large_dir,
+            "levels": ix.levels + 1,
+            "max_levels": ix.max_levels,
+            "root": format!("{}/{}", ix.root.count, ix.root.limit),
+            "entries": ix.entries.estimate,
+            "failing_share": ix.create_failure.failing_share,
+            "entries_left": ix.headroom.entries_left,
+        }),
+    }
 }
