@@ -68,6 +68,10 @@ fn the_seed_directory_from_warning_to_path() {
     assert_eq!(code, 2, "{r:#}");
     assert_eq!(findings_for(&r, &dirs).len(), 1, "{r:#}");
     assert!(findings_for(&r, &quiet.display().to_string()).is_empty());
+    // The directory a scan starts from counts too.
+    let (code, r) = wonk_json(&["htree", "--scan", &dirs]);
+    assert_eq!(code, 2, "{r:#}");
+    assert_eq!(findings_for(&r, &dirs).len(), 1, "{r:#}");
 
     // The filesystem's features, from its superblock.
     let (code, fss) = wonk_json(&["fs"]);

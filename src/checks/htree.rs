@@ -182,14 +182,18 @@ pub fn scan_mount(ctx: &Context, mount: &Path, opts: &ScanOptions) -> CheckOutpu
     let mut out = CheckOutput::default();
     let start = Instant::now();
     let top = ctx.host.path(mount);
-    let dev = match std::fs::metadata(&top) {
-        Ok(m) => m.dev(),
+    let (dev, top_size) = match std::fs::metadata(&top) {
+        Ok(m) => (m.dev(), m.size()),
         Err(e) => {
             out.failed = Some(format!("cannot read {}: {e}", mount.display()));
             return out;
         }
     };
-    let walk = walk_dirs(&top, dev, opts, start);
+    let mut walk = walk_dirs(&top, dev, opts, start);
+    // The walk judges each directory from its parent; the top has none.
+    if top_size >= opts.min_dir_size {
+        walk.candidates.insert(0, top.clone());
+    }
     let mut analysed = 0u64;
     for cand in &walk.candidates {
         if opts.budget.is_some_and(|b| start.elapsed() >= b) {
@@ -250,7 +254,7 @@ struct Walk {
 }
 
 /// Directories only, on one device, in parallel; each subdirectory is statted once, from its parent's handle.
-fn walk_dirs(top: &Path, _dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
+fn walk_dirs(top: &Path, dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
     use crate::host::walk::{self, DirVisit};
     use rustix::fs::{AtFlags, FileType};
     let candidates = std::sync::Mutex::new(Vec::new());
@@ -261,7 +265,8 @@ fn walk_dirs(top: &Path, _dev: u64, opts: &ScanOptions, start: Instant) -> Walk 
         for e in v.entries.iter().filter(|e| e.kind == FileType::Directory) {
             if let Ok(st) = rustix::fs::statat(v.fd, e.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
             {
-                if st.st_size as u64 >= opts.min_dir_size {
+                // A mount point of another filesystem is not this filesystem's directory.
+                if st.st_size as u64 >= opts.min_dir_size && st.st_dev == dev {
                     candidates
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
