@@ -5,6 +5,7 @@
 //! [`render`] (table, JSON). Investigation commands such as [`who`] reuse the same layers.
 //! `docs/ARCHITECTURE.md` is the map.
 
+pub mod agent;
 pub mod checks;
 #[cfg(feature = "cri")]
 pub mod cri;

@@ -140,6 +140,13 @@ enum Command {
         /// pid | container id | /host/path | DEV:INODE
         target: String,
     },
+    /// Run until stopped: follow the kernel log, run each check on its interval, serve Prometheus /metrics.
+    Agent(wonk::agent::Args),
+    /// Run one check as a node-problem-detector custom plugin: exit 0 OK, 1 problem, 2 unknown; one short line.
+    Check {
+        #[arg(value_parser = wonk::agent::npd::NAMES)]
+        name: String,
+    },
 }
 
 fn main() {
@@ -192,11 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .filter(|c| c.name() == "ghosts")
                 .collect(),
         ),
-        Command::Shims {
-            min_age,
-            cri_timeout,
-            ..
-        } => {
+        Command::Shims { min_age, cri_timeout, .. } => {
             let check: Box<dyn checks::Check> = Box::new(checks::shims::Shims {
                 min_age_seconds: *min_age,
                 cri_budget: std::time::Duration::from_millis(*cri_timeout),
@@ -403,6 +406,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 render::filesystems(&mut out, &fss, style)?;
             }
             return Ok(exit::OK);
+        }
+        Command::Agent(args) => {
+            return wonk::agent::run(&cli.host_root, &cli.kubelet_root, &cli.containerd_state, args)
+        }
+        Command::Check { name } => {
+            let (code, message) = wonk::agent::npd::check(&ctx, name);
+            writeln!(out, "{message}")?;
+            return Ok(code);
         }
         Command::Who { target } => {
             let w = wonk::who::who(&owners, target)?;

@@ -1,0 +1,694 @@
+//! `wonk agent`: the long-running DaemonSet mode. It follows the kernel log in one thread, runs each other check
+//! on its own interval in its own thread (so a slow htree walk never delays the ghost check), samples D-state
+//! threads, and serves the results as Prometheus metrics on `/metrics` (and `/healthz`) from a small HTTP/1.1
+//! server; optionally it also writes node_exporter's textfile format. A check that fails or panics is counted in
+//! `wonk_check_errors_total` and retried at its next interval; the agent itself keeps running. SIGTERM and SIGINT
+//! stop it within a second.
+//!
+//! - [`metrics`]: the metric families and how each check's output fills them;
+//! - [`http`]: the server;
+//! - [`npd`]: `wonk check NAME`, node-problem-detector's custom-plugin protocol.
+
+pub mod http;
+pub mod metrics;
+pub mod npd;
+
+use crate::checks::{self, Check, Context};
+use crate::finding::{CheckOutput, Severity};
+use crate::host::{procfs, Host};
+use crate::owner::Attributor;
+use metrics::{Labels, Metrics};
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the agent listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9808";
+
+/// `wonk agent` flags. Each overrides the same key of `--config`; `--interval` sets every interval at once.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Args {
+    /// Serve /metrics and /healthz on this address [default: 127.0.0.1:9808].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Read settings from FILE: `key = value` lines (see docs/OUTPUT.md); flags win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Set every check's interval at once (for tests and demos).
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
+    /// Seconds between ghost-mount checks [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub ghosts_interval: Option<f64>,
+    /// Seconds between shim checks [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub shims_interval: Option<f64>,
+    /// Seconds between htree scans [default: 3600].
+    #[arg(long, value_name = "SECONDS")]
+    pub htree_interval: Option<f64>,
+    /// Time budget of one htree scan [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub htree_budget: Option<f64>,
+    /// Seconds between layer walks [default: 3600].
+    #[arg(long, value_name = "SECONDS")]
+    pub layers_interval: Option<f64>,
+    /// Time budget of one layer walk [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub layers_budget: Option<f64>,
+    /// Seconds between D-state samples of /proc [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub dstate_interval: Option<f64>,
+    /// The kernel log is followed without pause; every this many seconds the follower restarts with fresh
+    /// attribution (new pods) [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub kmsg_interval: Option<f64>,
+    /// Export at most N htree directories and N pods' layers [default: 20].
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Also write DIR/wonk.prom for node_exporter's textfile collector (atomically, after every check run).
+    #[arg(long, value_name = "DIR")]
+    pub textfile: Option<PathBuf>,
+    /// Log level on stderr: error, warn, info, debug, trace [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Testing only: make this check panic on every run (repeatable), to show that the agent survives it.
+    #[arg(long, hide = true, value_name = "CHECK")]
+    pub fail_check: Vec<String>,
+}
+
+/// The agent's settings after defaults, the config file and flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: String,
+    pub ghosts: Duration,
+    pub shims: Duration,
+    pub htree: Duration,
+    pub htree_budget: Duration,
+    pub layers: Duration,
+    pub layers_budget: Duration,
+    pub dstate: Duration,
+    pub kmsg: Duration,
+    pub top: usize,
+    pub textfile: Option<PathBuf>,
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let s = Duration::from_secs;
+        Config {
+            listen: DEFAULT_LISTEN.into(),
+            ghosts: s(60),
+            shims: s(60),
+            htree: s(3600),
+            htree_budget: s(30),
+            layers: s(3600),
+            layers_budget: s(30),
+            dstate: s(60),
+            kmsg: s(300),
+            top: 20,
+            textfile: None,
+            log_level: "info".into(),
+        }
+    }
+}
+
+fn secs(key: &str, v: f64) -> anyhow::Result<Duration> {
+    if !(v > 0.0 && v.is_finite() && v < 1e9) {
+        anyhow::bail!("{key} = {v}: give a positive number of seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Config {
+    /// Applies one `key = value` setting (the config file's keys are the flags' names, with `_` or `-`).
+    pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        let value = value.trim().trim_matches('"');
+        let num = || -> anyhow::Result<f64> {
+            value
+                .parse::<f64>()
+                .map_err(|_| anyhow::anyhow!("{key} = {value}: not a number"))
+        };
+        match key.trim().replace('-', "_").as_str() {
+            "listen" => self.listen = value.to_string(),
+            "interval" => {
+                let d = secs(key, num()?)?;
+                for f in [
+                    &mut self.ghosts,
+                    &mut self.shims,
+                    &mut self.htree,
+                    &mut self.layers,
+                    &mut self.dstate,
+                    &mut self.kmsg,
+                ] {
+                    *f = d;
+                }
+            }
+            "ghosts_interval" => self.ghosts = secs(key, num()?)?,
+            "shims_interval" => self.shims = secs(key, num()?)?,
+            "htree_interval" => self.htree = secs(key, num()?)?,
+            "htree_budget" => self.htree_budget = secs(key, num()?)?,
+            "layers_interval" => self.layers = secs(key, num()?)?,
+            "layers_budget" => self.layers_budget = secs(key, num()?)?,
+            "dstate_interval" => self.dstate = secs(key, num()?)?,
+            "kmsg_interval" => self.kmsg = secs(key, num()?)?,
+            "top" => {
+                self.top = value
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("top = {value}: not a count"))?
+            }
+            "textfile" => self.textfile = Some(PathBuf::from(value)),
+            "log_level" => self.log_level = value.to_string(),
+            other => anyhow::bail!("unknown setting {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// Reads `key = value` lines; `#` starts a comment; `interval` applies before the specific intervals.
+    pub fn parse_file(&mut self, text: &str) -> anyhow::Result<()> {
+        let mut pairs: Vec<(usize, &str, &str)> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("line {}: expected key = value", i + 1))?;
+            pairs.push((i + 1, k.trim(), v.trim()));
+        }
+        pairs.sort_by_key(|(_, k, _)| *k != "interval");
+        for (n, k, v) in pairs {
+            self.set(k, v)
+                .map_err(|e| anyhow::anyhow!("line {n}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Defaults, then the file, then `--interval`, then the other flags.
+    pub fn from_args(a: &Args) -> anyhow::Result<Config> {
+        let mut c = Config::default();
+        if let Some(p) = &a.config {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("--config {}: {e}", p.display()))?;
+            c.parse_file(&text)
+                .map_err(|e| anyhow::anyhow!("--config {}: {e}", p.display()))?;
+        }
+        if let Some(v) = a.interval {
+            c.set("interval", &v.to_string())?;
+        }
+        let flags: [(&str, Option<f64>); 8] = [
+            ("ghosts_interval", a.ghosts_interval),
+            ("shims_interval", a.shims_interval),
+            ("htree_interval", a.htree_interval),
+            ("htree_budget", a.htree_budget),
+            ("layers_interval", a.layers_interval),
+            ("layers_budget", a.layers_budget),
+            ("dstate_interval", a.dstate_interval),
+            ("kmsg_interval", a.kmsg_interval),
+        ];
+        for (k, v) in flags {
+            if let Some(v) = v {
+                c.set(k, &v.to_string())?;
+            }
+        }
+        if let Some(l) = &a.listen {
+            c.listen = l.clone();
+        }
+        if let Some(t) = a.top {
+            c.top = t;
+        }
+        if let Some(t) = &a.textfile {
+            c.textfile = Some(t.clone());
+        }
+        if let Some(l) = &a.log_level {
+            c.log_level = l.clone();
+        }
+        Ok(c)
+    }
+}
+
+/// What every thread shares.
+struct Shared {
+    host_root: PathBuf,
+    kubelet_root: PathBuf,
+    containerd_state: Vec<PathBuf>,
+    metrics: Arc<Metrics>,
+    config: Config,
+    fail: Vec<String>,
+    textfile_lock: Mutex<()>,
+}
+
+/// The periodic jobs.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Ghosts,
+    Shims,
+    Htree,
+    Layers,
+    Dstate,
+}
+
+impl Job {
+    fn name(self) -> &'static str {
+        match self {
+            Job::Ghosts => "ghosts",
+            Job::Shims => "shims",
+            Job::Htree => "htree",
+            Job::Layers => "layers",
+            Job::Dstate => "dstate",
+        }
+    }
+}
+
+fn stopped() -> bool {
+    crate::stop::requested()
+}
+
+/// Sleeps until `until` or a stop, polling every 200 ms.
+fn sleep_until(until: Instant) {
+    while !stopped() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(200)));
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT. Returns the exit code.
+pub fn run(
+    host_root: &Path,
+    kubelet_root: &Path,
+    containerd_state: &[PathBuf],
+    args: &Args,
+) -> anyhow::Result<i32> {
+    let config = Config::from_args(args)?;
+    let level: tracing::Level = config.log_level.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "log level {:?}: give error, warn, info, debug or trace",
+            config.log_level
+        )
+    })?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+    Host::open(host_root)?;
+    let listener = std::net::TcpListener::bind(&config.listen)
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
+    if let Some(dir) = &config.textfile {
+        if !dir.is_dir() {
+            anyhow::bail!("--textfile {}: not a directory", dir.display());
+        }
+    }
+    crate::stop::install();
+    // A panicking check is logged once, as a structured line, by its loop; not as a backtrace on stderr.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::debug!(location = ?info.location().map(|l| l.to_string()), "panic");
+    }));
+    let metrics = Arc::new(Metrics::new(config.top));
+    for c in ["kmsg", "ghosts", "shims", "htree", "layers", "dstate"] {
+        metrics.declare(c);
+    }
+    let shared = Arc::new(Shared {
+        host_root: host_root.to_path_buf(),
+        kubelet_root: kubelet_root.to_path_buf(),
+        containerd_state: containerd_state.to_vec(),
+        metrics: metrics.clone(),
+        config: config.clone(),
+        fail: args.fail_check.clone(),
+        textfile_lock: Mutex::new(()),
+    });
+    tracing::info!(
+        listen = %listener.local_addr().map_or(config.listen.clone(), |a| a.to_string()),
+        host_root = %host_root.display(),
+        ghosts_s = config.ghosts.as_secs_f64(),
+        shims_s = config.shims.as_secs_f64(),
+        htree_s = config.htree.as_secs_f64(),
+        layers_s = config.layers.as_secs_f64(),
+        dstate_s = config.dstate.as_secs_f64(),
+        top = config.top,
+        "wonk agent started"
+    );
+    let m = metrics.clone();
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || http::serve(listener, m, &stopped))?;
+    let s = shared.clone();
+    let kmsg = std::thread::Builder::new()
+        .name("kmsg".into())
+        .spawn(move || kmsg_loop(&s))?;
+    for job in [
+        Job::Ghosts,
+        Job::Shims,
+        Job::Dstate,
+        Job::Htree,
+        Job::Layers,
+    ] {
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name(job.name().into())
+            .spawn(move || job_loop(&s, job))?;
+    }
+    while !stopped() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("stopping");
+    // The kernel-log follower checks its stop flag every 200 ms; checks in the middle of a walk are not waited for.
+    let deadline = Instant::now() + Duration::from_millis(600);
+    while !kmsg.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+fn job_loop(s: &Shared, job: Job) {
+    let interval = match job {
+        Job::Ghosts => s.config.ghosts,
+        Job::Shims => s.config.shims,
+        Job::Htree => s.config.htree,
+        Job::Layers => s.config.layers,
+        Job::Dstate => s.config.dstate,
+    };
+    while !stopped() {
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(s, job)));
+        let took = start.elapsed();
+        match &result {
+            Ok(Ok(out)) => {
+                s.metrics.record_run(job.name(), took, Ok(out));
+                if let Some(e) = &out.failed {
+                    tracing::warn!(check = job.name(), error = %e, "check failed");
+                } else {
+                    let worst = out.findings.iter().map(|f| f.severity).max();
+                    tracing::debug!(
+                        check = job.name(),
+                        findings = out.findings.len(),
+                        problems = out.findings.iter().filter(|f| f.severity >= Severity::Warning).count(),
+                        worst = ?worst,
+                        blind_spots = out.blind_spots.len(),
+                        ms = took.as_millis() as u64,
+                        "check done"
+                    );
+                }
+            }
+            Ok(Err(e)) => {
+                s.metrics.record_run(job.name(), took, Err(e));
+                tracing::warn!(check = job.name(), error = %e, "check failed");
+            }
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                s.metrics.record_run(job.name(), took, Err("panicked"));
+                tracing::error!(check = job.name(), panic = %msg, "check panicked");
+            }
+        }
+        write_textfile(s);
+        sleep_until(start + interval);
+    }
+}
+
+/// One run of one job, its metrics updated.
+fn run_job(s: &Shared, job: Job) -> Result<CheckOutput, String> {
+    if s.fail.iter().any(|f| f == job.name()) {
+        panic!("--fail-check {}", job.name());
+    }
+    let host = Host::open(&s.host_root).map_err(|e| e.to_string())?;
+    let owners = Attributor::new(&host, s.kubelet_root.clone(), &s.containerd_state);
+    let ctx = Context {
+        host: &host,
+        owners: &owners,
+    };
+    let out = match job {
+        Job::Ghosts => checks::ghosts::Ghosts.run(&ctx),
+        Job::Shims => checks::shims::Shims::default().run(&ctx),
+        Job::Htree => htree_scan(&ctx, s.config.htree_budget),
+        Job::Layers => checks::layers::Layers {
+            budget: Some(s.config.layers_budget),
+            all: true,
+            ..Default::default()
+        }
+        .run(&ctx),
+        Job::Dstate => {
+            let (counts, out) = dstate(&ctx);
+            s.metrics.dstate(&counts);
+            return Ok(out);
+        }
+    };
+    if out.failed.is_none() {
+        match job {
+            Job::Ghosts => s.metrics.ghosts(&out),
+            Job::Shims => s.metrics.shims(&out),
+            Job::Htree => s.metrics.htree(&out),
+            Job::Layers => s.metrics.layers(&out),
+            Job::Dstate => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The filesystems of containerd's roots and kubelet's root, scanned like `htree --scan`, every indexed
+/// directory kept (info included) so that fill is exported before it becomes a warning.
+fn htree_scan(ctx: &Context, budget: Duration) -> CheckOutput {
+    let mut out = CheckOutput::default();
+    let mut roots: Vec<PathBuf> = ctx
+        .owners
+        .instances
+        .iter()
+        .map(|i| i.root.clone())
+        .collect();
+    roots.push(ctx.owners.kubelet_root.clone());
+    let mut seen = std::collections::HashSet::new();
+    let start = Instant::now();
+    for root in roots {
+        let p = ctx.host.path(&root);
+        let Ok(md) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let ext4 = rustix::fs::statfs(&p).is_ok_and(|s| s.f_type as i64 == 0xEF53);
+        if !ext4 || !seen.insert(md.dev()) {
+            continue;
+        }
+        let opts = checks::htree::ScanOptions {
+            min_dir_size: 256 << 10,
+            budget: Some(budget.saturating_sub(start.elapsed())),
+            progress: false,
+            min_severity: Severity::Info,
+        };
+        let o = checks::htree::scan_mount(ctx, &root, &opts);
+        out.findings.extend(o.findings);
+        out.blind_spots.extend(o.blind_spots);
+        out.stats.extend(o.stats);
+    }
+    out
+}
+
+/// One pass over /proc/*/task/*/stat: threads in D state, by owner.
+fn dstate(ctx: &Context) -> (BTreeMap<Labels, i64>, CheckOutput) {
+    let mut out = CheckOutput::default();
+    let mut counts: BTreeMap<Labels, i64> = BTreeMap::new();
+    let pids = match procfs::pids(ctx.host) {
+        Ok(p) => p,
+        Err(e) => {
+            out.failed = Some(format!("cannot list processes: {e}"));
+            return (counts, out);
+        }
+    };
+    let mut threads = 0u64;
+    let mut owners: HashMap<u32, Labels> = HashMap::new();
+    let mut buf = Vec::with_capacity(512);
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(ctx.host.proc_pid(pid).join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            buf.clear();
+            let Ok(mut f) = std::fs::File::open(t.path().join("stat")) else {
+                continue;
+            };
+            use std::io::Read;
+            if f.read_to_end(&mut buf).is_err() {
+                continue;
+            }
+            threads += 1;
+            if crate::top::comm_state(&buf).map(|(_, s)| s) != Some('D') {
+                continue;
+            }
+            let labels = owners
+                .entry(pid)
+                .or_insert_with(|| {
+                    let o = ctx.owners.owner_of_pid(pid).ok();
+                    let g = |f: fn(&crate::owner::Owner) -> &Option<String>| {
+                        o.as_ref().and_then(|o| f(o).clone()).unwrap_or_default()
+                    };
+                    vec![
+                        ("namespace".into(), g(|o| &o.namespace)),
+                        ("pod".into(), g(|o| &o.pod)),
+                        ("container".into(), g(|o| &o.container)),
+                    ]
+                })
+                .clone();
+            *counts.entry(labels).or_default() += 1;
+        }
+    }
+    out.stats.push(("threads".into(), threads));
+    (counts, out)
+}
+
+/// Follows /dev/kmsg for ever, in periods of `kmsg_interval` so that attribution sees new pods; each period
+/// starts after the last record the previous one matched.
+fn kmsg_loop(s: &Shared) {
+    let mut since: Option<u64> = None;
+    let mut first = true;
+    while !stopped() {
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            || -> Result<CheckOutput, String> {
+                if s.fail.iter().any(|f| f == "kmsg") {
+                    panic!("--fail-check kmsg");
+                }
+                let host = Host::open(&s.host_root).map_err(|e| e.to_string())?;
+                if first {
+                    // Only what is logged from now on: the counters start at the agent's start.
+                    since = crate::kmsg::last_seq(&host).map_err(|e| format!("/dev/kmsg: {e}"))?;
+                    first = false;
+                }
+                let owners = Attributor::new(&host, s.kubelet_root.clone(), &s.containerd_state);
+                let ctx = Context {
+                    host: &host,
+                    owners: &owners,
+                };
+                let flag = Arc::new(AtomicBool::new(false));
+                let opts = crate::kmsg::Options {
+                    since_seq: since,
+                    from_end: false,
+                    stop: Some(flag.clone()),
+                    ..Default::default()
+                };
+                let end = start + s.config.kmsg;
+                let mut max_seq = since;
+                let out = std::thread::scope(|sc| {
+                    sc.spawn(|| {
+                        sleep_until(end);
+                        flag.store(true, Ordering::Relaxed);
+                    });
+                    let mut emit = |f: crate::finding::Finding| {
+                        if let Some(seq) = f
+                            .evidence
+                            .iter()
+                            .find(|(k, _)| k == "last_seq")
+                            .and_then(|(_, v)| v.as_u64())
+                        {
+                            max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
+                        }
+                        tracing::info!(reason = f.kind, subject = %f.subject, summary = %f.summary, "kernel log");
+                        s.metrics.kmsg_event(&f);
+                    };
+                    let out = crate::kmsg::scan_with(
+                        &ctx,
+                        &crate::kmsg::Source::DevKmsg { follow: true },
+                        &opts,
+                        &mut emit,
+                    );
+                    flag.store(true, Ordering::Relaxed);
+                    out
+                });
+                since = max_seq.or(since);
+                s.metrics.kmsg_stats(&out.stats);
+                Ok(out)
+            },
+        ));
+        let took = start.elapsed();
+        let failed = match &result {
+            Ok(Ok(out)) => {
+                s.metrics.record_run("kmsg", took, Ok(out));
+                out.failed.clone()
+            }
+            Ok(Err(e)) => {
+                s.metrics.record_run("kmsg", took, Err(e));
+                Some(e.clone())
+            }
+            Err(_) => {
+                s.metrics.record_run("kmsg", took, Err("panicked"));
+                Some("panicked".into())
+            }
+        };
+        if let Some(e) = failed {
+            tracing::warn!(check = "kmsg", error = %e, "kernel log follower failed; retrying");
+            // Do not spin on a persistent failure.
+            sleep_until(Instant::now() + s.config.kmsg.min(Duration::from_secs(60)));
+        }
+        write_textfile(s);
+    }
+}
+
+/// Writes `wonk.prom` for node_exporter: a temporary file in the same directory, then a rename.
+fn write_textfile(s: &Shared) {
+    let Some(dir) = &s.config.textfile else {
+        return;
+    };
+    let _g = s.textfile_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = dir.join(format!(".wonk.prom.{}", std::process::id()));
+    let r = std::fs::write(&tmp, s.metrics.text())
+        .and_then(|_| std::fs::rename(&tmp, dir.join("wonk.prom")));
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the textfile");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_layers_defaults_file_interval_and_flags() {
+        let dir = std::env::temp_dir().join(format!("wonk-agent-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("agent.conf");
+        std::fs::write(
+            &f,
+            "# comment\nhtree_interval = 7200\ninterval = 30 # all\nlisten = \"0.0.0.0:9100\"\ntop=5\n",
+        )
+        .unwrap();
+        let a = Args {
+            config: Some(f.clone()),
+            shims_interval: Some(5.0),
+            ..Default::default()
+        };
+        let c = Config::from_args(&a).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9100");
+        assert_eq!(c.top, 5);
+        assert_eq!(c.htree, Duration::from_secs(7200));
+        assert_eq!(c.ghosts, Duration::from_secs(30));
+        assert_eq!(c.shims, Duration::from_secs(5));
+        assert_eq!(c.htree_budget, Duration::from_secs(30));
+        let a = Args {
+            config: Some(f.clone()),
+            interval: Some(1.0),
+            ..Default::default()
+        };
+        assert_eq!(Config::from_args(&a).unwrap().htree, Duration::from_secs(1));
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        assert!(Config::from_args(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
+        std::fs::write(&f, "ghosts_interval = -1\n").unwrap();
+        assert!(Config::from_args(&a).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            Config::from_args(&Args::default()).unwrap(),
+            Config::default()
+        );
+    }
+}
