@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let hz: f64 = args.next().map_or(20.0, |s| s.parse().expect("HZ: a number"));
-    let secs: f64 = args.next().map_or(5.0, |s| s.parse().expect("SECONDS: a number"));
+    let hz: f64 = args
+        .next()
+        .map_or(20.0, |s| s.parse().expect("HZ: a number"));
+    let secs: f64 = args
+        .next()
+        .map_or(5.0, |s| s.parse().expect("SECONDS: a number"));
     assert!(hz > 0.0 && secs > 0.0, "HZ and SECONDS must be positive");
 
     // One descriptor per thread: raise the soft limit to the hard one, as wonk does.
@@ -60,7 +64,9 @@ fn main() {
     loop {
         let round = Instant::now();
         for f in &files {
-            let Ok(n) = f.read_at(&mut buf, 0) else { continue };
+            let Ok(n) = f.read_at(&mut buf, 0) else {
+                continue;
+            };
             // The state is the byte after ") " that ends comm (comm may itself contain ')').
             if let Some(close) = buf[..n].iter().rposition(|&b| b == b')') {
                 match buf.get(close + 2) {

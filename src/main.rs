@@ -199,7 +199,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .filter(|c| c.name() == "ghosts")
                 .collect(),
         ),
-        Command::Shims { min_age, cri_timeout, .. } => {
+        Command::Shims {
+            min_age,
+            cri_timeout,
+            ..
+        } => {
             let check: Box<dyn checks::Check> = Box::new(checks::shims::Shims {
                 min_age_seconds: *min_age,
                 cri_budget: std::time::Duration::from_millis(*cri_timeout),
@@ -408,7 +412,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             return Ok(exit::OK);
         }
         Command::Agent(args) => {
-            return wonk::agent::run(&cli.host_root, &cli.kubelet_root, &cli.containerd_state, args)
+            return wonk::agent::run(
+                &cli.host_root,
+                &cli.kubelet_root,
+                &cli.containerd_state,
+                args,
+            )
         }
         Command::Check { name } => {
             let (code, message) = wonk::agent::npd::check(&ctx, name);

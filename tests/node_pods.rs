@@ -422,4 +422,3 @@ fn cmdline_of(pid: u32) -> String {
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default()
 }
-
