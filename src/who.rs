@@ -299,7 +299,7 @@ fn overlay_sighting(
     if let Some(u) = m.super_option("upperdir") {
         layers.push((
             "overlay upperdir (the container's writable layer)",
-            unescape_overlay(u),
+            mountinfo::unescape_overlay(u),
         ));
     }
     if let Some(l) = m.super_option("lowerdir") {
@@ -333,22 +333,6 @@ fn overlay_sighting(
         owner,
         pid: None,
     })
-}
-
-/// overlay escapes `,` `:` and `\` in its directory options with a backslash.
-fn unescape_overlay(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut it = b.iter();
-    while let Some(&c) = it.next() {
-        if c == b'\\' {
-            if let Some(&n) = it.next() {
-                out.push(n);
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn split_lowerdir(l: &[u8]) -> Vec<Vec<u8>> {
@@ -518,6 +502,6 @@ mod tests {
             split_lowerdir(b"/a/1:/b\\:c/2"),
             vec![b"/a/1".to_vec(), b"/b:c/2".to_vec()]
         );
-        assert_eq!(unescape_overlay(b"/x\\,y"), b"/x,y");
+        assert_eq!(mountinfo::unescape_overlay(b"/x\\,y"), b"/x,y");
     }
 }

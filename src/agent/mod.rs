@@ -19,7 +19,6 @@ use crate::host::{procfs, Host};
 use crate::owner::Attributor;
 use metrics::{Labels, Metrics};
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -459,37 +458,11 @@ fn run_job(s: &Shared, job: Job) -> Result<CheckOutput, String> {
 /// The filesystems of containerd's roots and kubelet's root, scanned like `htree --scan`, every indexed
 /// directory kept (info included) so that fill is exported before it becomes a warning.
 fn htree_scan(ctx: &Context, budget: Duration) -> CheckOutput {
-    let mut out = CheckOutput::default();
-    let mut roots: Vec<PathBuf> = ctx
-        .owners
-        .instances
-        .iter()
-        .map(|i| i.root.clone())
-        .collect();
-    roots.push(ctx.owners.kubelet_root.clone());
-    let mut seen = std::collections::HashSet::new();
-    let start = Instant::now();
-    for root in roots {
-        let p = ctx.host.path(&root);
-        let Ok(md) = std::fs::metadata(&p) else {
-            continue;
-        };
-        let ext4 = rustix::fs::statfs(&p).is_ok_and(|s| s.f_type as i64 == 0xEF53);
-        if !ext4 || !seen.insert(md.dev()) {
-            continue;
-        }
-        let opts = checks::htree::ScanOptions {
-            min_dir_size: 256 << 10,
-            budget: Some(budget.saturating_sub(start.elapsed())),
-            progress: false,
-            min_severity: Severity::Info,
-        };
-        let o = checks::htree::scan_mount(ctx, &root, &opts);
-        out.findings.extend(o.findings);
-        out.blind_spots.extend(o.blind_spots);
-        out.stats.extend(o.stats);
-    }
-    out
+    let check = checks::htree::HtreeRisk {
+        budget,
+        min_severity: Severity::Info,
+    };
+    checks::Check::run(&check, ctx)
 }
 
 /// One pass over /proc/*/task/*/stat: threads in D state, by owner.

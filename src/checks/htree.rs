@@ -300,12 +300,15 @@ fn walk_dirs(top: &Path, dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
 /// The check `wonk scan` runs: the filesystems of containerd's root and kubelet's root, within a budget.
 pub struct HtreeRisk {
     pub budget: Duration,
+    /// Report directories at this severity or above (the agent keeps every indexed one, to export its fill).
+    pub min_severity: Severity,
 }
 
 impl Default for HtreeRisk {
     fn default() -> HtreeRisk {
         HtreeRisk {
             budget: Duration::from_secs(10),
+            min_severity: Severity::Warning,
         }
     }
 }
@@ -339,7 +342,7 @@ impl Check for HtreeRisk {
                 min_dir_size: 256 << 10,
                 budget: Some(left),
                 progress: false,
-                min_severity: Severity::Warning,
+                min_severity: self.min_severity,
             };
             let o = scan_mount(ctx, &root, &opts);
             out.findings.extend(o.findings);

@@ -216,7 +216,7 @@ fn find_layers(ctx: &Context) -> std::io::Result<BTreeMap<String, PodLayers>> {
         let Some(upper) = root.super_option("upperdir") else {
             continue;
         };
-        let upper = PathBuf::from(String::from_utf8_lossy(upper).into_owned());
+        let upper = crate::host::bytes_path(&mountinfo::unescape_overlay(upper)).to_path_buf();
         if !seen.insert(upper.clone()) {
             continue;
         }

@@ -672,7 +672,8 @@ fn missing_upperdir(host: &Host, pid: u32) -> Option<String> {
         .iter()
         .rev()
         .find(|m| m.mount_point == b"/" && m.fs_type == "overlay")?;
-    let upper = PathBuf::from(String::from_utf8_lossy(root.super_option("upperdir")?).into_owned());
+    let upper =
+        bytes_path(&mountinfo::unescape_overlay(root.super_option("upperdir")?)).to_path_buf();
     match std::fs::symlink_metadata(host.path(&upper)) {
         Err(e) if vanished(&e) => Some(upper.display().to_string()),
         _ => None,

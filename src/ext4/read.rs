@@ -463,7 +463,11 @@ pub fn overlay_upper(host: &Host, dir: &Dir) -> Result<PathBuf, Ext4Error> {
         .super_option("upperdir")
         .ok_or_else(|| ov("the overlay has no upper directory (read-only layers only)".into()))?;
     let inner = mountinfo::path_join(m.root_path(), mountinfo::path_rest(path, &m.mount_point));
-    Ok(bytes_path(&mountinfo::path_join(&unescape_overlay(upper), &inner)).to_path_buf())
+    Ok(bytes_path(&mountinfo::path_join(
+        &mountinfo::unescape_overlay(upper),
+        &inner,
+    ))
+    .to_path_buf())
 }
 
 /// The mount of device `dev` and type `fs_type` with the longest mount point above `path`.
@@ -483,22 +487,6 @@ pub fn covering_mount<'a>(
         })
         .max_by_key(|(i, m)| (m.mount_point.len(), *i))
         .map(|(_, m)| m)
-}
-
-/// overlay escapes `,`, `:` and `\` in its directory options with a backslash.
-fn unescape_overlay(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut it = b.iter();
-    while let Some(&c) = it.next() {
-        if c == b'\\' {
-            if let Some(&n) = it.next() {
-                out.push(n);
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Names the filesystem a directory is on, for an error: by statfs magic, else by the host's mount table.
@@ -552,7 +540,7 @@ mod tests {
         let path = b"/run/c/k8s.io/abc/rootfs/app/tmp";
         let found = covering_mount(&mounts, (0, 77), path, "overlay").unwrap();
         assert_eq!(
-            unescape_overlay(found.super_option("upperdir").unwrap()),
+            mountinfo::unescape_overlay(found.super_option("upperdir").unwrap()),
             b"/var/s/7,x/fs"
         );
         assert!(covering_mount(&mounts, (0, 78), path, "overlay").is_none());

@@ -182,6 +182,22 @@ pub fn unescape(b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// overlay escapes `,`, `:` and `\` in its directory options (`upperdir=`, `lowerdir=`) with a backslash.
+pub fn unescape_overlay(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut it = b.iter();
+    while let Some(&c) = it.next() {
+        if c == b'\\' {
+            if let Some(&n) = it.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Whether `path` is `prefix` or lies below it, by whole path components.
 pub fn path_under(path: &[u8], prefix: &[u8]) -> bool {
     if prefix == b"/" {
