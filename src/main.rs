@@ -399,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 budget: (*budget > 0.0).then(|| std::time::Duration::from_secs_f64(*budget)),
                 top: *top,
                 all: true,
+                progress: !cli.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             });
             ("layers", vec![check])
         }

@@ -138,6 +138,13 @@ fn a_leaked_shim_is_found_and_reaped_and_nothing_else() {
 
     let (code, r) = shims(node, &[]);
     assert_eq!(code, 1, "{r:#}");
+    let stats = &r["checks"][0]["stats"];
+    assert_eq!(stats["leaked"], 1, "{stats}");
+    assert!(
+        stats["running_sandboxes"].as_u64().unwrap() >= 1,
+        "the healthy pod's sandbox: {stats}"
+    );
+    assert!(stats["leaked_threads"].as_u64().unwrap() > 1, "{stats}");
     let s = shim_by_pid(&r, shim);
     assert_eq!(s["class"], "leaked", "{s:#}");
     // CRI answers: it no longer lists the pod, and says so.

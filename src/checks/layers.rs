@@ -27,6 +27,8 @@ pub struct Layers {
     pub top: usize,
     /// Report pods below `max_files` too (as info), for `wonk layers`.
     pub all: bool,
+    /// Show progress on stderr (a terminal).
+    pub progress: bool,
 }
 
 impl Default for Layers {
@@ -36,6 +38,7 @@ impl Default for Layers {
             budget: Some(Duration::from_secs(5)),
             top: 3,
             all: false,
+            progress: false,
         }
     }
 }
@@ -106,6 +109,7 @@ impl Check for Layers {
                     container.clone(),
                     deadline,
                     self.top,
+                    self.progress,
                 ));
                 walked += 1;
             }
@@ -285,8 +289,10 @@ pub fn measure(
     container: Option<String>,
     deadline: Option<Instant>,
     top: usize,
+    progress: bool,
 ) -> Layer {
     let tally = Mutex::new(Tally::default());
+    let last = Mutex::new(Instant::now());
     let visit = |v: &DirVisit| {
         let (mut files, mut dirs, mut other, mut bytes) = (0, 0, 0, 0);
         let mut links = Vec::new();
@@ -327,11 +333,26 @@ pub fn measure(
             t.largest.sort_by(|a, b| b.cmp(a));
             t.largest.truncate(top);
         }
+        if progress {
+            let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+            if l.elapsed() > Duration::from_millis(200) {
+                eprint!(
+                    "\r\x1b[K{}: {} files, {} directories",
+                    node_path.display(),
+                    t.files,
+                    t.dirs
+                );
+                *l = Instant::now();
+            }
+        }
     };
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 8);
     let st = walk::walk(&ctx.host.path(node_path), threads, deadline, &visit);
+    if progress {
+        eprint!("\r\x1b[K");
+    }
     let t = tally.into_inner().unwrap_or_else(|e| e.into_inner());
     let to_node = |p: String| {
         ctx.host

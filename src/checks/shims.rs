@@ -126,6 +126,9 @@ impl Check for Shims {
                 "leaked_threads".into(),
                 leaked.iter().map(|s| s.threads).sum(),
             ),
+            ("running_sandboxes".into(), running_sandboxes(&shims)),
+            ("rss_kib".into(), shims.iter().map(|s| s.rss_kib).sum()),
+            ("threads".into(), shims.iter().map(|s| s.threads).sum()),
         ];
         for s in &shims {
             if let Some(f) = finding(s) {
@@ -261,6 +264,14 @@ pub fn reap(
         done.push(r);
     }
     Ok(done)
+}
+
+/// Pod sandboxes whose pause process is alive under its shim.
+fn running_sandboxes(shims: &[Shim]) -> u64 {
+    let bundles = shims.iter().flat_map(|s| &s.bundles);
+    bundles
+        .filter(|b| b.container_type.as_deref() == Some("sandbox") && b.init_pid_alive)
+        .count() as u64
 }
 
 /// Finds and classifies every shim on the node.

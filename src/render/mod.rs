@@ -162,6 +162,26 @@ fn human_age(secs: i64) -> String {
 /// The human rendering of a report: a summary table, each finding's evidence, then what wonk could not see.
 pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()> {
     if report.command == "shims" {
+        if let Some(c) = report.checks.iter().find(|c| c.name == "shims") {
+            let st = |k: &str| c.stats.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+            let line = format!(
+                "{} shims ({} MiB RSS, {} threads), {} pod sandboxes running; {} healthy, {} leaked (holding {} MiB \
+                 RSS, {} threads), {} orphaned workloads, {} unknown",
+                st("shims"),
+                st("rss_kib") / 1024,
+                st("threads"),
+                st("running_sandboxes"),
+                st("healthy"),
+                st("leaked"),
+                st("leaked_rss_kib") / 1024,
+                st("leaked_threads"),
+                st("orphaned_workload"),
+                st("unknown")
+            );
+            for l in wrap(&line, WIDTH) {
+                writeln!(w, "{l}")?;
+            }
+        }
         if let Some(d) = report
             .checks
             .iter()
