@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# Benchmark `wonk layers` against du and find on a pod emptyDir of a million files.
+#
+#   sudo bench/layers.sh
+#
+# Makes an ext4 image (sparse, loop-mounted noatime under a mktemp directory, -N sized for the tree), puts a
+# kubelet root on it, and builds one pod's emptyDir, $K/pods/UID/volumes/kubernetes.io~empty-dir/data, holding
+# DIRS directories of FILES files each (every BYTES_EVERY-th file has FILE_BYTES bytes, the others are empty).
+# Then it times, REPS times cold (`sync; echo 3 > /proc/sys/vm/drop_caches` before every run, the contenders
+# alternating) and REPS times warm (after one untimed warm-up run of each), and reports medians of wall and CPU
+# (user + sys, children included) time:
+#
+#   wonk        wonk layers --kubelet-root $K --json      must report exactly DIRS x FILES files, DIRS dirs, the bytes
+#   du-inodes   du -s --inodes DIR                        must count DIRS x FILES + DIRS + 1 inodes
+#   find        find DIR | wc -l                          must count DIRS x FILES + DIRS + 1 names
+#   du          du -s DIR                                 stats every file, as wonk does (for the bytes)
+#
+# Every run's answer is checked, untimed, so a fast wrong answer cannot pass. Target: wonk faster (wall) than
+# both `du -s --inodes` and `find | wc -l`, cold and warm.
+#
+# Environment:
+#   DIRS, FILES     the tree: DIRS directories of FILES files                         default 1000, 1000
+#   FILE_BYTES      size of the non-empty files                                       default 100
+#   BYTES_EVERY     every BYTES_EVERY-th file of a directory is non-empty (0: none)    default 10
+#   REPS            timed runs of each command, cold and warm                          default 5
+#   IMG_SIZE        size of the sparse image (truncate syntax)                         default 3G
+#   WONK            wonk binary; default: cargo build --release, target/release/wonk (copied, so that a
+#                   rebuild during the run changes nothing)
+#   PROFILE         a command prefix; at the end wonk runs once more under it, warm:
+#                   "strace -c -f", "perf record -g -o /tmp/wonk-layers.data", "perf stat"
+#   PROFILE_COLD=1  drop caches before the profiled run
+#
+# Cleanup (EXIT, INT, TERM): kills the pids it recorded (the tree builder), unmounts the mount point it recorded,
+# detaches the loop device it recorded (and any still attached to its own image file), then removes its
+# temporary directory; nothing else is touched. A signal that arrives during a timed run is handled when that
+# run ends (bash runs traps between foreground commands).
+set -euo pipefail
+export LC_ALL=C
+
+DIRS=${DIRS:-1000}
+FILES=${FILES:-1000}
+FILE_BYTES=${FILE_BYTES:-100}
+BYTES_EVERY=${BYTES_EVERY:-10}
+REPS=${REPS:-5}
+IMG_SIZE=${IMG_SIZE:-3G}
+PROFILE=${PROFILE:-}
+PROFILE_COLD=${PROFILE_COLD:-0}
+
+die() { echo "layers.sh: $*" >&2; exit 2; }
+for v in DIRS FILES FILE_BYTES BYTES_EVERY REPS; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v=${!v}: give a whole number"
+done
+(( DIRS >= 1 && FILES >= 1 && REPS >= 1 )) || die "need DIRS, FILES, REPS >= 1"
+(( FILE_BYTES <= 65536 )) || die "FILE_BYTES is at most 65536"
+[[ $EUID -eq 0 ]] || die "needs root (loop device, mount, drop_caches); run it with sudo"
+for t in mkfs.ext4 losetup mount umount mountpoint jq find du wc truncate; do
+    command -v "$t" >/dev/null || die "needs $t"
+done
+command -v gcc >/dev/null || command -v python3 >/dev/null || die "needs gcc or python3 (to build the tree fast)"
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if [[ -z ${WONK:-} ]]; then
+    echo "building wonk (cargo build --release)..." >&2
+    (cd "$repo" && cargo build --release --quiet)
+    WONK=$repo/target/release/wonk
+fi
+[[ -x $WONK ]] || die "$WONK is not executable"
+
+dir=$(mktemp -d /tmp/wonk-layers-bench.XXXXXX)
+img=$dir/fs.img
+mnt=$dir/mnt
+pids=() loops=() mounts=()
+
+cleanup() {
+    local rc=$? p m l busy=0
+    trap - EXIT INT TERM
+    for p in "${pids[@]}"; do
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    for m in "${mounts[@]}"; do
+        mountpoint -q "$m" || continue
+        umount "$m" 2>/dev/null || { sleep 1; umount "$m"; } || {
+            echo "layers.sh: ERROR: could not unmount $m" >&2
+            busy=1
+        }
+    done
+    for l in "${loops[@]}"; do
+        # Only while it still holds our image (an unmount may have detached it, and it may be reused since).
+        [[ $(losetup -n -O BACK-FILE "$l" 2>/dev/null) == "$img" ]] || continue
+        losetup -d "$l" || echo "layers.sh: could not detach $l" >&2
+    done
+    # A signal between `losetup --find --show` and recording its answer: detach by our own image file.
+    if [[ -e $img ]]; then
+        for l in $(losetup -n -O NAME -j "$img" 2>/dev/null); do
+            losetup -d "$l" || echo "layers.sh: could not detach $l" >&2
+        done
+    fi
+    if (( busy )) || grep -qF " $dir/" /proc/self/mountinfo; then
+        echo "layers.sh: ERROR: something under $dir is still mounted; not removing it" >&2
+        rc=1
+    else
+        rm -rf "$dir"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A private copy of the binary: other people rebuilding target/ during the run change nothing.
+cp "$WONK" "$dir/wonk"
+WONK=$dir/wonk
+
+# bg PROGRAM ARGS...: runs a program (not a function: its pid must be the program's) in the background, recorded
+# for cleanup, and waits for it, so that a signal is handled at once.
+bg() {
+    local p rc=0
+    "$@" &
+    p=$!
+    pids+=("$p")
+    wait "$p" || rc=$?
+    local -a left=()
+    local q
+    for q in "${pids[@]}"; do [[ $q == "$p" ]] || left+=("$q"); done
+    pids=(${left[@]+"${left[@]}"})
+    return "$rc"
+}
+
+# --- The tree builder, a program: "${mktree[@]}" TOP DIRS FILES EVERY BYTES. ---
+if command -v gcc >/dev/null; then
+    cat >"$dir/mktree.c" <<'EOF'
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static int digits(long n) { int d = 1; while (n >= 10) { n /= 10; d++; } return d; }
+int main(int argc, char **argv) {
+    if (argc != 6) { fprintf(stderr, "usage: mktree TOP DIRS FILES EVERY BYTES\n"); return 2; }
+    long dirs = atol(argv[2]), files = atol(argv[3]), every = atol(argv[4]), bytes = atol(argv[5]);
+    int wd = digits(dirs - 1), wf = digits(files - 1);
+    char buf[65536], name[64];
+    memset(buf, 'x', sizeof buf);
+    int top = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (top < 0) { perror(argv[1]); return 1; }
+    for (long i = 0; i < dirs; i++) {
+        snprintf(name, sizeof name, "d%0*ld", wd, i);
+        if (mkdirat(top, name, 0755) != 0) { perror(name); return 1; }
+        int d = openat(top, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (d < 0) { perror(name); return 1; }
+        for (long j = 0; j < files; j++) {
+            snprintf(name, sizeof name, "f%0*ld", wf, j);
+            int fd = openat(d, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+            if (fd < 0) { perror(name); return 1; }
+            if (every > 0 && bytes > 0 && j % every == 0 && write(fd, buf, bytes) != bytes) { perror("write"); return 1; }
+            close(fd);
+        }
+        close(d);
+    }
+    return 0;
+}
+EOF
+    gcc -O2 -o "$dir/mktree" "$dir/mktree.c"
+    mktree=("$dir/mktree")
+else
+    cat >"$dir/mktree.py" <<'EOF'
+import os, sys
+top, dirs, files, every, nbytes = sys.argv[1], *map(int, sys.argv[2:])
+wd, wf = len(str(dirs - 1)), len(str(files - 1))
+data = b"x" * nbytes
+for i in range(dirs):
+    d = os.path.join(top, f"d{i:0{wd}d}")
+    os.mkdir(d)
+    for j in range(files):
+        fd = os.open(os.path.join(d, f"f{j:0{wf}d}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        if every and nbytes and j % every == 0:
+            os.write(fd, data)
+        os.close(fd)
+EOF
+    mktree=(python3 "$dir/mktree.py")
+fi
+
+secs_since() { awk -v a="$1" -v b="${EPOCHREALTIME//[.,]/}" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
+
+# --- The filesystem and the pod's emptyDir. ---
+nfiles=$((DIRS * FILES))
+nonempty=0
+if (( BYTES_EVERY > 0 && FILE_BYTES > 0 )); then
+    nonempty=$((DIRS * ((FILES + BYTES_EVERY - 1) / BYTES_EVERY)))
+fi
+want_bytes=$((nonempty * FILE_BYTES))
+want_names=$((nfiles + DIRS + 1))   # files, directories and DIR itself, as find and du --inodes count them
+uid=6c6179e2-5273-4b65-9e63-68000000cafe
+
+echo "making the emptyDir: $DIRS directories x $FILES files on a loop-mounted ext4..." >&2
+t0=${EPOCHREALTIME//[.,]/}
+truncate -s "$IMG_SIZE" "$img"
+mkfs.ext4 -q -F -b 4096 -N $((want_names + 65536)) -E lazy_itable_init=0,lazy_journal_init=0 "$img"
+loop=$(losetup --find --show "$img")
+loops+=("$loop")
+mkdir "$mnt"
+mounts+=("$mnt")
+mount -t ext4 -o noatime "$loop" "$mnt"
+K=$mnt/kubelet
+D=$K/pods/$uid/volumes/kubernetes.io~empty-dir/data
+mkdir -p "$D"
+bg "${mktree[@]}" "$D" "$DIRS" "$FILES" "$BYTES_EVERY" "$FILE_BYTES"
+sync
+iused=$(df --output=iused "$mnt" | tail -1 | tr -d ' ')
+echo "  $D: $nfiles files ($nonempty of $FILE_BYTES bytes), $DIRS dirs; $iused inodes in use on $loop;" \
+    "built in $(secs_since "$t0") s" >&2
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+# timed FN: runs it once; sets last_wall and last_cpu (ms; CPU is user + sys, children included).
+last_wall=0 last_cpu=0
+timed() {
+    local TIMEFORMAT='%3R %3U %3S'
+    { time "$@"; } 2>"$dir/time.out"
+    read -r last_wall last_cpu < <(awk '{ printf "%.0f %.0f\n", $1 * 1000, ($2 + $3) * 1000 }' "$dir/time.out")
+}
+
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        printf "%.0f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+wrong=0
+bad() { echo "layers.sh: WRONG RESULT: $*" >&2; echo "$*" >>"$dir/wrong"; wrong=1; }
+
+# The contenders: cmd_KEY runs it, check_KEY checks its answer (untimed).
+keys=(wonk du-inodes find du)
+wonk_walked=()
+cmd_wonk() {
+    local rc=0
+    "$WONK" layers --kubelet-root "$K" --json >"$dir/wonk.json" 2>>"$dir/wonk.stderr" || rc=$?
+    (( rc <= 2 )) || { echo "layers.sh: wonk layers exited $rc:" >&2; cat "$dir/wonk.stderr" >&2; exit 1; }
+}
+check_wonk() {
+    local got
+    got=$(jq -r --arg uid "$uid" '[.findings[] | select(.subject == $uid) | .evidence
+        | "\(.files) \(.dirs) \(.other) \(.bytes) \(.lower_bound)"] | join(",")' "$dir/wonk.json")
+    [[ $got == "$nfiles $DIRS 0 $want_bytes false" ]] ||
+        bad "wonk layers said files dirs other bytes lower_bound = '$got', expected '$nfiles $DIRS 0 $want_bytes false'"
+    # Other pods' layers on this node (containers of other tests, say) are walked too, and timed with ours.
+    wonk_walked+=("$(jq -r --arg uid "$uid" '"\(.checks[0].stats.layers_walked) layer(s), \([.findings[]
+        | select(.subject != $uid) | .evidence.files] | add // 0) other files"' "$dir/wonk.json")")
+}
+cmd_du-inodes() { du -s --inodes "$D" >"$dir/du-inodes.out"; }
+check_du-inodes() {
+    local n
+    n=$(awk '{ print $1 }' "$dir/du-inodes.out")
+    (( n == want_names )) || bad "du -s --inodes said $n, expected $want_names"
+}
+cmd_find() { find "$D" | wc -l >"$dir/find.out"; }
+check_find() {
+    local n
+    n=$(<"$dir/find.out")
+    (( n == want_names )) || bad "find | wc -l said $n, expected $want_names"
+}
+cmd_du() { du -s "$D" >"$dir/du.out"; }
+check_du() {
+    local kib
+    kib=$(awk '{ print $1 }' "$dir/du.out")
+    (( kib >= nonempty * 4 )) || bad "du -s said $kib KiB, expected at least $((nonempty * 4))"
+}
+
+declare -A runs_wall runs_cpu
+run_one() { # KEY MODE
+    timed "cmd_$1"
+    "check_$1"
+    runs_wall[$1.$2]+="$last_wall "
+    runs_cpu[$1.$2]+="$last_cpu "
+}
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "timing ${keys[*]}: $REPS cold runs each (caches dropped before every run), then $REPS warm..." >&2
+for ((r = 1; r <= REPS; r++)); do
+    for k in "${keys[@]}"; do
+        drop_caches
+        run_one "$k" cold
+    done
+    echo "  cold $r/$REPS" >&2
+done
+for k in "${keys[@]}"; do "cmd_$k"; "check_$k"; done
+for ((r = 1; r <= REPS; r++)); do
+    for k in "${keys[@]}"; do run_one "$k" warm; done
+    echo "  warm $r/$REPS" >&2
+done
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+if [[ -n $PROFILE ]]; then
+    (( PROFILE_COLD )) && drop_caches
+    echo "profiling one more wonk run: $PROFILE $WONK layers --kubelet-root $K --json" >&2
+    # shellcheck disable=SC2086  # PROFILE is a command prefix with arguments
+    $PROFILE "$WONK" layers --kubelet-root "$K" --json >"$dir/wonk-profiled.json" || true
+fi
+
+# --- Report. ---
+med() { # KEY MODE wall|cpu
+    local -n a=runs_$3
+    # shellcheck disable=SC2086  # a list of numbers
+    median ${a[$1.$2]}
+}
+walked=$(printf '%s\n' "${wonk_walked[@]}" | sort | uniq -c | awk '{ n = $1; $1 = ""; printf "%s%s in %d run(s)", (NR > 1 ? "; " : ""), substr($0, 2), n }')
+echo
+echo "wonk layers against du and find: $(nproc) cores, kernel $(uname -r), REPS=$REPS, load average $load_start" \
+    "at the start and $load_end at the end"
+echo "emptyDir: $DIRS dirs x $FILES files ($nonempty of $FILE_BYTES bytes) on ext4 ($loop, noatime);" \
+    "wonk walked: $walked"
+echo
+printf '%-10s %-42s %9s %9s %9s %9s\n' key "command (medians of $REPS runs)" "cold ms" "cold CPU" "warm ms" "warm CPU"
+for k in "${keys[@]}"; do
+    case $k in
+        wonk) c="wonk layers --kubelet-root \$K --json" ;;
+        du-inodes) c="du -s --inodes DIR" ;;
+        find) c="find DIR | wc -l" ;;
+        du) c="du -s DIR" ;;
+    esac
+    printf '%-10s %-42s %9s %9s %9s %9s\n' "$k" "$c" "$(med "$k" cold wall)" "$(med "$k" cold cpu)" \
+        "$(med "$k" warm wall)" "$(med "$k" warm cpu)"
+done
+echo
+echo "every run, wall ms:"
+for k in "${keys[@]}"; do
+    printf '  %-10s cold: %s  warm: %s\n' "$k" "${runs_wall[$k.cold]}" "${runs_wall[$k.warm]}"
+done
+echo
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
+missed=0
+for k in du-inodes find du; do
+    for m in cold warm; do
+        o=$(med "$k" "$m" wall) w=$(med wonk "$m" wall)
+        v=MET
+        (( w < o )) || v=MISSED
+        [[ $k == du ]] && v="(comparison)"
+        [[ $v == MISSED ]] && missed=1
+        printf '%-10s %s: %s / wonk = %sx  %s\n' "$k" "$m" "$k" "$(ratio "$o" "$w")" "$v"
+    done
+done
+echo "target: wonk faster than both du -s --inodes and find | wc -l, cold and warm: $( ((missed)) && echo MISSED || echo MET)"
+if (( wrong )); then
+    echo
+    echo "WRONG RESULTS:"
+    sort "$dir/wrong" | uniq -c
+    exit 1
+fi
+echo "every run's count was right: $nfiles files, $DIRS dirs, $want_bytes bytes (wonk); $want_names names (du --inodes, find)"
