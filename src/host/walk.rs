@@ -2,7 +2,7 @@
 //! handed to a visitor with its entries' names, d_types and inode numbers, so that the visitor stats only what it
 //! needs. The walk never crosses into another filesystem, never follows symlinks, and stops at a deadline.
 
-use rustix::fs::{Dir, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags, RawDir};
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
@@ -129,12 +129,14 @@ fn read_one(dir: &Path, dev: u64, visit: &(dyn Fn(&DirVisit) + Sync)) -> (Vec<Pa
         Ok(st) if st.st_dev == dev => {}
         _ => return (Vec::new(), 0, false),
     }
-    let Ok(mut d) = Dir::read_from(&fd) else {
-        return (Vec::new(), 0, false);
-    };
+    // One getdents64 call fills 64 KiB: a few calls for a directory of thousands of entries.
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
+    let mut d = RawDir::new(&fd, &mut buf);
     let mut entries = Vec::new();
-    while let Some(e) = d.read() {
-        let Ok(e) = e else { break };
+    while let Some(e) = d.next() {
+        let Ok(e) = e else {
+            break;
+        };
         let name = e.file_name().to_bytes();
         if name == b"." || name == b".." {
             continue;
