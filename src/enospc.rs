@@ -12,7 +12,7 @@
 
 use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Severity};
 use crate::host::mountinfo;
-use crate::host::{procfs, vanished, Host};
+use crate::host::{procfs, Host};
 use crate::owner::Attributor;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -251,7 +251,7 @@ pub fn run(
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(inst.dir().join("trace_pipe"))?;
-    let (boot_wall, uptime) = clocks(host);
+    let boot_wall = procfs::boot_time(host);
     let start = Instant::now();
     let mut groups: BTreeMap<(u32, String, i32), Group> = BTreeMap::new();
     let mut pending = Vec::new();
@@ -310,7 +310,6 @@ pub fn run(
     }
     drop(pipe);
     drop(inst);
-    let _ = uptime;
     out.stats = vec![
         ("syscalls_traced".into(), enabled.len() as u64),
         ("hits".into(), groups.values().map(|g| g.count).sum()),
@@ -344,27 +343,12 @@ pub fn run(
     Ok(out)
 }
 
-/// Wall-clock time of boot (seconds since the epoch) and the uptime now, to turn trace timestamps into dates.
-fn clocks(host: &Host) -> (Option<i64>, Option<f64>) {
-    let up = std::fs::read_to_string(host.path("/proc/uptime"))
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-        });
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .ok();
-    (up.zip(now).map(|(u, n)| (n - u) as i64), up)
-}
-
 fn tgid(host: &Host, tid: u32) -> Option<u32> {
-    let s = std::fs::read_to_string(host.path(format!("/proc/{tid}/status"))).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+    procfs::status_field(host, tid, "Tgid")
+        .ok()
+        .flatten()?
+        .parse()
+        .ok()
 }
 
 /// The ext4 "index full" findings the kernel logged since `since` (a /dev/kmsg sequence number).
@@ -546,7 +530,6 @@ fn full_filesystems(host: &Host, pid: u32) -> Vec<serde_json::Value> {
             }));
         }
     }
-    let _ = vanished;
     full
 }
 

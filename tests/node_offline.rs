@@ -110,16 +110,6 @@ fn wonk_watched(node: &Node, args: &[&str]) -> (i32, Value, Duration) {
     (code, v, took)
 }
 
-fn shim_by_pid(report: &Value, pid: u32) -> Value {
-    report["checks"][0]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["pid"] == pid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no shim {pid} in {report:#}"))
-}
-
 fn assert_pod(o: &Value, pod: &Pod, what: &str) {
     assert_eq!(o["namespace"], pod.namespace.as_str(), "{what}: {o:#}");
     assert_eq!(o["pod"], pod.name.as_str(), "{what}: {o:#}");

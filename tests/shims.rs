@@ -50,16 +50,6 @@ fn shims(node: &Node, extra: &[&str]) -> (i32, Value) {
     wonk_json(&args)
 }
 
-fn shim_by_pid(report: &Value, pid: u32) -> Value {
-    report["checks"][0]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["pid"] == pid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no shim {pid} in {report:#}"))
-}
-
 #[test]
 fn a_leaked_shim_is_found_and_reaped_and_nothing_else() {
     if !root_or_skip("a_leaked_shim_is_found_and_reaped_and_nothing_else") {

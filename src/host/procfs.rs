@@ -115,29 +115,41 @@ pub fn all_stats(host: &Host) -> io::Result<Vec<Stat>> {
         .collect())
 }
 
-/// Resident set size in KiB, from `/proc/PID/status` (`VmRSS`; 0 for kernel threads).
-pub fn rss_kib(host: &Host, pid: u32) -> io::Result<u64> {
+/// One field of `/proc/PID/status` (`VmRSS`, `Tgid`, ...), its value trimmed; `None` when absent.
+pub fn status_field(host: &Host, pid: u32, key: &str) -> io::Result<Option<String>> {
     let data = read_bounded(&host.proc_pid(pid).join("status"), SMALL_LIMIT)?;
     let text = String::from_utf8_lossy(&data);
+    let prefix = format!("{key}:");
     Ok(text
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|v| v.trim().to_string()))
+}
+
+/// Resident set size in KiB, from `/proc/PID/status` (`VmRSS`; 0 for kernel threads).
+pub fn rss_kib(host: &Host, pid: u32) -> io::Result<u64> {
+    Ok(status_field(host, pid, "VmRSS")?
+        .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0))
 }
 
 /// Seconds since the epoch at which a process started, from its start time in clock ticks and the boot time.
 pub fn start_epoch(host: &Host, st: &Stat) -> Option<i64> {
+    let btime = boot_time(host)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| btime + (st.start_time / hz as u64) as i64)
+}
+
+/// When the node booted, in seconds since the epoch (`btime` in `/proc/stat`).
+pub fn boot_time(host: &Host) -> Option<i64> {
     let data = read_bounded(&host.path("/proc/stat"), SMALL_LIMIT).ok()?;
-    let btime: i64 = String::from_utf8_lossy(&data)
+    String::from_utf8_lossy(&data)
         .lines()
         .find_map(|l| l.strip_prefix("btime "))?
         .trim()
         .parse()
-        .ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| btime + (st.start_time / hz as u64) as i64)
+        .ok()
 }
 
 /// A mount namespace and the processes in it, lowest pid first.

@@ -265,6 +265,17 @@ pub fn wonk(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The shim with `pid` in a `wonk shims --json` report.
+pub fn shim_by_pid(report: &Value, pid: u32) -> Value {
+    report["checks"][0]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pid"] == pid)
+        .cloned()
+        .unwrap_or_else(|| panic!("no shim {pid} in {report:#}"))
+}
+
 /// The findings whose subject is `subject`.
 pub fn findings_for<'a>(report: &'a Value, subject: &str) -> Vec<&'a Value> {
     report["findings"]
