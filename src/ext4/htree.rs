@@ -517,6 +517,11 @@ fn read_tree(
     let mut frontier: Vec<(usize, Vec<DxEntry>, u32)> = vec![(0, root.index.entries.clone(), 0)];
     for level in 1..=root.indirect_levels {
         let mut next = Vec::new();
+        reader.prefetch(
+            frontier
+                .iter()
+                .flat_map(|(_, entries, _)| entries.iter().map(|e| u64::from(e.block))),
+        );
         for (pi, entries, lo) in &frontier {
             for (block, clo) in child_starts(entries, *lo) {
                 check(block)?;
@@ -549,7 +554,6 @@ fn read_tree(
     for (bi, entries, lo) in &frontier {
         let start = leaves.len();
         for (block, clo) in child_starts(entries, *lo) {
-            check(block)?;
             leaves.push(LeafRef {
                 block,
                 lo: clo,
@@ -558,6 +562,20 @@ fn read_tree(
         }
         nodes[*bi].leaves = start..leaves.len();
         bottom.push(*bi);
+    }
+    // Leaves are many (up to millions), so they are checked for repeats by sorting, not one by one.
+    let mut blocks: Vec<u32> = leaves.iter().map(|l| l.block).collect();
+    blocks.sort_unstable();
+    let repeat = blocks
+        .windows(2)
+        .find(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .or_else(|| blocks.iter().copied().find(|b| seen.contains(b)));
+    if let Some(block) = repeat {
+        return Err(Ext4Error::Corrupt {
+            block: u64::from(block),
+            problem: DxError::Loop { block },
+        });
     }
     Ok(Tree {
         root,
@@ -644,6 +662,25 @@ impl Samples {
         }
     }
 
+    /// Reads the leaves `ks`, their blocks requested from the device together.
+    fn read_all(
+        &mut self,
+        reader: &BlockReader,
+        g: &Geometry,
+        seed: Option<u32>,
+        t: &Tree,
+        ks: &[usize],
+    ) {
+        reader.prefetch(
+            ks.iter()
+                .filter(|k| !self.leaves.contains_key(k))
+                .map(|&k| u64::from(t.leaves[k].block)),
+        );
+        for &k in ks {
+            self.read(reader, g, seed, t, k);
+        }
+    }
+
     /// Live entries per leaf over the spread sample: mean and relative standard error of the mean.
     fn per_leaf(&self) -> (f64, f64) {
         let live: Vec<f64> = self
@@ -702,9 +739,7 @@ fn read_samples(
             }
             continue;
         }
-        for &k in &fresh {
-            s.read(reader, g, seed, t, k);
-        }
+        s.read_all(reader, g, seed, t, &fresh);
         s.spread.extend(fresh);
         if s.per_leaf().1 <= opts.target_rse {
             break;
@@ -721,9 +756,11 @@ fn read_samples(
     } else {
         opts.sample_leaves
     };
-    for i in spread(fp_leaves.len(), fp_round, 0) {
-        s.read(reader, g, seed, t, fp_leaves[i]);
-    }
+    let fp: Vec<usize> = spread(fp_leaves.len(), fp_round, 0)
+        .into_iter()
+        .map(|i| fp_leaves[i])
+        .collect();
+    s.read_all(reader, g, seed, t, &fp);
     s
 }
 

@@ -418,7 +418,27 @@ impl<'a> BlockReader<'a> {
         }
     }
 
-    fn read_mapped(&self, lblk: u64) -> Result<Vec<u8>, BlockError> {
+    /// Asks the kernel to start reading these blocks (POSIX_FADV_WILLNEED), so that the reads that follow wait
+    /// for one round trip to the disk instead of one each. Unmapped blocks and errors are left to `read`.
+    pub fn prefetch(&self, lblks: impl IntoIterator<Item = u64>) {
+        let bs = u64::from(self.block_size);
+        for lblk in lblks {
+            if let Ok(Some(at)) = self.physical(lblk) {
+                // SAFETY: a plain syscall on a descriptor this reader owns; it reads no memory of ours.
+                unsafe {
+                    libc::posix_fadvise(
+                        self.device.file.as_raw_fd(),
+                        at as libc::off_t,
+                        bs as libc::off_t,
+                        libc::POSIX_FADV_WILLNEED,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The device offset of logical block `lblk`; `None` for an unwritten (all-zero) block.
+    fn physical(&self, lblk: u64) -> Result<Option<u64>, BlockError> {
         let bs = u64::from(self.block_size);
         let pos = lblk.checked_mul(bs).ok_or(BlockError::Unmapped)?;
         let extents = self.extents.borrow();
@@ -428,12 +448,18 @@ impl<'a> BlockReader<'a> {
             .map(|i| extents[i])
             .filter(|e| pos + bs <= e.logical.saturating_add(e.length) && !e.unreadable)
             .ok_or(BlockError::Unmapped)?;
-        let mut buf = vec![0u8; bs as usize];
-        if !e.unwritten {
-            let at = e
-                .physical
-                .checked_add(pos - e.logical)
-                .ok_or(BlockError::Unmapped)?;
+        if e.unwritten {
+            return Ok(None);
+        }
+        e.physical
+            .checked_add(pos - e.logical)
+            .map(Some)
+            .ok_or(BlockError::Unmapped)
+    }
+
+    fn read_mapped(&self, lblk: u64) -> Result<Vec<u8>, BlockError> {
+        let mut buf = vec![0u8; self.block_size as usize];
+        if let Some(at) = self.physical(lblk)? {
             self.device.read_at(at, &mut buf).map_err(BlockError::Io)?;
         }
         Ok(buf)
