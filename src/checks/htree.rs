@@ -322,7 +322,7 @@ impl Check for HtreeRisk {
         let mut out = CheckOutput::default();
         let mut roots: Vec<PathBuf> = ctx
             .owners
-            .instances
+            .instances()
             .iter()
             .map(|i| i.root.clone())
             .collect();

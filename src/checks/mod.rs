@@ -46,6 +46,6 @@ pub fn run(ctx: &Context, command: &str, checks: &[Box<dyn Check>]) -> Report {
     }
     report
         .blind_spots
-        .extend(ctx.owners.blind_spots.iter().cloned());
+        .extend(ctx.owners.blind_spots().iter().cloned());
     report
 }

@@ -135,7 +135,7 @@ impl Check for Shims {
                 out.findings.push(f);
             }
         }
-        if ctx.owners.instances.iter().all(|i| i.pid.is_none()) && !shims.is_empty() {
+        if ctx.owners.instances().iter().all(|i| i.pid.is_none()) && !shims.is_empty() {
             out.blind_spots.push(BlindSpot::new(
                 "shims",
                 "containerd",
@@ -307,7 +307,7 @@ pub fn survey(ctx: &Context, min_age_seconds: i64) -> std::io::Result<Vec<Shim>>
             .map(|p| p.display().to_string());
         shim.containerd_pid = ctx
             .owners
-            .instances
+            .instances()
             .iter()
             .find(|i| {
                 shim.address
@@ -507,7 +507,7 @@ fn cri_socket(ctx: &Context, s: &Shim) -> Option<PathBuf> {
         return None;
     }
     ctx.owners
-        .instances
+        .instances()
         .iter()
         .find(|i| i.pid.is_some() && i.pid == s.containerd_pid)
         .map(|i| i.address.clone())

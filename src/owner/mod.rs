@@ -14,7 +14,7 @@ use crate::host::{procfs, Host};
 use cgroup::{CgroupRef, Qos};
 use containerd::{Bundle, Instance};
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -91,16 +91,23 @@ pub fn short_id(id: &str) -> &str {
     id.get(..13).unwrap_or(id)
 }
 
-/// The attribution layer. Build one per run; it reads the runtime's state once and caches per pid.
+/// The attribution layer. Build one per run; it reads the runtime's state on first need, once, and caches
+/// per pid.
 pub struct Attributor<'h> {
     host: &'h Host,
     pub kubelet_root: PathBuf,
-    pub instances: Vec<Instance>,
+    extra_state: Vec<PathBuf>,
+    runtime: OnceCell<Runtime>,
+    pid_cache: RefCell<HashMap<u32, Owner>>,
+}
+
+/// What the container runtime's state on disk says: its instances and their containers' bundles.
+struct Runtime {
+    instances: Vec<Instance>,
     bundles: Vec<Bundle>,
     by_id: HashMap<String, usize>,
     sandbox_by_uid: HashMap<String, usize>,
-    pid_cache: RefCell<HashMap<u32, Owner>>,
-    pub blind_spots: Vec<BlindSpot>,
+    blind_spots: Vec<BlindSpot>,
 }
 
 /// The answer to "which container is this id prefix".
@@ -111,8 +118,8 @@ pub enum PrefixMatch {
     Ambiguous(Vec<String>),
 }
 
-impl<'h> Attributor<'h> {
-    pub fn new(host: &'h Host, kubelet_root: PathBuf, extra_state: &[PathBuf]) -> Attributor<'h> {
+impl Runtime {
+    fn load(host: &Host, extra_state: &[PathBuf]) -> Runtime {
         let instances = containerd::discover(host, extra_state);
         let (bundles, bad) = containerd::load_bundles(host, &instances);
         let blind_spots = bad
@@ -129,16 +136,40 @@ impl<'h> Attributor<'h> {
                 }
             }
         }
-        Attributor {
-            host,
-            kubelet_root,
+        Runtime {
             instances,
             bundles,
             by_id,
             sandbox_by_uid,
-            pid_cache: RefCell::new(HashMap::new()),
             blind_spots,
         }
+    }
+}
+
+impl<'h> Attributor<'h> {
+    pub fn new(host: &'h Host, kubelet_root: PathBuf, extra_state: &[PathBuf]) -> Attributor<'h> {
+        Attributor {
+            host,
+            kubelet_root,
+            extra_state: extra_state.to_vec(),
+            runtime: OnceCell::new(),
+            pid_cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn runtime(&self) -> &Runtime {
+        self.runtime
+            .get_or_init(|| Runtime::load(self.host, &self.extra_state))
+    }
+
+    /// The container runtime instances found on the node (containerd, from its processes and `--config`).
+    pub fn instances(&self) -> &[Instance] {
+        &self.runtime().instances
+    }
+
+    /// What attribution could not read. Empty when it never needed the runtime's state.
+    pub fn blind_spots(&self) -> &[BlindSpot] {
+        self.runtime.get().map_or(&[], |r| &r.blind_spots)
     }
 
     pub fn host(&self) -> &Host {
@@ -146,11 +177,12 @@ impl<'h> Attributor<'h> {
     }
 
     pub fn bundles(&self) -> &[Bundle] {
-        &self.bundles
+        &self.runtime().bundles
     }
 
     pub fn bundle(&self, container_id: &str) -> Option<&Bundle> {
-        self.by_id.get(container_id).map(|&i| &self.bundles[i])
+        let r = self.runtime();
+        r.by_id.get(container_id).map(|&i| &r.bundles[i])
     }
 
     /// The owner of a process, from its cgroup and the bundle of the container it names. Cached per pid.
@@ -232,8 +264,9 @@ impl<'h> Attributor<'h> {
             pod_uid: Some(uid.to_string()),
             ..Owner::default()
         };
-        if let Some(&i) = self.sandbox_by_uid.get(uid) {
-            let b = &self.bundles[i];
+        let r = self.runtime();
+        if let Some(&i) = r.sandbox_by_uid.get(uid) {
+            let b = &r.bundles[i];
             owner.namespace = b
                 .annotation("io.kubernetes.cri.sandbox-namespace")
                 .map(str::to_string);
@@ -256,7 +289,7 @@ impl<'h> Attributor<'h> {
     pub fn container_by_prefix(&self, prefix: &str, live_ids: &[String]) -> PrefixMatch {
         let prefix = prefix.to_ascii_lowercase();
         let mut hits: Vec<String> = self
-            .bundles
+            .bundles()
             .iter()
             .map(|b| b.id.clone())
             .chain(live_ids.iter().cloned())
