@@ -84,8 +84,30 @@ impl PartialOrd for Event {
     }
 }
 
+/// A block in the simulation. Children are a linked list in hash order (`first`, then each one's `next`), so
+/// that a split inserts its new half after itself in O(1) instead of searching and shifting the parent's list.
+#[derive(Debug, Clone)]
+struct Node {
+    parent: Option<usize>,
+    first: usize,
+    next: usize,
+    /// Children now; 0 for a bottom block.
+    n: usize,
+    limit: u32,
+    leaves: f64,
+    width: f64,
+}
+
+const NONE: usize = usize::MAX;
+
+impl Node {
+    fn bottom(&self) -> bool {
+        self.n == 0
+    }
+}
+
 struct Sim {
-    b: Vec<Block>,
+    b: Vec<Node>,
     /// When each bottom block's `leaves` was last brought up to date.
     t0: Vec<f64>,
     version: Vec<u32>,
@@ -184,10 +206,10 @@ impl Sim {
     }
 
     fn count(&self, i: usize) -> f64 {
-        if self.b[i].children.is_empty() {
+        if self.b[i].bottom() {
             self.b[i].leaves
         } else {
-            self.b[i].children.len() as f64
+            self.b[i].n as f64
         }
     }
 
@@ -195,27 +217,38 @@ impl Sim {
         self.count(i) >= f64::from(self.b[i].limit) - 1e-9
     }
 
-    fn push(&mut self, blk: Block, t: f64) -> usize {
-        self.b.push(blk);
+    fn push(&mut self, node: Node, t: f64) -> usize {
+        self.b.push(node);
         self.t0.push(t);
         self.version.push(0);
         self.b.len() - 1
     }
 
+    /// Makes `first` and the siblings after it children of `parent`.
+    fn adopt(&mut self, parent: usize, first: usize) {
+        let mut c = first;
+        while c != NONE {
+            self.b[c].parent = Some(parent);
+            c = self.b[c].next;
+        }
+    }
+
     /// Splits a full block in two; the new half goes right after it in its parent.
     fn split(&mut self, x: usize, t: f64) {
         let parent = self.b[x].parent;
-        let y = if self.b[x].children.is_empty() {
+        let limit = self.b[x].limit;
+        let y = if self.b[x].bottom() {
             let leaves = self.b[x].leaves;
             let w = self.b[x].width / 2.0;
             self.b[x].leaves = (leaves / 2.0).floor();
             self.b[x].width = w;
             self.t0[x] = t;
-            let limit = self.b[x].limit;
             let y = self.push(
-                Block {
+                Node {
                     parent,
-                    children: Vec::new(),
+                    first: NONE,
+                    next: NONE,
+                    n: 0,
                     limit,
                     leaves: leaves - (leaves / 2.0).floor(),
                     width: w,
@@ -226,56 +259,58 @@ impl Sim {
             self.schedule(y);
             y
         } else {
-            let k = self.b[x].children.len() / 2;
-            let moved = self.b[x].children.split_off(k);
-            let limit = self.b[x].limit;
+            // The upper half of the children moves to the new block.
+            let n = self.b[x].n;
+            let k = (n / 2).max(1);
+            let mut last = self.b[x].first;
+            for _ in 1..k {
+                last = self.b[last].next;
+            }
+            let moved = std::mem::replace(&mut self.b[last].next, NONE);
+            self.b[x].n = k;
             let y = self.push(
-                Block {
+                Node {
                     parent,
-                    children: moved.clone(),
+                    first: moved,
+                    next: NONE,
+                    n: n - k,
                     limit,
                     leaves: 0.0,
                     width: 0.0,
                 },
                 t,
             );
-            for c in moved {
-                self.b[c].parent = Some(y);
-            }
+            self.adopt(y, moved);
             y
         };
         if let Some(p) = parent {
-            let at = self.b[p]
-                .children
-                .iter()
-                .position(|&c| c == x)
-                .map_or(0, |i| i + 1);
-            self.b[p].children.insert(at, y);
+            self.b[y].next = std::mem::replace(&mut self.b[x].next, y);
+            self.b[p].n += 1;
         }
     }
 
     /// Moves the root's entries into a new block below it (the root keeps one entry). Returns the new block.
     fn add_level(&mut self, t: f64) -> usize {
         let root = 0;
-        let children = std::mem::take(&mut self.b[root].children);
-        let bottom = children.is_empty();
+        let (first, n_children) = (self.b[root].first, self.b[root].n);
         let n = self.push(
-            Block {
+            Node {
                 parent: Some(root),
-                children: children.clone(),
+                first,
+                next: NONE,
+                n: n_children,
                 limit: self.node_limit,
                 leaves: self.b[root].leaves,
                 width: self.b[root].width,
             },
             t,
         );
-        for c in children {
-            self.b[c].parent = Some(n);
-        }
-        self.b[root].children = vec![n];
+        self.adopt(n, first);
+        self.b[root].first = n;
+        self.b[root].n = 1;
         self.version[root] += 1;
         self.depth += 1;
-        if bottom {
+        if n_children == 0 {
             self.schedule(n);
         }
         n
@@ -396,8 +431,26 @@ pub(crate) fn project(
 /// One run of the model: creates to the first ENOSPC, leaves then, and the steps it took.
 fn run(shape: &Shape, entries_per_leaf: f64, rng: Option<Rng>) -> Option<(f64, f64, usize)> {
     let n = shape.blocks.len();
+    let mut nodes: Vec<Node> = shape
+        .blocks
+        .iter()
+        .map(|b| Node {
+            parent: b.parent,
+            first: b.children.first().copied().unwrap_or(NONE),
+            next: NONE,
+            n: b.children.len(),
+            limit: b.limit,
+            leaves: b.leaves,
+            width: b.width,
+        })
+        .collect();
+    for b in &shape.blocks {
+        for w in b.children.windows(2) {
+            nodes[w[0]].next = w[1];
+        }
+    }
     let mut sim = Sim {
-        b: shape.blocks.clone(),
+        b: nodes,
         t0: vec![0.0; n],
         version: vec![0; n],
         heap: BinaryHeap::new(),
@@ -408,7 +461,7 @@ fn run(shape: &Shape, entries_per_leaf: f64, rng: Option<Rng>) -> Option<(f64, f
         rng,
     };
     for i in 0..n {
-        if sim.b[i].children.is_empty() {
+        if sim.b[i].bottom() {
             sim.schedule(i);
         }
     }
@@ -418,7 +471,7 @@ fn run(shape: &Shape, entries_per_leaf: f64, rng: Option<Rng>) -> Option<(f64, f
         if first.is_some_and(|f| ev.t >= f) {
             break;
         }
-        if ev.version != sim.version[ev.block] || !sim.b[ev.block].children.is_empty() {
+        if ev.version != sim.version[ev.block] || !sim.b[ev.block].bottom() {
             continue;
         }
         events += 1;
@@ -431,7 +484,7 @@ fn run(shape: &Shape, entries_per_leaf: f64, rng: Option<Rng>) -> Option<(f64, f
     }
     let t = first?;
     let leaves = (0..sim.b.len())
-        .filter(|&i| sim.b[i].children.is_empty())
+        .filter(|&i| sim.b[i].bottom())
         .map(|i| sim.leaves_at(i, t))
         .sum();
     Some((t, leaves, events))
