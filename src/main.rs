@@ -188,8 +188,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let style = Style {
         color: cli.color.enabled(),
     };
+    // One write at the end rather than one per line: output to a pipe costs a syscall per write.
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let (name, selected) = match &cli.command {
         Command::Scan => ("scan", checks::registry()),
         Command::Ghosts => (
