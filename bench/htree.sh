@@ -27,7 +27,7 @@
 #   MIN_SIZE  --min-size in bytes, a multiple of 1 MiB (find gets -size +NM)       default 1048576
 #   REPS      timed runs of each command, cold and warm                            default 5
 #   IMG_SIZE  size of each sparse image (truncate syntax)                          default 2G
-#   WONK      wonk binary; default: cargo build --release, target/release/wonk
+#   WONK      wonk binary; default: the shipped, static one (scripts/release)
 #   PROFILE   a command prefix; at the end each wonk command runs once more under it, warm, with %n in it
 #             replaced by htree, who or scan: "strace -c -f", "perf record -g -o /tmp/wonk-%n.data"
 #   PROFILE_COLD=1  drop caches before each profiled run
@@ -64,10 +64,8 @@ done
 command -v gcc >/dev/null || command -v python3 >/dev/null || die "needs gcc or python3 (to make hard links fast)"
 
 if [[ -z ${WONK:-} ]]; then
-    echo "building wonk (cargo build --release)..." >&2
-    repo=$(cd "$(dirname "$0")/.." && pwd)
-    (cd "$repo" && cargo build --release --quiet)
-    WONK=$repo/target/release/wonk
+    echo "building wonk (scripts/release: release profile, static)..." >&2
+    WONK=$("$(dirname "$0")/../scripts/release")
 fi
 [[ -x $WONK ]] || die "$WONK is not executable"
 
