@@ -132,6 +132,14 @@ enum Command {
         /// Largest directories to list per layer.
         #[arg(long, default_value_t = 3, value_name = "N")]
         top: usize,
+        /// Read every file's size. Otherwise a directory of more than 32 files has 32 of them, at random, read and
+        /// scaled up, and the bytes are marked as estimated (`bytes_method`).
+        #[arg(long)]
+        exact_bytes: bool,
+        /// Memory (MiB, per layer) for counting hard links once; past it they may be counted more than once, and
+        /// the output says so.
+        #[arg(long, default_value_t = 64, value_name = "MIB")]
+        dedup_memory: usize,
     },
     /// List the mounted ext4 filesystems and the features that decide how large a directory index can grow.
     Fs,
@@ -391,6 +399,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             max_files,
             budget,
             top,
+            exact_bytes,
+            dedup_memory,
         } => {
             if !(*budget >= 0.0 && budget.is_finite()) {
                 anyhow::bail!("--budget {budget}: give a number of seconds, or 0 for no limit");
@@ -401,6 +411,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 top: *top,
                 all: true,
                 progress: !cli.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                exact_bytes: *exact_bytes,
+                dedup_memory: dedup_memory.saturating_mul(1 << 20),
+                ..Default::default()
             });
             ("layers", vec![check])
         }

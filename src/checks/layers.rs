@@ -1,11 +1,14 @@
 //! What deleting each pod will cost: the files, directories and bytes in its containers' writable layers
 //! (overlay upperdirs) and its emptyDir volumes, the largest directories by entry count, and the metadata
-//! operations a delete will take (one unlink or rmdir per entry).
+//! operations a delete will take (one unlink or rmdir per name).
 //!
 //! In the seed, a pod with 4.78 M files (242 GB) took about three hours of high write IOPS to delete, which hurt
 //! unrelated pods and left containerd shims behind. Pods above `max_files` are flagged before anyone deletes them.
-//! Walks are parallel, stay on one filesystem, count hard links once, and stop at a time budget, in which case
-//! the figures are lower bounds and say so.
+//! Walks are parallel, stay on one filesystem, and stop at a time budget, in which case the figures are lower
+//! bounds and say so. Names are counted from getdents' d_type alone, and inodes (a hard-linked file once) from
+//! its d_ino, in a bitmap with a memory cap. Bytes need a stat per file, the one cost `find | wc -l` does not pay:
+//! by default a directory of more than `sample` files has only a random sample of them statted, and the bytes
+//! are then an estimate, labelled as such with its standard error; `exact_bytes` stats every file.
 
 use super::{Check, Context};
 use crate::finding::{BlindSpot, CheckOutput, Finding, Severity};
@@ -14,7 +17,7 @@ use crate::host::{mountinfo, procfs};
 use crate::owner::Owner;
 use rustix::fs::{AtFlags, FileType};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -29,6 +32,12 @@ pub struct Layers {
     pub all: bool,
     /// Show progress on stderr (a terminal).
     pub progress: bool,
+    /// Stat every regular file for `bytes`; otherwise a directory of more than `sample` files has the sizes of
+    /// `sample` of them read and scaled up.
+    pub exact_bytes: bool,
+    pub sample: usize,
+    /// Memory for the inode map that counts hard links once, per layer (bytes).
+    pub dedup_memory: usize,
 }
 
 impl Default for Layers {
@@ -39,6 +48,9 @@ impl Default for Layers {
             top: 3,
             all: false,
             progress: false,
+            exact_bytes: false,
+            sample: 32,
+            dedup_memory: 64 << 20,
         }
     }
 }
@@ -54,8 +66,24 @@ pub struct Layer {
     pub dirs: u64,
     /// Symlinks, devices, sockets, fifos.
     pub other: u64,
-    /// Sizes of regular files, hard links counted once.
+    /// Distinct inodes among the names counted in `files`, `dirs` and `other`: a hard-linked file once.
+    pub inodes: u64,
+    /// `complete`, or `capped`: the inode map reached `--dedup-memory`, and names whose inode was not in it
+    /// were counted as new inodes (`inodes`, and sampled `bytes`, may count a hard-linked file more than once).
+    pub inode_dedup: &'static str,
+    /// Sizes of regular files, hard links counted once: exact, or an estimate (`bytes_method`).
     pub bytes: u64,
+    /// `exact`: every regular file's size was read; `sampled`: in directories of more than the sample size,
+    /// only a random sample's sizes were read, and scaled up to the directory's file count.
+    pub bytes_method: &'static str,
+    /// Files whose size was read.
+    pub bytes_statted_files: u64,
+    /// Files whose size was estimated from their directory's sample, not read.
+    pub bytes_estimated_files: u64,
+    /// One standard error of the estimate, from the spread of the sampled sizes (0 when exact).
+    pub bytes_stderr: u64,
+    #[serde(skip)]
+    bytes_variance: f64,
     pub largest_dirs: Vec<DirSize>,
     /// The budget stopped the walk: every figure is a lower bound.
     pub lower_bound: bool,
@@ -102,15 +130,19 @@ impl Check for Layers {
                     ));
                     continue;
                 }
-                layers.push(measure(
-                    ctx,
-                    kind,
-                    path,
-                    container.clone(),
-                    deadline,
-                    self.top,
-                    self.progress,
-                ));
+                let layer = measure(ctx, self, kind, path, container.clone(), deadline);
+                if layer.inode_dedup == "capped" {
+                    out.blind_spots.push(BlindSpot::new(
+                        "layers",
+                        path.display().to_string(),
+                        format!(
+                            "the inode map reached --dedup-memory ({} MiB): hard links past it were not matched, so \
+                             `inodes` (and sampled `bytes`) may count a hard-linked file more than once",
+                            self.dedup_memory >> 20
+                        ),
+                    ));
+                }
+                layers.push(layer);
                 walked += 1;
             }
             if layers.is_empty() {
@@ -130,22 +162,39 @@ impl Check for Layers {
 }
 
 fn finding(key: &str, owner: &Owner, layers: &[Layer], max_files: u64) -> Finding {
-    let files: u64 = layers.iter().map(|l| l.files).sum();
-    let dirs: u64 = layers.iter().map(|l| l.dirs).sum();
-    let other: u64 = layers.iter().map(|l| l.other).sum();
-    let bytes: u64 = layers.iter().map(|l| l.bytes).sum();
+    let sum = |f: fn(&Layer) -> u64| layers.iter().map(f).sum::<u64>();
+    let (files, dirs, other, bytes) = (
+        sum(|l| l.files),
+        sum(|l| l.dirs),
+        sum(|l| l.other),
+        sum(|l| l.bytes),
+    );
+    let (statted, estimated) = (
+        sum(|l| l.bytes_statted_files),
+        sum(|l| l.bytes_estimated_files),
+    );
+    let stderr = layers.iter().map(|l| l.bytes_variance).sum::<f64>().sqrt();
     let lower = layers.iter().any(|l| l.lower_bound);
+    let capped = layers.iter().any(|l| l.inode_dedup == "capped");
     let at_least = if lower { "at least " } else { "" };
     let ops = files + dirs + other;
     let big = files >= max_files;
+    let size = if estimated > 0 {
+        format!(
+            "about {} (estimated from the sizes of {statted} of {} files)",
+            human_bytes(bytes),
+            statted + estimated
+        )
+    } else {
+        human_bytes(bytes)
+    };
     let mut f = Finding {
         check: "layers",
         kind: if big { "costly-delete" } else { "layers" },
         severity: if big { Severity::Warning } else { Severity::Info },
         summary: format!(
-            "{}: {at_least}{files} files, {dirs} directories, {} in {} layer(s); deleting it takes {at_least}{ops} metadata operations",
+            "{}: {at_least}{files} files, {dirs} directories, {size} in {} layer(s); deleting it takes {at_least}{ops} metadata operations",
             owner_label(key, owner),
-            human_bytes(bytes),
             layers.len()
         ),
         subject: key.to_string(),
@@ -156,7 +205,13 @@ fn finding(key: &str, owner: &Owner, layers: &[Layer], max_files: u64) -> Findin
     .with("files", files)
     .with("dirs", dirs)
     .with("other", other)
+    .with("inodes", sum(|l| l.inodes))
+    .with("inode_dedup", if capped { "capped" } else { "complete" })
     .with("bytes", bytes)
+    .with("bytes_method", if estimated > 0 { "sampled" } else { "exact" })
+    .with("bytes_statted_files", statted)
+    .with("bytes_estimated_files", estimated)
+    .with("bytes_stderr", stderr.round() as u64)
     .with("metadata_operations", ops)
     .with("lower_bound", lower)
     .with("max_files", max_files)
@@ -271,69 +326,211 @@ fn pod_owner(o: &Owner) -> Owner {
     }
 }
 
+/// Inode numbers seen in one walk, one bit each, in chunks of 4,096 consecutive numbers (512 bytes), up to a
+/// memory cap: a filesystem allocates a directory's inodes close together, so a million files take a few hundred
+/// chunks. Past the cap, numbers in chunks not yet made are not remembered, and the walk says so.
+struct InodeSet {
+    chunks: HashMap<u64, Box<[u64; 64]>, std::hash::BuildHasherDefault<Fibonacci>>,
+    max_chunks: usize,
+    capped: bool,
+}
+
+/// The inode map's hash: one multiplication (its keys are numbers, and nobody chooses them to collide but the
+/// owner of the files, who gains nothing but a slower walk of their own pod).
+#[derive(Default)]
+struct Fibonacci(u64);
+
+impl std::hash::Hasher for Fibonacci {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(self.0 ^ u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// What the inode map knew of a name's inode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    First,
+    Again,
+    /// Past the memory cap: not known.
+    Unknown,
+}
+
+/// Bytes one chunk costs, with its share of the map.
+const CHUNK_COST: usize = 512 + 32;
+
+impl InodeSet {
+    fn new(max_bytes: usize) -> InodeSet {
+        InodeSet {
+            chunks: HashMap::default(),
+            max_chunks: max_bytes / CHUNK_COST,
+            capped: false,
+        }
+    }
+
+    fn insert(&mut self, ino: u64) -> Seen {
+        let key = ino >> 12;
+        if self.chunks.len() >= self.max_chunks && !self.chunks.contains_key(&key) {
+            self.capped = true;
+            return Seen::Unknown;
+        }
+        let chunk = self.chunks.entry(key).or_insert_with(|| Box::new([0; 64]));
+        let (word, bit) = ((ino >> 6) as usize & 63, 1u64 << (ino & 63));
+        if chunk[word] & bit != 0 {
+            return Seen::Again;
+        }
+        chunk[word] |= bit;
+        Seen::First
+    }
+}
+
+/// `k` distinct indices below `n`, at random (Floyd's algorithm) but the same for the same seed: an evenly
+/// spaced sample could fall in step with a pattern in the names (every tenth file large, say).
+fn sample_indices(n: usize, k: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut out = Vec::with_capacity(k);
+    for j in n.saturating_sub(k)..n {
+        let t = (next() % (j as u64 + 1)) as usize;
+        out.push(if out.contains(&t) { j } else { t });
+    }
+    out
+}
+
 #[derive(Default)]
 struct Tally {
     files: u64,
     dirs: u64,
     other: u64,
+    inodes: u64,
+    /// Bytes of files whose size was read.
     bytes: u64,
+    /// Bytes estimated for sampled directories, and the variance of that estimate.
+    estimate: f64,
+    variance: f64,
+    statted: u64,
+    estimated_files: u64,
     linked: HashSet<u64>,
     largest: Vec<DirSize>,
 }
 
 /// Walks one layer.
-pub fn measure(
+fn measure(
     ctx: &Context,
+    opts: &Layers,
     kind: &'static str,
     node_path: &Path,
     container: Option<String>,
     deadline: Option<Instant>,
-    top: usize,
-    progress: bool,
 ) -> Layer {
     let tally = Mutex::new(Tally::default());
+    let inodes = Mutex::new(InodeSet::new(opts.dedup_memory));
     let last = Mutex::new(Instant::now());
     let visit = |v: &DirVisit| {
-        let (mut files, mut dirs, mut other, mut bytes) = (0, 0, 0, 0);
-        let mut links = Vec::new();
+        let (mut files, mut dirs, mut other) = (0, 0, 0);
         for e in v.entries {
             match e.kind {
                 FileType::Directory => dirs += 1,
-                FileType::RegularFile | FileType::Unknown => {
-                    files += 1;
-                    if let Ok(st) =
-                        rustix::fs::statat(v.fd, e.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
-                    {
-                        if st.st_nlink > 1 {
-                            links.push((st.st_ino, st.st_size as u64));
-                        } else {
-                            bytes += st.st_size as u64;
-                        }
-                    }
-                }
+                FileType::RegularFile | FileType::Unknown => files += 1,
                 _ => other += 1,
             }
+        }
+        // Every name is one unlink, but a hard-linked inode is counted once: by d_ino, the walk being on one
+        // filesystem. A directory has one name.
+        let seen: Vec<Seen> = {
+            let mut set = inodes.lock().unwrap_or_else(|e| e.into_inner());
+            v.entries
+                .iter()
+                .map(|e| match e.kind {
+                    FileType::Directory => Seen::First,
+                    _ => set.insert(e.ino),
+                })
+                .collect()
+        };
+        let new_inodes = seen.iter().filter(|&&s| s != Seen::Again).count() as u64;
+        // Bytes: the size of every regular file not counted already, or of a sample of them.
+        let cands: Vec<(&walk::Entry, Seen)> = v
+            .entries
+            .iter()
+            .zip(seen)
+            .filter(|(e, s)| {
+                *s != Seen::Again && matches!(e.kind, FileType::RegularFile | FileType::Unknown)
+            })
+            .collect();
+        let stat = |e: &walk::Entry| {
+            rustix::fs::statat(v.fd, e.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW).ok()
+        };
+        let (mut bytes, mut statted, mut links) = (0, 0, Vec::new());
+        let (mut estimate, mut variance, mut estimated_files) = (0.0, 0.0, 0);
+        if opts.exact_bytes || cands.len() <= opts.sample {
+            for (e, s) in &cands {
+                let Some(st) = stat(e) else { continue };
+                statted += 1;
+                if *s == Seen::Unknown && st.st_nlink > 1 {
+                    links.push((st.st_ino, st.st_size as u64));
+                } else {
+                    bytes += st.st_size as u64;
+                }
+            }
+        } else {
+            let n = cands.len();
+            let seed = cands[0].0.ino ^ (n as u64).rotate_left(32);
+            let sizes: Vec<f64> = sample_indices(n, opts.sample, seed)
+                .into_iter()
+                .filter_map(|i| stat(cands[i].0))
+                .map(|st| st.st_size as f64)
+                .collect();
+            let k = sizes.len();
+            if k > 0 {
+                let mean = sizes.iter().sum::<f64>() / k as f64;
+                estimate = mean * n as f64;
+                if k > 1 {
+                    let s2 = sizes.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
+                    variance = (n as f64).powi(2) * (1.0 - k as f64 / n as f64) * s2 / k as f64;
+                }
+            }
+            statted = k as u64;
+            estimated_files = (n - k) as u64;
         }
         let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
         t.files += files;
         t.dirs += dirs;
         t.other += other;
+        t.inodes += new_inodes;
         t.bytes += bytes;
+        t.estimate += estimate;
+        t.variance += variance;
+        t.statted += statted;
+        t.estimated_files += estimated_files;
         for (ino, size) in links {
             if t.linked.insert(ino) {
                 t.bytes += size;
             }
         }
         let n = v.entries.len() as u64;
-        if top > 0 && (t.largest.len() < top || t.largest.iter().any(|d| d.entries < n)) {
+        if opts.top > 0 && (t.largest.len() < opts.top || t.largest.iter().any(|d| d.entries < n)) {
             t.largest.push(DirSize {
                 entries: n,
                 path: v.path.display().to_string(),
             });
             t.largest.sort_by(|a, b| b.cmp(a));
-            t.largest.truncate(top);
+            t.largest.truncate(opts.top);
         }
-        if progress {
+        if opts.progress {
             let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
             if l.elapsed() > Duration::from_millis(200) {
                 eprint!(
@@ -346,14 +543,21 @@ pub fn measure(
             }
         }
     };
+    // More workers than cores: cold, they wait on the disk for directory blocks; 4 to 16 took the same time warm
+    // on 2 cores, and 8 about 0.7 of 2's time cold (docs/BENCHMARKS.md).
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .clamp(2, 8);
+        .saturating_mul(4)
+        .clamp(4, 16);
     let st = walk::walk(&ctx.host.path(node_path), threads, deadline, &visit);
-    if progress {
+    if opts.progress {
         eprint!("\r\x1b[K");
     }
     let t = tally.into_inner().unwrap_or_else(|e| e.into_inner());
+    let capped = inodes
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .capped;
     let to_node = |p: String| {
         ctx.host
             .to_node_path(Path::new(&p))
@@ -366,7 +570,18 @@ pub fn measure(
         files: t.files,
         dirs: t.dirs,
         other: t.other,
-        bytes: t.bytes,
+        inodes: t.inodes,
+        inode_dedup: if capped { "capped" } else { "complete" },
+        bytes: t.bytes + t.estimate.round() as u64,
+        bytes_method: if t.estimated_files > 0 {
+            "sampled"
+        } else {
+            "exact"
+        },
+        bytes_statted_files: t.statted,
+        bytes_estimated_files: t.estimated_files,
+        bytes_stderr: t.variance.sqrt().round() as u64,
+        bytes_variance: t.variance,
         largest_dirs: t
             .largest
             .into_iter()

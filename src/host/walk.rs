@@ -1,28 +1,53 @@
-//! A parallel walk of one filesystem: every directory is opened once (`O_NOFOLLOW`), read with getdents64, and
-//! handed to a visitor with its entries' names, d_types and inode numbers, so that the visitor stats only what it
-//! needs. The walk never crosses into another filesystem, never follows symlinks, and stops at a deadline.
+//! A parallel walk of one filesystem: every directory is opened once (`O_NOFOLLOW`, from its parent's open
+//! handle), read with getdents64, and handed to a visitor with its entries' names, d_types and inode numbers, so
+//! that the visitor stats only what it needs. The walk never crosses into another filesystem, never follows
+//! symlinks, and stops at a deadline.
 
-use rustix::fs::{FileType, Mode, OFlags, RawDir};
-use std::ffi::OsString;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
+use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 /// One entry of a directory.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub name: OsString,
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub name: Name<'a>,
+    /// From getdents' d_type; a filesystem that gives `DT_UNKNOWN` costs one `statat` per entry to resolve it.
     pub kind: FileType,
     pub ino: u64,
+}
+
+/// An entry's name, borrowed from its directory's buffer of names.
+#[derive(Debug, Clone, Copy)]
+pub struct Name<'a>(&'a OsStr);
+
+impl<'a> Name<'a> {
+    pub fn as_os_str(&self) -> &'a OsStr {
+        self.0
+    }
+}
+
+impl AsRef<OsStr> for Name<'_> {
+    fn as_ref(&self) -> &OsStr {
+        self.0
+    }
+}
+
+impl AsRef<Path> for Name<'_> {
+    fn as_ref(&self) -> &Path {
+        Path::new(self.0)
+    }
 }
 
 /// A directory being visited: its path, an open handle for `*at` calls, and its entries.
 pub struct DirVisit<'a> {
     pub path: &'a Path,
     pub fd: &'a OwnedFd,
-    pub entries: &'a [Entry],
+    pub entries: &'a [Entry<'a>],
 }
 
 /// What a walk saw of its own progress.
@@ -35,11 +60,54 @@ pub struct WalkStats {
     pub stopped: bool,
 }
 
-struct Queue {
-    pending: Vec<PathBuf>,
+/// An open directory kept for its subdirectories' `openat`; counted, so that a wide and deep tree cannot hold
+/// more than `MAX_HELD` descriptors at once.
+struct Held<'a> {
+    fd: OwnedFd,
+    count: &'a AtomicUsize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Open parents kept at once; past it, subdirectories are opened from the top with `openat2`
+/// (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`).
+const MAX_HELD: usize = 256;
+
+/// A directory to read: its path, and its parent's handle when one is held.
+struct Item<'a> {
+    path: PathBuf,
+    parent: Option<Arc<Held<'a>>>,
+}
+
+struct Queue<'a> {
+    pending: Vec<Item<'a>>,
     active: usize,
+    /// Workers waiting for a directory.
+    idle: usize,
     stats: WalkStats,
 }
+
+/// What every worker shares.
+struct Shared<'a> {
+    q: Mutex<Queue<'a>>,
+    cv: Condvar,
+    top: &'a Path,
+    top_fd: OwnedFd,
+    dev: u64,
+    held: &'a AtomicUsize,
+    max_held: usize,
+    deadline: Option<Instant>,
+    visit: &'a (dyn Fn(&DirVisit) + Sync),
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
 /// Walks `top` with `threads` workers until done or `deadline`. `visit` runs on the workers; it may be called
 /// for different directories at once.
@@ -49,46 +117,66 @@ pub fn walk(
     deadline: Option<Instant>,
     visit: &(dyn Fn(&DirVisit) + Sync),
 ) -> WalkStats {
-    let dev = match std::fs::symlink_metadata(top) {
-        Ok(m) => std::os::unix::fs::MetadataExt::dev(&m),
-        Err(_) => {
-            return WalkStats {
-                unreadable: 1,
-                ..WalkStats::default()
-            }
-        }
-    };
-    let q = Mutex::new(Queue {
-        pending: vec![top.to_path_buf()],
-        active: 0,
-        stats: WalkStats::default(),
-    });
-    let cv = Condvar::new();
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| worker(&q, &cv, dev, deadline, visit));
-        }
-    });
-    q.into_inner().unwrap_or_else(|e| e.into_inner()).stats
+    walk_holding(top, threads, deadline, visit, MAX_HELD)
 }
 
-fn worker(
-    q: &Mutex<Queue>,
-    cv: &Condvar,
-    dev: u64,
+fn walk_holding(
+    top: &Path,
+    threads: usize,
     deadline: Option<Instant>,
     visit: &(dyn Fn(&DirVisit) + Sync),
-) {
+    max_held: usize,
+) -> WalkStats {
+    let unreadable = WalkStats {
+        unreadable: 1,
+        ..WalkStats::default()
+    };
+    let Ok(top_fd) = rustix::fs::open(top, DIR_FLAGS, Mode::empty()) else {
+        return unreadable;
+    };
+    let Ok(st) = rustix::fs::fstat(&top_fd) else {
+        return unreadable;
+    };
+    let held = AtomicUsize::new(0);
+    let sh = Shared {
+        q: Mutex::new(Queue {
+            pending: vec![Item {
+                path: top.to_path_buf(),
+                parent: None,
+            }],
+            active: 0,
+            idle: 0,
+            stats: WalkStats::default(),
+        }),
+        cv: Condvar::new(),
+        top,
+        top_fd,
+        dev: st.st_dev,
+        held: &held,
+        max_held,
+        deadline,
+        visit,
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| worker(&sh));
+        }
+    });
+    let q = sh.q.into_inner().unwrap_or_else(|e| e.into_inner());
+    q.stats
+}
+
+fn worker(sh: &Shared) {
     loop {
-        let dir = {
-            let mut g = q.lock().unwrap_or_else(|e| e.into_inner());
+        let item = {
+            let mut g = sh.q.lock().unwrap_or_else(|e| e.into_inner());
             loop {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if sh.deadline.is_some_and(|d| Instant::now() >= d) {
                     if !g.pending.is_empty() {
                         g.stats.stopped = true;
                         g.pending.clear();
                     }
-                    cv.notify_all();
+                    sh.cv.notify_all();
                     if g.active == 0 {
                         return;
                     }
@@ -98,14 +186,16 @@ fn worker(
                     break d;
                 }
                 if g.active == 0 {
-                    cv.notify_all();
+                    sh.cv.notify_all();
                     return;
                 }
-                g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                g.idle += 1;
+                g = sh.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                g.idle -= 1;
             }
         };
-        let (subdirs, n, ok) = read_one(&dir, dev, visit);
-        let mut g = q.lock().unwrap_or_else(|e| e.into_inner());
+        let (subdirs, n, ok) = read_one(sh, item);
+        let mut g = sh.q.lock().unwrap_or_else(|e| e.into_inner());
         g.active -= 1;
         if ok {
             g.stats.dirs += 1;
@@ -113,26 +203,57 @@ fn worker(
         } else {
             g.stats.unreadable += 1;
         }
+        // One idle worker per new directory beyond the one this worker takes next; everyone when the walk is over.
+        for _ in 0..g.idle.min(subdirs.len().saturating_sub(1)) {
+            sh.cv.notify_one();
+        }
         g.pending.extend(subdirs);
-        cv.notify_all();
+        if g.active == 0 && g.pending.is_empty() {
+            sh.cv.notify_all();
+        }
+    }
+}
+
+/// Opens a directory from its parent's handle, or, for the top and when no parent is held, without following
+/// any symlink below the top.
+fn open_dir(sh: &Shared, item: &Item) -> Option<OwnedFd> {
+    if let (Some(p), Some(name)) = (&item.parent, item.path.file_name()) {
+        return rustix::fs::openat(&p.fd, name, DIR_FLAGS, Mode::empty()).ok();
+    }
+    let rel = item.path.strip_prefix(sh.top).ok()?;
+    if rel.as_os_str().is_empty() {
+        return rustix::fs::openat(&sh.top_fd, ".", DIR_FLAGS, Mode::empty()).ok();
+    }
+    let resolve = ResolveFlags::BENEATH
+        | ResolveFlags::NO_SYMLINKS
+        | ResolveFlags::NO_XDEV
+        | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(&sh.top_fd, rel, DIR_FLAGS, Mode::empty(), resolve) {
+        // Before Linux 5.6: as safe as a path can be opened without openat2 (the last component not followed).
+        Err(rustix::io::Errno::NOSYS) => {
+            rustix::fs::openat(&sh.top_fd, rel, DIR_FLAGS, Mode::empty()).ok()
+        }
+        r => r.ok(),
     }
 }
 
 /// Reads one directory; returns its subdirectories on the same device, its entry count, and whether it could be
 /// read.
-fn read_one(dir: &Path, dev: u64, visit: &(dyn Fn(&DirVisit) + Sync)) -> (Vec<PathBuf>, u64, bool) {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let Ok(fd) = rustix::fs::open(dir, flags, Mode::empty()) else {
+fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, bool) {
+    let Some(fd) = open_dir(sh, &item) else {
         return (Vec::new(), 0, false);
     };
+    drop(item.parent);
+    let dir = item.path;
     match rustix::fs::fstat(&fd) {
-        Ok(st) if st.st_dev == dev => {}
+        Ok(st) if st.st_dev == sh.dev => {}
         _ => return (Vec::new(), 0, false),
     }
     // One getdents64 call fills 64 KiB: a few calls for a directory of thousands of entries.
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
     let mut d = RawDir::new(&fd, &mut buf);
-    let mut entries = Vec::new();
+    // The names in one buffer: one allocation per directory, not one per name.
+    let (mut names, mut found) = (Vec::new(), Vec::new());
     while let Some(e) = d.next() {
         let Ok(e) = e else {
             break;
@@ -141,29 +262,54 @@ fn read_one(dir: &Path, dev: u64, visit: &(dyn Fn(&DirVisit) + Sync)) -> (Vec<Pa
         if name == b"." || name == b".." {
             continue;
         }
-        entries.push(Entry {
-            name: OsString::from_vec(name.to_vec()),
-            kind: e.file_type(),
-            ino: e.ino(),
-        });
+        let mut kind = e.file_type();
+        if kind == FileType::Unknown {
+            if let Ok(st) = rustix::fs::statat(&fd, e.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+                kind = FileType::from_raw_mode(st.st_mode);
+            }
+        }
+        found.push((names.len(), name.len(), kind, e.ino()));
+        names.extend_from_slice(name);
     }
-    visit(&DirVisit {
-        path: dir,
+    let entries: Vec<Entry> = found
+        .into_iter()
+        .map(|(at, len, kind, ino)| Entry {
+            name: Name(OsStr::from_bytes(&names[at..at + len])),
+            kind,
+            ino,
+        })
+        .collect();
+    (sh.visit)(&DirVisit {
+        path: &dir,
         fd: &fd,
         entries: &entries,
     });
-    let subdirs = entries
+    let n = entries.len() as u64;
+    let mut subdirs = entries
         .iter()
         .filter(|e| e.kind == FileType::Directory)
-        .map(|e| dir.join(&e.name))
+        .peekable();
+    if subdirs.peek().is_none() {
+        return (Vec::new(), n, true);
+    }
+    let parent = (sh.held.fetch_add(1, Ordering::Relaxed) < sh.max_held)
+        .then(|| Arc::new(Held { fd, count: sh.held }));
+    if parent.is_none() {
+        sh.held.fetch_sub(1, Ordering::Relaxed);
+    }
+    let subdirs = subdirs
+        .map(|e| Item {
+            path: dir.join(e.name),
+            parent: parent.clone(),
+        })
         .collect();
-    (subdirs, entries.len() as u64, true)
+    (subdirs, n, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn counts_every_entry_once_and_stays_out_of_symlinks() {
@@ -192,6 +338,37 @@ mod tests {
         assert!(!st.stopped);
         let st = walk(&top, 2, Some(Instant::now()), &|_: &DirVisit| {});
         assert!(st.stopped || st.dirs <= 1);
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn a_deep_tree_is_walked_whole_from_parents_or_from_the_top() {
+        // 400 levels of two subdirectories, walked holding parents, then holding none (every directory below the
+        // top opened from the top with openat2).
+        let top = std::env::temp_dir().join(format!("wonk-walk-deep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        let mut d = top.clone();
+        for _ in 0..400 {
+            std::fs::create_dir_all(d.join("b")).unwrap();
+            d = d.join("a");
+        }
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(&top, top.join("a/a/loop")).unwrap();
+        for max_held in [MAX_HELD, 0] {
+            let seen = AtomicU64::new(0);
+            let st = walk_holding(
+                &top,
+                3,
+                None,
+                &|v: &DirVisit| {
+                    assert!(v.path.starts_with(&top));
+                    seen.fetch_add(1, Ordering::Relaxed);
+                },
+                max_held,
+            );
+            assert_eq!((st.dirs, st.unreadable), (801, 0), "{st:?}");
+            assert_eq!(seen.load(Ordering::Relaxed), 801);
+        }
         std::fs::remove_dir_all(&top).unwrap();
     }
 }
