@@ -208,16 +208,12 @@ fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<
         });
     let fs_rel = fs_relative(path, &host_mounts, &id);
     let host_ns = procfs::host_mnt_ns(host);
-    let (namespaces, _) = procfs::mount_namespaces(host).context("listing processes")?;
+    let namespaces = owners
+        .mount_tables()
+        .map_err(|e| anyhow::anyhow!("listing processes: {e}"))?;
     for ns in namespaces {
         let is_host = Some(ns.inode) == host_ns;
-        let Some((pid, mounts)) = ns.pids.iter().find_map(|&pid| {
-            procfs::mountinfo(host, pid)
-                .ok()
-                .map(|d| (pid, mountinfo::parse(&d).0))
-        }) else {
-            continue;
-        };
+        let (pid, mounts) = (ns.pid, &ns.mounts);
         let owner = || {
             if is_host {
                 None
@@ -225,8 +221,8 @@ fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<
                 owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty())
             }
         };
-        let own_root = root_mount(&mounts) != root_mount(&host_mounts);
-        for m in &mounts {
+        let own_root = root_mount(mounts) != root_mount(&host_mounts);
+        for m in mounts {
             if m.fs_type == "overlay" {
                 if let Some(s) = overlay_sighting(owners, m, path, is_host) {
                     w.seen_by.push(Sighting {

@@ -10,6 +10,7 @@ pub mod containerd;
 pub mod kubelet;
 
 use crate::finding::BlindSpot;
+use crate::host::mountinfo::{self, Mount};
 use crate::host::{procfs, Host};
 use cgroup::{CgroupRef, Qos};
 use containerd::{Bundle, Instance};
@@ -98,7 +99,15 @@ pub struct Attributor<'h> {
     pub kubelet_root: PathBuf,
     extra_state: Vec<PathBuf>,
     runtime: OnceCell<Runtime>,
+    mount_tables: OnceCell<Result<Vec<NsMounts>, String>>,
     pid_cache: RefCell<HashMap<u32, Owner>>,
+}
+
+/// A mount namespace's mount table, as one of its processes shows it.
+pub struct NsMounts {
+    pub inode: u64,
+    pub pid: u32,
+    pub mounts: Vec<Mount>,
 }
 
 /// What the container runtime's state on disk says: its instances and their containers' bundles.
@@ -153,6 +162,7 @@ impl<'h> Attributor<'h> {
             kubelet_root,
             extra_state: extra_state.to_vec(),
             runtime: OnceCell::new(),
+            mount_tables: OnceCell::new(),
             pid_cache: RefCell::new(HashMap::new()),
         }
     }
@@ -165,6 +175,31 @@ impl<'h> Attributor<'h> {
     /// The container runtime instances found on the node (containerd, from its processes and `--config`).
     pub fn instances(&self) -> &[Instance] {
         &self.runtime().instances
+    }
+
+    /// Every mount namespace's mount table, read on first need and then kept for this run, so that judging
+    /// many paths (`wonk htree --scan`) reads them once. Namespaces whose processes all exit meanwhile are left
+    /// out; the error is that of listing processes.
+    pub fn mount_tables(&self) -> Result<&[NsMounts], &str> {
+        self.mount_tables
+            .get_or_init(|| {
+                let (namespaces, _) =
+                    procfs::mount_namespaces(self.host).map_err(|e| e.to_string())?;
+                Ok(namespaces
+                    .into_iter()
+                    .filter_map(|ns| {
+                        ns.pids.iter().find_map(|&pid| {
+                            procfs::mountinfo(self.host, pid).ok().map(|d| NsMounts {
+                                inode: ns.inode,
+                                pid,
+                                mounts: mountinfo::parse(&d).0,
+                            })
+                        })
+                    })
+                    .collect())
+            })
+            .as_deref()
+            .map_err(String::as_str)
     }
 
     /// What attribution could not read. Empty when it never needed the runtime's state.
