@@ -150,7 +150,7 @@ impl Metrics {
             ),
             kmsg_lost: reg!(
                 "kmsg_records_lost",
-                "Kernel-log records overwritten before wonk read them",
+                "Kernel-log records lost: overwritten by the kernel before wonk read them, or dropped because wonk's queue of records read was full",
                 Counter::default()
             ),
             dstate: reg!(
@@ -407,12 +407,12 @@ impl Metrics {
         self.kmsg_events.get_or_create(&k).inc_by(n);
     }
 
-    /// The reader's counters at the end of one follow period.
-    pub fn kmsg_stats(&self, stats: &[(String, u64)]) {
-        let stat = |name: &str| stats.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v);
+    /// Kernel-log records read, and lost (overwritten before wonk read them, or dropped from a full queue), since
+    /// the last call.
+    pub fn kmsg_read(&self, records: u64, lost: u64) {
         let _g = self.guard();
-        self.kmsg_records.inc_by(stat("records_read"));
-        self.kmsg_lost.inc_by(stat("records_lost"));
+        self.kmsg_records.inc_by(records);
+        self.kmsg_lost.inc_by(lost);
     }
 
     /// D-state threads by owner, from one sample.

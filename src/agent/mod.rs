@@ -517,11 +517,26 @@ fn dstate(ctx: &Context) -> (BTreeMap<Labels, i64>, CheckOutput) {
     (counts, out)
 }
 
-/// Follows /dev/kmsg for ever, in periods of `kmsg_interval` so that attribution sees new pods; each period
-/// starts after the last record the previous one matched.
+/// Follows /dev/kmsg for ever. One [`Follower`](crate::kmsg::Follower) reads it, on a thread of its own, from the
+/// agent's start; its records go through the rules in periods of `kmsg_interval`, each with fresh attribution (so
+/// that new pods are seen), the groups still open reported at each period's end. Reading never waits for a period
+/// to end or for a finding to be resolved, so no record is lost between periods. If the follower fails it is
+/// started again, after the last record it handed on.
 fn kmsg_loop(s: &Shared) {
+    let mut follower: Option<crate::kmsg::Follower> = None;
     let mut since: Option<u64> = None;
     let mut first = true;
+    // The follower's totals already added to the counters.
+    let published = Mutex::new((0u64, 0u64));
+    let publish = |t: &crate::kmsg::reader::FollowTotals| {
+        let mut p = published.lock().unwrap_or_else(|e| e.into_inner());
+        let now = (
+            t.records.load(Ordering::Relaxed),
+            t.lost.load(Ordering::Relaxed),
+        );
+        s.metrics.kmsg_read(now.0 - p.0, now.1 - p.1);
+        *p = now;
+    };
     while !stopped() {
         let start = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
@@ -534,49 +549,70 @@ fn kmsg_loop(s: &Shared) {
                     // Only what is logged from now on: the counters start at the agent's start.
                     since = crate::kmsg::last_seq(&host).map_err(|e| format!("/dev/kmsg: {e}"))?;
                     first = false;
+                    tracing::info!(
+                        since_seq = since.map_or_else(|| "none".to_string(), |s| s.to_string()),
+                        "following the kernel log"
+                    );
                 }
+                if follower.is_none() {
+                    follower = Some(
+                        crate::kmsg::Follower::start(&host, since, false)
+                            .map_err(|e| format!("/dev/kmsg: {e}"))?,
+                    );
+                    *published.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
+                }
+                let f = follower.as_mut().expect("started above");
+                let totals = f.totals();
                 let owners = Attributor::new(&host, s.kubelet_root.clone(), &s.containerd_state);
                 let ctx = Context {
                     host: &host,
                     owners: &owners,
                 };
-                let flag = Arc::new(AtomicBool::new(false));
+                let flag = AtomicBool::new(false);
                 let opts = crate::kmsg::Options {
-                    since_seq: since,
-                    from_end: false,
-                    stop: Some(flag.clone()),
+                    stop: Some(Arc::new(AtomicBool::new(false))),
                     ..Default::default()
                 };
+                let period_over = opts.stop.clone().expect("set above");
                 let end = start + s.config.kmsg;
-                let mut max_seq = since;
                 let out = std::thread::scope(|sc| {
+                    // Ends the period, and meanwhile keeps the records counters current.
                     sc.spawn(|| {
-                        sleep_until(end);
-                        flag.store(true, Ordering::Relaxed);
+                        while !flag.load(Ordering::Relaxed) && Instant::now() < end && !stopped() {
+                            sleep_until((Instant::now() + Duration::from_secs(1)).min(end));
+                            publish(&totals);
+                        }
+                        period_over.store(true, Ordering::Relaxed);
                     });
                     let mut emit = |f: crate::finding::Finding| {
-                        if let Some(seq) = f
-                            .evidence
-                            .iter()
-                            .find(|(k, _)| k == "last_seq")
-                            .and_then(|(_, v)| v.as_u64())
-                        {
-                            max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
-                        }
                         tracing::info!(reason = f.kind, subject = %f.subject, summary = %f.summary, "kernel log");
                         s.metrics.kmsg_event(&f);
                     };
-                    let out = crate::kmsg::scan_with(
-                        &ctx,
-                        &crate::kmsg::Source::DevKmsg { follow: true },
-                        &opts,
-                        &mut emit,
-                    );
+                    let out = crate::kmsg::follow_with(&ctx, f, &opts, &mut emit);
                     flag.store(true, Ordering::Relaxed);
                     out
                 });
-                since = max_seq.or(since);
-                s.metrics.kmsg_stats(&out.stats);
+                publish(&totals);
+                let stat = |k: &str| {
+                    out.stats
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map_or(0, |(_, v)| *v)
+                };
+                if stat("records_lost") > 0 {
+                    tracing::warn!(
+                        lost = stat("records_lost"),
+                        dropped_by_wonk = stat("records_dropped"),
+                        read = stat("records_read"),
+                        "kernel log records lost: overwritten by the kernel before wonk read them, or dropped \
+                         because wonk's queue was full"
+                    );
+                }
+                if out.failed.is_some() {
+                    // Started again at the next period, after the last record it handed on.
+                    since = f.last_seq();
+                    follower = None;
+                }
                 Ok(out)
             },
         ));

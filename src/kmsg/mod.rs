@@ -9,7 +9,8 @@
 //! - [`resolve`]: each group into a [`Finding`] that names a path and a pod.
 //!
 //! [`scan`] runs all three over a [`Source`] and returns a [`CheckOutput`]; [`scan_with`] hands findings over as
-//! they settle, for `--follow`. [`Kmsg`] is the check `wonk scan` runs: everything /dev/kmsg still holds.
+//! they settle, for `--follow`; [`follow_with`] does the same from a [`Follower`] kept between calls (the agent).
+//! [`Kmsg`] is the check `wonk scan` runs: everything /dev/kmsg still holds.
 
 pub mod reader;
 pub mod record;
@@ -28,7 +29,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use reader::last_seq;
+pub use reader::{last_seq, Follower};
 
 /// Where the kernel log comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +79,7 @@ impl Check for Kmsg {
         let mut found = Vec::new();
         let (mut out, err) = scan_inner(
             ctx,
-            &Source::DevKmsg { follow: false },
+            Input::Source(&Source::DevKmsg { follow: false }),
             &Options::default(),
             &mut |f| found.push(f),
         );
@@ -105,50 +106,75 @@ impl Check for Kmsg {
 /// and what could not be seen in `blind_spots`.
 pub fn scan(ctx: &Context, source: &Source, opts: &Options) -> CheckOutput {
     let mut found = Vec::new();
-    let (mut out, _) = scan_inner(ctx, source, opts, &mut |f| found.push(f));
+    let (mut out, _) = scan_inner(ctx, Input::Source(source), opts, &mut |f| found.push(f));
     out.findings = found;
     out
 }
 
 /// Like [`scan`], but hands each finding to `emit` as soon as it is complete: when following, a group is
 /// complete after [`Options::settle`] without new messages; otherwise at the end. The returned output holds the
-/// counters and blind spots, and no findings.
+/// counters and blind spots, and no findings. Following /dev/kmsg, the log is read on a thread of its own (a
+/// [`Follower`]), so that resolving and emitting findings never holds up reading.
 pub fn scan_with(
     ctx: &Context,
     source: &Source,
     opts: &Options,
     emit: &mut dyn FnMut(Finding),
 ) -> CheckOutput {
-    scan_inner(ctx, source, opts, emit).0
+    scan_inner(ctx, Input::Source(source), opts, emit).0
+}
+
+/// Like [`scan_with`] following /dev/kmsg, but from a [`Follower`] that the caller keeps between calls (the
+/// agent's periods), so that the log is read without a gap between them; `since_seq` and `from_end` of `opts`
+/// are the follower's business. Returns when `opts.stop` is set; the groups still open are then reported.
+pub fn follow_with(
+    ctx: &Context,
+    follower: &mut Follower,
+    opts: &Options,
+    emit: &mut dyn FnMut(Finding),
+) -> CheckOutput {
+    scan_inner(ctx, Input::Follower(follower), opts, emit).0
+}
+
+enum Input<'a> {
+    Source(&'a Source),
+    Follower(&'a mut Follower),
 }
 
 fn scan_inner(
     ctx: &Context,
-    source: &Source,
+    input: Input<'_>,
     opts: &Options,
     emit: &mut dyn FnMut(Finding),
 ) -> (CheckOutput, Option<io::Error>) {
     let mut out = CheckOutput::default();
     let mut stats = ReadStats::default();
-    let boot = match source {
-        Source::DevKmsg { .. } => boot_usec(),
+    let source_name = match &input {
+        Input::Source(Source::File(p)) => Some(p.display().to_string()),
+        Input::Source(Source::Stdin) => Some("standard input".to_string()),
         _ => None,
     };
-    let resolver = Resolver::new(ctx, boot);
+    let (kmsg, follow) = match &input {
+        Input::Source(Source::DevKmsg { follow }) => (true, *follow),
+        Input::Follower(_) => (true, true),
+        Input::Source(_) => (false, false),
+    };
+    let resolver = Resolver::new(ctx, if kmsg { boot_usec() } else { None });
     let mut engine = Engine::new();
+    let stop = opts.stop.as_deref();
     let result = {
         let mut sink = EngineSink {
             engine: &mut engine,
             resolver: &resolver,
-            follow: matches!(source, Source::DevKmsg { follow: true }),
+            follow,
             settle: opts.settle,
             emit: &mut *emit,
         };
-        match source {
-            Source::DevKmsg { follow } => reader::read_kmsg(
+        match input {
+            Input::Source(Source::DevKmsg { follow: false }) => reader::read_kmsg(
                 ctx.host,
                 &KmsgOptions {
-                    follow: *follow,
+                    follow: false,
                     from_end: opts.from_end,
                     since_seq: opts.since_seq,
                     stop: opts.stop.clone(),
@@ -156,10 +182,17 @@ fn scan_inner(
                 &mut stats,
                 &mut sink,
             ),
-            Source::File(p) => {
+            Input::Source(Source::DevKmsg { follow: true }) => {
+                Follower::start(ctx.host, opts.since_seq, opts.from_end)
+                    .and_then(|mut f| f.read(stop, &mut stats, &mut sink))
+            }
+            Input::Follower(f) => f.read(stop, &mut stats, &mut sink),
+            Input::Source(Source::File(p)) => {
                 std::fs::File::open(p).and_then(|f| reader::read_text(f, &mut stats, &mut sink))
             }
-            Source::Stdin => reader::read_text(io::stdin().lock(), &mut stats, &mut sink),
+            Input::Source(Source::Stdin) => {
+                reader::read_text(io::stdin().lock(), &mut stats, &mut sink)
+            }
         }
     };
     for g in engine.take_all() {
@@ -172,6 +205,7 @@ fn scan_inner(
         ("oversized".into(), stats.oversized),
         ("overwritten".into(), stats.overwritten),
         ("records_lost".into(), stats.lost),
+        ("records_dropped".into(), stats.dropped),
         ("skipped_old".into(), stats.skipped_old),
     ];
     out.stats.extend(engine.stats());
@@ -179,7 +213,8 @@ fn scan_inner(
         out.blind_spots.push(BlindSpot::new(
             "kmsg",
             format!("{} kernel log records", stats.lost),
-            "the kernel's ring buffer overwrote them before wonk read them; counts may be low",
+            "the kernel's ring buffer overwrote them before wonk read them (or wonk's queue of records read was \
+             full); counts may be low",
         ));
     }
     for (what, why) in resolver.unresolved.take() {
@@ -188,10 +223,9 @@ fn scan_inner(
     let err = match result {
         Ok(()) => None,
         Err(e) => {
-            let what = match source {
-                Source::DevKmsg { .. } => ctx.host.path("/dev/kmsg").display().to_string(),
-                Source::File(p) => p.display().to_string(),
-                Source::Stdin => "standard input".into(),
+            let what = match source_name {
+                None => ctx.host.path("/dev/kmsg").display().to_string(),
+                Some(n) => n,
             };
             out.failed = Some(format!("cannot read the kernel log from {what}: {e}"));
             Some(e)

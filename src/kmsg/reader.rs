@@ -1,6 +1,13 @@
 //! Reading kernel log records: from `/dev/kmsg` (non-blocking, one record per `read()`, optionally following the
 //! log until told to stop), or as text lines from a file or stdin. Memory stays bounded whatever the input: one
-//! record buffer for kmsg, one capped line buffer for text.
+//! record buffer for kmsg, one capped line buffer for text, and for a [`Follower`] a queue of at most
+//! [`FOLLOW_QUEUE_BYTES`].
+//!
+//! A [`Follower`] reads /dev/kmsg on a thread of its own and queues the records, so that whatever its consumer
+//! does between two records (resolving a finding walks /proc and reads a directory's index) never keeps it from
+//! reading: the ring buffer is small (128 KiB by default, a tenth of a second at 10,000 lines a second) and what
+//! the kernel overwrites before it is read is gone. A follower outlives its consumers, so that the agent's
+//! periods read one stream without a gap between them.
 //!
 //! /dev/kmsg semantics (Documentation/ABI/testing/dev-kmsg): a fresh open starts at the oldest record the ring
 //! buffer still holds; `EAGAIN` means the reader has caught up; `EPIPE` means records were overwritten before
@@ -11,8 +18,10 @@ use crate::host::Host;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The kernel rejects reads into buffers smaller than one record (about 8 KiB) with `EINVAL`.
@@ -33,8 +42,11 @@ pub struct ReadStats {
     pub oversized: u64,
     /// `EPIPE` answers: times the ring buffer overwrote records before wonk read them.
     pub overwritten: u64,
-    /// Records lost to overwriting, from the gaps in sequence numbers.
+    /// Records lost, from the gaps in sequence numbers: overwritten by the kernel before they were read, or (for a
+    /// [`Follower`]) dropped because its queue was full.
     pub lost: u64,
+    /// Of those, dropped by a [`Follower`] whose queue was full.
+    pub dropped: u64,
     /// Records at or before `since_seq`.
     pub skipped_old: u64,
     /// The sequence number of the last kmsg record read, even if skipped.
@@ -101,22 +113,9 @@ pub fn read_kmsg(
                 wait_readable(&f)?;
             }
             Ok(n) => {
-                let Some(r) = record::parse_kmsg(&buf[..n]) else {
-                    stats.malformed += 1;
+                let Some(r) = account(&buf[..n], opts.since_seq, &mut prev, stats) else {
                     continue;
                 };
-                if let Some(seq) = r.seq {
-                    if let Some(p) = prev.filter(|&p| seq > p + 1) {
-                        stats.lost += seq - p - 1;
-                    }
-                    stats.last_seq = Some(seq);
-                    if opts.since_seq.is_some_and(|s| seq <= s) {
-                        stats.skipped_old += 1;
-                        continue;
-                    }
-                    prev = Some(prev.map_or(seq, |p| p.max(seq)));
-                }
-                stats.records += 1;
                 sink.record(&r);
                 if stats.records % 4096 == 0 && stopped() {
                     return Ok(());
@@ -134,6 +133,239 @@ pub fn read_kmsg(
                         break;
                     }
                 },
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
+/// Parses one kmsg read and counts it: malformed, old (at or before `since`), or a record handed on, with the
+/// records lost since `prev` (the last one handed on).
+fn account<'b>(
+    buf: &'b [u8],
+    since: Option<u64>,
+    prev: &mut Option<u64>,
+    stats: &mut ReadStats,
+) -> Option<Record<'b>> {
+    let Some(r) = record::parse_kmsg(buf) else {
+        stats.malformed += 1;
+        return None;
+    };
+    if let Some(seq) = r.seq {
+        if let Some(p) = prev.filter(|&p| seq > p + 1) {
+            stats.lost += seq - p - 1;
+        }
+        stats.last_seq = Some(seq);
+        if since.is_some_and(|s| seq <= s) {
+            stats.skipped_old += 1;
+            return None;
+        }
+        *prev = Some(prev.map_or(seq, |p| p.max(seq)));
+    }
+    stats.records += 1;
+    Some(r)
+}
+
+/// The sequence number in a kmsg record's header (`PRI,SEQ,...;`), without parsing the rest.
+fn kmsg_seq(buf: &[u8]) -> Option<u64> {
+    let end = memchr::memchr(b';', buf)?;
+    record::num(buf[..end].split(|&b| b == b',').nth(1)?)
+}
+
+/// Most bytes of records a [`Follower`] holds for its consumer; records that do not fit are dropped (and
+/// counted, as gaps in sequence numbers, in [`ReadStats::lost`]).
+pub const FOLLOW_QUEUE_BYTES: usize = 4 << 20;
+/// What one queued record costs besides its bytes (its allocation and its place in the queue), for the budget.
+const QUEUED_OVERHEAD: usize = 64;
+
+/// What the reading thread and the consumer of a [`Follower`] share.
+#[derive(Default)]
+struct FollowShared {
+    stop: AtomicBool,
+    queued_bytes: AtomicUsize,
+    overwritten: AtomicU64,
+    skipped_old: AtomicU64,
+    dropped: AtomicU64,
+    error: Mutex<Option<io::Error>>,
+}
+
+/// Running totals of what a [`Follower`]'s consumers were handed and what was lost, over the follower's life;
+/// another thread may read them while a consumer runs.
+#[derive(Debug, Default)]
+pub struct FollowTotals {
+    pub records: AtomicU64,
+    pub lost: AtomicU64,
+}
+
+/// /dev/kmsg read on a thread of its own into a bounded queue; see the module's documentation. Dropping it
+/// stops the thread (within [`POLL_INTERVAL`]).
+pub struct Follower {
+    rx: Receiver<Vec<u8>>,
+    shared: Arc<FollowShared>,
+    totals: Arc<FollowTotals>,
+    thread: Option<JoinHandle<()>>,
+    /// The last sequence number handed on, for the gaps (across consumers).
+    prev: Option<u64>,
+    /// The shared counters already added to some consumer's [`ReadStats`].
+    taken: (u64, u64, u64),
+}
+
+impl Follower {
+    /// Opens /dev/kmsg under the host root (so that an error shows here) and starts reading: records after
+    /// `since_seq`, or with `from_end` only those logged from now on.
+    pub fn start(host: &Host, since_seq: Option<u64>, from_end: bool) -> io::Result<Follower> {
+        let mut f = open_kmsg(host)?;
+        if from_end {
+            // SAFETY: lseek on a file descriptor we own; no memory is involved.
+            if unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_END) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(FollowShared::default());
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("kmsg-read".into())
+            .spawn(move || {
+                if let Err(e) = follow_thread(&mut f, since_seq, &tx, &sh) {
+                    *sh.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                }
+            })?;
+        Ok(Follower {
+            rx,
+            shared,
+            totals: Arc::default(),
+            thread: Some(thread),
+            prev: since_seq,
+            taken: (0, 0, 0),
+        })
+    }
+
+    /// The running totals, to be read from another thread.
+    pub fn totals(&self) -> Arc<FollowTotals> {
+        self.totals.clone()
+    }
+
+    /// The sequence number of the last record handed on (or the `since_seq` it started after).
+    pub fn last_seq(&self) -> Option<u64> {
+        self.prev
+    }
+
+    /// Hands queued records to `sink`, waiting for more, until `stop` is set (checked when the queue is empty and
+    /// every 4096 records); what is still queued then is for the next call. `stats` gets what this call saw. An
+    /// error of the reading thread (which then ends) is returned once the queue is empty.
+    pub fn read(
+        &mut self,
+        stop: Option<&AtomicBool>,
+        stats: &mut ReadStats,
+        sink: &mut impl Sink,
+    ) -> io::Result<()> {
+        let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
+        let result = loop {
+            let buf = match self.rx.try_recv() {
+                Ok(b) => b,
+                Err(TryRecvError::Empty) => {
+                    sink.idle();
+                    if stopped() {
+                        break Ok(());
+                    }
+                    match self.rx.recv_timeout(POLL_INTERVAL) {
+                        Ok(b) => b,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break Err(self.ended()),
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break Err(self.ended()),
+            };
+            self.shared
+                .queued_bytes
+                .fetch_sub(buf.len() + QUEUED_OVERHEAD, Ordering::Relaxed);
+            let lost = stats.lost;
+            let r = account(&buf, None, &mut self.prev, stats);
+            self.totals
+                .lost
+                .fetch_add(stats.lost - lost, Ordering::Relaxed);
+            if let Some(r) = r {
+                self.totals.records.fetch_add(1, Ordering::Relaxed);
+                sink.record(&r);
+                if stats.records % 4096 == 0 && stopped() {
+                    break Ok(());
+                }
+            }
+        };
+        let now = (
+            self.shared.overwritten.load(Ordering::Relaxed),
+            self.shared.skipped_old.load(Ordering::Relaxed),
+            self.shared.dropped.load(Ordering::Relaxed),
+        );
+        stats.overwritten += now.0 - self.taken.0;
+        stats.skipped_old += now.1 - self.taken.1;
+        stats.dropped += now.2 - self.taken.2;
+        self.taken = now;
+        result
+    }
+
+    fn ended(&self) -> io::Error {
+        self.shared
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| io::Error::other("the kernel log reader ended"))
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The reading thread of a [`Follower`]: reads every record as soon as the kernel logs it, until stopped.
+fn follow_thread(
+    f: &mut File,
+    since: Option<u64>,
+    tx: &Sender<Vec<u8>>,
+    sh: &FollowShared,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; KMSG_BUF];
+    loop {
+        if sh.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match f.read(&mut buf) {
+            Ok(0) => {
+                wait_readable(f)?;
+            }
+            Ok(n) => {
+                if let (Some(s), Some(seq)) = (since, kmsg_seq(&buf[..n])) {
+                    if seq <= s {
+                        sh.skipped_old.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+                let cost = n + QUEUED_OVERHEAD;
+                if sh.queued_bytes.load(Ordering::Relaxed) + cost > FOLLOW_QUEUE_BYTES {
+                    // The consumer is behind: this record becomes a gap it counts as lost.
+                    sh.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                sh.queued_bytes.fetch_add(cost, Ordering::Relaxed);
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EPIPE) => {
+                    sh.overwritten.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(libc::EAGAIN) => {
+                    wait_readable(f)?;
+                }
                 _ => return Err(e),
             },
         }
@@ -276,6 +508,17 @@ mod tests {
         })
         .unwrap();
         (out, stats)
+    }
+
+    #[test]
+    fn kmsg_sequence_numbers_from_the_header_only() {
+        assert_eq!(
+            kmsg_seq(b"6,498,3116446215,-;a;b,c\n SUBSYSTEM=x"),
+            Some(498)
+        );
+        assert_eq!(kmsg_seq(b"6,498"), None);
+        assert_eq!(kmsg_seq(b"6;498,1,-;x"), None);
+        assert_eq!(kmsg_seq(b""), None);
     }
 
     #[test]
