@@ -1,128 +1,16 @@
 //! `wonk agent` for real: a ghost bind mount (attributed to a pod through a bundle and a cgroup) and a full
 //! htree index on a loop-mounted ext4, read from /metrics; the same series through a real Prometheus (Debian's
 //! package) and its query API, with wonk's alert rules loaded; the rules' own unit tests with promtool; the NPD
-//! plugin protocol. `WONK_SOAK=1` adds the kernel-log flood soak test.
+//! plugin protocol. The kernel-log flood soak is tests/agent_soak.rs.
 
 mod common;
 
+use common::agent::*;
 use common::*;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A process we started, killed by its recorded pid when dropped.
-struct Proc {
-    child: Option<Child>,
-    name: &'static str,
-}
-
-impl Proc {
-    /// SIGTERM, then waits; returns the exit code and how long it took.
-    fn term(&mut self) -> (Option<i32>, Duration) {
-        let mut c = self.child.take().unwrap();
-        let t = Instant::now();
-        // SAFETY: kill(2) with the pid of our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let st = c.wait().unwrap();
-        (st.code(), t.elapsed())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            eprintln!("killing {} (pid {})", self.name, c.id());
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn agent(args: &[&str], log: &Path) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_wonk"))
-        .arg("agent")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    Proc {
-        child: Some(child),
-        name: "wonk agent",
-    }
-}
-
-/// GET over plain HTTP/1.0 (no chunked replies); returns status line and body.
-fn get(port: u16, target: &str, accept: &str) -> std::io::Result<(String, String)> {
-    let mut c = TcpStream::connect(("127.0.0.1", port))?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        c,
-        "GET {target} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut s = String::new();
-    c.read_to_string(&mut s)?;
-    let (head, body) = s.split_once("\r\n\r\n").unwrap_or((&s, ""));
-    Ok((
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    ))
-}
-
-/// The value of the series `name` whose labels include every pair of `labels`, if exactly one does.
-fn value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let hits: Vec<f64> = metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (hits.len() == 1).then(|| hits[0])
-}
-
-/// Polls until `cond` holds on /metrics, or fails after `secs` with the last body.
-fn wait_metrics(port: u16, secs: u64, what: &str, cond: impl Fn(&str) -> bool) -> String {
-    let end = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    while Instant::now() < end {
-        if let Ok((_, body)) = get(port, "/metrics", "text/plain") {
-            if cond(&body) {
-                return body;
-            }
-            last = body;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    panic!("{what}: not seen within {secs} s; last /metrics:\n{last}");
-}
-
-/// Creates 250-byte names in `dir` until a create fails with ENOSPC; returns how many were created.
-fn fill_to_enospc(dir: &Path) -> usize {
-    for i in 0..200_000usize {
-        if let Err(e) = std::fs::File::create(dir.join(format!("{i:0>250}"))) {
-            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-            return i;
-        }
-    }
-    panic!("no ENOSPC after 200,000 creates");
-}
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)

@@ -2,6 +2,8 @@
 //! each recorded when made and undone in `Drop`, even when the test fails.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,19 @@ pub fn root_or_skip(test: &str) -> bool {
         panic!("{test} needs root, and CI=true: it must not be skipped");
     }
     eprintln!("skipping {test}: needs root");
+    false
+}
+
+/// True when the test can run; otherwise, because `what` is absent from this machine, it skips, except in CI,
+/// where it must run.
+pub fn present_or_skip(test: &str, present: bool, what: &str) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs {what}, and CI=true: it must not be skipped");
+    }
+    eprintln!("skipping {test}: needs {what}");
     false
 }
 
@@ -292,8 +307,8 @@ pub fn ino(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().ino()
 }
 
-/// A kernel setting under /proc/sys, changed for the length of a test and restored in Drop: on every exit path,
-/// a failed assertion included.
+/// A kernel setting under /proc/sys (or /sys), changed for the length of a test and restored in Drop: on every
+/// exit path, a failed assertion included.
 pub struct Sysctl {
     path: PathBuf,
     old: String,

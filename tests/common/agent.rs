@@ -1,0 +1,138 @@
+//! Driving `wonk agent` from a test: a free port, the agent as a child killed by its pid when dropped, plain
+//! HTTP GETs of /metrics and one series' value, and a directory filled until its htree index is full.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process we started, killed by its recorded pid when dropped.
+pub struct Proc {
+    pub child: Option<Child>,
+    pub name: &'static str,
+}
+
+impl Proc {
+    /// SIGTERM, then waits; returns the exit code and how long it took.
+    pub fn term(&mut self) -> (Option<i32>, Duration) {
+        let mut c = self.child.take().unwrap();
+        let t = Instant::now();
+        // SAFETY: kill(2) with the pid of our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let st = c.wait().unwrap();
+        (st.code(), t.elapsed())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Whether it is still running (not exited; reaps it if it has).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().is_ok_and(|st| st.is_none()))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            eprintln!("killing {} (pid {})", self.name, c.id());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `wonk agent ARGS`, its stderr (the log) into `log`.
+pub fn agent(args: &[&str], log: &Path) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_wonk"))
+        .arg("agent")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc {
+        child: Some(child),
+        name: "wonk agent",
+    }
+}
+
+/// GET over plain HTTP/1.0 (no chunked replies); returns status line and body. Connecting and each read give up
+/// after 10 s.
+pub fn get(port: u16, target: &str, accept: &str) -> std::io::Result<(String, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        c,
+        "GET {target} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut s = String::new();
+    c.read_to_string(&mut s)?;
+    let (head, body) = s.split_once("\r\n\r\n").unwrap_or((&s, ""));
+    Ok((
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    ))
+}
+
+/// The values of every series `name` whose labels include every pair of `labels`.
+pub fn values(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// The value of the series `name` whose labels include every pair of `labels`, if exactly one does.
+pub fn value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let hits = values(metrics, name, labels);
+    (hits.len() == 1).then(|| hits[0])
+}
+
+/// Polls until `cond` holds on /metrics, or fails after `secs` with the last body.
+pub fn wait_metrics(port: u16, secs: u64, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    while Instant::now() < end {
+        if let Ok((_, body)) = get(port, "/metrics", "text/plain") {
+            if cond(&body) {
+                return body;
+            }
+            last = body;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("{what}: not seen within {secs} s; last /metrics:\n{last}");
+}
+
+/// Creates 250-byte names in `dir` until a create fails with ENOSPC; returns how many were created.
+pub fn fill_to_enospc(dir: &Path) -> usize {
+    for i in 0..200_000usize {
+        if let Err(e) = std::fs::File::create(dir.join(format!("{i:0>250}"))) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            return i;
+        }
+    }
+    panic!("no ENOSPC after 200,000 creates");
+}
