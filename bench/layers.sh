@@ -10,10 +10,15 @@
 # alternating) and REPS times warm (after one untimed warm-up run of each), and reports medians of wall and CPU
 # (user + sys, children included) time:
 #
-#   wonk        wonk layers --kubelet-root $K --json      must report exactly DIRS x FILES files, DIRS dirs, the bytes
+#   wonk        wonk layers --kubelet-root $K --json      must report exactly DIRS x FILES files, DIRS dirs, no other,
+#                                                         DIRS x FILES + DIRS inodes, and bytes within 5 of its own
+#                                                         standard errors of the bytes written, marked `sampled`
+#                                                         (exact, and marked so, when FILES <= 32)
+#   wonk-exact  wonk layers ... --exact-bytes             the same counts, and exactly the bytes written
 #   du-inodes   du -s --inodes DIR                        must count DIRS x FILES + DIRS + 1 inodes
 #   find        find DIR | wc -l                          must count DIRS x FILES + DIRS + 1 names
-#   du          du -s DIR                                 stats every file, as wonk does (for the bytes)
+#   du          du -s DIR                                 stats every file, as wonk-exact does (the equal-work
+#                                                         comparison)
 #
 # Every run's answer is checked, untimed, so a fast wrong answer cannot pass. Target: wonk faster (wall) than
 # both `du -s --inodes` and `find | wc -l`, cold and warm.
@@ -231,22 +236,50 @@ wrong=0
 bad() { echo "layers.sh: WRONG RESULT: $*" >&2; echo "$*" >>"$dir/wrong"; wrong=1; }
 
 # The contenders: cmd_KEY runs it, check_KEY checks its answer (untimed).
-keys=(wonk du-inodes find du)
-wonk_walked=()
-cmd_wonk() {
-    local rc=0
-    "$WONK" layers --kubelet-root "$K" --json >"$dir/wonk.json" 2>>"$dir/wonk.stderr" || rc=$?
+keys=(wonk wonk-exact du-inodes find du)
+wonk_walked=() wonk_estimates=()
+wonk_run() { # OUT ARGS...
+    local out=$1 rc=0
+    shift
+    "$WONK" layers --kubelet-root "$K" --json "$@" >"$out" 2>>"$dir/wonk.stderr" || rc=$?
     (( rc <= 2 )) || { echo "layers.sh: wonk layers exited $rc:" >&2; cat "$dir/wonk.stderr" >&2; exit 1; }
 }
-check_wonk() {
-    local got
+# wonk_check JSON: the counts every wonk run must get exactly; sets ev to the pod's evidence as
+# "bytes bytes_method bytes_stderr statted estimated".
+ev=
+wonk_check() {
+    local got want="$nfiles $DIRS 0 $((nfiles + DIRS)) complete false"
     got=$(jq -r --arg uid "$uid" '[.findings[] | select(.subject == $uid) | .evidence
-        | "\(.files) \(.dirs) \(.other) \(.bytes) \(.lower_bound)"] | join(",")' "$dir/wonk.json")
-    [[ $got == "$nfiles $DIRS 0 $want_bytes false" ]] ||
-        bad "wonk layers said files dirs other bytes lower_bound = '$got', expected '$nfiles $DIRS 0 $want_bytes false'"
+        | "\(.files) \(.dirs) \(.other) \(.inodes) \(.inode_dedup) \(.lower_bound)"] | join(",")' "$1")
+    [[ $got == "$want" ]] ||
+        bad "wonk layers said files dirs other inodes inode_dedup lower_bound = '$got', expected '$want'"
     # Other pods' layers on this node (containers of other tests, say) are walked too, and timed with ours.
     wonk_walked+=("$(jq -r --arg uid "$uid" '"\(.checks[0].stats.layers_walked) layer(s), \([.findings[]
-        | select(.subject != $uid) | .evidence.files] | add // 0) other files"' "$dir/wonk.json")")
+        | select(.subject != $uid) | .evidence.files] | add // 0) other files"' "$1")")
+    ev=$(jq -r --arg uid "$uid" '.findings[] | select(.subject == $uid) | .evidence
+        | "\(.bytes) \(.bytes_method) \(.bytes_stderr) \(.bytes_statted_files) \(.bytes_estimated_files)"' "$1")
+}
+cmd_wonk() { wonk_run "$dir/wonk.json"; }
+check_wonk() {
+    local bytes method stderr statted estimated
+    wonk_check "$dir/wonk.json"
+    read -r bytes method stderr statted estimated <<<"$ev"
+    (( statted + estimated == nfiles )) || bad "wonk: $statted statted + $estimated estimated files, not $nfiles"
+    if (( FILES <= 32 )); then
+        [[ "$bytes $method" == "$want_bytes exact" ]] || bad "wonk said bytes '$bytes $method', expected '$want_bytes exact'"
+    elif [[ $method != sampled ]] || (( ${bytes:-0} - want_bytes > 5 * stderr || want_bytes - ${bytes:-0} > 5 * stderr )); then
+        bad "wonk said bytes $bytes ($method, standard error $stderr), expected $want_bytes within 5 standard errors, sampled"
+    fi
+    wonk_estimates+=("$bytes (standard error $stderr, $statted files statted)")
+}
+cmd_wonk-exact() { wonk_run "$dir/wonk-exact.json" --exact-bytes; }
+check_wonk-exact() {
+    local bytes method stderr statted estimated
+    wonk_check "$dir/wonk-exact.json"
+    read -r bytes method stderr statted estimated <<<"$ev"
+    [[ "$bytes $method $statted $estimated" == "$want_bytes exact $nfiles 0" ]] ||
+        bad "wonk --exact-bytes said bytes method statted estimated = '$bytes $method $statted $estimated'," \
+            "expected '$want_bytes exact $nfiles 0'"
 }
 cmd_du-inodes() { du -s --inodes "$D" >"$dir/du-inodes.out"; }
 check_du-inodes() {
@@ -315,6 +348,7 @@ printf '%-10s %-42s %9s %9s %9s %9s\n' key "command (medians of $REPS runs)" "co
 for k in "${keys[@]}"; do
     case $k in
         wonk) c="wonk layers --kubelet-root \$K --json" ;;
+        wonk-exact) c="wonk layers ... --exact-bytes" ;;
         du-inodes) c="du -s --inodes DIR" ;;
         find) c="find DIR | wc -l" ;;
         du) c="du -s DIR" ;;
@@ -330,21 +364,28 @@ done
 echo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
 missed=0
-for k in du-inodes find du; do
+for k in du-inodes find; do
     for m in cold warm; do
         o=$(med "$k" "$m" wall) w=$(med wonk "$m" wall)
         v=MET
-        (( w < o )) || v=MISSED
-        [[ $k == du ]] && v="(comparison)"
-        [[ $v == MISSED ]] && missed=1
+        (( w < o )) || { v=MISSED; missed=1; }
         printf '%-10s %s: %s / wonk = %sx  %s\n' "$k" "$m" "$k" "$(ratio "$o" "$w")" "$v"
     done
 done
+for k in du du-inodes; do
+    for m in cold warm; do
+        printf '%-10s %s: %s / wonk-exact = %sx  (comparison: both stat every file)\n' "$k" "$m" "$k" \
+            "$(ratio "$(med "$k" "$m" wall)" "$(med wonk-exact "$m" wall)")"
+    done
+done
 echo "target: wonk faster than both du -s --inodes and find | wc -l, cold and warm: $( ((missed)) && echo MISSED || echo MET)"
+echo "wonk's bytes (the emptyDir had $want_bytes): $(printf '%s\n' "${wonk_estimates[@]}" | sort | uniq -c |
+    awk '{ n = $1; $1 = ""; printf "%s%s in %d run(s)", (NR > 1 ? "; " : ""), substr($0, 2), n }')"
 if (( wrong )); then
     echo
     echo "WRONG RESULTS:"
     sort "$dir/wrong" | uniq -c
     exit 1
 fi
-echo "every run's count was right: $nfiles files, $DIRS dirs, $want_bytes bytes (wonk); $want_names names (du --inodes, find)"
+echo "every run's count was right: $nfiles files, $DIRS dirs, $((nfiles + DIRS)) inodes (wonk);" \
+    "$want_bytes bytes (wonk --exact-bytes; wonk's estimate within 5 standard errors); $want_names names (du --inodes, find)"
