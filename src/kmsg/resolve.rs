@@ -186,6 +186,7 @@ impl<'a> Resolver<'a> {
             levels,
             function,
             large_dir,
+            remounted,
         } = &g.detail
         else {
             return;
@@ -200,28 +201,39 @@ impl<'a> Resolver<'a> {
             Err(e) => (None, Some(format!("{e:#}"))),
         };
         let loc = match (inode, dev) {
-            (Some(ino), Some(d)) => Some(self.locate(d, *ino, true)),
+            (Some(ino), Some(d)) if !remounted => Some(self.locate(d, *ino, true)),
             _ => None,
         };
         let path = loc.as_ref().and_then(|l| l.path.clone());
-        if let Some(p) = &path {
-            f.subject = p.clone();
-        }
+        // Unresolved, the directory is named as `wonk who` takes it.
+        f.subject = path
+            .clone()
+            .unwrap_or_else(|| format!("{device}:{}", inode.map_or("?".into(), |i| i.to_string())));
         f.summary = format!(
             "directory index full: creating files in {} fails with ENOSPC ({} warnings)",
-            path.as_deref().unwrap_or(&g.key),
-            g.count
+            f.subject, g.count
         );
         put(f, "device", device);
         put(f, "device_number", dev.map(|d| d.to_string()));
         put(f, "inode", inode);
         put(f, "path", &path);
         put(f, "resolved_by", loc.as_ref().and_then(|l| l.resolved_by));
+        let remount_error = remounted.then(|| {
+            format!(
+                "/dev/{device} was mounted again after these warnings: they are about the filesystem mounted \
+                 before, so inode {} is not looked up on the one mounted now",
+                inode.map_or("?".into(), |i| i.to_string())
+            )
+        });
         put(
             f,
             "path_error",
-            loc.as_ref().and_then(|l| l.error.clone()).or(dev_error),
+            loc.as_ref()
+                .and_then(|l| l.error.clone())
+                .or(remount_error)
+                .or(dev_error),
         );
+        put(f, "remounted", remounted);
         put(f, "htree_levels", levels);
         put(f, "large_dir", large_dir);
         // The index as it is now, not as it was when the kernel complained.

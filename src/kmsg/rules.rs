@@ -155,6 +155,9 @@ pub enum Detail {
         function: String,
         /// `Some(false)` once the "Large directory feature is not enabled" companion line was seen.
         large_dir: Option<bool>,
+        /// The device was mounted again after these warnings: they are about the filesystem mounted before
+        /// (a loop device reused, a disk replaced), whose inode numbers mean nothing on the one there now.
+        remounted: bool,
     },
     Oom {
         memcg: Option<String>,
@@ -345,6 +348,8 @@ enum Hit {
     },
     /// "Large directory feature is not enabled on this filesystem" on `device`.
     HtreeCompanion { device: String },
+    /// "EXT4-fs (DEV): mounted filesystem ...": what follows on `device` is about a new filesystem.
+    Ext4Mounted { device: String },
     /// "Killed process PID (comm) ...": detail for the `oom-kill:` summary of the same pid, or an event of its own.
     OomVictim(Detail),
 }
@@ -373,6 +378,9 @@ pub struct Engine {
     recent_oom: Vec<(u64, usize)>,
     /// (device, group) of the last full-index warning, for its companion line.
     last_htree: Option<(String, usize)>,
+    /// Mounts of each ext4 device seen so far, so that warnings from different filesystems on one device do not
+    /// fold together.
+    mounts: HashMap<String, u32>,
 }
 
 impl Default for Engine {
@@ -393,6 +401,7 @@ impl Engine {
             capture: None,
             recent_oom: Vec::new(),
             last_htree: None,
+            mounts: HashMap::new(),
         }
     }
 
@@ -409,8 +418,17 @@ impl Engine {
             self.from_userspace += 1;
         }
         match hit {
-            Hit::Event { rule, key, detail } => {
+            Hit::Event {
+                rule,
+                mut key,
+                detail,
+            } => {
                 self.matched[rule.index()] += 1;
+                if let Detail::Htree { device, .. } = &detail {
+                    if let Some(n) = self.mounts.get(device) {
+                        key = format!("{key}@{n}");
+                    }
+                }
                 let in_oops = self.capture.as_ref().is_some_and(|c| {
                     self.groups
                         .get(c.group)
@@ -454,6 +472,26 @@ impl Engine {
                         }
                     }
                     _ => {}
+                }
+            }
+            Hit::Ext4Mounted { device } => {
+                for g in &mut self.groups {
+                    if let Detail::Htree {
+                        device: d,
+                        remounted,
+                        ..
+                    } = &mut g.detail
+                    {
+                        if *d == device {
+                            *remounted = true;
+                        }
+                    }
+                }
+                if self.last_htree.as_ref().is_some_and(|(d, _)| *d == device) {
+                    self.last_htree = None;
+                }
+                if self.mounts.len() < MAX_GROUPS || self.mounts.contains_key(&device) {
+                    *self.mounts.entry(device).or_default() += 1;
                 }
             }
             Hit::HtreeCompanion { device } => {
@@ -829,6 +867,11 @@ fn ext4(rest: &[u8]) -> Option<Hit> {
     } else if let Some(r) = rest.strip_prefix(b"(") {
         let close = memchr::memchr(b')', r)?;
         let msg = r[close + 1..].strip_prefix(b": ")?;
+        if msg.starts_with(b"mounted filesystem") {
+            return Some(Hit::Ext4Mounted {
+                device: text(&r[..close]),
+            });
+        }
         if msg.starts_with(b"Remounting filesystem read-only") {
             let device = text(&r[..close]);
             return Some(Hit::Event {
@@ -872,6 +915,7 @@ fn ext4(rest: &[u8]) -> Option<Hit> {
                     levels: number_after(msg, b"level :"),
                     function: text(function),
                     large_dir: None,
+                    remounted: false,
                 },
             });
         }
@@ -1198,6 +1242,7 @@ mod tests {
                 levels: Some(2),
                 function: "ext4_dx_add_entry:2380".into(),
                 large_dir: Some(false),
+                remounted: false,
             }
         );
         let st: HashMap<String, u64> = e.stats().into_iter().collect();
@@ -1220,6 +1265,35 @@ mod tests {
         }
         let g = &e.groups()[0];
         assert_eq!((g.count, g.bursts), (8, 3));
+    }
+
+    #[test]
+    fn a_device_mounted_again_starts_new_groups() {
+        let mounted = "EXT4-fs (md1): mounted filesystem 4676fb13-04cf-4104-9c90-8a622e07bf1d r/w with ordered data mode. Quota mode: none.";
+        let e = run(&[
+            SEED_A, SEED_B, SEED_A, mounted, SEED_A, SEED_B, mounted, SEED_A,
+        ]);
+        let got: Vec<(&str, u64, bool, Option<bool>)> = e
+            .groups()
+            .iter()
+            .map(|g| match &g.detail {
+                Detail::Htree {
+                    remounted,
+                    large_dir,
+                    ..
+                } => (g.key.as_str(), g.count, *remounted, *large_dir),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // A companion line goes to the group of the warning just before it, never across a mount.
+        assert_eq!(
+            got,
+            vec![
+                ("md1:211566352", 2, true, Some(false)),
+                ("md1:211566352@1", 1, true, Some(false)),
+                ("md1:211566352@2", 1, false, None),
+            ]
+        );
     }
 
     #[test]
