@@ -132,8 +132,8 @@ enum Command {
         /// Largest directories to list per layer.
         #[arg(long, default_value_t = 3, value_name = "N")]
         top: usize,
-        /// Read every file's size. Otherwise a directory of more than 32 files has 32 of them, at random, read and
-        /// scaled up, and the bytes are marked as estimated (`bytes_method`).
+        /// Read every file's size. Otherwise a directory of more than 32 files has 32 of them (per 4,096 entries),
+        /// at random, read and scaled up, and the bytes are marked as estimated (`bytes_method`).
         #[arg(long)]
         exact_bytes: bool,
         /// Memory (MiB, per layer) for counting hard links once; past it they may be counted more than once, and

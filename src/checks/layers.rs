@@ -521,8 +521,9 @@ fn measure(
                 t.bytes += size;
             }
         }
-        let n = v.entries.len() as u64;
-        if opts.top > 0 && (t.largest.len() < opts.top || t.largest.iter().any(|d| d.entries < n)) {
+        if let Some(n) = v.total.filter(|&n| {
+            opts.top > 0 && (t.largest.len() < opts.top || t.largest.iter().any(|d| d.entries < n))
+        }) {
             t.largest.push(DirSize {
                 entries: n,
                 path: v.path.display().to_string(),

@@ -1,6 +1,7 @@
 //! A parallel walk of one filesystem: every directory is opened once (`O_NOFOLLOW`, from its parent's open
-//! handle), read with getdents64, and handed to a visitor with its entries' names, d_types and inode numbers, so
-//! that the visitor stats only what it needs. The walk never crosses into another filesystem, never follows
+//! handle), read with getdents64, and handed to a visitor with its entries' names, d_types and inode numbers (in
+//! parts of at most [`PART`] entries, so that a directory of millions of names costs no more memory than a small
+//! one), so that the visitor stats only what it needs. The walk never crosses into another filesystem, never follows
 //! symlinks, and stops at a deadline.
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
@@ -43,12 +44,19 @@ impl AsRef<Path> for Name<'_> {
     }
 }
 
-/// A directory being visited: its path, an open handle for `*at` calls, and its entries.
+/// A directory being visited: its path, an open handle for `*at` calls, and its entries. A large directory is
+/// visited in several parts of at most [`PART`] entries each, one after another on the same thread, so that
+/// memory stays bounded however many entries a directory has; the last part carries the directory's total.
 pub struct DirVisit<'a> {
     pub path: &'a Path,
     pub fd: &'a OwnedFd,
     pub entries: &'a [Entry<'a>],
+    /// On the directory's last part: how many entries it has in all.
+    pub total: Option<u64>,
 }
+
+/// Entries handed to a visitor at once.
+pub const PART: usize = 4096;
 
 /// What a walk saw of its own progress.
 #[derive(Debug, Default, Clone, Copy)]
@@ -252,11 +260,29 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, bool) {
     // One getdents64 call fills 64 KiB: a few calls for a directory of thousands of entries.
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
     let mut d = RawDir::new(&fd, &mut buf);
-    // The names in one buffer: one allocation per directory, not one per name.
-    let (mut names, mut found) = (Vec::new(), Vec::new());
-    while let Some(e) = d.next() {
-        let Ok(e) = e else {
-            break;
+    // The names of one part in one buffer: one allocation per part, not one per name.
+    let (mut names, mut found) = (Vec::new(), Vec::with_capacity(PART.min(256)));
+    let (mut n, mut subdirs) = (0u64, Vec::new());
+    let visit = |names: &[u8], found: &[(usize, usize, FileType, u64)], total: Option<u64>| {
+        let entries: Vec<Entry> = found
+            .iter()
+            .map(|&(at, len, kind, ino)| Entry {
+                name: Name(OsStr::from_bytes(&names[at..at + len])),
+                kind,
+                ino,
+            })
+            .collect();
+        (sh.visit)(&DirVisit {
+            path: &dir,
+            fd: &fd,
+            entries: &entries,
+            total,
+        });
+    };
+    loop {
+        let e = match d.next() {
+            Some(Ok(e)) => e,
+            _ => break,
         };
         let name = e.file_name().to_bytes();
         if name == b"." || name == b".." {
@@ -268,28 +294,20 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, bool) {
                 kind = FileType::from_raw_mode(st.st_mode);
             }
         }
+        if kind == FileType::Directory {
+            subdirs.push(dir.join(OsStr::from_bytes(name)));
+        }
         found.push((names.len(), name.len(), kind, e.ino()));
         names.extend_from_slice(name);
+        n += 1;
+        if found.len() >= PART {
+            visit(&names, &found, None);
+            names.clear();
+            found.clear();
+        }
     }
-    let entries: Vec<Entry> = found
-        .into_iter()
-        .map(|(at, len, kind, ino)| Entry {
-            name: Name(OsStr::from_bytes(&names[at..at + len])),
-            kind,
-            ino,
-        })
-        .collect();
-    (sh.visit)(&DirVisit {
-        path: &dir,
-        fd: &fd,
-        entries: &entries,
-    });
-    let n = entries.len() as u64;
-    let mut subdirs = entries
-        .iter()
-        .filter(|e| e.kind == FileType::Directory)
-        .peekable();
-    if subdirs.peek().is_none() {
+    visit(&names, &found, Some(n));
+    if subdirs.is_empty() {
         return (Vec::new(), n, true);
     }
     let parent = (sh.held.fetch_add(1, Ordering::Relaxed) < sh.max_held)
@@ -298,8 +316,9 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, bool) {
         sh.held.fetch_sub(1, Ordering::Relaxed);
     }
     let subdirs = subdirs
-        .map(|e| Item {
-            path: dir.join(e.name),
+        .into_iter()
+        .map(|path| Item {
+            path,
             parent: parent.clone(),
         })
         .collect();
@@ -338,6 +357,37 @@ mod tests {
         assert!(!st.stopped);
         let st = walk(&top, 2, Some(Instant::now()), &|_: &DirVisit| {});
         assert!(st.stopped || st.dirs <= 1);
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn a_large_directory_is_visited_in_bounded_parts_with_its_total_last() {
+        let top = std::env::temp_dir().join(format!("wonk-walk-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        std::fs::create_dir_all(&top).unwrap();
+        let files = 2 * PART + 5;
+        for i in 0..files {
+            std::fs::File::create(top.join(format!("f{i}"))).unwrap();
+        }
+        for i in 0..3 {
+            std::fs::create_dir(top.join(format!("d{i}"))).unwrap();
+        }
+        let parts = Mutex::new(Vec::new());
+        let st = walk(&top, 2, None, &|v: &DirVisit| {
+            if v.path == top {
+                parts.lock().unwrap().push((v.entries.len(), v.total));
+            }
+        });
+        let parts = parts.into_inner().unwrap();
+        let n = (files + 3) as u64;
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(parts.iter().all(|&(len, _)| len <= PART));
+        assert_eq!(parts.iter().map(|p| p.0 as u64).sum::<u64>(), n);
+        assert_eq!(
+            parts.iter().map(|p| p.1).collect::<Vec<_>>(),
+            vec![None, None, Some(n)]
+        );
+        assert_eq!((st.dirs, st.entries), (4, n));
         std::fs::remove_dir_all(&top).unwrap();
     }
 
