@@ -5,54 +5,21 @@
 #
 # Environment: NS (namespaces, default 300), MOUNTS (file bind mounts per namespace, default 20),
 # REPS (repetitions, default 5), GHOSTS (namespaces given one ghost mount, default 3),
-# WONK (binary to test; default: build target/release/wonk),
+# WONK (binary to test; default: the shipped, static one, built by scripts/release),
 # PROFILE (a command prefix such as "strace -c -f" or "perf stat"; runs one more wonk under it at the end).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NS=${NS:-300}
 MOUNTS=${MOUNTS:-20}
 REPS=${REPS:-5}
 GHOSTS=${GHOSTS:-3}
 
-if [[ $EUID -ne 0 ]]; then
-    echo "ghosts.sh: needs root (it creates mount namespaces); run it with sudo" >&2
-    exit 2
-fi
-if (( NS < 1 || MOUNTS < 1 || REPS < 1 || GHOSTS > NS )); then
-    echo "ghosts.sh: need NS, MOUNTS, REPS >= 1 and GHOSTS <= NS" >&2
-    exit 2
-fi
+need_root "it creates mount namespaces"
+(( NS >= 1 && MOUNTS >= 1 && REPS >= 1 && GHOSTS <= NS )) || die "need NS, MOUNTS, REPS >= 1 and GHOSTS <= NS"
 
-if [[ -z ${WONK:-} ]]; then
-    echo "building wonk (cargo build --release)..." >&2
-    repo=$(cd "$(dirname "$0")/.." && pwd)
-    (cd "$repo" && cargo build --release --quiet)
-    WONK=$repo/target/release/wonk
-fi
-[[ -x $WONK ]] || { echo "ghosts.sh: $WONK is not executable" >&2; exit 2; }
-
-dir=$(mktemp -d /tmp/wonk-bench.XXXXXX)
-pids=()
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if (( ${#pids[@]} )); then
-        kill -- "${pids[@]}" 2>/dev/null || true
-        wait "${pids[@]}" 2>/dev/null || true
-    fi
-    exec 3<&- 2>/dev/null || true
-    if grep -qF "$dir" /proc/self/mountinfo; then
-        echo "ghosts.sh: ERROR: something under $dir is mounted in the host namespace; not removing it" >&2
-        rc=1
-    else
-        rm -rf "$dir"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+need_wonk
+bench_start wonk-bench   # its cleanup: kills the namespaces' pids, then removes $dir unless the host mounts it
 
 # --- Set up: the files once, then NS namespaces that bind-mount them. ---
 mkdir "$dir/src" "$dir/dst" "$dir/ghost"
@@ -95,7 +62,7 @@ for p in "${pids[@]}"; do
         exit 1
     }
 done
-if grep -qF "$dir" /proc/self/mountinfo; then
+if mounted_under "$dir"; then
     echo "ghosts.sh: a bind mount leaked into the host namespace" >&2
     exit 1
 fi
@@ -132,21 +99,13 @@ floor_cat_once
 
 # measure NAME FUNCTION: runs FUNCTION REPS times; appends "NAME median_wall_ms median_cpu_ms" to results.
 # bash's `time` keyword reports the shell's own and its waited-for children's CPU time (getrusage), in ms.
-exec 4>&2
 measure() {
-    local name=$1 fn=$2 r walls=() cpus=() real user sys
-    local TIMEFORMAT='%3R %3U %3S'
+    local name=$1 fn=$2 r walls=() cpus=()
     for ((r = 0; r < REPS; r++)); do
-        { time "$fn" 2>&4; } 2>"$dir/time"
-        read -r real user sys <"$dir/time"
-        walls+=("$(awk -v x="$real" 'BEGIN { printf "%.1f", x * 1000 }')")
-        cpus+=("$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", (u + s) * 1000 }')")
+        timed_rusage "$fn"
+        walls+=("$last_wall") cpus+=("$last_cpu")
     done
     echo "$name $(median "${walls[@]}") $(median "${cpus[@]}")" >>"$dir/results"
-}
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        printf "%.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 echo "measuring ($REPS repetitions each)..." >&2
@@ -167,10 +126,7 @@ echo "wonk reported $findings finding(s), $ours of them in this benchmark's name
 echo "wonk stats: $stats"
 echo "wonk reported $blind blind spot(s)"
 jq -r '.blind_spots[] | "  \(.what): \(.why)"' "$dir/report.json"
-if [[ -s $dir/wonk.stderr ]]; then
-    echo "wonk wrote to stderr:"
-    sort "$dir/wonk.stderr" | uniq -c | head -20
-fi
+report_wonk_stderr
 echo
 awk '
     { name[NR] = $1; wall[NR] = $2; cpu[NR] = $3 }

@@ -32,10 +32,12 @@
 #             replaced by htree, who or scan: "strace -c -f", "perf record -g -o /tmp/wonk-%n.data"
 #   PROFILE_COLD=1  drop caches before each profiled run
 #
-# Cleanup (EXIT, INT, TERM): unmounts the mount points it recorded, detaches the loop devices it recorded (and
-# any still attached to its own image files), then removes its temporary directory; nothing else is touched.
+# Cleanup (EXIT, INT, TERM; bench/lib.sh): unmounts the mount points it recorded, detaches the loop devices it
+# recorded (and any still attached to its own image files), then removes its temporary directory; nothing else is
+# touched.
 set -euo pipefail
 export LC_ALL=C
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ENTRIES=${ENTRIES:-1000000}
 TOP=${TOP:-100}
@@ -50,77 +52,16 @@ IMG_SIZE=${IMG_SIZE:-2G}
 PROFILE=${PROFILE:-}
 PROFILE_COLD=${PROFILE_COLD:-0}
 
-die() { echo "htree.sh: $*" >&2; exit 2; }
-for v in ENTRIES TOP SUB DEPTH MEDIUM ROOT_ENTRIES MIN_SIZE REPS; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v=${!v}: give a whole number"
-done
+need_whole_numbers ENTRIES TOP SUB DEPTH MEDIUM ROOT_ENTRIES MIN_SIZE REPS
 for b in $BIG; do [[ $b =~ ^[0-9]+$ ]] || die "BIG=$BIG: give whole numbers"; done
 (( ENTRIES >= 1 && TOP >= 2 && SUB >= 2 && REPS >= 1 )) || die "need ENTRIES, REPS >= 1 and TOP, SUB >= 2"
 (( MIN_SIZE >= 1048576 && MIN_SIZE % 1048576 == 0 )) || die "MIN_SIZE must be a multiple of 1 MiB"
-[[ $EUID -eq 0 ]] || die "needs root (loop devices, mounts, drop_caches); run it with sudo"
-for t in mkfs.ext4 losetup mount umount mountpoint jq find stat realpath xargs; do
-    command -v "$t" >/dev/null || die "needs $t"
-done
+need_root "loop devices, mounts, drop_caches"
+need_tools mkfs.ext4 losetup mount umount mountpoint jq find stat realpath xargs
 command -v gcc >/dev/null || command -v python3 >/dev/null || die "needs gcc or python3 (to make hard links fast)"
 
-if [[ -z ${WONK:-} ]]; then
-    echo "building wonk (scripts/release: release profile, static)..." >&2
-    WONK=$("$(dirname "$0")/../scripts/release")
-fi
-[[ -x $WONK ]] || die "$WONK is not executable"
-
-dir=$(realpath "$(mktemp -d /tmp/wonk-htree-bench.XXXXXX)")
-imgs=() loops=() mounts=()
-
-cleanup() {
-    local rc=$? i m l img busy=0
-    trap - EXIT INT TERM
-    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
-        m=${mounts[i]}
-        mountpoint -q "$m" || continue
-        umount "$m" 2>/dev/null || { sleep 1; umount "$m"; } || {
-            echo "htree.sh: ERROR: could not unmount $m" >&2
-            busy=1
-        }
-    done
-    for l in "${loops[@]}"; do
-        losetup -d "$l" 2>/dev/null || echo "htree.sh: could not detach $l" >&2
-    done
-    # A signal between `losetup --find --show` and recording its answer: detach by our own image file.
-    for img in "${imgs[@]}"; do
-        for l in $(losetup -n -O NAME -j "$img" 2>/dev/null); do
-            losetup -d "$l" || echo "htree.sh: could not detach $l" >&2
-        done
-    done
-    if (( busy )) || grep -qF " $dir/" /proc/self/mountinfo; then
-        echo "htree.sh: ERROR: something under $dir is still mounted; not removing it" >&2
-        rc=1
-    else
-        rm -rf "$dir"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# --- Helpers. ---
-
-# make_fs NAME MKFS_ARGS...: a sparse image, ext4 with 4 KiB blocks, on a loop device, mounted noatime
-# (so that find's and wonk's reads write nothing). Sets fs_dev and fs_mnt.
-make_fs() {
-    local name=$1 img=$dir/$1.img mnt=$dir/$1
-    shift
-    truncate -s "$IMG_SIZE" "$img"
-    imgs+=("$img")
-    mkfs.ext4 -q -F -b 4096 -E lazy_itable_init=0,lazy_journal_init=0 "$@" "$img"
-    fs_dev=$(losetup --find --show "$img")
-    loops+=("$fs_dev")
-    mkdir "$mnt"
-    mounts+=("$mnt")
-    mount -t ext4 -o noatime "$fs_dev" "$mnt"
-    fs_mnt=$mnt
-}
+need_wonk
+bench_start wonk-htree-bench
 
 # mklinks DIR N PREFIX SRCDIR: N hard links DIR/PREFIX<number> (names of 20 characters), to empty files made in
 # SRCDIR, a new one every 60,000 links (ext4 allows at most 65,000 links to one inode).
@@ -169,22 +110,6 @@ EOF
     }
 fi
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-
-# timed FN ARGS...: runs it once; sets last_us to its wall time in microseconds.
-last_us=0
-timed() {
-    local t0=${EPOCHREALTIME//[.,]/} t1
-    "$@"
-    t1=${EPOCHREALTIME//[.,]/}
-    last_us=$((t1 - t0))
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        printf "%.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # bench KEY_A FN_A KEY_B FN_B: REPS cold runs of each (caches dropped before every run, A and B alternating),
 # one untimed warm-up of each, then REPS warm runs of each. CHECK_A / CHECK_B (function names) run after every
 # run, untimed, to verify its result. Appends "KEY cold|warm MEDIAN_MS" lines to $dir/results.
@@ -214,8 +139,6 @@ record() {
 }
 result() { awk -v k="$1" -v m="$2" '$1 == k && $2 == m { print $3 }' "$dir/results"; }
 
-wrong=0
-bad() { echo "htree.sh: WRONG RESULT: $*" >&2; echo "$*" >>"$dir/wrong"; wrong=1; }
 # run_wonk OUT ARGS...: wonk exits 0-2 with a report, 3 when it could not do its job.
 run_wonk() {
     local out=$1 rc=0
@@ -223,7 +146,6 @@ run_wonk() {
     "$WONK" "$@" --json >"$out" 2>>"$dir/wonk.stderr" || rc=$?
     (( rc <= 2 )) || { echo "htree.sh: wonk $* exited $rc:" >&2; jq -c . "$out" >&2 || true; exit 1; }
 }
-secs_since() { awk -v a="$1" -v b="${EPOCHREALTIME//[.,]/}" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
 
 : >"$dir/results"
 : >"$dir/runs"
@@ -422,10 +344,7 @@ echo "--scan   wonk and find found the same $(wc -l <"$dir/find-big.out") direct
 echo
 echo "every run, in microseconds:"
 cat "$dir/runs"
-if [[ -s $dir/wonk.stderr ]]; then
-    echo "wonk wrote to stderr:"
-    sort "$dir/wonk.stderr" | uniq -c | head -20
-fi
+report_wonk_stderr
 
 if [[ -n $PROFILE ]]; then
     for name in htree who scan; do
@@ -442,9 +361,4 @@ if [[ -n $PROFILE ]]; then
     done
 fi
 
-if (( wrong )); then
-    echo
-    echo "WRONG RESULTS:"
-    sort "$dir/wrong" | uniq -c
-    exit 1
-fi
+exit_if_wrong

@@ -29,18 +29,20 @@
 #   BYTES_EVERY     every BYTES_EVERY-th file of a directory is non-empty (0: none)    default 10
 #   REPS            timed runs of each command, cold and warm                          default 5
 #   IMG_SIZE        size of the sparse image (truncate syntax)                         default 3G
-#   WONK            wonk binary; default: cargo build --release, target/release/wonk (copied, so that a
-#                   rebuild during the run changes nothing)
+#   WONK            wonk binary; default: the shipped, static one (scripts/release); copied, so that a
+#                   rebuild during the run changes nothing
 #   PROFILE         a command prefix; at the end wonk runs once more under it, warm:
 #                   "strace -c -f", "perf record -g -o /tmp/wonk-layers.data", "perf stat"
 #   PROFILE_COLD=1  drop caches before the profiled run
 #
-# Cleanup (EXIT, INT, TERM): kills the pids it recorded (the tree builder), unmounts the mount point it recorded,
-# detaches the loop device it recorded (and any still attached to its own image file), then removes its
-# temporary directory; nothing else is touched. A signal that arrives during a timed run is handled when that
-# run ends (bash runs traps between foreground commands).
+# Cleanup (EXIT, INT, TERM; bench/lib.sh): kills the pids it recorded (the tree builder), unmounts the mount
+# point it recorded, detaches the loop device it recorded (and any still attached to its own image file), then
+# removes its temporary directory; nothing else is touched. A signal that arrives during a timed run is handled
+# when that run ends (bash runs traps between foreground commands).
 set -euo pipefail
 export LC_ALL=C
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_decimals=0   # whole milliseconds
 
 DIRS=${DIRS:-1000}
 FILES=${FILES:-1000}
@@ -51,67 +53,15 @@ IMG_SIZE=${IMG_SIZE:-3G}
 PROFILE=${PROFILE:-}
 PROFILE_COLD=${PROFILE_COLD:-0}
 
-die() { echo "layers.sh: $*" >&2; exit 2; }
-for v in DIRS FILES FILE_BYTES BYTES_EVERY REPS; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v=${!v}: give a whole number"
-done
+need_whole_numbers DIRS FILES FILE_BYTES BYTES_EVERY REPS
 (( DIRS >= 1 && FILES >= 1 && REPS >= 1 )) || die "need DIRS, FILES, REPS >= 1"
 (( FILE_BYTES <= 65536 )) || die "FILE_BYTES is at most 65536"
-[[ $EUID -eq 0 ]] || die "needs root (loop device, mount, drop_caches); run it with sudo"
-for t in mkfs.ext4 losetup mount umount mountpoint jq find du wc truncate; do
-    command -v "$t" >/dev/null || die "needs $t"
-done
+need_root "loop device, mount, drop_caches"
+need_tools mkfs.ext4 losetup mount umount mountpoint jq find du wc truncate
 command -v gcc >/dev/null || command -v python3 >/dev/null || die "needs gcc or python3 (to build the tree fast)"
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-if [[ -z ${WONK:-} ]]; then
-    echo "building wonk (cargo build --release)..." >&2
-    (cd "$repo" && cargo build --release --quiet)
-    WONK=$repo/target/release/wonk
-fi
-[[ -x $WONK ]] || die "$WONK is not executable"
-
-dir=$(mktemp -d /tmp/wonk-layers-bench.XXXXXX)
-img=$dir/fs.img
-mnt=$dir/mnt
-pids=() loops=() mounts=()
-
-cleanup() {
-    local rc=$? p m l busy=0
-    trap - EXIT INT TERM
-    for p in "${pids[@]}"; do
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    for m in "${mounts[@]}"; do
-        mountpoint -q "$m" || continue
-        umount "$m" 2>/dev/null || { sleep 1; umount "$m"; } || {
-            echo "layers.sh: ERROR: could not unmount $m" >&2
-            busy=1
-        }
-    done
-    for l in "${loops[@]}"; do
-        # Only while it still holds our image (an unmount may have detached it, and it may be reused since).
-        [[ $(losetup -n -O BACK-FILE "$l" 2>/dev/null) == "$img" ]] || continue
-        losetup -d "$l" || echo "layers.sh: could not detach $l" >&2
-    done
-    # A signal between `losetup --find --show` and recording its answer: detach by our own image file.
-    if [[ -e $img ]]; then
-        for l in $(losetup -n -O NAME -j "$img" 2>/dev/null); do
-            losetup -d "$l" || echo "layers.sh: could not detach $l" >&2
-        done
-    fi
-    if (( busy )) || grep -qF " $dir/" /proc/self/mountinfo; then
-        echo "layers.sh: ERROR: something under $dir is still mounted; not removing it" >&2
-        rc=1
-    else
-        rm -rf "$dir"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+need_wonk
+bench_start wonk-layers-bench
 
 # A private copy of the binary: other people rebuilding target/ during the run change nothing.
 cp "$WONK" "$dir/wonk"
@@ -187,8 +137,6 @@ EOF
     mktree=(python3 "$dir/mktree.py")
 fi
 
-secs_since() { awk -v a="$1" -v b="${EPOCHREALTIME//[.,]/}" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
-
 # --- The filesystem and the pod's emptyDir. ---
 nfiles=$((DIRS * FILES))
 nonempty=0
@@ -201,13 +149,8 @@ uid=6c6179e2-5273-4b65-9e63-68000000cafe
 
 echo "making the emptyDir: $DIRS directories x $FILES files on a loop-mounted ext4..." >&2
 t0=${EPOCHREALTIME//[.,]/}
-truncate -s "$IMG_SIZE" "$img"
-mkfs.ext4 -q -F -b 4096 -N $((want_names + 65536)) -E lazy_itable_init=0,lazy_journal_init=0 "$img"
-loop=$(losetup --find --show "$img")
-loops+=("$loop")
-mkdir "$mnt"
-mounts+=("$mnt")
-mount -t ext4 -o noatime "$loop" "$mnt"
+make_fs mnt -N $((want_names + 65536))
+loop=$fs_dev mnt=$fs_mnt
 K=$mnt/kubelet
 D=$K/pods/$uid/volumes/kubernetes.io~empty-dir/data
 mkdir -p "$D"
@@ -216,24 +159,6 @@ sync
 iused=$(df --output=iused "$mnt" | tail -1 | tr -d ' ')
 echo "  $D: $nfiles files ($nonempty of $FILE_BYTES bytes), $DIRS dirs; $iused inodes in use on $loop;" \
     "built in $(secs_since "$t0") s" >&2
-
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-
-# timed FN: runs it once; sets last_wall and last_cpu (ms; CPU is user + sys, children included).
-last_wall=0 last_cpu=0
-timed() {
-    local TIMEFORMAT='%3R %3U %3S'
-    { time "$@"; } 2>"$dir/time.out"
-    read -r last_wall last_cpu < <(awk '{ printf "%.0f %.0f\n", $1 * 1000, ($2 + $3) * 1000 }' "$dir/time.out")
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        printf "%.0f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-wrong=0
-bad() { echo "layers.sh: WRONG RESULT: $*" >&2; echo "$*" >>"$dir/wrong"; wrong=1; }
 
 # The contenders: cmd_KEY runs it, check_KEY checks its answer (untimed).
 keys=(wonk wonk-exact du-inodes find du)
@@ -302,7 +227,7 @@ check_du() {
 
 declare -A runs_wall runs_cpu
 run_one() { # KEY MODE
-    timed "cmd_$1"
+    timed_rusage "cmd_$1"
     "check_$1"
     runs_wall[$1.$2]+="$last_wall "
     runs_cpu[$1.$2]+="$last_cpu "
@@ -381,11 +306,6 @@ done
 echo "target: wonk faster than both du -s --inodes and find | wc -l, cold and warm: $( ((missed)) && echo MISSED || echo MET)"
 echo "wonk's bytes (the emptyDir had $want_bytes): $(printf '%s\n' "${wonk_estimates[@]}" | sort | uniq -c |
     awk '{ n = $1; $1 = ""; printf "%s%s in %d run(s)", (NR > 1 ? "; " : ""), substr($0, 2), n }')"
-if (( wrong )); then
-    echo
-    echo "WRONG RESULTS:"
-    sort "$dir/wrong" | uniq -c
-    exit 1
-fi
+exit_if_wrong
 echo "every run's count was right: $nfiles files, $DIRS dirs, $((nfiles + DIRS)) inodes (wonk);" \
     "$want_bytes bytes (wonk --exact-bytes; wonk's estimate within 5 standard errors); $want_names names (du --inodes, find)"

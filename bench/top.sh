@@ -11,7 +11,7 @@
 #   THREADS   idle threads to start (blocked in pause())                          default 3000
 #   PROCS     processes to spread them over                                       default 3
 #   DSTATE    D-state threads (vfork parents waiting for a child that pauses)     default 4
-#   WONK      wonk binary; default: cargo build --release, target/release/wonk
+#   WONK      wonk binary; default: the shipped, static one (scripts/release)
 #   FLOOR     floor binary; default: cargo build --release --example top_floor
 #   PSN       path to 0xtools' psn script; psn is skipped when unset
 #   PSN_PYTHON  interpreter for psn; default: the real executable behind `python3`
@@ -20,8 +20,10 @@
 #
 # CPU is user+sys of each contender's whole process tree (a small wrapper compiled at run time makes itself
 # a child subreaper, reaps every descendant and reads RUSAGE_CHILDREN), so psn's `ps` children count too.
-# Every process the script starts is recorded by pid and SIGKILLed by pid on exit; nothing is killed by name.
+# Every process the script starts is recorded by pid and SIGKILLed by pid on exit (bench/lib.sh); nothing is
+# killed by name.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HZ=${HZ:-20}
 DUR=${DUR:-5}
@@ -32,27 +34,18 @@ DSTATE=${DSTATE:-4}
 PSN=${PSN:-}
 PROFILE=${PROFILE:-}
 
-die() { echo "top.sh: $*" >&2; exit 2; }
-for v in HZ DUR REPS THREADS PROCS DSTATE; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v=${!v}: give a whole number"
-done
+need_whole_numbers HZ DUR REPS THREADS PROCS DSTATE
 (( HZ >= 1 && DUR >= 1 && REPS >= 1 && PROCS >= 1 && THREADS >= PROCS && DSTATE >= 1 )) ||
     die "need HZ, DUR, REPS, PROCS, DSTATE >= 1 and THREADS >= PROCS"
 command -v cc >/dev/null || die "needs a C compiler (cc)"
 command -v jq >/dev/null || die "needs jq (apt-get install jq)"
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-if [[ -z ${WONK:-} ]]; then
-    echo "building wonk (cargo build --release)..." >&2
-    (cd "$repo" && cargo build --release --quiet)
-    WONK=$repo/target/release/wonk
-fi
+need_wonk
 if [[ -z ${FLOOR:-} ]]; then
     echo "building the floor (cargo build --release --example top_floor)..." >&2
-    (cd "$repo" && cargo build --release --quiet --example top_floor)
-    FLOOR=$repo/target/release/examples/top_floor
+    (cd "$bench_repo" && cargo build --release --quiet --example top_floor)
+    FLOOR=$bench_repo/target/release/examples/top_floor
 fi
-[[ -x $WONK ]] || die "$WONK is not executable"
 [[ -x $FLOOR ]] || die "$FLOOR is not executable"
 if [[ -n $PSN ]]; then
     [[ -r $PSN ]] || die "PSN=$PSN is not a readable file"
@@ -60,27 +53,7 @@ if [[ -n $PSN ]]; then
     [[ -x $PSN_PYTHON ]] || die "PSN_PYTHON=$PSN_PYTHON is not executable"
 fi
 
-dir=
-pids=()       # every process started here, by pid
-children=()   # those that are this shell's own children (to reap)
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if (( ${#pids[@]} )); then
-        kill -KILL -- "${pids[@]}" 2>/dev/null || true
-    fi
-    if (( ${#children[@]} )); then
-        wait "${children[@]}" 2>/dev/null || true
-    fi
-    [[ -n $dir ]] && rm -rf "$dir"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-dir=$(mktemp -d /tmp/wonk-top-bench.XXXXXX)
+bench_start wonk-top-bench   # pids: every process started here, by pid (its cleanup SIGKILLs them and reaps ours)
 
 # --- Helpers, compiled at run time. The binaries' names become the threads' comm. ---
 cat >"$dir/idle.c" <<'EOF'
@@ -165,13 +138,13 @@ echo "starting $THREADS idle threads in $PROCS processes and $DSTATE D-state thr
 for ((k = 0; k < PROCS; k++)); do
     n=$(( THREADS / PROCS + (k < THREADS % PROCS ? 1 : 0) ))
     "$dir/wonkbench-idle" "$n" &
-    pids+=("$!"); children+=("$!")
+    pids+=("$!")
     await "pid $! to start $n threads" threads_of "$!" "$n"
 done
 for ((k = 0; k < DSTATE; k++)); do
     "$dir/wonkbench-dst" &
     p=$!
-    pids+=("$p"); children+=("$p")
+    pids+=("$p")
     await "pid $p to enter D state" in_d_with_child "$p"
     for c in $(cat "/proc/$p/task/$p/children"); do pids+=("$c"); done
 done
@@ -229,7 +202,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
 done
 
 # --- Report: the median rep by CPU. ---
-median() { # prints "cpu user sys wall threads samples" of the median rep
+median_rep() { # prints "cpu user sys wall threads samples" of the median rep
     awk '{printf "%.6f %s\n", $1 + $2, $0}' "$dir/$1.runs" | sort -n -k1,1 | sed -n "$(( (REPS + 1) / 2 ))p"
 }
 echo
@@ -239,7 +212,7 @@ printf '%-7s %8s %8s %8s %8s %8s %8s %10s %8s\n' contender "CPU s" "user s" "sys
     "us/thr/smp" "% core"
 declare -A cpu per
 for c in "${contenders[@]}"; do
-    read -r tot u s w t n < <(median "$c")
+    read -r tot u s w t n < <(median_rep "$c")
     cpu[$c]=$tot
     per[$c]=$(awk -v c="$tot" -v t="$t" -v n="$n" 'BEGIN {printf "%.3f", c * 1e6 / (t * n)}')
     printf '%-7s %8.3f %8.3f %8.3f %8.2f %8d %8d %10s %7.1f%%\n' "$c" "$tot" "$u" "$s" "$w" "$t" "$n" \

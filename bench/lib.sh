@@ -1,0 +1,168 @@
+# shellcheck shell=bash
+# Helpers shared by the benchmark scripts in bench/. Sourced, not executed:
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# It provides:
+#   bench_name                  the script's file name, the prefix of its messages ("htree.sh")
+#   die MESSAGE                 the message on stderr, then exit 2
+#   need_whole_numbers VAR...   die unless each named variable holds a whole number
+#   need_root WHY               die unless run as root
+#   need_tools TOOL...          die unless each is on PATH
+#   need_wonk                   WONK: the binary given, or else the one wonk ships (scripts/release: release
+#                               profile, static), built now; die unless it is executable
+#   bench_start PREFIX          install the cleanup below on EXIT (and `exit 130` on INT, `exit 143` on TERM),
+#                               then make the temporary directory dir=/tmp/PREFIX.XXXXXX (its real path)
+#   make_fs NAME MKFS_ARGS...   an IMG_SIZE sparse image $dir/NAME.img, ext4 with 4 KiB blocks, on a loop device,
+#                               mounted noatime on $dir/NAME (so that reads write nothing); sets fs_dev and
+#                               fs_mnt; records all three
+#   drop_caches                 sync, then drop the page cache, dentries and inodes
+#   timed CMD ARGS...           runs it once; last_us: its wall time in microseconds (EPOCHREALTIME)
+#   timed_rusage CMD ARGS...    runs it once under bash's `time`; last_wall and last_cpu: wall and CPU (user + sys,
+#                               waited-for children included) in ms, with bench_decimals digits after the point
+#   median NUMBER...            their median, with bench_decimals digits after the point
+#   secs_since MICROSECONDS     seconds (one decimal) since that EPOCHREALTIME, in microseconds
+#   bad MESSAGE / exit_if_wrong record a wrong result (wrong=1, $dir/wrong) / at the end, list them and exit 1
+#   report_wonk_stderr          what wonk wrote to $dir/wonk.stderr, counted, if anything
+#
+# Cleanup (EXIT, INT, TERM), of what the script recorded, by its identifiers, and nothing else: SIGKILLs the pids
+# in `pids` (and reaps those that are its children); unmounts `mounts` in reverse order; detaches each loop
+# device in `loops` while it still holds one of the image files in `imgs` (an unmount may have detached it, and
+# it may be someone else's since), then any loop device still attached to one of those image files (a signal
+# between `losetup --find --show` and recording its answer); then removes `dir`, unless something it could not
+# unmount, or anything in the mount table naming `dir`, is still there (then it says so and exits 1).
+# bash runs traps between foreground commands: a signal during a command is handled when that command ends.
+
+bench_name=${0##*/}
+bench_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bench_decimals=1
+dir=
+pids=() mounts=() loops=() imgs=()
+
+die() { echo "$bench_name: $*" >&2; exit 2; }
+
+need_whole_numbers() {
+    local v
+    for v; do [[ ${!v} =~ ^[0-9]+$ ]] || die "$v=${!v}: give a whole number"; done
+}
+need_root() { [[ $EUID -eq 0 ]] || die "needs root ($1); run it with sudo"; }
+need_tools() {
+    local t
+    for t; do command -v "$t" >/dev/null || die "needs $t"; done
+}
+
+need_wonk() {
+    if [[ -z ${WONK:-} ]]; then
+        echo "building wonk (scripts/release: release profile, static)..." >&2
+        WONK=$("$bench_repo/scripts/release")
+    fi
+    [[ -x $WONK ]] || die "$WONK is not executable"
+}
+
+# mounted_under DIR: anything in our mount table names DIR (as or under a mount point, or as a bind mount's root).
+mounted_under() { grep -qF "$1" /proc/self/mountinfo; }
+
+bench_cleanup() {
+    local rc=$? i m l img busy=0
+    trap - EXIT INT TERM
+    if (( ${#pids[@]} )); then
+        kill -KILL -- "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true   # those that are not our children: "not a child", ignored
+    fi
+    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
+        m=${mounts[i]}
+        mountpoint -q "$m" || continue
+        umount "$m" 2>/dev/null || { sleep 1; umount "$m"; } || {
+            echo "$bench_name: ERROR: could not unmount $m" >&2
+            busy=1
+        }
+    done
+    for l in "${loops[@]}"; do
+        # Only while it still holds one of our images (an unmount may have detached it, and it may be reused since).
+        m=$(losetup -n -O BACK-FILE "$l" 2>/dev/null) || continue
+        for img in "${imgs[@]}"; do
+            [[ $m == "$img" ]] || continue
+            losetup -d "$l" || echo "$bench_name: could not detach $l" >&2
+            break
+        done
+    done
+    # A signal between `losetup --find --show` and recording its answer: detach by our own image files.
+    for img in "${imgs[@]}"; do
+        [[ -e $img ]] || continue
+        for l in $(losetup -n -O NAME -j "$img" 2>/dev/null); do
+            losetup -d "$l" || echo "$bench_name: could not detach $l" >&2
+        done
+    done
+    if [[ -n $dir ]]; then
+        if (( busy )) || mounted_under "$dir"; then
+            echo "$bench_name: ERROR: something under $dir is still mounted; not removing it" >&2
+            rc=1
+        else
+            rm -rf "$dir"
+        fi
+    fi
+    exit "$rc"
+}
+
+bench_start() {
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    dir=$(realpath "$(mktemp -d "/tmp/$1.XXXXXX")")
+}
+
+make_fs() {
+    local name=$1 img=$dir/$1.img mnt=$dir/$1
+    shift
+    truncate -s "$IMG_SIZE" "$img"
+    imgs+=("$img")
+    mkfs.ext4 -q -F -b 4096 -E lazy_itable_init=0,lazy_journal_init=0 "$@" "$img"
+    fs_dev=$(losetup --find --show "$img")
+    loops+=("$fs_dev")
+    mkdir "$mnt"
+    mounts+=("$mnt")
+    mount -t ext4 -o noatime "$fs_dev" "$mnt"
+    fs_mnt=$mnt
+}
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+last_us=0
+timed() {
+    local t0=${EPOCHREALTIME//[.,]/} t1
+    "$@"
+    t1=${EPOCHREALTIME//[.,]/}
+    last_us=$((t1 - t0))
+}
+
+# The command's own stderr goes to ours (fd 9 holds it while `time` writes to $dir/time.out).
+last_wall=0 last_cpu=0
+timed_rusage() {
+    local TIMEFORMAT='%3R %3U %3S'
+    { time "$@" 2>&9; } 9>&2 2>"$dir/time.out"
+    read -r last_wall last_cpu < <(awk -v f="%.${bench_decimals}f" '
+        NR == 1 { printf f " " f "\n", $1 * 1000, ($2 + $3) * 1000 }' "$dir/time.out")
+}
+
+median() {
+    printf '%s\n' "$@" | sort -g | awk -v f="%.${bench_decimals}f" '{ v[NR] = $1 } END {
+        printf f, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+secs_since() { awk -v a="$1" -v b="${EPOCHREALTIME//[.,]/}" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
+
+wrong=0
+bad() { echo "$bench_name: WRONG RESULT: $*" >&2; echo "$*" >>"$dir/wrong"; wrong=1; }
+exit_if_wrong() {
+    (( wrong )) || return 0
+    echo
+    echo "WRONG RESULTS:"
+    sort "$dir/wrong" | uniq -c
+    exit 1
+}
+
+report_wonk_stderr() {
+    [[ -s $dir/wonk.stderr ]] || return 0
+    echo "wonk wrote to stderr:"
+    sort "$dir/wonk.stderr" | uniq -c | head -20
+}
