@@ -106,7 +106,7 @@ pub fn run(host: &Host, owners: &Attributor, opts: &Options) -> std::io::Result<
     let mut buf = vec![0u8; 4096];
     let mut seen = 0u64;
     loop {
-        if last_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        if last_scan.map_or(true, |t| t.elapsed() >= Duration::from_secs(1)) {
             seen += rescan(host, &mut tasks)?;
             last_scan = Some(Instant::now());
         }

@@ -270,7 +270,7 @@ fn walk_dirs(top: &Path, dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
                     candidates
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(v.path.join(&e.name));
+                        .push(v.path.join(e.name));
                 }
             }
         }
@@ -360,5 +360,6 @@ impl Check for HtreeRisk {
 }
 
 fn is_ext4(host: &Host, path: &Path) -> bool {
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64 and i32 or u32 elsewhere.
     rustix::fs::statfs(host.path(path)).is_ok_and(|s| s.f_type as i64 == 0xEF53)
 }

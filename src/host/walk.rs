@@ -279,11 +279,7 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, bool) {
             total,
         });
     };
-    loop {
-        let e = match d.next() {
-            Some(Ok(e)) => e,
-            _ => break,
-        };
+    while let Some(Ok(e)) = d.next() {
         let name = e.file_name().to_bytes();
         if name == b"." || name == b".." {
             continue;

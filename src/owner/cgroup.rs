@@ -60,7 +60,7 @@ pub fn parse_proc_cgroup(data: &[u8]) -> Option<CgroupRef> {
             _ if controllers.is_empty() => 1,
             _ => 0,
         };
-        if best.as_ref().is_none_or(|(b, _)| rank > *b) {
+        if best.as_ref().map_or(true, |(b, _)| rank > *b) {
             best = Some((rank, r));
         }
     }
