@@ -27,6 +27,7 @@
 #   MIN_SIZE  --min-size in bytes, a multiple of 1 MiB (find gets -size +NM)       default 1048576
 #   REPS      timed runs of each command, cold and warm                            default 5
 #   IMG_SIZE  size of each sparse image (truncate syntax)                          default 2G
+#   LOOP_DIO  1: loop devices do direct I/O on their images, as a disk would; 0: buffered (bench/lib.sh) default 1
 #   WONK      wonk binary; default: the shipped, static one (scripts/release)
 #   PROFILE   a command prefix; at the end each wonk command runs once more under it, warm, with %n in it
 #             replaced by htree, who or scan: "strace -c -f", "perf record -g -o /tmp/wonk-%n.data"
@@ -305,7 +306,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 kernel=$(uname -r)
 echo
 echo "wonk htree / who / --scan against find: $(nproc) cores, kernel $kernel, REPS=$REPS, load average $load_start" \
-    "at the start and $load_end at the end"
+    "at the start and $load_end at the end; loop devices with LOOP_DIO=$LOOP_DIO"
 echo "flat directory: $ENTRIES entries, $flat_size bytes; wonk: $htree_info"
 echo "tree: $ndirs directories; who target at depth $((DEPTH + 3)), inode $ino; wonk resolved it by $resolved_by"
 echo "--scan: wonk $scan_stats"

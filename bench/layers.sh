@@ -29,6 +29,7 @@
 #   BYTES_EVERY     every BYTES_EVERY-th file of a directory is non-empty (0: none)    default 10
 #   REPS            timed runs of each command, cold and warm                          default 5
 #   IMG_SIZE        size of the sparse image (truncate syntax)                         default 3G
+#   LOOP_DIO        1: the loop device does direct I/O on its image, as a disk would; 0: buffered   default 1
 #   WONK            wonk binary; default: the shipped, static one (scripts/release); copied, so that a
 #                   rebuild during the run changes nothing
 #   PROFILE         a command prefix; at the end wonk runs once more under it, warm:
@@ -265,7 +266,7 @@ med() { # KEY MODE wall|cpu
 walked=$(printf '%s\n' "${wonk_walked[@]}" | sort | uniq -c | awk '{ n = $1; $1 = ""; printf "%s%s in %d run(s)", (NR > 1 ? "; " : ""), substr($0, 2), n }')
 echo
 echo "wonk layers against du and find: $(nproc) cores, kernel $(uname -r), REPS=$REPS, load average $load_start" \
-    "at the start and $load_end at the end"
+    "at the start and $load_end at the end; loop devices with LOOP_DIO=$LOOP_DIO"
 echo "emptyDir: $DIRS dirs x $FILES files ($nonempty of $FILE_BYTES bytes) on ext4 ($loop, noatime);" \
     "wonk walked: $walked"
 echo

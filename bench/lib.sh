@@ -15,7 +15,9 @@
 #                               then make the temporary directory dir=/tmp/PREFIX.XXXXXX (its real path)
 #   make_fs NAME MKFS_ARGS...   an IMG_SIZE sparse image $dir/NAME.img, ext4 with 4 KiB blocks, on a loop device,
 #                               mounted noatime on $dir/NAME (so that reads write nothing); sets fs_dev and
-#                               fs_mnt; records all three
+#                               fs_mnt; records all three. The loop device does direct I/O on its image
+#                               (LOOP_DIO=1, the default), as a disk would: a buffered loop device (LOOP_DIO=0)
+#                               caches the image a second time and serves its reads one at a time
 #   drop_caches                 sync, then drop the page cache, dentries and inodes
 #   timed CMD ARGS...           runs it once; last_us: its wall time in microseconds (EPOCHREALTIME)
 #   timed_rusage CMD ARGS...    runs it once under bash's `time`; last_wall and last_cpu: wall and CPU (user + sys,
@@ -36,6 +38,8 @@
 bench_name=${0##*/}
 bench_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bench_decimals=1
+LOOP_DIO=${LOOP_DIO:-1}
+[[ $LOOP_DIO == [01] ]] || { echo "$bench_name: LOOP_DIO=$LOOP_DIO: give 0 or 1" >&2; exit 2; }
 dir=
 pids=() mounts=() loops=() imgs=()
 
@@ -117,7 +121,7 @@ make_fs() {
     truncate -s "$IMG_SIZE" "$img"
     imgs+=("$img")
     mkfs.ext4 -q -F -b 4096 -E lazy_itable_init=0,lazy_journal_init=0 "$@" "$img"
-    fs_dev=$(losetup --find --show "$img")
+    fs_dev=$(losetup --find --show --direct-io="$( ((LOOP_DIO)) && echo on || echo off)" "$img")
     loops+=("$fs_dev")
     mkdir "$mnt"
     mounts+=("$mnt")
