@@ -382,6 +382,31 @@ pub(crate) fn project(
     if events > RUNS_MAX_EVENTS {
         return Some(p);
     }
+    // The runs are independent; a thread per core pays off once a run takes more than a few hundred steps.
+    let threads = if events < PARALLEL_MIN_EVENTS {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(RUNS))
+    };
+    let mut ends = random_runs(shape, entries_per_leaf, per_leaf_rse, threads);
+    if ends.len() == RUNS {
+        ends.sort_by(f64::total_cmp);
+        p.creates = ends[RUNS / 2];
+        p.low = ends[RUNS / 10];
+        p.high = ends[RUNS - 1 - RUNS / 10];
+        p.runs = RUNS;
+    }
+    Some(p)
+}
+
+/// The creates to the first ENOSPC of each of the [`RUNS`] seeded random runs that end, on `threads` threads.
+/// Run `i` has seed `i` whatever thread makes it, so the answer does not depend on the number of threads.
+fn random_runs(
+    shape: &Shape,
+    entries_per_leaf: f64,
+    per_leaf_rse: f64,
+    threads: usize,
+) -> Vec<f64> {
     let one = |i: u64| {
         let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1));
         let rse = if per_leaf_rse.is_finite() {
@@ -392,40 +417,25 @@ pub(crate) fn project(
         let d = entries_per_leaf * (1.0 + rse * rng.normal()).max(0.1);
         run(shape, d, Some(rng)).map(|r| r.0)
     };
-    // The runs are independent; a thread per core pays off once a run takes more than a few hundred steps.
-    let threads = if events < PARALLEL_MIN_EVENTS {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(RUNS))
-    };
-    let mut ends: Vec<f64> = if threads <= 1 {
-        (0..RUNS as u64).filter_map(one).collect()
-    } else {
-        std::thread::scope(|sc| {
-            let workers: Vec<_> = (0..threads as u64)
-                .map(|t| {
-                    sc.spawn(move || {
-                        (t..RUNS as u64)
-                            .step_by(threads)
-                            .filter_map(one)
-                            .collect::<Vec<f64>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap_or_default())
-                .collect()
-        })
-    };
-    if ends.len() == RUNS {
-        ends.sort_by(f64::total_cmp);
-        p.creates = ends[RUNS / 2];
-        p.low = ends[RUNS / 10];
-        p.high = ends[RUNS - 1 - RUNS / 10];
-        p.runs = RUNS;
+    if threads <= 1 {
+        return (0..RUNS as u64).filter_map(one).collect();
     }
-    Some(p)
+    std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                sc.spawn(move || {
+                    (t..RUNS as u64)
+                        .step_by(threads)
+                        .filter_map(one)
+                        .collect::<Vec<f64>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 /// One run of the model: creates to the first ENOSPC, leaves then, and the steps it took.
@@ -517,6 +527,27 @@ mod tests {
             depth: 2,
             max_depth: 2,
             node_limit,
+        }
+    }
+
+    #[test]
+    fn random_runs_do_not_depend_on_the_number_of_threads() {
+        // 16 nodes of 100 leaves under a root of 400: hundreds of splits a run, past PARALLEL_MIN_EVENTS.
+        let s = two_level(&[100; 16], 400, 200);
+        let (_, _, events) = run(&s, 30.0, None).unwrap();
+        assert!(events >= PARALLEL_MIN_EVENTS, "{events} steps");
+        let sorted = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let one = sorted(random_runs(&s, 30.0, 0.02, 1));
+        assert_eq!(one.len(), RUNS);
+        for threads in [2, 3, 8] {
+            assert_eq!(
+                sorted(random_runs(&s, 30.0, 0.02, threads)),
+                one,
+                "{threads} threads"
+            );
         }
     }
 
