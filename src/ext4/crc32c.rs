@@ -36,7 +36,7 @@ fn update_table(mut crc: u32, data: &[u8]) -> u32 {
     crc
 }
 
-/// The CRC32 instruction computes exactly this raw form, 8 bytes at a time: about 30 times the table's speed.
+/// The CRC32 instruction computes exactly this raw form, 8 bytes per instruction instead of a table lookup a byte.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
 unsafe fn update_sse42(crc: u32, data: &[u8]) -> u32 {

@@ -154,8 +154,8 @@ impl Rng {
         r * cos
     }
 
-    /// Gamma(k, 1) for k >= 1 (Marsaglia and Tsang, with their squeeze, which spares the logarithm in about
-    /// 98% of the draws).
+    /// Gamma(k, 1) for k >= 1 (Marsaglia and Tsang, with their squeeze, which spares the logarithm in most
+    /// draws).
     fn gamma(&mut self, k: f64) -> f64 {
         let d = k - 1.0 / 3.0;
         let c = 1.0 / (9.0 * d).sqrt();
