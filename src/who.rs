@@ -81,7 +81,7 @@ pub fn who(owners: &Attributor, target: &str) -> anyhow::Result<Who> {
     if let Some((dev, ino)) = parse_dev_inode(target) {
         w.kind = "inode";
         let dev = resolve_dev(host, dev)?;
-        let (path, method) = inode_to_path(host, dev, ino)?;
+        let (path, method) = inode_to_path(owners, dev, ino)?;
         path_target(owners, &path, &mut w)?;
         if let Some(p) = &mut w.path {
             p.resolved_by = Some(method);
@@ -198,16 +198,14 @@ fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<
             pid: None,
         });
     }
-    let host_mounts = procfs::mountinfo(host, 1)
-        .map(|d| mountinfo::parse(&d).0)
-        .unwrap_or_else(|e| {
-            w.notes.push(format!(
-                "the host's mount table is unreadable ({e}); bind mounts are not matched"
-            ));
-            Vec::new()
-        });
-    let fs_rel = fs_relative(path, &host_mounts, &id);
-    let host_ns = procfs::host_mnt_ns(host);
+    let host_mounts = owners.host_mounts().unwrap_or_else(|e| {
+        w.notes.push(format!(
+            "the host's mount table is unreadable ({e}); bind mounts are not matched"
+        ));
+        &[]
+    });
+    let fs_rel = fs_relative(path, host_mounts, &id);
+    let host_ns = owners.host_mnt_ns();
     let namespaces = owners
         .mount_tables()
         .map_err(|e| anyhow::anyhow!("listing processes: {e}"))?;
@@ -221,7 +219,7 @@ fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<
                 owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty())
             }
         };
-        let own_root = root_mount(mounts) != root_mount(&host_mounts);
+        let own_root = root_mount(mounts) != root_mount(host_mounts);
         for m in mounts {
             if m.fs_type == "overlay" {
                 if let Some(s) = overlay_sighting(owners, m, path, is_host) {
@@ -385,13 +383,14 @@ pub fn resolve_dev(host: &Host, dev: &str) -> anyhow::Result<DevNum> {
 /// Turns `(device, inode)` into a host path: by file handle (instant, needs CAP_DAC_READ_SEARCH), else by a
 /// bounded walk of the filesystem.
 pub fn inode_to_path(
-    host: &Host,
+    owners: &Attributor,
     dev: DevNum,
     ino: u64,
 ) -> anyhow::Result<(Vec<u8>, &'static str)> {
-    let mounts = procfs::mountinfo(host, 1)
-        .map(|d| mountinfo::parse(&d).0)
-        .context("reading the host's mount table")?;
+    let host = owners.host();
+    let mounts = owners
+        .host_mounts()
+        .map_err(|e| anyhow::anyhow!("reading the host's mount table: {e}"))?;
     let m = mounts
         .iter()
         .filter(|m| m.dev() == (dev.major, dev.minor) && !m.root_deleted())

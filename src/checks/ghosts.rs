@@ -67,18 +67,15 @@ impl Check for Ghosts {
                 return out;
             }
         };
-        let host_ns = procfs::host_mnt_ns(host);
-        let host_mounts = match procfs::mountinfo(host, 1) {
-            Ok(data) => mountinfo::parse(&data).0,
-            Err(e) => {
-                out.blind_spots.push(BlindSpot::new(
-                    "ghosts",
-                    "the host's mount table (/proc/1/mountinfo)",
-                    format!("{e}; host paths can only be taken from container bundles"),
-                ));
-                Vec::new()
-            }
-        };
+        let host_ns = ctx.owners.host_mnt_ns();
+        let host_mounts = ctx.owners.host_mounts().unwrap_or_else(|e| {
+            out.blind_spots.push(BlindSpot::new(
+                "ghosts",
+                "the host's mount table",
+                format!("{e}; host paths can only be taken from container bundles"),
+            ));
+            &[]
+        });
         if !unreadable.is_empty() {
             out.blind_spots.push(BlindSpot::new(
                 "ghosts",
@@ -103,7 +100,7 @@ impl Check for Ghosts {
                 ctx,
                 ns,
                 host_ns,
-                host_mounts: &host_mounts,
+                host_mounts,
                 host_stats: &host_stats,
             };
             match scan.run(&mut out) {

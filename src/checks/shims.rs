@@ -703,6 +703,7 @@ mod tests {
             ppid: 1,
             start_time: 0,
             num_threads: 13,
+            flags: 0,
         }
     }
 

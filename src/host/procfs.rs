@@ -38,7 +38,12 @@ pub struct Stat {
     /// Clock ticks after boot.
     pub start_time: u64,
     pub num_threads: u64,
+    /// The kernel's per-process flags (`PF_*` in include/linux/sched.h).
+    pub flags: u64,
 }
+
+/// `PF_KTHREAD`: the process is a kernel thread.
+pub const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Parses `/proc/PID/stat`. comm may hold spaces and parentheses, so fields are taken after the last `)`.
 pub fn parse_stat(data: &[u8]) -> Option<Stat> {
@@ -55,12 +60,13 @@ pub fn parse_stat(data: &[u8]) -> Option<Stat> {
     let comm = String::from_utf8_lossy(&data[open + 1..close]).into_owned();
     let rest = std::str::from_utf8(data.get(close + 1..)?).ok()?;
     let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // After comm: state(0) ppid(1) ... num_threads(17) ... starttime(19).
+    // After comm: state(0) ppid(1) ... flags(6) ... num_threads(17) ... starttime(19).
     Some(Stat {
         pid,
         comm,
         state: f.first()?.chars().next()?,
         ppid: f.get(1)?.parse().ok()?,
+        flags: f.get(6)?.parse().ok()?,
         num_threads: f.get(17)?.parse().ok()?,
         start_time: f.get(19)?.parse().ok()?,
     })
@@ -161,10 +167,16 @@ pub struct MountNs {
 
 /// Groups all processes by mount namespace, so that each namespace's mount table is read once.
 /// Returns the namespaces and the pids whose namespace could not be read for a reason other than exiting.
+///
+/// Kernel threads other than kthreadd itself are left out: they hold no container's mounts (all but kdevtmpfs
+/// live in the initial mount namespace, which kthreadd stands for; kdevtmpfs has one with devtmpfs alone), and on
+/// a node they are a third or more of all pids, each a readlink.
 pub fn mount_namespaces(host: &Host) -> io::Result<(Vec<MountNs>, Vec<(u32, io::Error)>)> {
     let mut by_ns: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
     let mut unreadable = Vec::new();
-    for pid in pids(host)? {
+    let pids = pids(host)?;
+    let kthreads = kernel_threads(host);
+    for pid in pids.into_iter().filter(|p| !kthreads.contains(p)) {
         match mnt_ns(host, pid) {
             Ok(ns) => by_ns.entry(ns).or_default().push(pid),
             Err(e) if super::vanished(&e) => {}
@@ -178,6 +190,27 @@ pub fn mount_namespaces(host: &Host) -> io::Result<(Vec<MountNs>, Vec<(u32, io::
             .collect(),
         unreadable,
     ))
+}
+
+/// The pids of the kernel threads that kthreadd (pid 2) started, from its `children` file; empty where that is
+/// unknown: pid 2 is not a kernel thread (wonk sees a pid namespace of its own) or the kernel lacks
+/// CONFIG_PROC_CHILDREN.
+pub fn kernel_threads(host: &Host) -> std::collections::HashSet<u32> {
+    let is_kthreadd = stat(host, 2).is_ok_and(|s| s.flags & PF_KTHREAD != 0);
+    if !is_kthreadd {
+        return Default::default();
+    }
+    read_bounded(&host.proc_pid(2).join("task/2/children"), SMALL_LIMIT)
+        .map(|d| parse_pid_list(&d))
+        .unwrap_or_default()
+}
+
+/// Space-separated pids (a `children` file); anything else in it ends the list.
+fn parse_pid_list(data: &[u8]) -> std::collections::HashSet<u32> {
+    data.split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .map_while(|w| std::str::from_utf8(w).ok()?.parse().ok())
+        .collect()
 }
 
 /// The host's mount namespace: pid 1's. Where pid 1's is unreadable (it may hold capabilities wonk lacks), wonk's
@@ -216,8 +249,53 @@ mod tests {
         assert_eq!(st.ppid, 1);
         assert_eq!(st.num_threads, 3);
         assert_eq!(st.start_time, 98765);
+        assert_eq!(st.flags, 4194560);
         assert!(parse_stat(b"12 (x S 1").is_none());
         assert!(parse_stat(b"").is_none());
+    }
+
+    #[test]
+    fn pid_lists() {
+        assert_eq!(parse_pid_list(b"3 4 10 \n"), [3, 4, 10].into());
+        assert_eq!(parse_pid_list(b""), Default::default());
+        assert_eq!(parse_pid_list(b"3 x 4"), [3].into());
+    }
+
+    #[test]
+    fn kernel_threads_are_kernel_threads() {
+        let host = Host::open(std::path::Path::new("/")).unwrap();
+        if !stat(&host, 2).is_ok_and(|s| s.flags & PF_KTHREAD != 0) {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "pid 2 is not kthreadd, and CI=true"
+            );
+            eprintln!("skipped: pid 2 is not kthreadd (a pid namespace of our own)");
+            return;
+        }
+        let kthreads = kernel_threads(&host);
+        assert!(
+            !kthreads.is_empty(),
+            "kthreadd's children file lists no kernel threads"
+        );
+        for &pid in &kthreads {
+            match stat(&host, pid) {
+                Ok(s) => assert!(
+                    s.flags & PF_KTHREAD != 0,
+                    "{pid} ({}) is not a kernel thread",
+                    s.comm
+                ),
+                Err(e) => assert!(super::super::vanished(&e), "{pid}: {e}"),
+            }
+        }
+        let (namespaces, _) = mount_namespaces(&host).unwrap();
+        assert!(
+            namespaces.iter().any(|ns| ns.pids.contains(&2)),
+            "kthreadd's namespace is left out"
+        );
+        assert!(!namespaces
+            .iter()
+            .any(|ns| ns.pids.iter().any(|p| kthreads.contains(p))));
     }
 
     #[test]

@@ -7,10 +7,10 @@ use super::rules::{Detail, Group, Rule, Stamp, MAX_LIST};
 use crate::checks::Context;
 use crate::finding::{utc, Finding, Severity};
 use crate::host::resolve::{self, DevNum};
-use crate::host::{display_bytes, mountinfo, procfs, read_bounded};
+use crate::host::{display_bytes, procfs, read_bounded};
 use crate::owner::{cgroup, Owner};
 use serde_json::{json, Value};
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 
 /// Kernel stacks hold at most this many frames in evidence.
 const MAX_STACK_NOW: usize = 64;
@@ -29,7 +29,6 @@ pub struct Resolver<'a> {
     ctx: &'a Context<'a>,
     /// The wall-clock time of boot in µs since the epoch, when record timestamps are from this boot.
     boot_usec: Option<i128>,
-    mounts: OnceCell<Vec<mountinfo::Mount>>,
     /// What could not be resolved (what, why), for the check's blind spots.
     pub unresolved: RefCell<Vec<(String, String)>>,
 }
@@ -39,7 +38,6 @@ impl<'a> Resolver<'a> {
         Resolver {
             ctx,
             boot_usec,
-            mounts: OnceCell::new(),
             unresolved: RefCell::new(Vec::new()),
         }
     }
@@ -460,11 +458,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn mount_points(&self, dev: DevNum) -> Vec<String> {
-        let mounts = self.mounts.get_or_init(|| {
-            procfs::mountinfo(self.host(), 1)
-                .map(|d| mountinfo::parse(&d).0)
-                .unwrap_or_default()
-        });
+        let mounts = self.ctx.owners.host_mounts().unwrap_or_default();
         let mut v: Vec<String> = mounts
             .iter()
             .filter(|m| m.dev() == (dev.major, dev.minor))
@@ -490,7 +484,7 @@ impl<'a> Resolver<'a> {
     /// that is no longer a directory means the message is stale (the filesystem was recreated, or a loop device
     /// reused since), and the path is withheld.
     fn locate(&self, dev: DevNum, ino: u64, want_dir: bool) -> Located {
-        let found = crate::who::inode_to_path(self.host(), dev, ino).and_then(|(path, method)| {
+        let found = crate::who::inode_to_path(self.ctx.owners, dev, ino).and_then(|(path, method)| {
             if want_dir {
                 let id = resolve::stat_in_root(self.host().root_dir(), &path, false)?;
                 if !id.is_dir() {

@@ -100,6 +100,8 @@ pub struct Attributor<'h> {
     extra_state: Vec<PathBuf>,
     runtime: OnceCell<Runtime>,
     mount_tables: OnceCell<Result<Vec<NsMounts>, String>>,
+    host_mounts: OnceCell<Result<Vec<Mount>, String>>,
+    host_mnt_ns: OnceCell<Option<u64>>,
     pid_cache: RefCell<HashMap<u32, Owner>>,
 }
 
@@ -163,6 +165,8 @@ impl<'h> Attributor<'h> {
             extra_state: extra_state.to_vec(),
             runtime: OnceCell::new(),
             mount_tables: OnceCell::new(),
+            host_mounts: OnceCell::new(),
+            host_mnt_ns: OnceCell::new(),
             pid_cache: RefCell::new(HashMap::new()),
         }
     }
@@ -200,6 +204,27 @@ impl<'h> Attributor<'h> {
             })
             .as_deref()
             .map_err(String::as_str)
+    }
+
+    /// The host's mount table (pid 1's), read on first need and then kept for this run.
+    pub fn host_mounts(&self) -> Result<&[Mount], &str> {
+        self.host_mounts
+            .get_or_init(|| {
+                procfs::mountinfo(self.host, 1)
+                    .map(|d| mountinfo::parse(&d).0)
+                    .map_err(|e| {
+                        format!("{}: {e}", self.host.proc_pid(1).join("mountinfo").display())
+                    })
+            })
+            .as_deref()
+            .map_err(String::as_str)
+    }
+
+    /// The host's mount namespace ([`procfs::host_mnt_ns`]), found once per run.
+    pub fn host_mnt_ns(&self) -> Option<u64> {
+        *self
+            .host_mnt_ns
+            .get_or_init(|| procfs::host_mnt_ns(self.host))
     }
 
     /// What attribution could not read. Empty when it never needed the runtime's state.

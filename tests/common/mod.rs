@@ -95,10 +95,21 @@ impl Scratch {
     }
 
     fn spawn(&mut self, argv: &[&str], setup: &str) -> u32 {
-        self.spawn_script(
+        let pid = self.spawn_script(
             argv,
             &format!("set -e\n{setup}\necho ready\nexec sleep 100000"),
-        )
+        );
+        // "ready" comes before the exec: wait for it, so that tests see sleep and not sh.
+        let comm = format!("/proc/{pid}/comm");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{pid} did not exec sleep within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        pid
     }
 
     fn spawn_script(&mut self, argv: &[&str], script: &str) -> u32 {
