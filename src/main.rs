@@ -9,6 +9,10 @@ use wonk::host::Host;
 use wonk::owner::Attributor;
 use wonk::render::{self, ColorChoice, Style};
 
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// Finds the wonkeries under your containers (ghost bind mounts, ...) and names the pod behind each one.
 ///
 /// Read-only: wonk only observes the node.

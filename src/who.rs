@@ -75,14 +75,14 @@ pub fn who(owners: &Attributor, target: &str) -> anyhow::Result<Who> {
         bail!("empty TARGET: give a pid, a container id, a host path or DEV:INODE");
     }
     if target.starts_with('/') {
-        path_target(owners, target.as_bytes(), &mut w)?;
+        path_target(owners, target.as_bytes(), None, &mut w)?;
         return Ok(w);
     }
     if let Some((dev, ino)) = parse_dev_inode(target) {
         w.kind = "inode";
         let dev = resolve_dev(host, dev)?;
-        let (path, method) = inode_to_path(owners, dev, ino)?;
-        path_target(owners, &path, &mut w)?;
+        let (path, method, id) = inode_to_path(owners, dev, ino)?;
+        path_target(owners, &path, Some(id), &mut w)?;
         if let Some(p) = &mut w.path {
             p.resolved_by = Some(method);
         }
@@ -173,10 +173,19 @@ fn live_container_ids(owners: &Attributor) -> Vec<(String, u32)> {
     out
 }
 
-fn path_target(owners: &Attributor, path: &[u8], w: &mut Who) -> anyhow::Result<()> {
+/// What is known about a host path. `id`: its identity when the caller has it already (an inode target).
+fn path_target(
+    owners: &Attributor,
+    path: &[u8],
+    id: Option<Identity>,
+    w: &mut Who,
+) -> anyhow::Result<()> {
     let host = owners.host();
-    let id = resolve::stat_in_root(host.root_dir(), path, true)
-        .with_context(|| format!("cannot stat {} on the host", display_bytes(path)))?;
+    let id = match id {
+        Some(id) => id,
+        None => resolve::stat_in_root(host.root_dir(), path, true)
+            .with_context(|| format!("cannot stat {} on the host", display_bytes(path)))?,
+    };
     w.path = Some(PathInfo {
         path: display_bytes(path),
         device: id.dev,
@@ -381,12 +390,12 @@ pub fn resolve_dev(host: &Host, dev: &str) -> anyhow::Result<DevNum> {
 }
 
 /// Turns `(device, inode)` into a host path: by file handle (instant, needs CAP_DAC_READ_SEARCH), else by a
-/// bounded walk of the filesystem.
+/// bounded walk of the filesystem. Returns the path, the method, and the identity the path was checked against.
 pub fn inode_to_path(
     owners: &Attributor,
     dev: DevNum,
     ino: u64,
-) -> anyhow::Result<(Vec<u8>, &'static str)> {
+) -> anyhow::Result<(Vec<u8>, &'static str, Identity)> {
     let host = owners.host();
     let mounts = owners
         .host_mounts()
@@ -398,17 +407,22 @@ pub fn inode_to_path(
         .with_context(|| format!("device {dev} is not mounted on the host"))?;
     let mount_dir = resolve::open_root(&host.path(bytes_path(&m.mount_point)))
         .with_context(|| format!("opening the mount point {}", display_bytes(&m.mount_point)))?;
-    let verify = |p: &[u8]| {
-        resolve::stat_in_root(host.root_dir(), p, false)
-            .is_ok_and(|id| id.dev == dev && id.ino == ino)
+    let verify = |p: Vec<u8>| {
+        resolve::stat_in_root(host.root_dir(), &p, false)
+            .ok()
+            .filter(|id| id.dev == dev && id.ino == ino)
+            .map(|id| (p, id))
     };
-    if let Some(p) = by_handle(host, &mount_dir, ino).filter(|p| verify(p)) {
-        return Ok((p, "open_by_handle_at"));
+    if let Some((p, id)) = by_handle(host, &mount_dir, ino).and_then(verify) {
+        return Ok((p, "open_by_handle_at", id));
     }
     let found = search_inode(&host.path(bytes_path(&m.mount_point)), dev, ino, 5_000_000)?;
-    match found.and_then(|p| host.to_node_path(&p)) {
-        Some(p) => Ok((p.into_os_string().into_encoded_bytes(), "search")),
-        None => bail!("inode {ino} on {dev} has no path under {} (deleted, or not reachable from the host's mounts)", display_bytes(&m.mount_point)),
+    let found = found
+        .and_then(|p| host.to_node_path(&p))
+        .map(|p| p.into_os_string().into_encoded_bytes());
+    match found.and_then(verify) {
+        Some((p, id)) => Ok((p, "search", id)),
+        None => bail!("inode {ino} on {dev} has no path under {} (deleted, moved, or not reachable from the host's mounts)", display_bytes(&m.mount_point)),
     }
 }
 

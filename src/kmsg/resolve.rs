@@ -6,7 +6,7 @@
 use super::rules::{Detail, Group, Rule, Stamp, MAX_LIST};
 use crate::checks::Context;
 use crate::finding::{utc, Finding, Severity};
-use crate::host::resolve::{self, DevNum};
+use crate::host::resolve::DevNum;
 use crate::host::{display_bytes, procfs, read_bounded};
 use crate::owner::{cgroup, Owner};
 use serde_json::{json, Value};
@@ -484,9 +484,8 @@ impl<'a> Resolver<'a> {
     /// that is no longer a directory means the message is stale (the filesystem was recreated, or a loop device
     /// reused since), and the path is withheld.
     fn locate(&self, dev: DevNum, ino: u64, want_dir: bool) -> Located {
-        let found = crate::who::inode_to_path(self.ctx.owners, dev, ino).and_then(|(path, method)| {
+        let found = crate::who::inode_to_path(self.ctx.owners, dev, ino).and_then(|(path, method, id)| {
             if want_dir {
-                let id = resolve::stat_in_root(self.host().root_dir(), &path, false)?;
                 if !id.is_dir() {
                     anyhow::bail!(
                         "inode {ino} on {dev} is now {}, not a directory: the filesystem changed since the message was logged",

@@ -11,7 +11,7 @@ pub mod kubelet;
 
 use crate::finding::BlindSpot;
 use crate::host::mountinfo::{self, Mount};
-use crate::host::{procfs, Host};
+use crate::host::{procfs, resolve, Host};
 use cgroup::{CgroupRef, Qos};
 use containerd::{Bundle, Instance};
 use serde::Serialize;
@@ -102,6 +102,7 @@ pub struct Attributor<'h> {
     mount_tables: OnceCell<Result<Vec<NsMounts>, String>>,
     host_mounts: OnceCell<Result<Vec<Mount>, String>>,
     host_mnt_ns: OnceCell<Option<u64>>,
+    host_table_ns: OnceCell<Option<u64>>,
     pid_cache: RefCell<HashMap<u32, Owner>>,
 }
 
@@ -167,6 +168,7 @@ impl<'h> Attributor<'h> {
             mount_tables: OnceCell::new(),
             host_mounts: OnceCell::new(),
             host_mnt_ns: OnceCell::new(),
+            host_table_ns: OnceCell::new(),
             pid_cache: RefCell::new(HashMap::new()),
         }
     }
@@ -189,9 +191,17 @@ impl<'h> Attributor<'h> {
             .get_or_init(|| {
                 let (namespaces, _) =
                     procfs::mount_namespaces(self.host).map_err(|e| e.to_string())?;
+                let host_table = self.host_table_ns().zip(self.host_mounts().ok());
                 Ok(namespaces
                     .into_iter()
                     .filter_map(|ns| {
+                        if let Some((_, mounts)) = host_table.filter(|(n, _)| *n == ns.inode) {
+                            return Some(NsMounts {
+                                inode: ns.inode,
+                                pid: *ns.pids.first()?,
+                                mounts: mounts.to_vec(),
+                            });
+                        }
                         ns.pids.iter().find_map(|&pid| {
                             procfs::mountinfo(self.host, pid).ok().map(|d| NsMounts {
                                 inode: ns.inode,
@@ -218,6 +228,31 @@ impl<'h> Attributor<'h> {
             })
             .as_deref()
             .map_err(String::as_str)
+    }
+
+    /// The mount namespace whose table [`Self::host_mounts`] is, when wonk can tell, so that it is not read twice:
+    /// pid 1's; where pid 1's namespace link is unreadable, wonk's own if wonk's root is one of the mounts in pid
+    /// 1's table (a mount belongs to one namespace, and its id is unique).
+    fn host_table_ns(&self) -> Option<u64> {
+        *self.host_table_ns.get_or_init(|| self.find_host_table_ns())
+    }
+
+    fn find_host_table_ns(&self) -> Option<u64> {
+        if let Ok(ns) = procfs::mnt_ns(self.host, 1) {
+            return Some(ns);
+        }
+        if self.host.root() != std::path::Path::new("/") {
+            return None;
+        }
+        let own_root = resolve::stat_in_root(self.host.root_dir(), b"/", false)
+            .ok()?
+            .mnt_id;
+        self.host_mounts()
+            .ok()?
+            .iter()
+            .any(|m| u64::from(m.id) == own_root)
+            .then(|| procfs::mnt_ns(self.host, std::process::id()).ok())
+            .flatten()
     }
 
     /// The host's mount namespace ([`procfs::host_mnt_ns`]), found once per run.
@@ -378,6 +413,29 @@ impl<'h> Attributor<'h> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_namespace_has_our_mount_table() {
+        let host = Host::open(std::path::Path::new("/")).unwrap();
+        let owners = Attributor::new(&host, PathBuf::from("/var/lib/kubelet"), &[]);
+        let own_ns = procfs::mnt_ns(&host, std::process::id()).unwrap();
+        let root_of = |mounts: &[Mount]| {
+            mounts
+                .iter()
+                .rev()
+                .find(|m| m.mount_point == b"/")
+                .map(|m| m.id)
+        };
+        let own = mountinfo::parse(&procfs::mountinfo(&host, std::process::id()).unwrap()).0;
+        let tables = owners.mount_tables().unwrap();
+        let ours = tables
+            .iter()
+            .find(|t| t.inode == own_ns)
+            .expect("our namespace");
+        assert!(root_of(&own).is_some());
+        assert_eq!(root_of(&ours.mounts), root_of(&own));
+        assert!(tables.iter().all(|t| !t.mounts.is_empty()));
+    }
 
     #[test]
     fn labels_show_ids_when_names_are_unknown() {
