@@ -11,8 +11,11 @@
 #      the same directories; target: wonk not slower.
 #
 # Each command runs REPS times cold (`sync; echo 3 > /proc/sys/vm/drop_caches` before each run, the two
-# contenders alternating) and REPS times warm (after one untimed warm-up run); medians are reported. Every run's
-# result is checked (wonk's entry estimate, its path, the directories found), so a fast wrong answer cannot pass.
+# contenders alternating) and REPS times warm, in series (after one untimed warm-up run); medians are reported.
+# Each run is timed from its spawn to its exit, spawned directly as `hyperfine -N` does (bench/lib.sh
+# spawn_timed), so that no shell's fork is part of a millisecond's measurement; find's pipeline runs under sh -c.
+# Every run's result is checked (wonk's entry estimate, its path, the directories found), so a fast wrong
+# answer cannot pass.
 #
 #   sudo bench/htree.sh
 #
@@ -63,6 +66,7 @@ command -v gcc >/dev/null || command -v python3 >/dev/null || die "needs gcc or 
 
 need_wonk
 bench_start wonk-htree-bench
+copy_wonk
 
 # mklinks DIR N PREFIX SRCDIR: N hard links DIR/PREFIX<number> (names of 20 characters), to empty files made in
 # SRCDIR, a new one every 60,000 links (ext4 allows at most 65,000 links to one inode).
@@ -111,25 +115,53 @@ EOF
     }
 fi
 
-# bench KEY_A FN_A KEY_B FN_B: REPS cold runs of each (caches dropped before every run, A and B alternating),
-# one untimed warm-up of each, then REPS warm runs of each. CHECK_A / CHECK_B (function names) run after every
-# run, untimed, to verify its result. Appends "KEY cold|warm MEDIAN_MS" lines to $dir/results.
+# bench KEY_A FN_A KEY_B FN_B: FN_A and FN_B each run one command with run_to or run_wonk, which time it
+# (spawn_timed, bench/lib.sh: last_us) and name its output file (last_out). CHECK_A / CHECK_B (function names)
+# verify a run's output, untimed. Three ways, medians to $dir/results as "KEY cold|warm|lone MEDIAN_MS":
+#   cold: REPS runs of each, caches dropped before every run, A and B alternating; checked after each run.
+#   warm: one untimed warm-up, then REPS runs in series, as hyperfine and perf stat -r run them; each run's
+#         output is kept by bash builtins, so that no process runs between two runs, and checked after the series.
+#   lone: REPS runs of each, A and B alternating, each checked after it: every run comes right after the other
+#         command and a check. A millisecond command then also pays for refilling the CPU caches and TLBs
+#         that find's walk emptied; a second-long one does not notice.
 bench() {
     local ka=$1 fa=$2 kb=$3 fb=$4 r
-    local -a a_cold=() b_cold=() a_warm=() b_warm=()
+    local -a a_cold=() b_cold=() a_lone=() b_lone=()
     for ((r = 0; r < REPS; r++)); do
-        drop_caches; timed "$fa"; a_cold+=("$last_us"); "$CHECK_A"
-        drop_caches; timed "$fb"; b_cold+=("$last_us"); "$CHECK_B"
+        drop_caches; "$fa"; a_cold+=("$last_us"); "$CHECK_A"
+        drop_caches; "$fb"; b_cold+=("$last_us"); "$CHECK_B"
     done
     "$fa"; "$CHECK_A"; "$fb"; "$CHECK_B"
     for ((r = 0; r < REPS; r++)); do
-        timed "$fa"; a_warm+=("$last_us"); "$CHECK_A"
-        timed "$fb"; b_warm+=("$last_us"); "$CHECK_B"
+        "$fa"; a_lone+=("$last_us"); "$CHECK_A"
+        "$fb"; b_lone+=("$last_us"); "$CHECK_B"
     done
     record "$ka" cold "${a_cold[@]}"
     record "$kb" cold "${b_cold[@]}"
-    record "$ka" warm "${a_warm[@]}"
-    record "$kb" warm "${b_warm[@]}"
+    series "$fa" "$CHECK_A"
+    record "$ka" warm "${series_us[@]}"
+    series "$fb" "$CHECK_B"
+    record "$kb" warm "${series_us[@]}"
+    record "$ka" lone "${a_lone[@]}"
+    record "$kb" lone "${b_lone[@]}"
+}
+# series FN CHECK: one warm-up run, then REPS runs in series (series_us: their times); then each run's output,
+# kept in memory, is put back in its file and checked.
+series() {
+    local fn=$1 check=$2 r out
+    local -a outs=()
+    series_us=()
+    "$fn"
+    for ((r = 0; r < REPS; r++)); do
+        "$fn"
+        series_us+=("$last_us")
+        IFS= read -r -d '' out <"$last_out" || true
+        outs+=("$out")
+    done
+    for out in "${outs[@]}"; do
+        printf '%s' "$out" >"$last_out"
+        "$check"
+    done
 }
 # record KEY MODE MICROSECONDS...: the median in ms to $dir/results, every run to $dir/runs.
 record() {
@@ -140,11 +172,18 @@ record() {
 }
 result() { awk -v k="$1" -v m="$2" '$1 == k && $2 == m { print $3 }' "$dir/results"; }
 
-# run_wonk OUT ARGS...: wonk exits 0-2 with a report, 3 when it could not do its job.
+# run_to OUT CMD ARGS...: CMD timed by spawn_timed, its output in OUT.
+run_to() {
+    last_out=$1
+    shift
+    spawn_timed "$@" >"$last_out"
+}
+# run_wonk OUT ARGS...: wonk timed by spawn_timed; it exits 0-2 with a report, 3 when it could not do its job.
 run_wonk() {
     local out=$1 rc=0
     shift
-    "$WONK" "$@" --json >"$out" 2>>"$dir/wonk.stderr" || rc=$?
+    last_out=$out
+    spawn_timed "$WONK" "$@" --json >"$out" 2>>"$dir/wonk.stderr" || rc=$?
     (( rc <= 2 )) || { echo "htree.sh: wonk $* exited $rc:" >&2; jq -c . "$out" >&2 || true; exit 1; }
 }
 
@@ -166,7 +205,7 @@ echo "  $flat: $ENTRIES entries, $flat_size bytes, on $dev_a, in $(secs_since "$
 
 htree_estimates=()
 cmd_wonk_htree() { run_wonk "$dir/htree.json" htree "$flat"; }
-cmd_find_flat() { find "$flat" -maxdepth 1 | wc -l >"$dir/find-flat.out"; }
+cmd_find_flat() { run_to "$dir/find-flat.out" sh -c 'find "$1" -maxdepth 1 | wc -l' sh "$flat"; }
 check_wonk_htree() {
     local e
     e=$(jq -r '.findings[0].evidence.report.index.entries.estimate // "none"' "$dir/htree.json")
@@ -188,8 +227,8 @@ read \(.reads.index_blocks) index + \(.reads.leaf_blocks) leaf blocks\"" "$dir/h
 estimate=$(printf '%s\n' "${htree_estimates[@]}" | sort -u | tr '\n' ' ')
 
 # The exec floor: wonk doing nothing (cold pages the binary and its libraries in).
-cmd_wonk_version() { "$WONK" --version >/dev/null; }
-cmd_true() { /bin/true; }
+cmd_wonk_version() { run_to "$dir/version.out" "$WONK" --version; }
+cmd_true() { run_to /dev/null /bin/true; }
 CHECK_A=: CHECK_B=: bench floor-wonk-version cmd_wonk_version floor-true cmd_true
 
 # --- 2. A tree of TOP x SUB directories, and a chain of DEPTH more. ---
@@ -219,7 +258,7 @@ echo "  $tree: $ndirs directories; target $target (inode $ino, depth $((DEPTH + 
 who_paths=()
 loop_b=${dev_b#/dev/}
 cmd_wonk_who() { run_wonk "$dir/who.json" who "$loop_b:$ino"; }
-cmd_find_inum() { find "$mnt_b" -inum "$ino" >"$dir/find-inum.out"; }
+cmd_find_inum() { run_to "$dir/find-inum.out" find "$mnt_b" -inum "$ino"; }
 check_wonk_who() {
     local p by
     p=$(jq -r '.path.path // "none"' "$dir/who.json")
@@ -277,7 +316,7 @@ sort -o "$dir/expected" "$dir/expected"
 echo "  in $(secs_since "$t0") s" >&2
 
 cmd_wonk_scan() { run_wonk "$dir/scan.json" htree --scan "$mnt_b" --min-size "$MIN_SIZE"; }
-cmd_find_big() { find "$mnt_b" -type d -size "+${mib}M" >"$dir/find-big.out"; }
+cmd_find_big() { run_to "$dir/find-big.out" find "$mnt_b" -type d -size "+${mib}M"; }
 check_wonk_scan() {
     jq -r '.findings[].subject' "$dir/scan.json" | sort >"$dir/scan-found"
     cmp -s "$dir/scan-found" "$dir/expected" || bad "wonk htree --scan found [$(tr '\n' ' ' <"$dir/scan-found")]," \
@@ -312,9 +351,10 @@ echo "tree: $ndirs directories; who target at depth $((DEPTH + 3)), inode $ino; 
 echo "--scan: wonk $scan_stats"
 echo
 row() { # LABEL KEY COMMAND
-    printf '%-22s %-66s %10.1f %10.1f\n' "$1" "$3" "$(result "$2" cold)" "$(result "$2" warm)"
+    printf '%-22s %-60s %10.1f %10.1f %10.1f\n' "$1" "$3" "$(result "$2" cold)" "$(result "$2" warm)" \
+        "$(result "$2" lone)"
 }
-printf '%-22s %-66s %10s %10s\n' test "command (medians of $REPS runs)" "cold ms" "warm ms"
+printf '%-22s %-60s %10s %10s %10s\n' test "command (medians of $REPS runs)" "cold ms" "warm ms" "lone ms"
 row "flat dir, $ENTRIES" htree-wonk "wonk htree DIR --json"
 row "" htree-find "find DIR -maxdepth 1 | wc -l"
 row "inode to path" who-wonk "wonk who $loop_b:$ino --json"
@@ -325,11 +365,13 @@ row "exec floor" floor-wonk-version "wonk --version"
 row "" floor-true "/bin/true"
 echo
 
+# The target is judged cold and warm; lone (each run right after the other command) is shown beside them.
 verdict() { # NAME KEY_WONK KEY_FIND TARGET
-    local c w
-    c=$(awk -v f="$(result "$3" cold)" -v w="$(result "$2" cold)" 'BEGIN { printf "%.1f", f / w }')
-    w=$(awk -v f="$(result "$3" warm)" -v w="$(result "$2" warm)" 'BEGIN { printf "%.1f", f / w }')
-    printf '%-8s find / wonk: cold %8sx  warm %8sx   target >= %sx: cold %s, warm %s\n' "$1" "$c" "$w" "$4" \
+    local c w l
+    ratio() { awk -v f="$(result "$2" "$1")" -v w="$(result "$3" "$1")" 'BEGIN { printf "%.1f", f / w }'; }
+    c=$(ratio cold "$3" "$2") w=$(ratio warm "$3" "$2") l=$(ratio lone "$3" "$2")
+    printf '%-8s find / wonk: cold %8sx  warm %8sx  (lone %8sx)   target >= %sx: cold %s, warm %s\n' \
+        "$1" "$c" "$w" "$l" "$4" \
         "$(awk -v r="$c" -v t="$4" 'BEGIN { print (r >= t ? "MET" : "MISSED") }')" \
         "$(awk -v r="$w" -v t="$4" 'BEGIN { print (r >= t ? "MET" : "MISSED") }')"
 }

@@ -65,8 +65,7 @@ need_wonk
 bench_start wonk-layers-bench
 
 # A private copy of the binary: other people rebuilding target/ during the run change nothing.
-cp "$WONK" "$dir/wonk"
-WONK=$dir/wonk
+copy_wonk
 
 # bg PROGRAM ARGS...: runs a program (not a function: its pid must be the program's) in the background, recorded
 # for cleanup, and waits for it, so that a signal is handled at once.

@@ -18,8 +18,14 @@
 #                               fs_mnt; records all three. The loop device does direct I/O on its image
 #                               (LOOP_DIO=1, the default), as a disk would: a buffered loop device (LOOP_DIO=0)
 #                               caches the image a second time and serves its reads one at a time
+#   copy_wonk                   copies WONK into $dir and points WONK there: a rebuild during the run changes
+#                               nothing, and a cold start looks up a path as short as /usr/bin/find's
 #   drop_caches                 sync, then drop the page cache, dentries and inodes
 #   timed CMD ARGS...           runs it once; last_us: its wall time in microseconds (EPOCHREALTIME)
+#   spawn_timed CMD ARGS...     runs the executable CMD once, spawned directly (posix_spawn, as `hyperfine -N` does)
+#                               with the caller's redirections, so that a shell's fork is not part of the time;
+#                               last_us: wall time from spawn to exit in microseconds; returns CMD's exit status.
+#                               The timer is built on first use from C (cc) in $dir, else run by python3
 #   timed_rusage CMD ARGS...    runs it once under bash's `time`; last_wall and last_cpu: wall and CPU (user + sys,
 #                               waited-for children included) in ms, with bench_decimals digits after the point
 #   median NUMBER...            their median, with bench_decimals digits after the point
@@ -130,6 +136,66 @@ make_fs() {
 }
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+copy_wonk() {
+    cp "$WONK" "$dir/wonk"
+    WONK=$dir/wonk
+}
+
+spawn_timer=()
+spawn_timed() {
+    if (( ${#spawn_timer[@]} == 0 )); then
+        if command -v cc >/dev/null; then
+            cat >"$dir/spawn-time.c" <<'EOF'
+#include <errno.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+extern char **environ;
+int main(int argc, char **argv) {
+    if (argc < 3) { fprintf(stderr, "usage: spawn-time US_FILE CMD [ARG...]\n"); return 125; }
+    struct timespec a, b;
+    pid_t pid;
+    int st, e;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if ((e = posix_spawnp(&pid, argv[2], NULL, NULL, argv + 2, environ)) != 0) {
+        fprintf(stderr, "spawn-time: %s: %s\n", argv[2], strerror(e));
+        return 127;
+    }
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) { perror("spawn-time: waitpid"); return 125; }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    long long us = (long long)(b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
+    FILE *f = fopen(argv[1], "w");
+    if (!f || fprintf(f, "%lld\n", us) < 0 || fclose(f) != 0) { perror(argv[1]); return 125; }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+EOF
+            cc -O2 -o "$dir/spawn-time" "$dir/spawn-time.c" || die "cannot build $dir/spawn-time"
+            spawn_timer=("$dir/spawn-time")
+        elif command -v python3 >/dev/null; then
+            cat >"$dir/spawn-time.py" <<'EOF'
+import os, sys, time
+t0 = time.perf_counter_ns()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, st = os.waitpid(pid, 0)
+t1 = time.perf_counter_ns()
+with open(sys.argv[1], "w") as f:
+    f.write(f"{(t1 - t0) // 1000}\n")
+sys.exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
+EOF
+            spawn_timer=(python3 "$dir/spawn-time.py")
+        else
+            die "needs cc or python3 (to time a command without a shell's fork)"
+        fi
+    fi
+    local rc=0
+    "${spawn_timer[@]}" "$dir/spawn-time.us" "$@" || rc=$?
+    last_us=$(<"$dir/spawn-time.us")
+    return "$rc"
+}
 
 last_us=0
 timed() {

@@ -13,13 +13,17 @@ use wonk::render::{self, ColorChoice, Style};
 #[global_allocator]
 static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
-/// Finds the wonkeries under your containers (ghost bind mounts, ...) and names the pod behind each one.
-///
-/// Read-only: wonk only observes the node.
-/// Exit codes: 0 nothing at warning level or above, 1 warnings, 2 critical findings, 3 wonk could not do its job.
+/// The command line: the global options and one subcommand. Its clap `Command` is built by [`cli_command`].
 #[derive(Parser)]
-#[command(name = "wonk", version, max_term_width = 100)]
 struct Cli {
+    #[command(flatten)]
+    global: Globals,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Globals {
     /// Read the node's /proc, /sys, /dev, /run and /var/lib under DIR (as in a DaemonSet mounting the host's / at /host).
     #[arg(long, global = true, value_name = "DIR", default_value = "/")]
     host_root: PathBuf,
@@ -41,128 +45,213 @@ struct Cli {
     /// found by themselves.
     #[arg(long, global = true, value_name = "DIR")]
     containerd_state: Vec<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
 }
 
+/// The subcommands. Their names and one-line help are in [`cli_command`], which builds each one's arguments only
+/// when it is the one given.
 #[derive(Subcommand)]
 enum Command {
-    /// Run every check that can run on this host.
     Scan,
-    /// Find stale bind mounts: a mounted file or directory that its host path no longer holds.
     Ghosts,
-    /// List containerd shims and find leaked ones (shims that serve no container) and orphaned workloads.
-    Shims {
-        /// Kill the shims classified as leaked (changes the host; asks first unless --yes).
-        #[arg(long)]
-        reap: bool,
-        /// Do not ask before --reap.
-        #[arg(long, requires = "reap")]
-        yes: bool,
-        /// Judge only shims at least this many seconds old (younger ones may still be starting a container).
-        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-        min_age: i64,
-        /// Milliseconds CRI gets to answer (all calls together); wonk answers from disk without it.
-        #[arg(long, default_value_t = 300, value_name = "MS")]
-        cri_timeout: u64,
-    },
-    /// Sample thread states (R and D by default) and group them, like psn: who is on CPU or stuck, and where.
-    Top {
-        /// Samples per second.
-        #[arg(long, default_value_t = 20.0)]
-        hz: f64,
-        /// Seconds to sample; 0 samples until Ctrl-C.
-        #[arg(short, long, default_value_t = 5.0)]
-        duration: f64,
-        /// Columns to group by, comma-separated.
-        #[arg(
-            short,
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "comm,state"
-        )]
-        group_by: Vec<wonk::top::Column>,
-        /// Thread states to count, as /proc letters.
-        #[arg(long, default_value = "RD")]
-        states: String,
-    },
-    /// Catch the processes getting ENOSPC right now (tracefs, filtered in the kernel) and tell a full directory
-    /// index from a full disk. Adds a tracefs instance while it runs and removes it on exit.
-    Enospc {
-        /// Seconds to watch; 0 watches until Ctrl-C.
-        #[arg(short, long, default_value_t = 0.0)]
-        duration: f64,
-        /// Errors to catch, by name or number (repeatable): ENOSPC, EDQUOT, ...
-        #[arg(long, default_value = "ENOSPC")]
-        errno: Vec<String>,
-    },
-    /// Turn the kernel log into findings with owners: full ext4 directory indexes, OOM kills, hung tasks, I/O
-    /// errors, read-only remounts, ... Reads all of /dev/kmsg the kernel still holds, or a saved dmesg/journal.
-    Kmsg {
-        /// A file of `dmesg` or `journalctl -k` output, or - for standard input; default /dev/kmsg.
-        file: Option<PathBuf>,
-        /// Keep reading /dev/kmsg and report each burst once it has been quiet for 5 s (until Ctrl-C).
-        #[arg(short, long, conflicts_with = "file")]
-        follow: bool,
-    },
-    /// Read the htree index of ext4 directories (never their entries): fill per level, entries, the share of
-    /// names failing with ENOSPC now, and the creates left before the first failure.
-    Htree {
-        /// Directories to read (on ext4, or on overlay with an ext4 upper layer).
-        #[arg(required_unless_present = "scan")]
-        paths: Vec<PathBuf>,
-        /// Judge creates of names this long (default: the median of the directory's own names).
-        #[arg(long, value_name = "BYTES")]
-        name_len: Option<usize>,
-        /// Find the directories at risk on the filesystem mounted at MOUNTPOINT instead.
-        #[arg(long, value_name = "MOUNTPOINT", conflicts_with = "paths")]
-        scan: Option<PathBuf>,
-        /// With --scan: read the index of directories at least this large (bytes).
-        #[arg(long, default_value_t = 256 << 10, value_name = "BYTES")]
-        min_size: u64,
-        /// With --scan: stop after this many seconds (0: no limit); what was not read is listed.
-        #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-        budget: f64,
-    },
-    /// What deleting each pod will cost: files, directories and bytes in its writable layers and emptyDirs.
-    Layers {
-        /// Flag pods with at least this many files.
-        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
-        max_files: u64,
-        /// Stop walking after this many seconds (0: no limit); figures are then lower bounds, marked as such.
-        #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-        budget: f64,
-        /// Largest directories to list per layer.
-        #[arg(long, default_value_t = 3, value_name = "N")]
-        top: usize,
-        /// Read every file's size. Otherwise a directory of more than 32 files has 32 of them (per 4,096 entries),
-        /// at random, read and scaled up, and the bytes are marked as estimated (`bytes_method`).
-        #[arg(long)]
-        exact_bytes: bool,
-        /// Memory (MiB, per layer) for counting hard links once; past it they may be counted more than once, and
-        /// the output says so.
-        #[arg(long, default_value_t = 64, value_name = "MIB")]
-        dedup_memory: usize,
-    },
-    /// List the mounted ext4 filesystems and the features that decide how large a directory index can grow.
+    Shims(ShimsArgs),
+    Top(TopArgs),
+    Enospc(EnospcArgs),
+    Kmsg(KmsgArgs),
+    Htree(HtreeArgs),
+    Layers(LayersArgs),
     Fs,
-    /// Tell who owns a pid, a container id (or unique prefix), a host path, or DEV:INODE (md1:211566352).
-    Who {
-        /// pid | container id | /host/path | DEV:INODE
-        target: String,
-    },
-    /// Run until stopped: follow the kernel log, run each check on its interval, serve Prometheus /metrics.
+    Who(WhoArgs),
     Agent(wonk::agent::Args),
-    /// Run one check as a node-problem-detector custom plugin: exit 0 OK, 1 problem, 2 unknown; one short line.
-    Check {
-        #[arg(value_parser = wonk::agent::npd::NAMES)]
-        name: String,
-    },
+    Check(CheckArgs),
+}
+
+/// The clap command for [`Cli`]. `Cli::command()` would define every subcommand's arguments on every run, a
+/// fifth of the time of a `wonk who`; here each subcommand's are defined only when clap needs them
+/// (`Command::defer`): for the subcommand given, or for its help.
+fn cli_command() -> clap::Command {
+    use clap::Args;
+    fn sub<A: Args>(name: &'static str, about: &'static str) -> clap::Command {
+        clap::Command::new(name).about(about).defer(|c| {
+            // The subcommand's help line stays, over any doc comment of its arguments' type.
+            let about = c.get_about().cloned().unwrap_or_default();
+            A::augment_args(c).about(about).long_about(None::<&str>)
+        })
+    }
+    let top = clap::Command::new("wonk")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Finds the wonkeries under your containers (ghost bind mounts, ...) and names the pod behind each one")
+        .long_about(
+            "Finds the wonkeries under your containers (ghost bind mounts, ...) and names the pod behind each one.\n\n\
+             Read-only: wonk only observes the node. Exit codes: 0 nothing at warning level or above, 1 warnings, \
+             2 critical findings, 3 wonk could not do its job.",
+        )
+        .max_term_width(100)
+        .subcommand_required(true)
+        .arg_required_else_help(true);
+    Globals::augment_args(top)
+        .subcommand(clap::Command::new("scan").about("Run every check that can run on this host"))
+        .subcommand(clap::Command::new("ghosts").about(
+            "Find stale bind mounts: a mounted file or directory that its host path no longer holds",
+        ))
+        .subcommand(sub::<ShimsArgs>(
+            "shims",
+            "List containerd shims and find leaked ones (shims that serve no container) and orphaned workloads",
+        ))
+        .subcommand(sub::<TopArgs>(
+            "top",
+            "Sample thread states (R and D by default) and group them, like psn: who is on CPU or stuck, and where",
+        ))
+        .subcommand(sub::<EnospcArgs>(
+            "enospc",
+            "Catch the processes getting ENOSPC right now (tracefs, filtered in the kernel) and tell a full \
+             directory index from a full disk. Adds a tracefs instance while it runs and removes it on exit",
+        ))
+        .subcommand(sub::<KmsgArgs>(
+            "kmsg",
+            "Turn the kernel log into findings with owners: full ext4 directory indexes, OOM kills, hung tasks, \
+             I/O errors, read-only remounts, ... Reads all of /dev/kmsg the kernel still holds, or a saved \
+             dmesg/journal",
+        ))
+        .subcommand(sub::<HtreeArgs>(
+            "htree",
+            "Read the htree index of ext4 directories (never their entries): fill per level, entries, the share \
+             of names failing with ENOSPC now, and the creates left before the first failure",
+        ))
+        .subcommand(sub::<LayersArgs>(
+            "layers",
+            "What deleting each pod will cost: files, directories and bytes in its writable layers and emptyDirs",
+        ))
+        .subcommand(clap::Command::new("fs").about(
+            "List the mounted ext4 filesystems and the features that decide how large a directory index can grow",
+        ))
+        .subcommand(sub::<WhoArgs>(
+            "who",
+            "Tell who owns a pid, a container id (or unique prefix), a host path, or DEV:INODE (md1:211566352)",
+        ))
+        .subcommand(sub::<wonk::agent::Args>(
+            "agent",
+            "Run until stopped: follow the kernel log, run each check on its interval, serve Prometheus /metrics",
+        ))
+        .subcommand(sub::<CheckArgs>(
+            "check",
+            "Run one check as a node-problem-detector custom plugin: exit 0 OK, 1 problem, 2 unknown; one short line",
+        ))
+}
+
+#[derive(clap::Args)]
+struct ShimsArgs {
+    /// Kill the shims classified as leaked (changes the host; asks first unless --yes).
+    #[arg(long)]
+    reap: bool,
+    /// Do not ask before --reap.
+    #[arg(long, requires = "reap")]
+    yes: bool,
+    /// Judge only shims at least this many seconds old (younger ones may still be starting a container).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    min_age: i64,
+    /// Milliseconds CRI gets to answer (all calls together); wonk answers from disk without it.
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    cri_timeout: u64,
+}
+
+#[derive(clap::Args)]
+struct TopArgs {
+    /// Samples per second.
+    #[arg(long, default_value_t = 20.0)]
+    hz: f64,
+    /// Seconds to sample; 0 samples until Ctrl-C.
+    #[arg(short, long, default_value_t = 5.0)]
+    duration: f64,
+    /// Columns to group by, comma-separated.
+    #[arg(
+        short,
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "comm,state"
+    )]
+    group_by: Vec<wonk::top::Column>,
+    /// Thread states to count, as /proc letters.
+    #[arg(long, default_value = "RD")]
+    states: String,
+}
+
+#[derive(clap::Args)]
+struct EnospcArgs {
+    /// Seconds to watch; 0 watches until Ctrl-C.
+    #[arg(short, long, default_value_t = 0.0)]
+    duration: f64,
+    /// Errors to catch, by name or number (repeatable): ENOSPC, EDQUOT, ...
+    #[arg(long, default_value = "ENOSPC")]
+    errno: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct KmsgArgs {
+    /// A file of `dmesg` or `journalctl -k` output, or - for standard input; default /dev/kmsg.
+    file: Option<PathBuf>,
+    /// Keep reading /dev/kmsg and report each burst once it has been quiet for 5 s (until Ctrl-C).
+    #[arg(short, long, conflicts_with = "file")]
+    follow: bool,
+}
+
+#[derive(clap::Args)]
+struct HtreeArgs {
+    /// Directories to read (on ext4, or on overlay with an ext4 upper layer).
+    #[arg(required_unless_present = "scan")]
+    paths: Vec<PathBuf>,
+    /// Judge creates of names this long (default: the median of the directory's own names).
+    #[arg(long, value_name = "BYTES")]
+    name_len: Option<usize>,
+    /// Find the directories at risk on the filesystem mounted at MOUNTPOINT instead.
+    #[arg(long, value_name = "MOUNTPOINT", conflicts_with = "paths")]
+    scan: Option<PathBuf>,
+    /// With --scan: read the index of directories at least this large (bytes).
+    #[arg(long, default_value_t = 256 << 10, value_name = "BYTES")]
+    min_size: u64,
+    /// With --scan: stop after this many seconds (0: no limit); what was not read is listed.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    budget: f64,
+}
+
+#[derive(clap::Args)]
+struct LayersArgs {
+    /// Flag pods with at least this many files.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    max_files: u64,
+    /// Stop walking after this many seconds (0: no limit); figures are then lower bounds, marked as such.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    budget: f64,
+    /// Largest directories to list per layer.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    top: usize,
+    /// Read every file's size. Otherwise a directory of more than 32 files has 32 of them (per 4,096 entries),
+    /// at random, read and scaled up, and the bytes are marked as estimated (`bytes_method`).
+    #[arg(long)]
+    exact_bytes: bool,
+    /// Memory (MiB, per layer) for counting hard links once; past it they may be counted more than once, and
+    /// the output says so.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    dedup_memory: usize,
+}
+
+#[derive(clap::Args)]
+struct WhoArgs {
+    /// pid | container id | /host/path | DEV:INODE
+    target: String,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[arg(value_parser = wonk::agent::npd::NAMES)]
+    name: String,
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let parsed = cli_command()
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -191,14 +280,18 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    let host = Host::open(&cli.host_root)?;
-    let owners = Attributor::new(&host, cli.kubelet_root.clone(), &cli.containerd_state);
+    let host = Host::open(&cli.global.host_root)?;
+    let owners = Attributor::new(
+        &host,
+        cli.global.kubelet_root.clone(),
+        &cli.global.containerd_state,
+    );
     let ctx = Context {
         host: &host,
         owners: &owners,
     };
     let style = Style {
-        color: cli.color.enabled(),
+        color: cli.global.color.enabled(),
     };
     // One write at the end rather than one per line: output to a pipe costs a syscall per write.
     let stdout = std::io::stdout();
@@ -212,23 +305,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .filter(|c| c.name() == "ghosts")
                 .collect(),
         ),
-        Command::Shims {
+        Command::Shims(ShimsArgs {
             min_age,
             cri_timeout,
             ..
-        } => {
+        }) => {
             let check: Box<dyn checks::Check> = Box::new(checks::shims::Shims {
                 min_age_seconds: *min_age,
                 cri_budget: std::time::Duration::from_millis(*cri_timeout),
             });
             ("shims", vec![check])
         }
-        Command::Top {
+        Command::Top(TopArgs {
             hz,
             duration,
             group_by,
             states,
-        } => {
+        }) => {
             if !(*hz > 0.0 && *hz <= 1000.0) {
                 anyhow::bail!("--hz {hz}: give a rate between 0 and 1000 samples per second");
             }
@@ -244,14 +337,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 states: states.chars().collect(),
             };
             let top = wonk::top::run(&host, &owners, &opts)?;
-            if cli.json {
+            if cli.global.json {
                 render::json(&mut out, &top)?;
             } else {
                 render::top(&mut out, &top, style)?;
             }
             return Ok(exit::OK);
         }
-        Command::Enospc { duration, errno } => {
+        Command::Enospc(EnospcArgs { duration, errno }) => {
             if !(*duration >= 0.0 && duration.is_finite()) {
                 anyhow::bail!(
                     "--duration {duration}: give a number of seconds, or 0 for until Ctrl-C"
@@ -271,7 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 duration: (*duration > 0.0).then(|| std::time::Duration::from_secs_f64(*duration)),
                 errnos,
             };
-            let json = cli.json;
+            let json = cli.global.json;
             let mut live = |g: &wonk::enospc::Group| {
                 if !json {
                     eprintln!(
@@ -288,14 +381,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let output = wonk::enospc::run(&host, &owners, &opts, &mut live)?;
             let mut report = wonk::finding::Report::new("enospc", host.root());
             report.add("enospc", output, t.elapsed());
-            if cli.json {
+            if cli.global.json {
                 render::json(&mut out, &report)?;
             } else {
                 render::table(&mut out, &report, style)?;
             }
             return Ok(report.exit_code);
         }
-        Command::Kmsg { file, follow } => {
+        Command::Kmsg(KmsgArgs { file, follow }) => {
             let source = match file.as_deref() {
                 None => wonk::kmsg::Source::DevKmsg { follow: *follow },
                 Some(p) if p == std::path::Path::new("-") => wonk::kmsg::Source::Stdin,
@@ -323,7 +416,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 // Following, each finding is printed when its burst settles: a JSON object per line with --json.
                 let mut emit = |f: wonk::finding::Finding| {
                     let mut o = std::io::stdout().lock();
-                    let _ = if cli.json {
+                    let _ = if cli.global.json {
                         serde_json::to_writer(&mut o, &f)
                             .map_err(std::io::Error::from)
                             .and_then(|_| writeln!(o))
@@ -341,20 +434,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if *follow {
                 return Ok(report.exit_code);
             }
-            if cli.json {
+            if cli.global.json {
                 render::json(&mut out, &report)?;
             } else {
                 render::table(&mut out, &report, style)?;
             }
             return Ok(report.exit_code);
         }
-        Command::Htree {
+        Command::Htree(HtreeArgs {
             paths,
             name_len,
             scan,
             min_size,
             budget,
-        } => {
+        }) => {
             let t = std::time::Instant::now();
             let mut output = wonk::finding::CheckOutput::default();
             if let Some(mount) = scan {
@@ -362,13 +455,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 let opts = checks::htree::ScanOptions {
                     min_dir_size: *min_size,
                     budget: (*budget > 0.0).then(|| std::time::Duration::from_secs_f64(*budget)),
-                    progress: !cli.json && std::io::stderr().is_terminal(),
+                    progress: !cli.global.json && std::io::stderr().is_terminal(),
                     min_severity: wonk::finding::Severity::Info,
                 };
-                output = checks::htree::scan_mount(&ctx, &absolute(mount, &cli.host_root)?, &opts);
+                output = checks::htree::scan_mount(
+                    &ctx,
+                    &absolute(mount, &cli.global.host_root)?,
+                    &opts,
+                );
             } else {
                 for p in paths {
-                    let p = &absolute(p, &cli.host_root)?;
+                    let p = &absolute(p, &cli.global.host_root)?;
                     match wonk::ext4::htree::analyze(&host, p, *name_len) {
                         Ok(r) => output.findings.push(checks::htree::judge(&ctx, &r)),
                         Err(e) => output.blind_spots.push(wonk::finding::BlindSpot::new(
@@ -392,20 +489,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             let mut report = wonk::finding::Report::new("htree", host.root());
             report.add("htree", output, t.elapsed());
-            if cli.json {
+            if cli.global.json {
                 render::json(&mut out, &report)?;
             } else {
                 render::table(&mut out, &report, style)?;
             }
             return Ok(report.exit_code);
         }
-        Command::Layers {
+        Command::Layers(LayersArgs {
             max_files,
             budget,
             top,
             exact_bytes,
             dedup_memory,
-        } => {
+        }) => {
             if !(*budget >= 0.0 && budget.is_finite()) {
                 anyhow::bail!("--budget {budget}: give a number of seconds, or 0 for no limit");
             }
@@ -414,7 +511,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 budget: (*budget > 0.0).then(|| std::time::Duration::from_secs_f64(*budget)),
                 top: *top,
                 all: true,
-                progress: !cli.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                progress: !cli.global.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 exact_bytes: *exact_bytes,
                 dedup_memory: dedup_memory.saturating_mul(1 << 20),
                 ..Default::default()
@@ -423,7 +520,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Fs => {
             let fss = wonk::ext4::htree::filesystems(&host)?;
-            if cli.json {
+            if cli.global.json {
                 render::json(&mut out, &fss)?;
             } else {
                 render::filesystems(&mut out, &fss, style)?;
@@ -432,20 +529,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Agent(args) => {
             return wonk::agent::run(
-                &cli.host_root,
-                &cli.kubelet_root,
-                &cli.containerd_state,
+                &cli.global.host_root,
+                &cli.global.kubelet_root,
+                &cli.global.containerd_state,
                 args,
             )
         }
-        Command::Check { name } => {
+        Command::Check(CheckArgs { name }) => {
             let (code, message) = wonk::agent::npd::check(&ctx, name);
             writeln!(out, "{message}")?;
             return Ok(code);
         }
-        Command::Who { target } => {
+        Command::Who(WhoArgs { target }) => {
             let w = wonk::who::who(&owners, target)?;
-            if cli.json {
+            if cli.global.json {
                 render::json(&mut out, &w)?;
             } else {
                 render::who(&mut out, &w, style)?;
@@ -464,12 +561,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             ),
         );
     }
-    if let Command::Shims {
+    if let Command::Shims(ShimsArgs {
         reap: true,
         yes,
         min_age,
         cri_timeout,
-    } = cli.command
+    }) = cli.command
     {
         let mut confirm = |leaked: &[checks::shims::Shim]| {
             yes || render::confirm(leaked.len(), "leaked shim(s)", "kill")
@@ -479,7 +576,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             report.actions.push(serde_json::to_value(r)?);
         }
     }
-    if cli.json {
+    if cli.global.json {
         render::json(&mut out, &report)?;
     } else {
         render::table(&mut out, &report, style)?;
@@ -501,4 +598,48 @@ fn absolute(p: &std::path::Path, host_root: &std::path::Path) -> anyhow::Result<
         );
     }
     Ok(std::env::current_dir()?.join(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        cli_command()
+            .try_get_matches_from(args)
+            .and_then(|m| Cli::from_arg_matches(&m))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        let mut cmd = cli_command();
+        cmd.build();
+        for sub in cmd.get_subcommands_mut() {
+            sub.build();
+        }
+        cmd.debug_assert();
+    }
+
+    #[test]
+    fn deferred_subcommands_parse_with_global_options_anywhere() {
+        let cli = parse(&["wonk", "--json", "who", "md1:2", "--host-root", "/host"]).unwrap();
+        assert!(cli.global.json);
+        assert_eq!(cli.global.host_root, PathBuf::from("/host"));
+        assert!(matches!(&cli.command, Command::Who(WhoArgs { target }) if target == "md1:2"));
+        let cli = parse(&["wonk", "htree", "--scan", "/var", "--min-size", "4096"]).unwrap();
+        assert!(
+            matches!(&cli.command, Command::Htree(HtreeArgs { scan: Some(s), min_size: 4096, .. }) if s == &PathBuf::from("/var"))
+        );
+        assert!(matches!(
+            parse(&["wonk", "fs"]).unwrap().command,
+            Command::Fs
+        ));
+        assert!(
+            parse(&["wonk", "shims", "--yes"]).is_err(),
+            "--yes requires --reap"
+        );
+        assert!(parse(&["wonk", "kmsg", "f", "--follow"]).is_err());
+        assert!(parse(&["wonk", "check", "nonesuch"]).is_err());
+    }
 }
