@@ -475,10 +475,8 @@ fn search_inode(top: &Path, dev: DevNum, ino: u64, budget: u64) -> anyhow::Resul
                     top.display()
                 );
             }
-            if e.ino() == ino {
-                if e.metadata().is_ok_and(|m| m.dev() == devno) {
-                    return Ok(Some(e.path()));
-                }
+            if e.ino() == ino && e.metadata().is_ok_and(|m| m.dev() == devno) {
+                return Ok(Some(e.path()));
             }
             if e.file_type().is_ok_and(|t| t.is_dir())
                 && e.metadata().is_ok_and(|m| m.dev() == devno)

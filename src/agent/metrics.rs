@@ -387,7 +387,7 @@ impl Metrics {
                 (k, num("files"), num("bytes"))
             })
             .collect();
-        pods.sort_by(|a, b| b.1.cmp(&a.1));
+        pods.sort_by_key(|p| std::cmp::Reverse(p.1));
         pods.truncate(self.top);
         let _g = self.guard();
         self.pod_files.clear();

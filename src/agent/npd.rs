@@ -39,7 +39,7 @@ pub fn verdict(name: &str, out: &CheckOutput) -> (i32, String) {
     if bad.is_empty() {
         return (OK, cut(&format!("{name}: ok")));
     }
-    bad.sort_by(|a, b| b.severity.cmp(&a.severity));
+    bad.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let f = bad[0];
     let who = f
         .owner

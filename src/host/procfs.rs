@@ -158,6 +158,9 @@ pub fn boot_time(host: &Host) -> Option<i64> {
         .ok()
 }
 
+/// Processes whose mount namespace could not be read, and why.
+pub type Unreadable = Vec<(u32, io::Error)>;
+
 /// A mount namespace and the processes in it, lowest pid first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountNs {
@@ -171,7 +174,7 @@ pub struct MountNs {
 /// Kernel threads other than kthreadd itself are left out: they hold no container's mounts (all but kdevtmpfs
 /// live in the initial mount namespace, which kthreadd stands for; kdevtmpfs has one with devtmpfs alone), and on
 /// a node they are a third or more of all pids, each a readlink.
-pub fn mount_namespaces(host: &Host) -> io::Result<(Vec<MountNs>, Vec<(u32, io::Error)>)> {
+pub fn mount_namespaces(host: &Host) -> io::Result<(Vec<MountNs>, Unreadable)> {
     let mut by_ns: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
     let mut unreadable = Vec::new();
     let pids = pids(host)?;

@@ -485,13 +485,11 @@ impl<'a> Resolver<'a> {
     /// reused since), and the path is withheld.
     fn locate(&self, dev: DevNum, ino: u64, want_dir: bool) -> Located {
         let found = crate::who::inode_to_path(self.ctx.owners, dev, ino).and_then(|(path, method, id)| {
-            if want_dir {
-                if !id.is_dir() {
-                    anyhow::bail!(
-                        "inode {ino} on {dev} is now {}, not a directory: the filesystem changed since the message was logged",
-                        display_bytes(&path)
-                    );
-                }
+            if want_dir && !id.is_dir() {
+                anyhow::bail!(
+                    "inode {ino} on {dev} is now {}, not a directory: the filesystem changed since the message was logged",
+                    display_bytes(&path)
+                );
             }
             Ok((path, method))
         });

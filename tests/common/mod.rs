@@ -356,6 +356,7 @@ impl Drop for Sysctl {
 }
 
 /// A CRI-style config.json for a container or a sandbox.
+#[allow(clippy::too_many_arguments)] // one argument per field a test varies
 pub fn spec(
     kind: &str,
     ns: &str,
