@@ -173,7 +173,8 @@ pub struct MountNs {
 ///
 /// Kernel threads other than kthreadd itself are left out: they hold no container's mounts (all but kdevtmpfs
 /// live in the initial mount namespace, which kthreadd stands for; kdevtmpfs has one with devtmpfs alone), and on
-/// a node they are a third or more of all pids, each a readlink.
+/// a node they are a third or more of all pids, each a readlink. So are the user-mode helpers kthreadd starts
+/// (modprobe, core dump pipes), which run in the initial namespace too.
 pub fn mount_namespaces(host: &Host) -> io::Result<(Vec<MountNs>, Unreadable)> {
     let mut by_ns: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
     let mut unreadable = Vec::new();
@@ -283,9 +284,10 @@ mod tests {
         );
         for &pid in &kthreads {
             match stat(&host, pid) {
+                // A user-mode helper (modprobe, say) is kthreadd's child too.
                 Ok(s) => assert!(
-                    s.flags & PF_KTHREAD != 0,
-                    "{pid} ({}) is not a kernel thread",
+                    s.flags & PF_KTHREAD != 0 || s.ppid == 2,
+                    "{pid} ({}) is neither a kernel thread nor kthreadd's child",
                     s.comm
                 ),
                 Err(e) => assert!(super::super::vanished(&e), "{pid}: {e}"),
