@@ -413,6 +413,13 @@ pub fn inode_to_path(
             .filter(|id| id.dev == dev && id.ino == ino)
             .map(|id| (p, id))
     };
+    // From a cold cache the kernel reconnects a directory to the root one parent and one read at a time; on ext4
+    // wonk reads those blocks first, many at once (ext4::ancestors). A device wonk cannot read is left to the kernel.
+    if let Ok(device) = crate::ext4::read::open_device(host, dev) {
+        if let Ok(sb) = device.superblock() {
+            crate::ext4::ancestors::warm(&device, &sb, ino);
+        }
+    }
     if let Some((p, id)) = by_handle(host, &mount_dir, ino).and_then(verify) {
         return Ok((p, "open_by_handle_at", id));
     }

@@ -251,6 +251,57 @@ fn dev_inode_on_a_loop_mounted_ext4() {
     assert!(err.contains("999999"), "{err}");
 }
 
+/// The chain `who DEV:INODE` reads ahead of the kernel's reconnection, from the block device itself: the
+/// directories from the target up to the root, with extents, with the old block map, and with inline data.
+#[test]
+fn ancestors_read_from_the_block_device() {
+    if !root_or_skip("ancestors_read_from_the_block_device") {
+        return;
+    }
+    let mut s = Scratch::new("who-ancestors");
+    let host = wonk::host::Host::open(std::path::Path::new("/")).unwrap();
+    for (i, opts) in ["", "-b 1024 -O ^extent,^64bit", "-O inline_data"]
+        .iter()
+        .enumerate()
+    {
+        let (mnt, _) = s.ext4(&format!("fs{i}"), "64M", opts);
+        let dir = mnt.join("a/b/c/d");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Directories the chain does not pass through, some sharing its inode-table block.
+        for side in ["a/x", "a/b/y", "z"] {
+            std::fs::create_dir_all(mnt.join(side)).unwrap();
+        }
+        s.sh("sync");
+        let expected: Vec<u64> = ["a/b/c/d", "a/b/c", "a/b", "a", ""]
+            .iter()
+            .map(|rel| ino(&mnt.join(rel)))
+            .collect();
+        assert_eq!(
+            expected.last(),
+            Some(&2),
+            "{opts}: the root of an ext4 is inode 2"
+        );
+        let id = wonk::host::resolve::stat_in_root(
+            host.root_dir(),
+            dir.to_str().unwrap().as_bytes(),
+            false,
+        )
+        .unwrap();
+        let dev = wonk::ext4::read::open_device(&host, id.dev).unwrap();
+        let sb = dev.superblock().unwrap();
+        let warmed = wonk::ext4::ancestors::warm_always(&dev, &sb, id.ino);
+        assert_eq!(warmed.chain, expected, "mkfs.ext4 {opts}");
+        assert!(!warmed.was_cached);
+        // A regular file is no directory: nothing to follow.
+        std::fs::write(mnt.join("a/f"), b"x").unwrap();
+        s.sh("sync");
+        assert_eq!(
+            wonk::ext4::ancestors::warm_always(&dev, &sb, ino(&mnt.join("a/f"))).chain,
+            Vec::<u64>::new()
+        );
+    }
+}
+
 /// A container root full of symlinks to host files. Through /proc/PID/root a plain open follows `/etc/shadow`
 /// to the host's; wonk's resolution stays inside the root. And a ghost inside a chroot is reported at the path
 /// the container sees.

@@ -1,15 +1,20 @@
-//! Fuzzes the ext4 on-disk parsers: superblock, dx_root, dx_node and leaf blocks come from a block device that
-//! wonk does not trust. Only panics, hangs and runaway allocations count as failures.
+//! Fuzzes the ext4 on-disk parsers: superblock, dx_root, dx_node and leaf blocks, inodes, extent tree nodes and
+//! a directory's first block come from a block device that wonk does not trust. Only panics, hangs and runaway
+//! allocations count as failures.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::hint::black_box;
+use wonk::ext4::ancestors::{parent_from_first_block, parse_dir_inode, parse_extent_node};
 use wonk::ext4::dx::{parse_leaf, parse_node, parse_root, Geometry};
 use wonk::ext4::superblock;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, block)) = data.split_first() else { return };
     black_box(superblock::parse(block).is_ok());
+    black_box(parse_dir_inode(block));
+    black_box(parse_extent_node(block));
+    black_box(parent_from_first_block(block));
     let block_size = if flags & 1 == 0 { 1024 } else { 4096 };
     let mut b = block.to_vec();
     b.resize(block_size, 0);

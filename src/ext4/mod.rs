@@ -7,6 +7,7 @@
 //! [`superblock`], [`dx`] and [`crc32c`] are pure: bytes in, typed values or typed errors out, never a panic.
 //! Only [`read`] and [`htree`] touch the node, and only through [`crate::host::Host`].
 
+pub mod ancestors;
 pub mod crc32c;
 pub mod dx;
 pub mod htree;

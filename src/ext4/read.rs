@@ -357,6 +357,43 @@ impl Device {
         self.file.read_exact_at(buf, off)
     }
 
+    /// Asks the kernel to start reading these bytes into the page cache (POSIX_FADV_WILLNEED) and returns.
+    pub fn prefetch(&self, off: u64, len: u64) {
+        let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a plain syscall on a descriptor this device owns; it reads no memory of ours.
+        unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+
+    /// Whether `len` bytes at `off` are in the page cache now: a read that may not wait for the disk
+    /// (`preadv2` with `RWF_NOWAIT`) gets them all.
+    pub fn is_cached(&self, off: u64, len: usize) -> bool {
+        let mut buf = vec![0u8; len];
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: len,
+        };
+        let Ok(off) = libc::off_t::try_from(off) else {
+            return false;
+        };
+        // SAFETY: one iovec over `buf`, which outlives the call; the kernel writes at most `len` bytes into it.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_preadv2,
+                self.file.as_raw_fd(),
+                &iov as *const libc::iovec,
+                1,
+                off,
+                0,
+                libc::RWF_NOWAIT,
+            )
+        };
+        usize::try_from(n).is_ok_and(|n| n == len)
+    }
+
     pub fn superblock(&self) -> Result<Superblock, Ext4Error> {
         let mut buf = vec![0u8; superblock::SIZE];
         self.read_at(superblock::OFFSET, &mut buf).map_err(|e| {

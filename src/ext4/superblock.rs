@@ -44,6 +44,13 @@ pub struct Superblock {
     /// The stored superblock checksum, and whether it matched (`None` without metadata_csum).
     pub checksum: u32,
     pub checksum_ok: Option<bool>,
+    /// `s_first_data_block`: 1 with 1 KiB blocks, else 0; the group descriptors start in the block after it.
+    pub first_data_block: u32,
+    pub inodes_per_group: u32,
+    /// Bytes per inode in the inode table (128 for revision 0).
+    pub inode_size: u16,
+    /// Bytes per group descriptor: 32, or `s_desc_size` with the 64bit feature.
+    pub desc_size: u16,
 }
 
 /// Why 1024 bytes are not an ext4 superblock.
@@ -122,6 +129,18 @@ pub fn parse(b: &[u8]) -> Result<Superblock, SuperblockError> {
         checksum_seed: le32(b, 0x270),
         checksum,
         checksum_ok,
+        first_data_block: le32(b, 0x14),
+        inodes_per_group: le32(b, 0x28),
+        inode_size: if le32(b, 0x4c) == 0 {
+            128
+        } else {
+            le16(b, 0x58)
+        },
+        desc_size: if feature_incompat & INCOMPAT_64BIT != 0 {
+            le16(b, 0xfe)
+        } else {
+            32
+        },
     })
 }
 
