@@ -256,18 +256,23 @@ fn namespaces_churning_during_a_scan() {
     let churn = std::thread::spawn(move || {
         let mut n = 0;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            // Each in a process group of its own, killed as a group: a kill that lands while sh waits for mount
+            // must not leave mount running on its own.
             let mut kids: Vec<std::process::Child> = (0..4)
                 .map(|_| {
+                    use std::os::unix::process::CommandExt;
                     std::process::Command::new("unshare")
                         .args(["-m", "--propagation", "private", "sh", "-c"])
                         .arg(format!("mount --bind {host} {root}; exec sleep 10"))
+                        .process_group(0)
                         .spawn()
                         .unwrap()
                 })
                 .collect();
             std::thread::sleep(std::time::Duration::from_millis(5));
             for k in &mut kids {
-                let _ = k.kill();
+                // SAFETY: kill(2) of the process group this test made, by its id (the child's pid).
+                unsafe { libc::kill(-(k.id() as i32), libc::SIGKILL) };
                 let _ = k.wait();
             }
             n += 1;
