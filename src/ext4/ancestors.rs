@@ -126,10 +126,13 @@ pub fn warm(dev: &Device, sb: &Superblock, ino: u64) -> Warmed {
     let Some(geo) = Geometry::of(sb) else {
         return Warmed::default();
     };
-    let Some((block, _)) = geo.locate(dev, ino) else {
+    let Some(at) = geo
+        .locate(dev, ino)
+        .and_then(|(block, _)| block.checked_mul(geo.bs))
+    else {
         return Warmed::default();
     };
-    if dev.is_cached(block * geo.bs, geo.bs as usize) {
+    if dev.is_cached(at, geo.bs as usize) {
         return Warmed {
             was_cached: true,
             chain: Vec::new(),
@@ -153,7 +156,10 @@ fn walk(dev: &Device, geo: &Geometry, ino: u64) -> Warmed {
         let Some((block, slot)) = geo.locate(dev, cur) else {
             break;
         };
-        if dev.read_at(block * geo.bs, &mut table).is_err() {
+        let Some(at) = block.checked_mul(geo.bs) else {
+            break;
+        };
+        if dev.read_at(at, &mut table).is_err() {
             break;
         }
         if tables.insert(block) {
