@@ -28,7 +28,7 @@
 #   ROOT_ENTRIES  hard links put in the tree filesystem's root directory itself, the top of the --scan walk
 #             (40000 makes it larger than 1 MiB, so both must report it)          default 0
 #   MIN_SIZE  --min-size in bytes, a multiple of 1 MiB (find gets -size +NM)       default 1048576
-#   REPS      timed runs of each command, cold and warm                            default 5
+#   REPS      timed runs of each command, cold, warm and lone                      default 5
 #   IMG_SIZE  size of each sparse image (truncate syntax)                          default 2G
 #   LOOP_DIO  1: loop devices do direct I/O on their images, as a disk would; 0: buffered (bench/lib.sh) default 1
 #   WONK      wonk binary; default: the shipped, static one (scripts/release)

@@ -253,7 +253,7 @@ fn human_bytes(b: u64) -> String {
 fn find_layers(ctx: &Context) -> std::io::Result<BTreeMap<String, PodLayers>> {
     let host = ctx.host;
     let (namespaces, _) = procfs::mount_namespaces(host)?;
-    let host_ns = procfs::host_mnt_ns(host);
+    let host_ns = ctx.owners.host_mnt_ns();
     let mut pods: BTreeMap<String, PodLayers> = BTreeMap::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     for ns in namespaces.iter().filter(|n| Some(n.inode) != host_ns) {
