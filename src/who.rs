@@ -80,8 +80,8 @@ pub fn who(owners: &Attributor, target: &str) -> anyhow::Result<Who> {
     }
     if let Some((dev, ino)) = parse_dev_inode(target) {
         w.kind = "inode";
-        let dev = resolve_dev(host, dev)?;
-        let (path, method, id) = inode_to_path(owners, dev, ino)?;
+        let (num, name) = (resolve_dev(host, dev)?, dev_name(dev));
+        let (path, method, id) = inode_to_path(owners, num, name, ino)?;
         path_target(owners, &path, Some(id), &mut w)?;
         if let Some(p) = &mut w.path {
             p.resolved_by = Some(method);
@@ -220,7 +220,7 @@ fn path_target(
         .map_err(|e| anyhow::anyhow!("listing processes: {e}"))?;
     for ns in namespaces {
         let is_host = Some(ns.inode) == host_ns;
-        let (pid, mounts) = (ns.pid, &ns.mounts);
+        let (pid, mounts) = (ns.pid, &*ns.mounts);
         let owner = || {
             if is_host {
                 None
@@ -377,23 +377,32 @@ pub fn resolve_dev(host: &Host, dev: &str) -> anyhow::Result<DevNum> {
         bail!("device {dev:?} is neither MAJ:MIN nor a kernel device name such as md1 or vda");
     }
     let p = host.path(format!("/sys/class/block/{dev}/dev"));
-    let text = std::fs::read_to_string(&p)
+    let text = crate::host::read_bounded(&p, 64)
         .with_context(|| format!("no block device {dev:?} ({} unreadable)", p.display()))?;
-    let (a, b) = text
-        .trim()
-        .split_once(':')
-        .with_context(|| format!("{}: unexpected content", p.display()))?;
-    Ok(DevNum {
-        major: a.parse()?,
-        minor: b.parse()?,
-    })
+    std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.trim().split_once(':'))
+        .and_then(|(a, b)| {
+            Some(DevNum {
+                major: a.parse().ok()?,
+                minor: b.parse().ok()?,
+            })
+        })
+        .with_context(|| format!("{}: unexpected content, not MAJ:MIN", p.display()))
+}
+
+/// The kernel name in a device given to [`resolve_dev`] as one (`md1`), rather than as `MAJ:MIN`.
+pub fn dev_name(dev: &str) -> Option<&str> {
+    (!dev.contains(':')).then_some(dev)
 }
 
 /// Turns `(device, inode)` into a host path: by file handle (instant, needs CAP_DAC_READ_SEARCH), else by a
 /// bounded walk of the filesystem. Returns the path, the method, and the identity the path was checked against.
+/// `name`: the device's kernel name, when the caller has it (it saves looking it up in sysfs).
 pub fn inode_to_path(
     owners: &Attributor,
     dev: DevNum,
+    name: Option<&str>,
     ino: u64,
 ) -> anyhow::Result<(Vec<u8>, &'static str, Identity)> {
     let host = owners.host();
@@ -415,7 +424,11 @@ pub fn inode_to_path(
     };
     // From a cold cache the kernel reconnects a directory to the root one parent and one read at a time; on ext4
     // wonk reads those blocks first, many at once (ext4::ancestors). A device wonk cannot read is left to the kernel.
-    if let Ok(device) = crate::ext4::read::open_device(host, dev) {
+    let device = match name {
+        Some(n) => crate::ext4::read::open_named(host, dev, n.to_string()),
+        None => crate::ext4::read::open_device(host, dev),
+    };
+    if let Ok(device) = device {
         if let Ok(sb) = device.superblock() {
             crate::ext4::ancestors::warm(&device, &sb, ino);
         }

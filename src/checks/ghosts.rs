@@ -56,14 +56,10 @@ impl Check for Ghosts {
 
     fn run(&self, ctx: &Context) -> CheckOutput {
         let mut out = CheckOutput::default();
-        let host = ctx.host;
-        let (namespaces, unreadable) = match procfs::mount_namespaces(host) {
+        let (namespaces, unreadable) = match ctx.owners.namespaces() {
             Ok(r) => r,
             Err(e) => {
-                out.failed = Some(format!(
-                    "cannot list processes in {}: {e}",
-                    host.path("/proc").display()
-                ));
+                out.failed = Some(format!("cannot see mount namespaces: {e}"));
                 return out;
             }
         };
@@ -95,7 +91,7 @@ impl Check for Ghosts {
         let mut binds = 0u64;
         let mut unverified = 0u64;
         let host_stats = HostStats::default();
-        for ns in &namespaces {
+        for ns in namespaces {
             let scan = NsScan {
                 ctx,
                 ns,

@@ -113,7 +113,7 @@ impl Check for Layers {
         let pods = match find_layers(ctx) {
             Ok(p) => p,
             Err(e) => {
-                out.failed = Some(format!("cannot list processes: {e}"));
+                out.failed = Some(format!("cannot see mount namespaces: {e}"));
                 return out;
             }
         };
@@ -250,9 +250,9 @@ fn human_bytes(b: u64) -> String {
 }
 
 /// Every pod's layers: containers' upperdirs from their mount namespaces, and emptyDirs from kubelet's pod dirs.
-fn find_layers(ctx: &Context) -> std::io::Result<BTreeMap<String, PodLayers>> {
+fn find_layers(ctx: &Context) -> Result<BTreeMap<String, PodLayers>, String> {
     let host = ctx.host;
-    let (namespaces, _) = procfs::mount_namespaces(host)?;
+    let (namespaces, _) = ctx.owners.namespaces().map_err(str::to_string)?;
     let host_ns = ctx.owners.host_mnt_ns();
     let mut pods: BTreeMap<String, PodLayers> = BTreeMap::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();

@@ -287,19 +287,28 @@ pub struct Device {
 /// Opens the block device with number `dev`: `/sys/dev/block/MAJ:MIN/uevent` names it, `/dev/NAME` (or the
 /// `/dev/block/MAJ:MIN` link) is opened read-only, and the opened file must be that very device.
 pub fn open_device(host: &Host, dev: DevNum) -> Result<Device, Ext4Error> {
+    let uevent = host.path(format!("/sys/dev/block/{dev}/uevent"));
+    let text = read_bounded(&uevent, 64 << 10).map_err(|e| Ext4Error::Device {
+        dev: dev.to_string(),
+        why: format!(
+            "{} unreadable ({e}); is this a block device's filesystem?",
+            uevent.display()
+        ),
+    })?;
+    let name = parse_devname(&text).ok_or_else(|| Ext4Error::Device {
+        dev: dev.to_string(),
+        why: format!("{} names no DEVNAME", uevent.display()),
+    })?;
+    open_named(host, dev, name)
+}
+
+/// Opens block device `dev` by its kernel name (`/dev/NAME`, else the `/dev/block/MAJ:MIN` link), when the caller
+/// knows the name already (a kernel message or the user gave it); the opened file must be that very device.
+pub fn open_named(host: &Host, dev: DevNum, name: String) -> Result<Device, Ext4Error> {
     let fail = |why: String| Ext4Error::Device {
         dev: dev.to_string(),
         why,
     };
-    let uevent = host.path(format!("/sys/dev/block/{dev}/uevent"));
-    let text = read_bounded(&uevent, 64 << 10).map_err(|e| {
-        fail(format!(
-            "{} unreadable ({e}); is this a block device's filesystem?",
-            uevent.display()
-        ))
-    })?;
-    let name = parse_devname(&text)
-        .ok_or_else(|| fail(format!("{} names no DEVNAME", uevent.display())))?;
     let candidates = [
         host.path(format!("/dev/{name}")),
         host.path(format!("/dev/block/{dev}")),

@@ -225,16 +225,6 @@ fn parse_pid_list(data: &[u8]) -> std::collections::HashSet<u32> {
         .collect()
 }
 
-/// The host's mount namespace: pid 1's. Where pid 1's is unreadable (it may hold capabilities wonk lacks), wonk's
-/// own when it runs on the node itself.
-pub fn host_mnt_ns(host: &Host) -> Option<u64> {
-    mnt_ns(host, 1).ok().or_else(|| {
-        (host.root() == std::path::Path::new("/"))
-            .then(|| mnt_ns(host, std::process::id()).ok())
-            .flatten()
-    })
-}
-
 /// The process's root directory, as a path wonk can open (a magic link into its mount namespace).
 pub fn root_dir(host: &Host, pid: u32) -> PathBuf {
     host.proc_pid(pid).join("root")

@@ -199,7 +199,7 @@ impl<'a> Resolver<'a> {
             Err(e) => (None, Some(format!("{e:#}"))),
         };
         let loc = match (inode, dev) {
-            (Some(ino), Some(d)) if !remounted => Some(self.locate(d, *ino, true)),
+            (Some(ino), Some(d)) if !remounted => Some(self.locate(d, device, *ino, true)),
             _ => None,
         };
         let path = loc.as_ref().and_then(|l| l.path.clone());
@@ -433,7 +433,7 @@ impl<'a> Resolver<'a> {
             Rule::Ext4Error | Rule::Ext4Warning => {
                 let loc = match (inodes.first(), dev) {
                     (Some(&ino), Some(d)) if g.rule == Rule::Ext4Error => {
-                        Some(self.locate(d, ino, false))
+                        Some(self.locate(d, device, ino, false))
                     }
                     _ => None,
                 };
@@ -480,11 +480,13 @@ impl<'a> Resolver<'a> {
         std::str::from_utf8(&b).ok()?.trim().parse().ok()
     }
 
-    /// A file named by (device, inode): its host path, how it was found, who sees it. With `want_dir`, an inode
+    /// A file named by (device, inode), `device` as the message names it: its host path, how it was found, who sees
+    /// it. With `want_dir`, an inode
     /// that is no longer a directory means the message is stale (the filesystem was recreated, or a loop device
     /// reused since), and the path is withheld.
-    fn locate(&self, dev: DevNum, ino: u64, want_dir: bool) -> Located {
-        let found = crate::who::inode_to_path(self.ctx.owners, dev, ino).and_then(|(path, method, id)| {
+    fn locate(&self, dev: DevNum, device: &str, ino: u64, want_dir: bool) -> Located {
+        let name = crate::who::dev_name(device);
+        let found = crate::who::inode_to_path(self.ctx.owners, dev, name, ino).and_then(|(path, method, id)| {
             if want_dir && !id.is_dir() {
                 anyhow::bail!(
                     "inode {ino} on {dev} is now {}, not a directory: the filesystem changed since the message was logged",

@@ -11,6 +11,7 @@ pub mod kubelet;
 
 use crate::finding::BlindSpot;
 use crate::host::mountinfo::{self, Mount};
+use crate::host::procfs::{MountNs, Unreadable};
 use crate::host::{procfs, resolve, Host};
 use cgroup::{CgroupRef, Qos};
 use containerd::{Bundle, Instance};
@@ -18,6 +19,7 @@ use serde::Serialize;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 /// Who a thing belongs to. Every field is optional: only what was found is filled in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -99,8 +101,9 @@ pub struct Attributor<'h> {
     pub kubelet_root: PathBuf,
     extra_state: Vec<PathBuf>,
     runtime: OnceCell<Runtime>,
+    namespaces: OnceCell<Result<(Vec<MountNs>, Unreadable), String>>,
     mount_tables: OnceCell<Result<Vec<NsMounts>, String>>,
-    host_mounts: OnceCell<Result<Vec<Mount>, String>>,
+    host_mounts: OnceCell<Result<Rc<[Mount]>, String>>,
     host_mnt_ns: OnceCell<Option<u64>>,
     host_table_ns: OnceCell<Option<u64>>,
     pid_cache: RefCell<HashMap<u32, Owner>>,
@@ -110,7 +113,8 @@ pub struct Attributor<'h> {
 pub struct NsMounts {
     pub inode: u64,
     pub pid: u32,
-    pub mounts: Vec<Mount>,
+    /// Shared with [`Attributor::host_mounts`] for the host's namespace.
+    pub mounts: Rc<[Mount]>,
 }
 
 /// What the container runtime's state on disk says: its instances and their containers' bundles.
@@ -165,6 +169,7 @@ impl<'h> Attributor<'h> {
             kubelet_root,
             extra_state: extra_state.to_vec(),
             runtime: OnceCell::new(),
+            namespaces: OnceCell::new(),
             mount_tables: OnceCell::new(),
             host_mounts: OnceCell::new(),
             host_mnt_ns: OnceCell::new(),
@@ -183,30 +188,56 @@ impl<'h> Attributor<'h> {
         &self.runtime().instances
     }
 
+    /// Every mount namespace and its processes ([`procfs::mount_namespaces`]), listed on first need and then kept
+    /// for this run, with the processes whose namespace could not be read. The error is that of listing processes.
+    pub fn namespaces(&self) -> Result<(&[MountNs], &Unreadable), &str> {
+        match self.namespaces.get_or_init(|| {
+            procfs::mount_namespaces(self.host).map_err(|e| {
+                format!(
+                    "listing processes in {}: {e}",
+                    self.host.path("/proc").display()
+                )
+            })
+        }) {
+            Ok((namespaces, unreadable)) => Ok((namespaces, unreadable)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A process's mount namespace, from [`Self::namespaces`] (read directly where that failed).
+    fn mnt_ns_of(&self, pid: u32) -> Option<u64> {
+        match self.namespaces() {
+            Ok((namespaces, _)) => namespaces
+                .iter()
+                .find(|ns| ns.pids.binary_search(&pid).is_ok())
+                .map(|ns| ns.inode),
+            Err(_) => procfs::mnt_ns(self.host, pid).ok(),
+        }
+    }
+
     /// Every mount namespace's mount table, read on first need and then kept for this run, so that judging
     /// many paths (`wonk htree --scan`) reads them once. Namespaces whose processes all exit meanwhile are left
     /// out; the error is that of listing processes.
     pub fn mount_tables(&self) -> Result<&[NsMounts], &str> {
         self.mount_tables
             .get_or_init(|| {
-                let (namespaces, _) =
-                    procfs::mount_namespaces(self.host).map_err(|e| e.to_string())?;
-                let host_table = self.host_table_ns().zip(self.host_mounts().ok());
+                let (namespaces, _) = self.namespaces().map_err(str::to_string)?;
+                let host_table = self.host_table_ns().zip(self.host_mounts_rc());
                 Ok(namespaces
-                    .into_iter()
+                    .iter()
                     .filter_map(|ns| {
                         if let Some((_, mounts)) = host_table.filter(|(n, _)| *n == ns.inode) {
                             return Some(NsMounts {
                                 inode: ns.inode,
                                 pid: *ns.pids.first()?,
-                                mounts: mounts.to_vec(),
+                                mounts: Rc::clone(mounts),
                             });
                         }
                         ns.pids.iter().find_map(|&pid| {
                             procfs::mountinfo(self.host, pid).ok().map(|d| NsMounts {
                                 inode: ns.inode,
                                 pid,
-                                mounts: mountinfo::parse(&d).0,
+                                mounts: mountinfo::parse(&d).0.into(),
                             })
                         })
                     })
@@ -218,16 +249,19 @@ impl<'h> Attributor<'h> {
 
     /// The host's mount table (pid 1's), read on first need and then kept for this run.
     pub fn host_mounts(&self) -> Result<&[Mount], &str> {
-        self.host_mounts
-            .get_or_init(|| {
-                procfs::mountinfo(self.host, 1)
-                    .map(|d| mountinfo::parse(&d).0)
-                    .map_err(|e| {
-                        format!("{}: {e}", self.host.proc_pid(1).join("mountinfo").display())
-                    })
-            })
-            .as_deref()
-            .map_err(String::as_str)
+        match self.host_mounts.get_or_init(|| {
+            procfs::mountinfo(self.host, 1)
+                .map(|d| mountinfo::parse(&d).0.into())
+                .map_err(|e| format!("{}: {e}", self.host.proc_pid(1).join("mountinfo").display()))
+        }) {
+            Ok(mounts) => Ok(mounts),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn host_mounts_rc(&self) -> Option<&Rc<[Mount]>> {
+        self.host_mounts().ok()?;
+        self.host_mounts.get()?.as_ref().ok()
     }
 
     /// The mount namespace whose table [`Self::host_mounts`] is, when wonk can tell, so that it is not read twice:
@@ -238,7 +272,7 @@ impl<'h> Attributor<'h> {
     }
 
     fn find_host_table_ns(&self) -> Option<u64> {
-        if let Ok(ns) = procfs::mnt_ns(self.host, 1) {
+        if let Some(ns) = self.mnt_ns_of(1) {
             return Some(ns);
         }
         if self.host.root() != std::path::Path::new("/") {
@@ -251,15 +285,20 @@ impl<'h> Attributor<'h> {
             .ok()?
             .iter()
             .any(|m| u64::from(m.id) == own_root)
-            .then(|| procfs::mnt_ns(self.host, std::process::id()).ok())
+            .then(|| self.mnt_ns_of(std::process::id()))
             .flatten()
     }
 
-    /// The host's mount namespace ([`procfs::host_mnt_ns`]), found once per run.
+    /// The host's mount namespace: pid 1's. Where pid 1's is unreadable (it may hold capabilities wonk lacks), wonk's
+    /// own when it runs on the node itself. Found once per run.
     pub fn host_mnt_ns(&self) -> Option<u64> {
-        *self
-            .host_mnt_ns
-            .get_or_init(|| procfs::host_mnt_ns(self.host))
+        *self.host_mnt_ns.get_or_init(|| {
+            self.mnt_ns_of(1).or_else(|| {
+                (self.host.root() == std::path::Path::new("/"))
+                    .then(|| self.mnt_ns_of(std::process::id()))
+                    .flatten()
+            })
+        })
     }
 
     /// What attribution could not read. Empty when it never needed the runtime's state.
