@@ -11,7 +11,8 @@
 #      the same directories; target: wonk not slower.
 #
 # Each command runs REPS times cold (`sync; echo 3 > /proc/sys/vm/drop_caches` before each run, the two
-# contenders alternating) and REPS times warm, in series (after one untimed warm-up run); medians are reported.
+# contenders alternating) and warm, in series as `hyperfine -N` runs it: after an untimed warm-up, at least REPS
+# runs and at least WARM_SECONDS of them; medians are reported.
 # Each run is timed from its spawn to its exit, spawned directly as `hyperfine -N` does (bench/lib.sh
 # spawn_timed), so that no shell's fork is part of a millisecond's measurement; find's pipeline runs under sh -c.
 # Every run's result is checked (wonk's entry estimate, its path, the directories found), so a fast wrong
@@ -28,7 +29,8 @@
 #   ROOT_ENTRIES  hard links put in the tree filesystem's root directory itself, the top of the --scan walk
 #             (40000 makes it larger than 1 MiB, so both must report it)          default 0
 #   MIN_SIZE  --min-size in bytes, a multiple of 1 MiB (find gets -size +NM)       default 1048576
-#   REPS      timed runs of each command, cold, warm and lone                      default 5
+#   REPS      timed runs of each command, cold and lone; the least warm            default 5
+#   WARM_SECONDS  warm runs go on until they have taken this long (hyperfine's default is 3)   default 3
 #   IMG_SIZE  size of each sparse image (truncate syntax)                          default 2G
 #   LOOP_DIO  1: loop devices do direct I/O on their images, as a disk would; 0: buffered (bench/lib.sh) default 1
 #   WONK      wonk binary; default: the shipped, static one (scripts/release)
@@ -52,11 +54,12 @@ MEDIUM=${MEDIUM:-20000}
 ROOT_ENTRIES=${ROOT_ENTRIES:-0}
 MIN_SIZE=${MIN_SIZE:-1048576}
 REPS=${REPS:-5}
+WARM_SECONDS=${WARM_SECONDS:-3}
 IMG_SIZE=${IMG_SIZE:-2G}
 PROFILE=${PROFILE:-}
 PROFILE_COLD=${PROFILE_COLD:-0}
 
-need_whole_numbers ENTRIES TOP SUB DEPTH MEDIUM ROOT_ENTRIES MIN_SIZE REPS
+need_whole_numbers ENTRIES TOP SUB DEPTH MEDIUM ROOT_ENTRIES MIN_SIZE REPS WARM_SECONDS
 for b in $BIG; do [[ $b =~ ^[0-9]+$ ]] || die "BIG=$BIG: give whole numbers"; done
 (( ENTRIES >= 1 && TOP >= 2 && SUB >= 2 && REPS >= 1 )) || die "need ENTRIES, REPS >= 1 and TOP, SUB >= 2"
 (( MIN_SIZE >= 1048576 && MIN_SIZE % 1048576 == 0 )) || die "MIN_SIZE must be a multiple of 1 MiB"
@@ -119,8 +122,10 @@ fi
 # (spawn_timed, bench/lib.sh: last_us) and name its output file (last_out). CHECK_A / CHECK_B (function names)
 # verify a run's output, untimed. Three ways, medians to $dir/results as "KEY cold|warm|lone MEDIAN_MS":
 #   cold: REPS runs of each, caches dropped before every run, A and B alternating; checked after each run.
-#   warm: one untimed warm-up, then REPS runs in series, as hyperfine and perf stat -r run them; each run's
-#         output is kept by bash builtins, so that no process runs between two runs, and checked after the series.
+#   warm: as `hyperfine -N` runs a command: an untimed warm-up, then runs in series, all spawned by one timer
+#         process (bench/lib.sh spawn_series), so that no shell or timer starts between two runs, at least REPS of
+#         them and at least WARM_SECONDS of them (at most 5000); each run's output goes to a file of its own and
+#         is checked after the series.
 #   lone: REPS runs of each, A and B alternating, each checked after it: every run comes right after the other
 #         command and a check. A millisecond command then also pays for refilling the CPU caches and TLBs
 #         that find's walk emptied; a second-long one does not notice.
@@ -145,46 +150,58 @@ bench() {
     record "$ka" lone "${a_lone[@]}"
     record "$kb" lone "${b_lone[@]}"
 }
-# series FN CHECK: one warm-up run, then REPS runs in series (series_us: their times); then each run's output,
-# kept in memory, is put back in its file and checked.
+# series FN CHECK: FN's command run in series by spawn_series (series_n runs): one run to learn how long it takes,
+# then a series whose first run is a warm-up and whose others are timed (series_us), at least REPS of them and at
+# least WARM_SECONDS of them; each of their outputs is then put in FN's output file and checked.
+series_n=0
 series() {
-    local fn=$1 check=$2 r out
-    local -a outs=()
-    series_us=()
+    local fn=$1 check=$2 r n
+    series_n=1
     "$fn"
-    for ((r = 0; r < REPS; r++)); do
-        "$fn"
-        series_us+=("$last_us")
-        IFS= read -r -d '' out <"$last_out" || true
-        outs+=("$out")
-    done
-    for out in "${outs[@]}"; do
-        printf '%s' "$out" >"$last_out"
+    n=$(awk -v t="${series_us[0]}" -v s="$WARM_SECONDS" -v m="$REPS" \
+        'BEGIN { n = int(s * 1e6 / (t > 0 ? t : 1)) + 1; if (n < m) n = m; if (n > 5000) n = 5000; print n }')
+    series_n=$((n + 1))
+    "$fn"
+    series_n=0
+    series_us=("${series_us[@]:1}")
+    for ((r = 2; r <= n + 1; r++)); do
+        mv "$last_out.$r" "$last_out"
         "$check"
     done
+    rm -f "$last_out.1"
 }
 # record KEY MODE MICROSECONDS...: the median in ms to $dir/results, every run to $dir/runs.
 record() {
     local k=$1 m=$2
     shift 2
     echo "$k $m $(median "$@" | awk '{ printf "%.3f", $1 / 1000 }')" >>"$dir/results"
-    printf '  %-20s %s: %s\n' "$k" "$m" "$*" >>"$dir/runs"
+    if (( $# <= 20 )); then
+        printf '  %-20s %s: %s\n' "$k" "$m" "$*" >>"$dir/runs"
+    else
+        printf '%s\n' "$@" | sort -n | awk -v k="$k" -v m="$m" '{ v[NR] = $1 } END {
+            printf "  %-20s %s: %d runs: min %d, 10%% %d, median %d, 90%% %d, max %d\n", k, m, NR, v[1],
+                v[int(NR * 0.1) + 1], v[int((NR + 1) / 2)], v[int(NR * 0.9)], v[NR] }' >>"$dir/runs"
+    fi
 }
 result() { awk -v k="$1" -v m="$2" '$1 == k && $2 == m { print $3 }' "$dir/results"; }
 
-# run_to OUT CMD ARGS...: CMD timed by spawn_timed, its output in OUT.
+# run_to OUT CMD ARGS...: CMD timed by spawn_timed, its output in OUT; within `series`, series_n runs of it by
+# spawn_series, their outputs in OUT.1, OUT.2, ...
 run_to() {
     last_out=$1
     shift
-    spawn_timed "$@" >"$last_out"
+    if (( series_n )); then
+        spawn_series "$series_n" "$last_out" "$@"
+    else
+        spawn_timed "$@" >"$last_out"
+    fi
 }
-# run_wonk OUT ARGS...: wonk timed by spawn_timed; it exits 0-2 with a report, 3 when it could not do its job.
+# run_wonk OUT ARGS...: wonk run by run_to; it exits 0-2 with a report, 3 when it could not do its job.
 run_wonk() {
     local out=$1 rc=0
     shift
-    last_out=$out
-    spawn_timed "$WONK" "$@" --json >"$out" 2>>"$dir/wonk.stderr" || rc=$?
-    (( rc <= 2 )) || { echo "htree.sh: wonk $* exited $rc:" >&2; jq -c . "$out" >&2 || true; exit 1; }
+    run_to "$out" "$WONK" "$@" --json 2>>"$dir/wonk.stderr" || rc=$?
+    (( rc <= 2 )) || { echo "htree.sh: wonk $* exited $rc" >&2; exit 1; }
 }
 
 : >"$dir/results"
@@ -217,7 +234,7 @@ check_find_flat() {
     n=$(<"$dir/find-flat.out")
     (( n == ENTRIES + 1 )) || bad "find DIR -maxdepth 1 | wc -l said $n, expected $((ENTRIES + 1)) (entries and DIR)"
 }
-echo "timing wonk htree and find -maxdepth 1 ($REPS cold and $REPS warm runs each)..." >&2
+echo "timing wonk htree and find -maxdepth 1 ($REPS cold, $REPS lone and ${WARM_SECONDS}+ s of warm runs each)..." >&2
 CHECK_A=check_wonk_htree CHECK_B=check_find_flat bench htree-wonk cmd_wonk_htree htree-find cmd_find_flat
 ix='.findings[0].evidence.report.index'
 htree_info=$(jq -r "$ix | \"levels \(.levels + 1) of \(.max_levels), root \(.root.count)/\(.root.limit), \
@@ -228,7 +245,7 @@ estimate=$(printf '%s\n' "${htree_estimates[@]}" | sort -u | tr '\n' ' ')
 
 # The exec floor: wonk doing nothing (cold pages the binary and its libraries in).
 cmd_wonk_version() { run_to "$dir/version.out" "$WONK" --version; }
-cmd_true() { run_to /dev/null /bin/true; }
+cmd_true() { run_to "$dir/true.out" /bin/true; }
 CHECK_A=: CHECK_B=: bench floor-wonk-version cmd_wonk_version floor-true cmd_true
 
 # --- 2. A tree of TOP x SUB directories, and a chain of DEPTH more. ---
@@ -344,7 +361,8 @@ done | paste -sd ';' | sed 's/;/; /g')
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 kernel=$(uname -r)
 echo
-echo "wonk htree / who / --scan against find: $(nproc) cores, kernel $kernel, REPS=$REPS, load average $load_start" \
+echo "wonk htree / who / --scan against find: $(nproc) cores, kernel $kernel, REPS=$REPS, WARM_SECONDS=$WARM_SECONDS," \
+    "load average $load_start" \
     "at the start and $load_end at the end; loop devices with LOOP_DIO=$LOOP_DIO"
 echo "flat directory: $ENTRIES entries, $flat_size bytes; wonk: $htree_info"
 echo "tree: $ndirs directories; who target at depth $((DEPTH + 3)), inode $ino; wonk resolved it by $resolved_by"
@@ -354,7 +372,7 @@ row() { # LABEL KEY COMMAND
     printf '%-22s %-60s %10.1f %10.1f %10.1f\n' "$1" "$3" "$(result "$2" cold)" "$(result "$2" warm)" \
         "$(result "$2" lone)"
 }
-printf '%-22s %-60s %10s %10s %10s\n' test "command (medians of $REPS runs)" "cold ms" "warm ms" "lone ms"
+printf '%-22s %-60s %10s %10s %10s\n' test "command (medians; runs in the list below)" "cold ms" "warm ms" "lone ms"
 row "flat dir, $ENTRIES" htree-wonk "wonk htree DIR --json"
 row "" htree-find "find DIR -maxdepth 1 | wc -l"
 row "inode to path" who-wonk "wonk who $loop_b:$ino --json"

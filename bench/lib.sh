@@ -26,6 +26,10 @@
 #                               with the caller's redirections, so that a shell's fork is not part of the time;
 #                               last_us: wall time from spawn to exit in microseconds; returns CMD's exit status.
 #                               The timer is built on first use from C (cc) in $dir, else run by python3
+#   spawn_series N OUT CMD ARGS...  runs CMD N times in series from one timer process, as `hyperfine -N` does: no
+#                               shell or timer starts between two runs; run i's standard output goes to OUT.i
+#                               (i = 1..N), the rest is the caller's; series_us: each run's time in microseconds;
+#                               returns the highest exit status of the runs
 #   timed_rusage CMD ARGS...    runs it once under bash's `time`; last_wall and last_cpu: wall and CPU (user + sys,
 #                               waited-for children included) in ms, with bench_decimals digits after the point
 #   median NUMBER...            their median, with bench_decimals digits after the point
@@ -143,57 +147,99 @@ copy_wonk() {
 }
 
 spawn_timer=()
-spawn_timed() {
-    if (( ${#spawn_timer[@]} == 0 )); then
-        if command -v cc >/dev/null; then
-            cat >"$dir/spawn-time.c" <<'EOF'
+# build_spawn_timer: spawn_timer=(the timer): `US_FILE RUNS OUT CMD [ARG...]` spawns CMD RUNS times, one after the
+# other, each timed from its spawn to its exit, one time a line in US_FILE; OUT "-" keeps the caller's standard
+# output, else run i writes OUT.i; exits with the highest exit status of the runs.
+build_spawn_timer() {
+    if command -v cc >/dev/null; then
+        cat >"$dir/spawn-time.c" <<'EOF'
 #include <errno.h>
+#include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 extern char **environ;
 int main(int argc, char **argv) {
-    if (argc < 3) { fprintf(stderr, "usage: spawn-time US_FILE CMD [ARG...]\n"); return 125; }
-    struct timespec a, b;
-    pid_t pid;
-    int st, e;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    if ((e = posix_spawnp(&pid, argv[2], NULL, NULL, argv + 2, environ)) != 0) {
-        fprintf(stderr, "spawn-time: %s: %s\n", argv[2], strerror(e));
-        return 127;
-    }
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) { perror("spawn-time: waitpid"); return 125; }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    long long us = (long long)(b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
+    if (argc < 5) { fprintf(stderr, "usage: spawn-time US_FILE RUNS OUT CMD [ARG...]\n"); return 125; }
+    long runs = atol(argv[2]);
     FILE *f = fopen(argv[1], "w");
-    if (!f || fprintf(f, "%lld\n", us) < 0 || fclose(f) != 0) { perror(argv[1]); return 125; }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (runs < 1 || !f) { fprintf(stderr, "spawn-time: bad RUNS %s or %s\n", argv[2], argv[1]); return 125; }
+    int worst = 0;
+    for (long i = 1; i <= runs; i++) {
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        /* The output file is made before the clock starts: creating it is not the command's work. */
+        int fd = -1;
+        if (strcmp(argv[3], "-") != 0) {
+            char out[4096];
+            snprintf(out, sizeof out, "%s.%ld", argv[3], i);
+            if ((fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) { perror(out); return 125; }
+            posix_spawn_file_actions_adddup2(&fa, fd, 1);
+        }
+        struct timespec a, b;
+        pid_t pid;
+        int st, e;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        if ((e = posix_spawnp(&pid, argv[4], &fa, NULL, argv + 4, environ)) != 0) {
+            fprintf(stderr, "spawn-time: %s: %s\n", argv[4], strerror(e));
+            return 127;
+        }
+        while (waitpid(pid, &st, 0) < 0)
+            if (errno != EINTR) { perror("spawn-time: waitpid"); return 125; }
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        posix_spawn_file_actions_destroy(&fa);
+        if (fd >= 0) close(fd);
+        fprintf(f, "%lld\n", (long long)(b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000);
+        int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (rc > worst) worst = rc;
+    }
+    if (fclose(f) != 0) { perror(argv[1]); return 125; }
+    return worst;
 }
 EOF
-            cc -O2 -o "$dir/spawn-time" "$dir/spawn-time.c" || die "cannot build $dir/spawn-time"
-            spawn_timer=("$dir/spawn-time")
-        elif command -v python3 >/dev/null; then
-            cat >"$dir/spawn-time.py" <<'EOF'
+        cc -O2 -o "$dir/spawn-time" "$dir/spawn-time.c" || die "cannot build $dir/spawn-time"
+        spawn_timer=("$dir/spawn-time")
+    elif command -v python3 >/dev/null; then
+        cat >"$dir/spawn-time.py" <<'EOF'
 import os, sys, time
-t0 = time.perf_counter_ns()
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, st = os.waitpid(pid, 0)
-t1 = time.perf_counter_ns()
-with open(sys.argv[1], "w") as f:
-    f.write(f"{(t1 - t0) // 1000}\n")
-sys.exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
+us_file, runs, out, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+worst, times = 0, []
+for i in range(1, runs + 1):
+    fd = -1 if out == "-" else os.open(f"{out}.{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    actions = [] if fd < 0 else [(os.POSIX_SPAWN_DUP2, fd, 1)]
+    t0 = time.perf_counter_ns()
+    pid = os.posix_spawnp(cmd[0], cmd, os.environ, file_actions=actions)
+    _, st = os.waitpid(pid, 0)
+    times.append((time.perf_counter_ns() - t0) // 1000)
+    if fd >= 0:
+        os.close(fd)
+    worst = max(worst, os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
+with open(us_file, "w") as f:
+    f.write("".join(f"{t}\n" for t in times))
+sys.exit(worst)
 EOF
-            spawn_timer=(python3 "$dir/spawn-time.py")
-        else
-            die "needs cc or python3 (to time a command without a shell's fork)"
-        fi
+        spawn_timer=(python3 "$dir/spawn-time.py")
+    else
+        die "needs cc or python3 (to time a command without a shell's fork)"
     fi
+}
+spawn_timed() {
+    (( ${#spawn_timer[@]} )) || build_spawn_timer
     local rc=0
-    "${spawn_timer[@]}" "$dir/spawn-time.us" "$@" || rc=$?
+    "${spawn_timer[@]}" "$dir/spawn-time.us" 1 - "$@" || rc=$?
     last_us=$(<"$dir/spawn-time.us")
+    return "$rc"
+}
+spawn_series() {
+    (( ${#spawn_timer[@]} )) || build_spawn_timer
+    local n=$1 out=$2 rc=0
+    shift 2
+    "${spawn_timer[@]}" "$dir/spawn-time.us" "$n" "$out" "$@" || rc=$?
+    mapfile -t series_us <"$dir/spawn-time.us"
     return "$rc"
 }
 

@@ -162,12 +162,13 @@ fn walk(dev: &Device, geo: &Geometry, ino: u64) -> Warmed {
         if dev.read_at(at, &mut table).is_err() {
             break;
         }
+        let mut ranges = Vec::new();
         if tables.insert(block) {
             for d in table
                 .chunks_exact(geo.inode_size)
                 .filter_map(parse_dir_inode)
             {
-                geo.prefetch(dev, &d, 1);
+                geo.ranges(&d, 1, &mut ranges);
             }
         }
         let Some(Some(me)) = table
@@ -180,7 +181,8 @@ fn walk(dev: &Device, geo: &Geometry, ino: u64) -> Warmed {
         warmed.chain.push(cur);
         // The target itself is only asked for `..`; its parents for all their entries.
         let wanted = if cur == ino { 1 } else { MAX_BLOCKS };
-        geo.prefetch(dev, &me, wanted);
+        geo.ranges(&me, wanted, &mut ranges);
+        ask(dev, ranges);
         if cur == ROOT_INO {
             break;
         }
@@ -190,6 +192,28 @@ fn walk(dev: &Device, geo: &Geometry, ino: u64) -> Warmed {
         cur = u64::from(parent);
     }
     warmed
+}
+
+/// Asks the device for byte ranges, ranges that touch or overlap merged into one: each request is an I/O of its
+/// own, and the directories of a path created together sit side by side (ten requests become one).
+fn ask(dev: &Device, ranges: Vec<(u64, u64)>) {
+    for (off, len) in merge_ranges(ranges) {
+        dev.prefetch(off, len);
+    }
+}
+
+/// `(offset, length)` ranges sorted, with those that touch or overlap merged.
+fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (off, len) in ranges {
+        let end = off.saturating_add(len);
+        match out.last_mut() {
+            Some((o, l)) if off <= o.saturating_add(*l) => *l = end.max(o.saturating_add(*l)) - *o,
+            _ => out.push((off, len)),
+        }
+    }
+    out
 }
 
 /// The numbers that place an inode on disk.
@@ -237,8 +261,9 @@ impl Geometry {
         Some((block, (index % per_block) as usize))
     }
 
-    /// Asks for a directory's first `max` blocks (or the block of its extent tree's next level).
-    fn prefetch(&self, dev: &Device, d: &DirBlocks, max: u64) {
+    /// The byte ranges of a directory's first `max` blocks (or of the block of its extent tree's next level),
+    /// added to `out`.
+    fn ranges(&self, d: &DirBlocks, max: u64, out: &mut Vec<(u64, u64)>) {
         let mut left = max;
         match d {
             DirBlocks::Runs(runs) => {
@@ -250,14 +275,14 @@ impl Geometry {
                     if let (Some(off), Some(bytes)) =
                         (start.checked_mul(self.bs), n.checked_mul(self.bs))
                     {
-                        dev.prefetch(off, bytes);
+                        out.push((off, bytes));
                     }
                     left -= n;
                 }
             }
             DirBlocks::Tree(block) => {
                 if let Some(off) = block.checked_mul(self.bs) {
-                    dev.prefetch(off, self.bs);
+                    out.push((off, self.bs));
                 }
             }
             DirBlocks::Inline { .. } => {}
@@ -277,8 +302,11 @@ impl Geometry {
             dev.read_at(node.checked_mul(self.bs)?, &mut buf).ok()?;
             match parse_extent_node(&buf)? {
                 DirBlocks::Runs(runs) => {
-                    self.prefetch(dev, &DirBlocks::Runs(runs.clone()), max);
-                    return self.parent_in(dev, runs.first()?.0);
+                    let first = runs.first()?.0;
+                    let mut ranges = Vec::new();
+                    self.ranges(&DirBlocks::Runs(runs), max, &mut ranges);
+                    ask(dev, ranges);
+                    return self.parent_in(dev, first);
                 }
                 DirBlocks::Tree(next) => node = next,
                 DirBlocks::Inline { .. } => return None,
@@ -369,6 +397,27 @@ mod tests {
             None
         );
         assert_eq!(parse_dir_inode(&[0u8; 40]), None);
+    }
+
+    #[test]
+    fn touching_ranges_become_one_request() {
+        assert_eq!(
+            merge_ranges(vec![
+                (8192, 4096),
+                (0, 4096),
+                (4096, 4096),
+                (20480, 4096),
+                (16384, 8192)
+            ]),
+            vec![(0, 12288), (16384, 8192)]
+        );
+        assert_eq!(merge_ranges(vec![(0, 8192), (4096, 100)]), vec![(0, 8192)]);
+        assert_eq!(merge_ranges(vec![(0, 10), (11, 1)]), vec![(0, 10), (11, 1)]);
+        assert_eq!(
+            merge_ranges(vec![(u64::MAX - 1, 5), (u64::MAX, 1)]),
+            vec![(u64::MAX - 1, 1)]
+        );
+        assert!(merge_ranges(Vec::new()).is_empty());
     }
 
     #[test]
