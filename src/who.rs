@@ -75,7 +75,15 @@ pub fn who(owners: &Attributor, target: &str) -> anyhow::Result<Who> {
         bail!("empty TARGET: give a pid, a container id, a host path or DEV:INODE");
     }
     if target.starts_with('/') {
-        path_target(owners, target.as_bytes(), None, &mut w)?;
+        if let Err(e) = path_target(owners, target.as_bytes(), None, &mut w) {
+            // `/dev/md1:211566352` is a device and an inode written as a path.
+            if let Some((name, ino)) = parse_dev_inode(target)
+                .and_then(|(dev, ino)| Some((dev.strip_prefix("/dev/")?, ino)))
+            {
+                bail!("{e:#}; for inode {ino} of device {name}, give {name}:{ino}");
+            }
+            return Err(e);
+        }
         return Ok(w);
     }
     if let Some((dev, ino)) = parse_dev_inode(target) {

@@ -249,6 +249,13 @@ fn dev_inode_on_a_loop_mounted_ext4() {
     let (code, _, err) = wonk(&["who", &format!("{name}:999999")]);
     assert_eq!(code, 3);
     assert!(err.contains("999999"), "{err}");
+    // Written as a path, the device is named back in the form `who` takes.
+    let (code, _, err) = wonk(&["who", &format!("{dev}:{ino}")]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains(&format!("{dev}:{ino}")) && err.contains(&format!("give {name}:{ino}")),
+        "{err}"
+    );
 }
 
 /// The chain `who DEV:INODE` reads ahead of the kernel's reconnection, from the block device itself: the
