@@ -191,17 +191,18 @@ impl<'h> Attributor<'h> {
     /// Every mount namespace and its processes ([`procfs::mount_namespaces`]), listed on first need and then kept
     /// for this run, with the processes whose namespace could not be read. The error is that of listing processes.
     pub fn namespaces(&self) -> Result<(&[MountNs], &Unreadable), &str> {
-        match self.namespaces.get_or_init(|| {
-            procfs::mount_namespaces(self.host).map_err(|e| {
-                format!(
-                    "listing processes in {}: {e}",
-                    self.host.path("/proc").display()
-                )
+        self.namespaces
+            .get_or_init(|| {
+                procfs::mount_namespaces(self.host).map_err(|e| {
+                    format!(
+                        "listing processes in {}: {e}",
+                        self.host.path("/proc").display()
+                    )
+                })
             })
-        }) {
-            Ok((namespaces, unreadable)) => Ok((namespaces, unreadable)),
-            Err(e) => Err(e),
-        }
+            .as_ref()
+            .map(|(namespaces, unreadable)| (namespaces.as_slice(), unreadable))
+            .map_err(String::as_str)
     }
 
     /// A process's mount namespace, from [`Self::namespaces`] (read directly where that failed).
@@ -222,7 +223,7 @@ impl<'h> Attributor<'h> {
         self.mount_tables
             .get_or_init(|| {
                 let (namespaces, _) = self.namespaces().map_err(str::to_string)?;
-                let host_table = self.host_table_ns().zip(self.host_mounts_rc());
+                let host_table = self.host_table_ns().zip(self.host_table().ok());
                 Ok(namespaces
                     .iter()
                     .filter_map(|ns| {
@@ -249,19 +250,20 @@ impl<'h> Attributor<'h> {
 
     /// The host's mount table (pid 1's), read on first need and then kept for this run.
     pub fn host_mounts(&self) -> Result<&[Mount], &str> {
-        match self.host_mounts.get_or_init(|| {
-            procfs::mountinfo(self.host, 1)
-                .map(|d| mountinfo::parse(&d).0.into())
-                .map_err(|e| format!("{}: {e}", self.host.proc_pid(1).join("mountinfo").display()))
-        }) {
-            Ok(mounts) => Ok(mounts),
-            Err(e) => Err(e),
-        }
+        self.host_table().map(|mounts| &**mounts)
     }
 
-    fn host_mounts_rc(&self) -> Option<&Rc<[Mount]>> {
-        self.host_mounts().ok()?;
-        self.host_mounts.get()?.as_ref().ok()
+    fn host_table(&self) -> Result<&Rc<[Mount]>, &str> {
+        self.host_mounts
+            .get_or_init(|| {
+                procfs::mountinfo(self.host, 1)
+                    .map(|d| mountinfo::parse(&d).0.into())
+                    .map_err(|e| {
+                        format!("{}: {e}", self.host.proc_pid(1).join("mountinfo").display())
+                    })
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// The mount namespace whose table [`Self::host_mounts`] is, when wonk can tell, so that it is not read twice:
