@@ -480,20 +480,36 @@ fn by_handle(host: &Host, mount_dir: &std::fs::File, ino: u64) -> Option<Vec<u8>
         .map(|p| p.into_os_string().into_encoded_bytes())
 }
 
-/// A depth-first walk that stays on one device and stops after `budget` entries.
+/// A depth-first walk of the filesystem mounted at `top` (which must be device `dev`) that stays on it and stops
+/// after `budget` entries. `None` when every directory was read and none holds the inode.
 fn search_inode(top: &Path, dev: DevNum, ino: u64, budget: u64) -> anyhow::Result<Option<PathBuf>> {
-    use std::os::unix::fs::MetadataExt;
-    let top_md = std::fs::symlink_metadata(top)?;
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    let top_md = std::fs::symlink_metadata(top)
+        .with_context(|| format!("searching for inode {ino}: {}", top.display()))?;
+    let devno = top_md.dev();
+    let top_dev = DevNum {
+        major: rustix::fs::major(devno),
+        minor: rustix::fs::minor(devno),
+    };
+    if top_dev != dev {
+        bail!(
+            "searching for inode {ino} of {dev}: {} is on {top_dev} (mounted over?)",
+            top.display()
+        );
+    }
     if top_md.ino() == ino {
         return Ok(Some(top.to_path_buf()));
     }
-    let devno = top_md.dev();
-    let _ = dev;
     let mut stack = vec![top.to_path_buf()];
-    let mut seen = 0u64;
+    let (mut seen, mut unreadable) = (0u64, Vec::new());
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if crate::host::vanished(&e) => continue,
+            Err(e) => {
+                unreadable.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
         };
         for e in rd.flatten() {
             seen += 1;
@@ -513,14 +529,50 @@ fn search_inode(top: &Path, dev: DevNum, ino: u64, budget: u64) -> anyhow::Resul
             }
         }
     }
+    if let Some(first) = unreadable.first() {
+        bail!(
+            "inode {ino} not found under {}, where {} directories could not be read (first: {first})",
+            top.display(),
+            unreadable.len()
+        );
+    }
     Ok(None)
 }
-
-use std::os::unix::fs::DirEntryExt;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_search_finds_an_inode_within_its_budget() {
+        use std::os::unix::fs::MetadataExt;
+        let top = std::env::temp_dir().join(format!("wonk-search-{}", std::process::id()));
+        let deep = top.join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(top.join("a/f"), b"").unwrap();
+        let md = std::fs::metadata(&top).unwrap();
+        let dev = DevNum {
+            major: rustix::fs::major(md.dev()),
+            minor: rustix::fs::minor(md.dev()),
+        };
+        let ino = std::fs::metadata(&deep).unwrap().ino();
+        let found = search_inode(&top, dev, ino, 100);
+        let over_budget = search_inode(&top, dev, ino, 2);
+        let absent = search_inode(&top, dev, u64::MAX, 100);
+        let other = DevNum {
+            major: dev.major,
+            minor: dev.minor.wrapping_add(1),
+        };
+        let wrong_dev = search_inode(&top, other, ino, 100);
+        std::fs::remove_dir_all(&top).unwrap();
+        assert_eq!(found.unwrap(), Some(deep));
+        assert!(over_budget
+            .unwrap_err()
+            .to_string()
+            .contains("first 2 entries"));
+        assert_eq!(absent.unwrap(), None);
+        assert!(wrong_dev.unwrap_err().to_string().contains("mounted over"));
+    }
 
     #[test]
     fn dev_inode_targets() {
