@@ -487,10 +487,7 @@ fn search_inode(top: &Path, dev: DevNum, ino: u64, budget: u64) -> anyhow::Resul
     let top_md = std::fs::symlink_metadata(top)
         .with_context(|| format!("searching for inode {ino}: {}", top.display()))?;
     let devno = top_md.dev();
-    let top_dev = DevNum {
-        major: rustix::fs::major(devno),
-        minor: rustix::fs::minor(devno),
-    };
+    let top_dev = DevNum::from_dev_t(devno);
     if top_dev != dev {
         bail!(
             "searching for inode {ino} of {dev}: {} is on {top_dev} (mounted over?)",
@@ -551,10 +548,7 @@ mod tests {
         std::fs::create_dir_all(&deep).unwrap();
         std::fs::write(top.join("a/f"), b"").unwrap();
         let md = std::fs::metadata(&top).unwrap();
-        let dev = DevNum {
-            major: rustix::fs::major(md.dev()),
-            minor: rustix::fs::minor(md.dev()),
-        };
+        let dev = DevNum::from_dev_t(md.dev());
         let ino = std::fs::metadata(&deep).unwrap().ino();
         let found = search_inode(&top, dev, ino, 100);
         let over_budget = search_inode(&top, dev, ino, 2);

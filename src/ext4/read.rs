@@ -67,10 +67,7 @@ pub fn open_dir(host: &Host, path: &Path) -> Result<Dir, Ext4Error> {
     let node_path = seen
         .and_then(|p| host.to_node_path(&p))
         .unwrap_or_else(|| path.to_path_buf());
-    let dev = DevNum {
-        major: rustix::fs::major(st.st_dev),
-        minor: rustix::fs::minor(st.st_dev),
-    };
+    let dev = DevNum::from_dev_t(st.st_dev);
     Ok(Dir {
         path: node_path,
         dev,
@@ -319,10 +316,7 @@ pub fn open_named(host: &Host, dev: DevNum, name: String) -> Result<Device, Ext4
             Ok(file) => {
                 let st = rustix::fs::fstat(&file)
                     .map_err(|e| fail(format!("stat {}: {e}", p.display())))?;
-                let rdev = DevNum {
-                    major: rustix::fs::major(st.st_rdev),
-                    minor: rustix::fs::minor(st.st_rdev),
-                };
+                let rdev = DevNum::from_dev_t(st.st_rdev);
                 if st.st_mode & libc::S_IFMT == libc::S_IFBLK && rdev == dev {
                     return Ok(Device { file, dev, name });
                 }

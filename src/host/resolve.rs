@@ -36,6 +36,16 @@ pub struct DevNum {
     pub minor: u32,
 }
 
+impl DevNum {
+    /// The numbers in a `dev_t` (`st_dev`, `st_rdev`).
+    pub fn from_dev_t(d: u64) -> DevNum {
+        DevNum {
+            major: rustix::fs::major(d),
+            minor: rustix::fs::minor(d),
+        }
+    }
+}
+
 impl std::fmt::Display for DevNum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.major, self.minor)

@@ -481,9 +481,8 @@ impl<'a> Resolver<'a> {
     }
 
     /// A file named by (device, inode), `device` as the message names it: its host path, how it was found, who sees
-    /// it. With `want_dir`, an inode
-    /// that is no longer a directory means the message is stale (the filesystem was recreated, or a loop device
-    /// reused since), and the path is withheld.
+    /// it. With `want_dir`, an inode that is no longer a directory means the message is stale (the filesystem was
+    /// recreated, or a loop device reused since), and the path is withheld.
     fn locate(&self, dev: DevNum, device: &str, ino: u64, want_dir: bool) -> Located {
         let name = crate::who::dev_name(device);
         let found = crate::who::inode_to_path(self.ctx.owners, dev, name, ino).and_then(|(path, method, id)| {
