@@ -13,6 +13,7 @@
 use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Severity};
 use crate::host::mountinfo;
 use crate::host::{procfs, Host};
+use crate::investigation::{Env, Investigation};
 use crate::owner::Attributor;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -531,6 +532,69 @@ fn full_filesystems(host: &Host, pid: u32) -> Vec<serde_json::Value> {
         }
     }
     full
+}
+
+/// `wonk enospc`'s registration.
+pub const INVESTIGATION: Investigation = Investigation {
+    name: "enospc",
+    about: "Catch the processes getting ENOSPC right now (tracefs, filtered in the kernel) and tell a full \
+            directory index from a full disk. Adds a tracefs instance while it runs and removes it on exit",
+    args: |c| <Args as clap::Args>::augment_args(c),
+    run: run_command,
+};
+
+/// `wonk enospc` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Seconds to watch; 0 watches until Ctrl-C.
+    #[arg(short, long, default_value_t = 0.0)]
+    duration: f64,
+    /// Errors to catch, by name or number (repeatable): ENOSPC, EDQUOT, ...
+    #[arg(long, default_value = "ENOSPC")]
+    errno: Vec<String>,
+}
+
+fn run_command(m: &clap::ArgMatches, env: &mut Env) -> anyhow::Result<i32> {
+    let a: Args = clap::FromArgMatches::from_arg_matches(m)?;
+    if !(a.duration >= 0.0 && a.duration.is_finite()) {
+        anyhow::bail!(
+            "--duration {}: give a number of seconds, or 0 for until Ctrl-C",
+            a.duration
+        );
+    }
+    let errnos = a
+        .errno
+        .iter()
+        .map(|e| {
+            parse_errno(e).ok_or_else(|| {
+                anyhow::anyhow!("--errno {e}: not an errno name (ENOSPC, EDQUOT, ...) or number")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opts = Options {
+        duration: (a.duration > 0.0).then(|| Duration::from_secs_f64(a.duration)),
+        errnos,
+    };
+    let json = env.json;
+    // Each failing call is shown on stderr as it comes; the report follows at the end.
+    let mut live = |g: &Group| {
+        if !json {
+            eprintln!(
+                "{} {} ({}) {} -> errno {}",
+                g.first,
+                crate::term::escape(&g.comm),
+                g.pid.unwrap_or(g.tid),
+                g.syscall,
+                g.errno
+            );
+        }
+    };
+    let t = std::time::Instant::now();
+    let output = run(env.host, env.owners, &opts, &mut live)?;
+    let mut report = crate::finding::Report::new(INVESTIGATION.name, env.host.root());
+    report.add(INVESTIGATION.name, output, t.elapsed());
+    env.emit(&report, crate::render::table)?;
+    Ok(report.exit_code)
 }
 
 #[cfg(test)]

@@ -2,9 +2,12 @@
 //! run plus what wonk could not see ([`BlindSpot`]). The JSON shape of both is documented in
 //! `docs/OUTPUT.md` and is stable.
 
+use crate::metric::Sink;
 use crate::owner::Owner;
+use crate::term::Style;
 use serde::Serialize;
 use serde_json::Value;
+use std::io::{self, Write};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +95,20 @@ impl BlindSpot {
     }
 }
 
+/// A check's typed output: everything it looked at, beyond its findings (every shim, healthy or not; every
+/// directory index read). Only the check's own module knows its fields; the report, the renderer and the agent
+/// use it through this trait.
+pub trait Output: Send + Sync + std::fmt::Debug {
+    /// The output for machines: `details` of the check in the JSON report.
+    fn to_json(&self) -> Value;
+    /// Puts the check's samples into its metric families (declared in its `checks::Unit`).
+    fn metrics(&self, _sink: &mut Sink) {}
+    /// The check's own view for people, shown above the findings when the check runs alone (its subcommand).
+    fn table(&self, _w: &mut dyn Write, _style: Style) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What one check returned.
 #[derive(Debug, Default)]
 pub struct CheckOutput {
@@ -99,10 +116,11 @@ pub struct CheckOutput {
     pub blind_spots: Vec<BlindSpot>,
     /// Set when the check could not do its job at all.
     pub failed: Option<String>,
-    /// Counters that show the check's coverage, e.g. `mount_namespaces: 12`.
+    /// Counters that show the check's coverage, e.g. `mount_namespaces: 12`: shown to people and in JSON, never
+    /// read back by name (typed figures are in `output`).
     pub stats: Vec<(String, u64)>,
-    /// Everything the check looked at, for its own command's view (for example every shim, healthy or not).
-    pub details: Option<Value>,
+    /// The check's typed output.
+    pub output: Option<Box<dyn Output>>,
 }
 
 /// The result of a run of one or more checks.
@@ -131,8 +149,22 @@ pub struct CheckRun {
     pub duration_ms: u64,
     #[serde(serialize_with = "serialize_pairs")]
     pub stats: Vec<(String, u64)>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Value>,
+    #[serde(
+        rename = "details",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_output"
+    )]
+    pub output: Option<Box<dyn Output>>,
+}
+
+fn serialize_output<S: serde::Serializer>(
+    o: &Option<Box<dyn Output>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match o {
+        Some(o) => o.to_json().serialize(s),
+        None => s.serialize_none(),
+    }
 }
 
 /// Exit codes, for scripts and monitoring plugins.
@@ -170,7 +202,7 @@ impl Report {
             findings: out.findings.len(),
             duration_ms: duration.as_millis() as u64,
             stats: out.stats,
-            details: out.details,
+            output: out.output,
         });
         self.findings.extend(out.findings);
         self.findings.sort_by(|a, b| {

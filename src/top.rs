@@ -7,10 +7,13 @@
 //! column needs them. Owners are cached per pid.
 
 use crate::host::{procfs, read_bounded, vanished, Host};
+use crate::investigation::Investigation;
 use crate::owner::{Attributor, Owner};
+use crate::term::{wrap, Style, WIDTH};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
@@ -402,6 +405,92 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }
     }
+}
+
+/// `wonk top`'s registration.
+pub const INVESTIGATION: Investigation = Investigation {
+    name: "top",
+    about: "Sample thread states (R and D by default) and group them, like psn: who is on CPU or stuck, and where",
+    args: |c| <Args as clap::Args>::augment_args(c),
+    run: |m, env| {
+        let a: Args = clap::FromArgMatches::from_arg_matches(m)?;
+        if !(a.hz > 0.0 && a.hz <= 1000.0) {
+            anyhow::bail!("--hz {}: give a rate between 0 and 1000 samples per second", a.hz);
+        }
+        if !(a.duration >= 0.0 && a.duration.is_finite()) {
+            anyhow::bail!(
+                "--duration {}: give a number of seconds, or 0 for until Ctrl-C",
+                a.duration
+            );
+        }
+        let opts = Options {
+            hz: a.hz,
+            duration: (a.duration > 0.0).then(|| Duration::from_secs_f64(a.duration)),
+            group_by: a.group_by,
+            states: a.states.chars().collect(),
+        };
+        let top = run(env.host, env.owners, &opts)?;
+        env.emit(&top, table)?;
+        Ok(crate::finding::exit::OK)
+    },
+};
+
+/// `wonk top` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Samples per second.
+    #[arg(long, default_value_t = 20.0)]
+    hz: f64,
+    /// Seconds to sample; 0 samples until Ctrl-C.
+    #[arg(short, long, default_value_t = 5.0)]
+    duration: f64,
+    /// Columns to group by, comma-separated.
+    #[arg(
+        short,
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "comm,state"
+    )]
+    group_by: Vec<Column>,
+    /// Thread states to count, as /proc letters.
+    #[arg(long, default_value = "RD")]
+    states: String,
+}
+
+/// The human rendering of `wonk top`: samples, avg_threads, then the group columns; kstack last and wrapped.
+pub fn table(w: &mut dyn Write, top: &Top, style: Style) -> io::Result<()> {
+    let mut header = format!("{:>8} | {:>11}", "samples", "avg_threads");
+    for c in &top.group_by {
+        header.push_str(&format!(" | {c}"));
+    }
+    writeln!(w, "{}", style.bold(&header))?;
+    for r in &top.rows {
+        let mut line = format!("{:>8} | {:>11.2}", r.samples, r.avg_threads);
+        for v in &r.values {
+            line.push_str(" | ");
+            line.push_str(v);
+        }
+        for (i, l) in wrap(&line, WIDTH).iter().enumerate() {
+            writeln!(w, "{}{l}", if i == 0 { "" } else { "      " })?;
+        }
+    }
+    writeln!(
+        w,
+        "{}",
+        style.dim(&format!(
+            "{} rounds at {} Hz over {:.1} s, {} threads seen, states {}",
+            top.rounds, top.hz, top.elapsed_seconds, top.threads_seen, top.states
+        ))
+    )?;
+    for u in &top.unreadable {
+        writeln!(
+            w,
+            "not seen: {} {} file(s), e.g. {}: {}",
+            u.count, u.file, u.example, u.error
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

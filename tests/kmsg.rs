@@ -129,7 +129,7 @@ fn a_full_directory_index_becomes_a_finding_with_its_path() {
 
     // The check `wonk scan` runs reads everything /dev/kmsg holds, this burst included.
     let owners = Attributor::new(&host, s.path("kubelet"), &[]);
-    let all = kmsg::Kmsg.run(&Context {
+    let all = wonk::checks::kmsg::Kmsg::default().run(&Context {
         host: &host,
         owners: &owners,
     });

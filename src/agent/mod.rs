@@ -13,12 +13,11 @@ pub mod http;
 pub mod metrics;
 pub mod npd;
 
-use crate::checks::{self, Check, Context};
+use crate::checks::{self, Context, Schedule, Settings, Unit};
 use crate::finding::{CheckOutput, Severity};
-use crate::host::{procfs, Host};
+use crate::host::Host;
 use crate::owner::Attributor;
-use metrics::{Labels, Metrics};
-use std::collections::{BTreeMap, HashMap};
+use metrics::Metrics;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,9 +26,10 @@ use std::time::{Duration, Instant};
 /// Where the agent listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9808";
 
-/// `wonk agent` flags. Each overrides the same key of `--config`; `--interval` sets every interval at once.
+/// The agent's own flags; every check's interval and settings (`--ghosts-interval`, `--htree-budget`, ...) are
+/// added from the registry (see [`Args`]).
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct Args {
+pub struct Flags {
     /// Serve /metrics and /healthz on this address [default: 127.0.0.1:9808].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -39,31 +39,6 @@ pub struct Args {
     /// Set every check's interval at once (for tests and demos).
     #[arg(long, value_name = "SECONDS")]
     pub interval: Option<f64>,
-    /// Seconds between ghost-mount checks [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    pub ghosts_interval: Option<f64>,
-    /// Seconds between shim checks [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    pub shims_interval: Option<f64>,
-    /// Seconds between htree scans [default: 3600].
-    #[arg(long, value_name = "SECONDS")]
-    pub htree_interval: Option<f64>,
-    /// Time budget of one htree scan [default: 30].
-    #[arg(long, value_name = "SECONDS")]
-    pub htree_budget: Option<f64>,
-    /// Seconds between layer walks [default: 3600].
-    #[arg(long, value_name = "SECONDS")]
-    pub layers_interval: Option<f64>,
-    /// Time budget of one layer walk [default: 30].
-    #[arg(long, value_name = "SECONDS")]
-    pub layers_budget: Option<f64>,
-    /// Seconds between D-state samples of /proc [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    pub dstate_interval: Option<f64>,
-    /// The kernel log is followed without pause; every this many seconds the follower restarts with fresh
-    /// attribution (new pods) [default: 300].
-    #[arg(long, value_name = "SECONDS")]
-    pub kmsg_interval: Option<f64>,
     /// Export at most N htree directories and N pods' layers [default: 20].
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
@@ -78,37 +53,84 @@ pub struct Args {
     pub fail_check: Vec<String>,
 }
 
+/// `wonk agent` flags: its own, and each check's interval and settings in seconds, by flag name.
+#[derive(Debug, Clone, Default)]
+pub struct Args {
+    pub flags: Flags,
+    pub seconds: Vec<(&'static str, f64)>,
+}
+
+/// Every seconds flag the checks declare, with its help.
+fn seconds_flags() -> Vec<(&'static str, String)> {
+    let mut v = Vec::new();
+    for u in checks::registry() {
+        let help = match u.schedule {
+            Schedule::Every { default_secs, .. } => {
+                format!("Seconds between {} runs [default: {default_secs}]", u.name)
+            }
+            Schedule::Follows { default_secs, .. } => format!(
+                "{} is followed without pause; every this many seconds it starts again with fresh attribution \
+                 (new pods) [default: {default_secs}]",
+                u.name
+            ),
+        };
+        v.push((u.schedule.flag(), help));
+        for s in u.settings {
+            v.push((s.flag, format!("{} [default: {}]", s.help, s.default_secs)));
+        }
+    }
+    v
+}
+
+impl clap::Args for Args {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let mut cmd = Flags::augment_args(cmd);
+        for (flag, help) in seconds_flags() {
+            cmd = cmd.arg(
+                clap::Arg::new(flag)
+                    .long(flag)
+                    .value_name("SECONDS")
+                    .value_parser(clap::value_parser!(f64))
+                    .help(help),
+            );
+        }
+        cmd
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for Args {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let flags = Flags::from_arg_matches(m)?;
+        let seconds = seconds_flags()
+            .into_iter()
+            .filter_map(|(flag, _)| m.get_one::<f64>(flag).map(|v| (flag, *v)))
+            .collect();
+        Ok(Args { flags, seconds })
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
 /// The agent's settings after defaults, the config file and flags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: String,
-    pub ghosts: Duration,
-    pub shims: Duration,
-    pub htree: Duration,
-    pub htree_budget: Duration,
-    pub layers: Duration,
-    pub layers_budget: Duration,
-    pub dstate: Duration,
-    pub kmsg: Duration,
-    pub top: usize,
+    /// Every check's interval and declared settings, and `top`.
+    pub checks: Settings,
     pub textfile: Option<PathBuf>,
     pub log_level: String,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        let s = Duration::from_secs;
         Config {
             listen: DEFAULT_LISTEN.into(),
-            ghosts: s(60),
-            shims: s(60),
-            htree: s(3600),
-            htree_budget: s(30),
-            layers: s(3600),
-            layers_budget: s(30),
-            dstate: s(60),
-            kmsg: s(300),
-            top: 20,
+            checks: Settings::defaults(),
             textfile: None,
             log_level: "info".into(),
         }
@@ -131,37 +153,27 @@ impl Config {
                 .parse::<f64>()
                 .map_err(|_| anyhow::anyhow!("{key} = {value}: not a number"))
         };
-        match key.trim().replace('-', "_").as_str() {
+        match key.trim().replace('_', "-").as_str() {
             "listen" => self.listen = value.to_string(),
             "interval" => {
                 let d = secs(key, num()?)?;
-                for f in [
-                    &mut self.ghosts,
-                    &mut self.shims,
-                    &mut self.htree,
-                    &mut self.layers,
-                    &mut self.dstate,
-                    &mut self.kmsg,
-                ] {
-                    *f = d;
+                for f in Settings::interval_flags() {
+                    self.checks.set(f, d);
                 }
             }
-            "ghosts_interval" => self.ghosts = secs(key, num()?)?,
-            "shims_interval" => self.shims = secs(key, num()?)?,
-            "htree_interval" => self.htree = secs(key, num()?)?,
-            "htree_budget" => self.htree_budget = secs(key, num()?)?,
-            "layers_interval" => self.layers = secs(key, num()?)?,
-            "layers_budget" => self.layers_budget = secs(key, num()?)?,
-            "dstate_interval" => self.dstate = secs(key, num()?)?,
-            "kmsg_interval" => self.kmsg = secs(key, num()?)?,
             "top" => {
-                self.top = value
+                self.checks.top = value
                     .parse()
                     .map_err(|_| anyhow::anyhow!("top = {value}: not a count"))?
             }
             "textfile" => self.textfile = Some(PathBuf::from(value)),
-            "log_level" => self.log_level = value.to_string(),
-            other => anyhow::bail!("unknown setting {other:?}"),
+            "log-level" => self.log_level = value.to_string(),
+            other => {
+                let d = secs(key, num()?)?;
+                if !self.checks.set(other, d) {
+                    anyhow::bail!("unknown setting {other:?}");
+                }
+            }
         }
         Ok(())
     }
@@ -189,41 +201,30 @@ impl Config {
 
     /// Defaults, then the file, then `--interval`, then the other flags.
     pub fn from_args(a: &Args) -> anyhow::Result<Config> {
+        let f = &a.flags;
         let mut c = Config::default();
-        if let Some(p) = &a.config {
+        if let Some(p) = &f.config {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("--config {}: {e}", p.display()))?;
             c.parse_file(&text)
                 .map_err(|e| anyhow::anyhow!("--config {}: {e}", p.display()))?;
         }
-        if let Some(v) = a.interval {
+        if let Some(v) = f.interval {
             c.set("interval", &v.to_string())?;
         }
-        let flags: [(&str, Option<f64>); 8] = [
-            ("ghosts_interval", a.ghosts_interval),
-            ("shims_interval", a.shims_interval),
-            ("htree_interval", a.htree_interval),
-            ("htree_budget", a.htree_budget),
-            ("layers_interval", a.layers_interval),
-            ("layers_budget", a.layers_budget),
-            ("dstate_interval", a.dstate_interval),
-            ("kmsg_interval", a.kmsg_interval),
-        ];
-        for (k, v) in flags {
-            if let Some(v) = v {
-                c.set(k, &v.to_string())?;
-            }
+        for (k, v) in &a.seconds {
+            c.set(k, &v.to_string())?;
         }
-        if let Some(l) = &a.listen {
+        if let Some(l) = &f.listen {
             c.listen = l.clone();
         }
-        if let Some(t) = a.top {
-            c.top = t;
+        if let Some(t) = f.top {
+            c.checks.top = t;
         }
-        if let Some(t) = &a.textfile {
+        if let Some(t) = &f.textfile {
             c.textfile = Some(t.clone());
         }
-        if let Some(l) = &a.log_level {
+        if let Some(l) = &f.log_level {
             c.log_level = l.clone();
         }
         Ok(c)
@@ -239,28 +240,6 @@ struct Shared {
     config: Config,
     fail: Vec<String>,
     textfile_lock: Mutex<()>,
-}
-
-/// The periodic jobs.
-#[derive(Debug, Clone, Copy)]
-enum Job {
-    Ghosts,
-    Shims,
-    Htree,
-    Layers,
-    Dstate,
-}
-
-impl Job {
-    fn name(self) -> &'static str {
-        match self {
-            Job::Ghosts => "ghosts",
-            Job::Shims => "shims",
-            Job::Htree => "htree",
-            Job::Layers => "layers",
-            Job::Dstate => "dstate",
-        }
-    }
 }
 
 fn stopped() -> bool {
@@ -310,9 +289,9 @@ pub fn run(
     std::panic::set_hook(Box::new(|info| {
         tracing::debug!(location = ?info.location().map(|l| l.to_string()), "panic");
     }));
-    let metrics = Arc::new(Metrics::new(config.top));
-    for c in ["kmsg", "ghosts", "shims", "htree", "layers", "dstate"] {
-        metrics.declare(c);
+    let metrics = Arc::new(Metrics::new(config.checks.top));
+    for u in checks::registry() {
+        metrics.declare(u.name);
     }
     let shared = Arc::new(Shared {
         host_root: host_root.to_path_buf(),
@@ -320,39 +299,35 @@ pub fn run(
         containerd_state: containerd_state.to_vec(),
         metrics: metrics.clone(),
         config: config.clone(),
-        fail: args.fail_check.clone(),
+        fail: args.flags.fail_check.clone(),
         textfile_lock: Mutex::new(()),
     });
+    let settings: Vec<String> = config
+        .checks
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_secs_f64()))
+        .collect();
     tracing::info!(
         listen = %listener.local_addr().map_or(config.listen.clone(), |a| a.to_string()),
         host_root = %host_root.display(),
-        ghosts_s = config.ghosts.as_secs_f64(),
-        shims_s = config.shims.as_secs_f64(),
-        htree_s = config.htree.as_secs_f64(),
-        layers_s = config.layers.as_secs_f64(),
-        dstate_s = config.dstate.as_secs_f64(),
-        top = config.top,
+        settings = %settings.join(" "),
+        top = config.checks.top,
         "wonk agent started"
     );
     let m = metrics.clone();
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || http::serve(listener, m, &stopped))?;
-    let s = shared.clone();
-    let kmsg = std::thread::Builder::new()
-        .name("kmsg".into())
-        .spawn(move || kmsg_loop(&s))?;
-    for job in [
-        Job::Ghosts,
-        Job::Shims,
-        Job::Dstate,
-        Job::Htree,
-        Job::Layers,
-    ] {
+    let mut followers = Vec::new();
+    for unit in checks::registry() {
         let s = shared.clone();
-        std::thread::Builder::new()
-            .name(job.name().into())
-            .spawn(move || job_loop(&s, job))?;
+        let t = std::thread::Builder::new().name(unit.name.into());
+        match unit.schedule {
+            Schedule::Every { .. } => {
+                t.spawn(move || job_loop(&s, unit))?;
+            }
+            Schedule::Follows { .. } => followers.push(t.spawn(move || kmsg_loop(&s, unit))?),
+        }
     }
     while !stopped() {
         std::thread::sleep(Duration::from_millis(100));
@@ -360,34 +335,28 @@ pub fn run(
     tracing::info!("stopping");
     // The kernel-log follower checks its stop flag every 200 ms; checks in the middle of a walk are not waited for.
     let deadline = Instant::now() + Duration::from_millis(600);
-    while !kmsg.is_finished() && Instant::now() < deadline {
+    while followers.iter().any(|f| !f.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     tracing::info!("stopped");
     Ok(0)
 }
 
-fn job_loop(s: &Shared, job: Job) {
-    let interval = match job {
-        Job::Ghosts => s.config.ghosts,
-        Job::Shims => s.config.shims,
-        Job::Htree => s.config.htree,
-        Job::Layers => s.config.layers,
-        Job::Dstate => s.config.dstate,
-    };
+fn job_loop(s: &Shared, unit: &'static Unit) {
+    let interval = s.config.checks.seconds(unit.schedule.flag());
     while !stopped() {
         let start = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(s, job)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(s, unit)));
         let took = start.elapsed();
         match &result {
             Ok(Ok(out)) => {
-                s.metrics.record_run(job.name(), took, Ok(out));
+                s.metrics.record_run(unit.name, took, Ok(out));
                 if let Some(e) = &out.failed {
-                    tracing::warn!(check = job.name(), error = %e, "check failed");
+                    tracing::warn!(check = unit.name, error = %e, "check failed");
                 } else {
                     let worst = out.findings.iter().map(|f| f.severity).max();
                     tracing::debug!(
-                        check = job.name(),
+                        check = unit.name,
                         findings = out.findings.len(),
                         problems = out.findings.iter().filter(|f| f.severity >= Severity::Warning).count(),
                         worst = ?worst,
@@ -398,8 +367,8 @@ fn job_loop(s: &Shared, job: Job) {
                 }
             }
             Ok(Err(e)) => {
-                s.metrics.record_run(job.name(), took, Err(e));
-                tracing::warn!(check = job.name(), error = %e, "check failed");
+                s.metrics.record_run(unit.name, took, Err(e));
+                tracing::warn!(check = unit.name, error = %e, "check failed");
             }
             Err(p) => {
                 let msg = p
@@ -407,8 +376,8 @@ fn job_loop(s: &Shared, job: Job) {
                     .cloned()
                     .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                s.metrics.record_run(job.name(), took, Err("panicked"));
-                tracing::error!(check = job.name(), panic = %msg, "check panicked");
+                s.metrics.record_run(unit.name, took, Err("panicked"));
+                tracing::error!(check = unit.name, panic = %msg, "check panicked");
             }
         }
         write_textfile(s);
@@ -416,10 +385,10 @@ fn job_loop(s: &Shared, job: Job) {
     }
 }
 
-/// One run of one job, its metrics updated.
-fn run_job(s: &Shared, job: Job) -> Result<CheckOutput, String> {
-    if s.fail.iter().any(|f| f == job.name()) {
-        panic!("--fail-check {}", job.name());
+/// One run of one check, its metrics updated.
+fn run_job(s: &Shared, unit: &Unit) -> Result<CheckOutput, String> {
+    if s.fail.iter().any(|f| f == unit.name) {
+        panic!("--fail-check {}", unit.name);
     }
     let host = Host::open(&s.host_root).map_err(|e| e.to_string())?;
     let owners = Attributor::new(&host, s.kubelet_root.clone(), &s.containerd_state);
@@ -427,97 +396,15 @@ fn run_job(s: &Shared, job: Job) -> Result<CheckOutput, String> {
         host: &host,
         owners: &owners,
     };
-    let out = match job {
-        Job::Ghosts => checks::ghosts::Ghosts.run(&ctx),
-        Job::Shims => checks::shims::Shims::default().run(&ctx),
-        Job::Htree => htree_scan(&ctx, s.config.htree_budget),
-        Job::Layers => checks::layers::Layers {
-            budget: Some(s.config.layers_budget),
-            all: true,
-            // The agent keeps under 20 MiB: 4 MiB of inode map holds some 30 million inodes when, as usual, a
-            // layer's inode numbers cluster; past it, hard links may count twice and the output says so.
-            dedup_memory: 4 << 20,
-            ..Default::default()
-        }
-        .run(&ctx),
-        Job::Dstate => {
-            let (counts, out) = dstate(&ctx);
-            s.metrics.dstate(&counts);
-            return Ok(out);
-        }
-    };
+    let out = (unit.agent)(&s.config.checks).run(&ctx);
     if out.failed.is_none() {
-        match job {
-            Job::Ghosts => s.metrics.ghosts(&out),
-            Job::Shims => s.metrics.shims(&out),
-            Job::Htree => s.metrics.htree(&out),
-            Job::Layers => s.metrics.layers(&out),
-            Job::Dstate => {}
+        let mut sink = s.metrics.sink();
+        if let Some(o) = &out.output {
+            o.metrics(&mut sink);
         }
+        s.metrics.apply(unit, sink);
     }
     Ok(out)
-}
-
-/// The filesystems of containerd's roots and kubelet's root, scanned like `htree --scan`, every indexed
-/// directory kept (info included) so that fill is exported before it becomes a warning.
-fn htree_scan(ctx: &Context, budget: Duration) -> CheckOutput {
-    let check = checks::htree::HtreeRisk {
-        budget,
-        min_severity: Severity::Info,
-    };
-    checks::Check::run(&check, ctx)
-}
-
-/// One pass over /proc/*/task/*/stat: threads in D state, by owner.
-fn dstate(ctx: &Context) -> (BTreeMap<Labels, i64>, CheckOutput) {
-    let mut out = CheckOutput::default();
-    let mut counts: BTreeMap<Labels, i64> = BTreeMap::new();
-    let pids = match procfs::pids(ctx.host) {
-        Ok(p) => p,
-        Err(e) => {
-            out.failed = Some(format!("cannot list processes: {e}"));
-            return (counts, out);
-        }
-    };
-    let mut threads = 0u64;
-    let mut owners: HashMap<u32, Labels> = HashMap::new();
-    let mut buf = Vec::with_capacity(512);
-    for pid in pids {
-        let Ok(tasks) = std::fs::read_dir(ctx.host.proc_pid(pid).join("task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            buf.clear();
-            let Ok(mut f) = std::fs::File::open(t.path().join("stat")) else {
-                continue;
-            };
-            use std::io::Read;
-            if f.read_to_end(&mut buf).is_err() {
-                continue;
-            }
-            threads += 1;
-            if crate::top::comm_state(&buf).map(|(_, s)| s) != Some('D') {
-                continue;
-            }
-            let labels = owners
-                .entry(pid)
-                .or_insert_with(|| {
-                    let o = ctx.owners.owner_of_pid(pid).ok();
-                    let g = |f: fn(&crate::owner::Owner) -> &Option<String>| {
-                        o.as_ref().and_then(|o| f(o).clone()).unwrap_or_default()
-                    };
-                    vec![
-                        ("namespace".into(), g(|o| &o.namespace)),
-                        ("pod".into(), g(|o| &o.pod)),
-                        ("container".into(), g(|o| &o.container)),
-                    ]
-                })
-                .clone();
-            *counts.entry(labels).or_default() += 1;
-        }
-    }
-    out.stats.push(("threads".into(), threads));
-    (counts, out)
 }
 
 /// Follows /dev/kmsg for ever. One [`Follower`](crate::kmsg::Follower) reads it, on a thread of its own, from the
@@ -525,7 +412,7 @@ fn dstate(ctx: &Context) -> (BTreeMap<Labels, i64>, CheckOutput) {
 /// that new pods are seen), the groups still open reported at each period's end. Reading never waits for a period
 /// to end or for a finding to be resolved, so no record is lost between periods. If the follower fails it is
 /// started again, after the last record it handed on.
-fn kmsg_loop(s: &Shared) {
+fn kmsg_loop(s: &Shared, unit: &Unit) {
     let mut follower: Option<crate::kmsg::Follower> = None;
     let mut since: Option<u64> = None;
     let mut first = true;
@@ -537,15 +424,17 @@ fn kmsg_loop(s: &Shared) {
             t.records.load(Ordering::Relaxed),
             t.lost.load(Ordering::Relaxed),
         );
-        s.metrics.kmsg_read(now.0 - p.0, now.1 - p.1);
+        let mut sink = s.metrics.sink();
+        checks::kmsg::read_metrics(now.0 - p.0, now.1 - p.1, &mut sink);
+        s.metrics.add_events(unit, sink);
         *p = now;
     };
     while !stopped() {
         let start = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
             || -> Result<CheckOutput, String> {
-                if s.fail.iter().any(|f| f == "kmsg") {
-                    panic!("--fail-check kmsg");
+                if s.fail.iter().any(|f| f == unit.name) {
+                    panic!("--fail-check {}", unit.name);
                 }
                 let host = Host::open(&s.host_root).map_err(|e| e.to_string())?;
                 if first {
@@ -577,7 +466,7 @@ fn kmsg_loop(s: &Shared) {
                     ..Default::default()
                 };
                 let period_over = opts.stop.clone().expect("set above");
-                let end = start + s.config.kmsg;
+                let end = start + s.config.checks.seconds(unit.schedule.flag());
                 let out = std::thread::scope(|sc| {
                     // Ends the period, and meanwhile keeps the records counters current.
                     sc.spawn(|| {
@@ -589,7 +478,9 @@ fn kmsg_loop(s: &Shared) {
                     });
                     let mut emit = |f: crate::finding::Finding| {
                         tracing::info!(reason = f.kind, subject = %f.subject, summary = %f.summary, "kernel log");
-                        s.metrics.kmsg_event(&f);
+                        let mut sink = s.metrics.sink();
+                        checks::kmsg::event_metrics(&f, &mut sink);
+                        s.metrics.add_events(unit, sink);
                     };
                     let out = crate::kmsg::follow_with(&ctx, f, &opts, &mut emit);
                     flag.store(true, Ordering::Relaxed);
@@ -622,22 +513,23 @@ fn kmsg_loop(s: &Shared) {
         let took = start.elapsed();
         let failed = match &result {
             Ok(Ok(out)) => {
-                s.metrics.record_run("kmsg", took, Ok(out));
+                s.metrics.record_run(unit.name, took, Ok(out));
                 out.failed.clone()
             }
             Ok(Err(e)) => {
-                s.metrics.record_run("kmsg", took, Err(e));
+                s.metrics.record_run(unit.name, took, Err(e));
                 Some(e.clone())
             }
             Err(_) => {
-                s.metrics.record_run("kmsg", took, Err("panicked"));
+                s.metrics.record_run(unit.name, took, Err("panicked"));
                 Some("panicked".into())
             }
         };
         if let Some(e) = failed {
-            tracing::warn!(check = "kmsg", error = %e, "kernel log follower failed; retrying");
+            tracing::warn!(check = unit.name, error = %e, "kernel log follower failed; retrying");
             // Do not spin on a persistent failure.
-            sleep_until(Instant::now() + s.config.kmsg.min(Duration::from_secs(60)));
+            let period = s.config.checks.seconds(unit.schedule.flag());
+            sleep_until(Instant::now() + period.min(Duration::from_secs(60)));
         }
         write_textfile(s);
     }
@@ -673,23 +565,35 @@ mod tests {
         )
         .unwrap();
         let a = Args {
-            config: Some(f.clone()),
-            shims_interval: Some(5.0),
-            ..Default::default()
+            flags: Flags {
+                config: Some(f.clone()),
+                ..Default::default()
+            },
+            seconds: vec![("shims-interval", 5.0)],
         };
         let c = Config::from_args(&a).unwrap();
+        let s = |k| c.checks.seconds(k);
         assert_eq!(c.listen, "0.0.0.0:9100");
-        assert_eq!(c.top, 5);
-        assert_eq!(c.htree, Duration::from_secs(7200));
-        assert_eq!(c.ghosts, Duration::from_secs(30));
-        assert_eq!(c.shims, Duration::from_secs(5));
-        assert_eq!(c.htree_budget, Duration::from_secs(30));
+        assert_eq!(c.checks.top, 5);
+        assert_eq!(s("htree-interval"), Duration::from_secs(7200));
+        assert_eq!(s("ghosts-interval"), Duration::from_secs(30));
+        assert_eq!(s("shims-interval"), Duration::from_secs(5));
+        assert_eq!(s("htree-budget"), Duration::from_secs(30));
         let a = Args {
-            config: Some(f.clone()),
-            interval: Some(1.0),
-            ..Default::default()
+            flags: Flags {
+                config: Some(f.clone()),
+                interval: Some(1.0),
+                ..Default::default()
+            },
+            seconds: vec![],
         };
-        assert_eq!(Config::from_args(&a).unwrap().htree, Duration::from_secs(1));
+        assert_eq!(
+            Config::from_args(&a)
+                .unwrap()
+                .checks
+                .seconds("htree-interval"),
+            Duration::from_secs(1)
+        );
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::from_args(&a)
             .unwrap_err()
@@ -702,5 +606,28 @@ mod tests {
             Config::from_args(&Args::default()).unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn every_check_has_an_interval_flag() {
+        let flags: Vec<&str> = seconds_flags().into_iter().map(|(f, _)| f).collect();
+        for u in checks::registry() {
+            assert!(flags.contains(&u.schedule.flag()), "{}", u.name);
+        }
+        for f in [
+            "ghosts-interval",
+            "shims-interval",
+            "htree-interval",
+            "htree-budget",
+            "layers-interval",
+            "layers-budget",
+            "dstate-interval",
+            "kmsg-interval",
+        ] {
+            assert!(
+                flags.contains(&f),
+                "{f} is gone: scripts and configs use it"
+            );
+        }
     }
 }

@@ -11,14 +11,29 @@ pub const UNKNOWN: i32 = 2;
 /// NPD truncates longer messages; wonk keeps within it.
 pub const MAX_MESSAGE: usize = 80;
 
-/// The names `wonk check` accepts.
-pub const NAMES: [&str; 5] = ["ghosts", "shims", "htree", "kmsg", "layers"];
+/// `wonk check` arguments.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The check to run: one with a node-problem-detector condition.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(names()))]
+    pub name: String,
+}
+
+/// The names `wonk check` accepts: every check that declares an NPD condition.
+pub fn names() -> Vec<&'static str> {
+    checks::registry()
+        .iter()
+        .filter(|u| u.npd.is_some() || u.in_scan)
+        .map(|u| u.name)
+        .collect()
+}
 
 /// Runs one check and returns NPD's exit code and message.
 pub fn check(ctx: &Context, name: &str) -> (i32, String) {
-    let Some(c) = checks::registry().into_iter().find(|c| c.name() == name) else {
+    let Some(u) = checks::unit(name).filter(|_| names().contains(&name)) else {
         return (UNKNOWN, cut(&format!("wonk check: no check named {name}")));
     };
+    let c = (u.scan)();
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.run(ctx)));
     match out {
         Ok(out) => verdict(name, &out),

@@ -11,12 +11,13 @@
 //! The host path is the bundle's `config.json` mount source when the namespace belongs to a containerd
 //! container, else the mount's root mapped through the host's own mount table.
 
-use super::{Check, Context};
-use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Severity};
+use super::{Check, Context, NoArgs, Npd, Unit};
+use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Output, Severity};
 use crate::host::mountinfo::{self, Mount};
 use crate::host::procfs::{self, MountNs};
 use crate::host::resolve::{self, Identity};
 use crate::host::{display_bytes, vanished};
+use crate::metric::{self, Family, Sink};
 use crate::owner::{kubelet, Owner};
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -24,6 +25,88 @@ use std::collections::HashMap;
 use std::io;
 
 pub struct Ghosts;
+
+/// The check's registration.
+pub const UNIT: Unit = Unit {
+    name: "ghosts",
+    about: "Find stale bind mounts: a mounted file or directory that its host path no longer holds",
+    args: super::args_of::<NoArgs>,
+    from_args: |_, _| Ok(Box::new(Ghosts)),
+    scan: || Box::new(Ghosts),
+    agent: |_| Box::new(Ghosts),
+    in_scan: true,
+    schedule: super::Schedule::Every {
+        flag: "ghosts-interval",
+        default_secs: 60,
+    },
+    settings: &[],
+    metrics: &[Family::gauge(
+        "ghost_mounts",
+        "Stale bind mounts (kind: deleted, replaced, source-gone) by owner",
+    )],
+    npd: Some(Npd {
+        condition: "GhostHostPathMount",
+        ok_reason: "NoGhostMounts",
+        ok_message: "no stale bind mounts",
+    }),
+};
+
+/// How a bind mount went stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GhostKind {
+    /// The mounted inode has no links left.
+    Deleted,
+    /// The host path now holds another inode; the mounted one is still linked elsewhere.
+    Replaced,
+    /// The host path no longer exists.
+    SourceGone,
+}
+
+impl GhostKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GhostKind::Deleted => "deleted",
+            GhostKind::Replaced => "replaced",
+            GhostKind::SourceGone => "source-gone",
+        }
+    }
+}
+
+/// One stale bind mount, as the metrics count it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ghost {
+    pub kind: GhostKind,
+    pub mount_point: String,
+    pub owner: Option<Owner>,
+}
+
+/// What the check looked at.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct GhostsOutput {
+    pub mount_namespaces: u64,
+    pub bind_mounts_checked: u64,
+    pub bind_mounts_shadowed_or_raced: u64,
+    pub ghosts: Vec<Ghost>,
+}
+
+impl Output for GhostsOutput {
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    fn metrics(&self, sink: &mut Sink) {
+        let mut counts: std::collections::BTreeMap<metric::Labels, u64> = Default::default();
+        for g in &self.ghosts {
+            let mut k = metric::owner_labels(g.owner.as_ref());
+            k.push(("kind".into(), g.kind.as_str().into()));
+            *counts.entry(k).or_default() += 1;
+        }
+        for (k, n) in counts {
+            sink.put("ghost_mounts", k, n as f64);
+        }
+    }
+}
 
 /// Filesystems whose mounts are not files a user bind-mounted.
 const PSEUDO_FS: &[&str] = &[
@@ -51,7 +134,7 @@ const PSEUDO_FS: &[&str] = &[
 
 impl Check for Ghosts {
     fn name(&self) -> &'static str {
-        "ghosts"
+        UNIT.name
     }
 
     fn run(&self, ctx: &Context) -> CheckOutput {
@@ -87,9 +170,7 @@ impl Check for Ghosts {
                 },
             ));
         }
-        let mut scanned = 0u64;
-        let mut binds = 0u64;
-        let mut unverified = 0u64;
+        let mut o = GhostsOutput::default();
         let host_stats = HostStats::default();
         for ns in namespaces {
             let scan = NsScan {
@@ -99,11 +180,11 @@ impl Check for Ghosts {
                 host_mounts,
                 host_stats: &host_stats,
             };
-            match scan.run(&mut out) {
+            match scan.run(&mut out, &mut o.ghosts) {
                 Ok(Some(stats)) => {
-                    scanned += 1;
-                    binds += stats.0;
-                    unverified += stats.1;
+                    o.mount_namespaces += 1;
+                    o.bind_mounts_checked += stats.0;
+                    o.bind_mounts_shadowed_or_raced += stats.1;
                 }
                 Ok(None) => {}
                 Err(e) => out.blind_spots.push(BlindSpot::new(
@@ -114,10 +195,14 @@ impl Check for Ghosts {
             }
         }
         out.stats = vec![
-            ("mount_namespaces".into(), scanned),
-            ("bind_mounts_checked".into(), binds),
-            ("bind_mounts_shadowed_or_raced".into(), unverified),
+            ("mount_namespaces".into(), o.mount_namespaces),
+            ("bind_mounts_checked".into(), o.bind_mounts_checked),
+            (
+                "bind_mounts_shadowed_or_raced".into(),
+                o.bind_mounts_shadowed_or_raced,
+            ),
         ];
+        out.output = Some(Box::new(o));
         out
     }
 }
@@ -154,7 +239,11 @@ impl HostStats {
 impl NsScan<'_> {
     /// Returns `(bind mounts checked, mounts that could not be verified)`, or `None` if every process of the
     /// namespace vanished.
-    fn run(&self, out: &mut CheckOutput) -> io::Result<Option<(u64, u64)>> {
+    fn run(
+        &self,
+        out: &mut CheckOutput,
+        ghosts: &mut Vec<Ghost>,
+    ) -> io::Result<Option<(u64, u64)>> {
         let host = self.ctx.host;
         let Some((pid, data)) = self.read_mountinfo()? else {
             return Ok(None);
@@ -230,7 +319,12 @@ impl NsScan<'_> {
                     owner_of_ns().cloned()
                 }
             };
-            if let Some(f) = self.judge(pid, m, &mounted, source, owner) {
+            if let Some((kind, f)) = self.judge(pid, m, &mounted, source, owner) {
+                ghosts.push(Ghost {
+                    kind,
+                    mount_point: f.subject.clone(),
+                    owner: f.owner.clone(),
+                });
                 out.findings.push(f);
             }
         }
@@ -258,14 +352,14 @@ impl NsScan<'_> {
         mounted: &Identity,
         source: Option<(Vec<u8>, &'static str)>,
         owner: impl FnOnce() -> Option<Owner>,
-    ) -> Option<Finding> {
+    ) -> Option<(GhostKind, Finding)> {
         let host_root = self.ctx.host.root_dir();
         let now = source
             .as_ref()
             .map(|(p, _)| self.host_stats.get(host_root, p));
         let (kind, why) = match &now {
             _ if mounted.nlink == 0 => (
-                "deleted",
+                GhostKind::Deleted,
                 "the mounted inode has 0 links: its host path was replaced or removed",
             ),
             Some(Ok(cur)) if !cur.same_inode(mounted) => {
@@ -275,11 +369,13 @@ impl NsScan<'_> {
                     return None;
                 }
                 (
-                    "replaced",
+                    GhostKind::Replaced,
                     "the host path now holds another inode; the old one is still linked elsewhere",
                 )
             }
-            Some(Err(e)) if vanished(e) => ("source-gone", "the host path no longer exists"),
+            Some(Err(e)) if vanished(e) => {
+                (GhostKind::SourceGone, "the host path no longer exists")
+            }
             _ => return None,
         };
         let mp = display_bytes(&m.mount_point);
@@ -306,7 +402,7 @@ impl NsScan<'_> {
         };
         let mut f = Finding {
             check: "ghosts",
-            kind,
+            kind: kind.as_str(),
             severity: Severity::Warning,
             summary,
             subject: mp,
@@ -366,7 +462,7 @@ impl NsScan<'_> {
                     .into(),
             );
         }
-        Some(f)
+        Some((kind, f))
     }
 }
 

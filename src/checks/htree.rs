@@ -6,13 +6,254 @@
 //! the candidates. [`HtreeRisk`] is the check `wonk scan` runs over the filesystems that hold containerd's and
 //! kubelet's directories, within a time budget.
 
-use super::{Check, Context};
+use super::{Check, Context, Invocation, Npd, Setting, Settings, Unit};
 use crate::ext4::htree::{self, HtreeReport};
-use crate::finding::{BlindSpot, CheckOutput, Finding, Severity};
+use crate::finding::{BlindSpot, CheckOutput, Finding, Output, Severity};
 use crate::host::Host;
+use crate::metric::{self, Family, Sink};
+use crate::owner::Owner;
+use serde::Serialize;
+use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The check's registration.
+pub const UNIT: Unit = Unit {
+    name: "htree",
+    about: "Read the htree index of ext4 directories (never their entries): fill per level, entries, the share of \
+            names failing with ENOSPC now, and the creates left before the first failure",
+    args: super::args_of::<Args>,
+    from_args,
+    scan: || Box::new(HtreeRisk::default()),
+    agent,
+    in_scan: true,
+    schedule: super::Schedule::Every {
+        flag: "htree-interval",
+        default_secs: 3600,
+    },
+    settings: &[Setting {
+        flag: "htree-budget",
+        help: "Time budget of one htree scan",
+        default_secs: 30,
+    }],
+    metrics: &[
+        Family::gauge(
+            "htree_root_fill_ratio",
+            "Fill of an ext4 directory's htree root block (count/limit), for the top-N directories at risk",
+        ),
+        Family::gauge(
+            "htree_node_fill_ratio",
+            "Fill of the fullest index node at the directory's last index level (count/limit)",
+        ),
+        Family::gauge("htree_entries", "Estimated entries in the directory"),
+        Family::gauge(
+            "htree_entries_left",
+            "Estimated creates left before the first ENOSPC from a full index",
+        ),
+        Family::gauge(
+            "htree_failing_ratio",
+            "Share of the hash space for which a create fails with ENOSPC now",
+        ),
+    ],
+    npd: Some(Npd {
+        condition: "HtreeIndexNearlyFull",
+        ok_reason: "HtreeIndexesHaveRoom",
+        ok_message: "ext4 directory indexes have room",
+    }),
+};
+
+/// `wonk htree` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directories to read (on ext4, or on overlay with an ext4 upper layer).
+    #[arg(required_unless_present = "scan")]
+    paths: Vec<PathBuf>,
+    /// Judge creates of names this long (default: the median of the directory's own names).
+    #[arg(long, value_name = "BYTES")]
+    name_len: Option<usize>,
+    /// Find the directories at risk on the filesystem mounted at MOUNTPOINT instead.
+    #[arg(long, value_name = "MOUNTPOINT", conflicts_with = "paths")]
+    scan: Option<PathBuf>,
+    /// With --scan: read the index of directories at least this large (bytes).
+    #[arg(long, default_value_t = 256 << 10, value_name = "BYTES")]
+    min_size: u64,
+    /// With --scan: stop after this many seconds (0: no limit); what was not read is listed.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    budget: f64,
+}
+
+fn from_args(m: &clap::ArgMatches, inv: &Invocation) -> anyhow::Result<Box<dyn Check>> {
+    let a: Args = super::parse_args(m)?;
+    if !(a.budget >= 0.0 && a.budget.is_finite()) {
+        anyhow::bail!(
+            "--budget {}: give a number of seconds, or 0 for no limit",
+            a.budget
+        );
+    }
+    let target = match a.scan {
+        Some(mount) => Target::Mount(super::absolute(&mount, inv.host_root)?),
+        None => Target::Paths(
+            a.paths
+                .iter()
+                .map(|p| super::absolute(p, inv.host_root))
+                .collect::<anyhow::Result<_>>()?,
+        ),
+    };
+    Ok(Box::new(Htree {
+        target,
+        name_len: a.name_len,
+        scan: ScanOptions {
+            min_dir_size: a.min_size,
+            budget: (a.budget > 0.0).then(|| Duration::from_secs_f64(a.budget)),
+            progress: inv.progress(),
+            min_severity: Severity::Info,
+        },
+    }))
+}
+
+/// The filesystems of containerd's roots and kubelet's root, scanned like `htree --scan`, every indexed directory
+/// kept (info included) so that fill is exported before it becomes a warning.
+fn agent(s: &Settings) -> Box<dyn Check> {
+    Box::new(HtreeRisk {
+        budget: s.seconds("htree-budget"),
+        min_severity: Severity::Info,
+    })
+}
+
+/// `wonk htree PATH...` or `wonk htree --scan MOUNTPOINT`.
+pub struct Htree {
+    pub target: Target,
+    pub name_len: Option<usize>,
+    pub scan: ScanOptions,
+}
+
+/// What `wonk htree` reads.
+pub enum Target {
+    /// These directories (node paths).
+    Paths(Vec<PathBuf>),
+    /// The directories at risk on the filesystem mounted here (a node path).
+    Mount(PathBuf),
+}
+
+impl Check for Htree {
+    fn name(&self) -> &'static str {
+        UNIT.name
+    }
+
+    fn run(&self, ctx: &Context) -> CheckOutput {
+        let paths = match &self.target {
+            Target::Mount(mount) => return scan_mount(ctx, mount, &self.scan),
+            Target::Paths(p) => p,
+        };
+        let mut out = CheckOutput::default();
+        let mut dirs = Vec::new();
+        for p in paths {
+            match htree::analyze(ctx.host, p, self.name_len) {
+                Ok(r) => {
+                    let f = judge(ctx, &r);
+                    dirs.extend(IndexedDir::of(&r, &f));
+                    out.findings.push(f);
+                }
+                Err(e) => out.blind_spots.push(BlindSpot::new(
+                    "htree",
+                    p.display().to_string(),
+                    e.to_string(),
+                )),
+            }
+        }
+        if out.findings.is_empty() {
+            out.failed = Some(format!(
+                "no directory could be read: {}",
+                out.blind_spots
+                    .iter()
+                    .map(|b| format!("{}: {}", b.what, b.why))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        out.output = Some(Box::new(HtreeOutput { dirs }));
+        out
+    }
+}
+
+/// Every indexed directory the check read, with the figures the metrics export.
+#[derive(Debug, Default, Serialize)]
+#[serde(transparent)]
+pub struct HtreeOutput {
+    pub dirs: Vec<IndexedDir>,
+}
+
+/// One indexed directory's fill.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexedDir {
+    pub path: String,
+    pub device: String,
+    pub large_dir: bool,
+    pub owner: Option<Owner>,
+    /// count/limit of the root block.
+    pub root_fill: f64,
+    /// count/limit of the fullest node at the last index level; `None` when the root points at leaves.
+    pub node_fill: Option<f64>,
+    pub entries: u64,
+    pub entries_left: Option<u64>,
+    pub failing_share: f64,
+}
+
+impl IndexedDir {
+    /// The figures of a report that has an index; `None` for a directory without one.
+    fn of(r: &HtreeReport, f: &Finding) -> Option<IndexedDir> {
+        let ix = r.index.as_ref()?;
+        let ratio =
+            |count: u16, limit: u16| (limit > 0).then(|| f64::from(count) / f64::from(limit));
+        Some(IndexedDir {
+            path: f.subject.clone(),
+            device: r.device.name.clone(),
+            large_dir: r.large_dir,
+            owner: f.owner.clone(),
+            root_fill: ratio(ix.root.count, ix.root.limit)?,
+            node_fill: ix
+                .node_levels
+                .last()
+                .and_then(|n| ratio(n.count_max, n.limit)),
+            entries: ix.entries.estimate,
+            entries_left: ix.headroom.entries_left,
+            failing_share: ix.create_failure.failing_share,
+        })
+    }
+}
+
+impl Output for HtreeOutput {
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The top-N directories: failing first, then the fullest.
+    fn metrics(&self, sink: &mut Sink) {
+        let worst = |d: &IndexedDir| d.root_fill.max(d.node_fill.unwrap_or(0.0));
+        let mut dirs: Vec<&IndexedDir> = self.dirs.iter().collect();
+        dirs.sort_by(|a, b| {
+            b.failing_share
+                .total_cmp(&a.failing_share)
+                .then(worst(b).total_cmp(&worst(a)))
+        });
+        dirs.truncate(sink.top);
+        for d in dirs {
+            let mut labels = metric::labels(&[("device", &d.device), ("path", &d.path)]);
+            labels.extend(metric::owner_labels(d.owner.as_ref()));
+            labels.push(("large_dir".into(), d.large_dir.to_string()));
+            sink.put("htree_root_fill_ratio", labels.clone(), d.root_fill);
+            if let Some(n) = d.node_fill {
+                sink.put("htree_node_fill_ratio", labels.clone(), n);
+            }
+            sink.put("htree_entries", labels.clone(), d.entries as f64);
+            if let Some(left) = d.entries_left {
+                sink.put("htree_entries_left", labels.clone(), left as f64);
+            }
+            sink.put("htree_failing_ratio", labels, d.failing_share);
+        }
+    }
+}
 
 /// A full index is a warning once fewer creates than this share of its entries are left.
 const WARN_HEADROOM_SHARE: f64 = 0.25;
@@ -179,6 +420,19 @@ pub struct ScanOptions {
 
 /// Finds the directories at risk on the filesystem mounted at `mount` (a node path).
 pub fn scan_mount(ctx: &Context, mount: &Path, opts: &ScanOptions) -> CheckOutput {
+    let mut dirs = Vec::new();
+    let mut out = scan_one(ctx, mount, opts, &mut dirs);
+    out.output = Some(Box::new(HtreeOutput { dirs }));
+    out
+}
+
+/// [`scan_mount`], the indexed directories it reports added to `dirs`.
+fn scan_one(
+    ctx: &Context,
+    mount: &Path,
+    opts: &ScanOptions,
+    dirs: &mut Vec<IndexedDir>,
+) -> CheckOutput {
     let mut out = CheckOutput::default();
     let start = Instant::now();
     let top = ctx.host.path(mount);
@@ -213,6 +467,7 @@ pub fn scan_mount(ctx: &Context, mount: &Path, opts: &ScanOptions) -> CheckOutpu
             Ok(r) => {
                 let f = judge(ctx, &r);
                 if f.severity >= opts.min_severity {
+                    dirs.extend(IndexedDir::of(&r, &f));
                     out.findings.push(f);
                 }
             }
@@ -315,11 +570,12 @@ impl Default for HtreeRisk {
 
 impl Check for HtreeRisk {
     fn name(&self) -> &'static str {
-        "htree"
+        UNIT.name
     }
 
     fn run(&self, ctx: &Context) -> CheckOutput {
         let mut out = CheckOutput::default();
+        let mut dirs = Vec::new();
         let mut roots: Vec<PathBuf> = ctx
             .owners
             .instances()
@@ -344,7 +600,7 @@ impl Check for HtreeRisk {
                 progress: false,
                 min_severity: self.min_severity,
             };
-            let o = scan_mount(ctx, &root, &opts);
+            let o = scan_one(ctx, &root, &opts, &mut dirs);
             out.findings.extend(o.findings);
             out.blind_spots.extend(o.blind_spots);
             for (k, v) in o.stats {
@@ -355,6 +611,7 @@ impl Check for HtreeRisk {
             }
         }
         out.stats = stats;
+        out.output = Some(Box::new(HtreeOutput { dirs }));
         out
     }
 }

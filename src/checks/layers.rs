@@ -10,17 +10,137 @@
 //! by default a directory of more than `sample` files has only a random sample of them statted, and the bytes
 //! are then an estimate, labelled as such with its standard error; `exact_bytes` stats every file.
 
-use super::{Check, Context};
-use crate::finding::{BlindSpot, CheckOutput, Finding, Severity};
+use super::{Check, Context, Invocation, Setting, Settings, Unit};
+use crate::finding::{BlindSpot, CheckOutput, Finding, Output, Severity};
 use crate::host::walk::{self, DirVisit};
 use crate::host::{mountinfo, procfs};
+use crate::metric::{self, Family, Sink};
 use crate::owner::Owner;
 use rustix::fs::{AtFlags, FileType};
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The check's registration.
+pub const UNIT: Unit = Unit {
+    name: "layers",
+    about: "What deleting each pod will cost: files, directories and bytes in its writable layers and emptyDirs",
+    args: super::args_of::<Args>,
+    from_args,
+    scan: || Box::new(Layers::default()),
+    agent,
+    in_scan: true,
+    schedule: super::Schedule::Every {
+        flag: "layers-interval",
+        default_secs: 3600,
+    },
+    settings: &[Setting {
+        flag: "layers-budget",
+        help: "Time budget of one layer walk",
+        default_secs: 30,
+    }],
+    metrics: &[
+        Family::gauge(
+            "pod_writable_files",
+            "Files in a pod's writable layers and emptyDirs (what deleting it will unlink), top-N pods",
+        ),
+        Family::gauge(
+            "pod_writable_bytes",
+            "Bytes in a pod's writable layers and emptyDirs, top-N pods",
+        ),
+    ],
+    npd: None,
+};
+
+/// `wonk layers` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Flag pods with at least this many files.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    max_files: u64,
+    /// Stop walking after this many seconds (0: no limit); figures are then lower bounds, marked as such.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    budget: f64,
+    /// Largest directories to list per layer.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    top: usize,
+    /// Read every file's size. Otherwise a directory of more than 32 files has 32 of them (per 4,096 entries),
+    /// at random, read and scaled up, and the bytes are marked as estimated (`bytes_method`).
+    #[arg(long)]
+    exact_bytes: bool,
+    /// Memory (MiB, per layer) for counting hard links once; past it they may be counted more than once, and
+    /// the output says so.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    dedup_memory: usize,
+}
+
+fn from_args(m: &clap::ArgMatches, inv: &Invocation) -> anyhow::Result<Box<dyn Check>> {
+    let a: Args = super::parse_args(m)?;
+    if !(a.budget >= 0.0 && a.budget.is_finite()) {
+        anyhow::bail!(
+            "--budget {}: give a number of seconds, or 0 for no limit",
+            a.budget
+        );
+    }
+    Ok(Box::new(Layers {
+        max_files: a.max_files,
+        budget: (a.budget > 0.0).then(|| Duration::from_secs_f64(a.budget)),
+        top: a.top,
+        all: true,
+        progress: inv.progress(),
+        exact_bytes: a.exact_bytes,
+        dedup_memory: a.dedup_memory.saturating_mul(1 << 20),
+        ..Default::default()
+    }))
+}
+
+fn agent(s: &Settings) -> Box<dyn Check> {
+    Box::new(Layers {
+        budget: Some(s.seconds("layers-budget")),
+        all: true,
+        // The agent's memory limit is small: past this inode map, hard links may count twice and the output
+        // says so.
+        dedup_memory: 4 << 20,
+        ..Default::default()
+    })
+}
+
+/// What one pod's delete will cost, as the metrics export it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodCost {
+    pub owner: Owner,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Every pod walked.
+#[derive(Debug, Default, Serialize)]
+#[serde(transparent)]
+pub struct LayersOutput {
+    pub pods: Vec<PodCost>,
+}
+
+impl Output for LayersOutput {
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The top-N pods by files.
+    fn metrics(&self, sink: &mut Sink) {
+        let mut pods: Vec<&PodCost> = self.pods.iter().collect();
+        pods.sort_by_key(|p| std::cmp::Reverse(p.files));
+        pods.truncate(sink.top);
+        for p in pods {
+            let mut k = metric::owner_labels(Some(&p.owner));
+            k.retain(|(n, _)| n != "container");
+            sink.put("pod_writable_files", k.clone(), p.files as f64);
+            sink.put("pod_writable_bytes", k, p.bytes as f64);
+        }
+    }
+}
 
 /// The check, and `wonk layers`.
 pub struct Layers {
@@ -104,11 +224,12 @@ struct PodLayers {
 
 impl Check for Layers {
     fn name(&self) -> &'static str {
-        "layers"
+        UNIT.name
     }
 
     fn run(&self, ctx: &Context) -> CheckOutput {
         let mut out = CheckOutput::default();
+        let mut costs = LayersOutput::default();
         let start = Instant::now();
         let pods = match find_layers(ctx) {
             Ok(p) => p,
@@ -149,6 +270,11 @@ impl Check for Layers {
                 continue;
             }
             let f = finding(key, &pod.owner, &layers, self.max_files);
+            costs.pods.push(PodCost {
+                owner: pod.owner.clone(),
+                files: layers.iter().map(|l| l.files).sum(),
+                bytes: layers.iter().map(|l| l.bytes).sum(),
+            });
             if self.all || f.severity >= Severity::Warning {
                 out.findings.push(f);
             }
@@ -157,6 +283,7 @@ impl Check for Layers {
             ("pods".into(), pods.len() as u64),
             ("layers_walked".into(), walked),
         ];
+        out.output = Some(Box::new(costs));
         out
     }
 }

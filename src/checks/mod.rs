@@ -1,15 +1,28 @@
-//! Checks: each one is a module with one entry point, [`Check::run`], that turns the host model and the
-//! attribution layer into findings. [`registry`] lists the checks `wonk scan` runs.
+//! Checks: each judges the node and produces findings, in `wonk scan`, in its own subcommand, in the agent and as
+//! a node-problem-detector plugin. A check is one module that owns its arguments, its typed output, how that
+//! output becomes findings, its metrics, its NPD condition and its table view, and registers itself once: its
+//! [`Unit`] in [`registry`]. Everything that runs checks (the command line, `wonk scan`, `wonk check`, the agent,
+//! `/metrics`, the renderer) goes through the registry and the [`Check`] and [`Output`](crate::finding::Output)
+//! traits, and names no check's fields.
+//!
+//! Investigations (`wonk who`, `wonk top`, `wonk enospc`) are the other kind of command: interactive, live, they
+//! may run for a while and answer a question rather than judge the node. They are not checks (see
+//! docs/ARCHITECTURE.md).
 
+pub mod dstate;
 pub mod ghosts;
 pub mod htree;
+pub mod kmsg;
 pub mod layers;
 pub mod shims;
 
-use crate::finding::{CheckOutput, Report};
+use crate::finding::{BlindSpot, CheckOutput, Finding, Report};
 use crate::host::Host;
+use crate::metric;
 use crate::owner::Attributor;
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// What every check is given.
 pub struct Context<'a> {
@@ -17,24 +30,219 @@ pub struct Context<'a> {
     pub owners: &'a Attributor<'a>,
 }
 
-/// One check.
+/// One check, configured and ready to run.
 pub trait Check {
-    /// The name used on the command line, in findings and in metrics.
+    /// The name used on the command line, in findings and in metrics: its [`Unit::name`].
     fn name(&self) -> &'static str;
     /// Looks at the node and reports. Never panics on what it reads, and never writes to the host.
     fn run(&self, ctx: &Context) -> CheckOutput;
+    /// Whether this check, as configured, follows a live source until stopped (`wonk kmsg --follow`); its
+    /// findings then come through [`Check::follow`] as they settle.
+    fn follows(&self) -> bool {
+        false
+    }
+    /// What the user asked for by name beyond looking (`shims --reap`), done after the run: the one way a check
+    /// may change the host. `confirm(count, what, verb)` asks the user first. Returns what was done, for the
+    /// report's `actions`.
+    fn act(
+        &self,
+        _ctx: &Context,
+        _confirm: &mut dyn FnMut(usize, &str, &str) -> bool,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(Vec::new())
+    }
+    /// Like [`Check::run`], handing each finding to `emit` as soon as it is complete instead of returning it.
+    fn follow(&self, ctx: &Context, emit: &mut dyn FnMut(Finding)) -> CheckOutput {
+        let mut out = self.run(ctx);
+        for f in std::mem::take(&mut out.findings) {
+            emit(f);
+        }
+        out
+    }
 }
 
-/// Every check `wonk scan` runs, in order.
-pub fn registry() -> Vec<Box<dyn Check>> {
-    vec![
-        Box::new(ghosts::Ghosts),
-        Box::new(shims::Shims::default()),
-        Box::new(crate::kmsg::Kmsg),
-        Box::new(htree::HtreeRisk::default()),
-        Box::new(layers::Layers::default()),
+/// How the agent runs a check.
+#[derive(Debug, Clone, Copy)]
+pub enum Schedule {
+    /// Once every `default_secs` seconds; `wonk agent --FLAG SECONDS` (and the config file's key) changes it.
+    Every {
+        flag: &'static str,
+        default_secs: u64,
+    },
+    /// It follows a live source without pause, starting again with fresh attribution every period of
+    /// `default_secs` (the kernel log). The agent drives it itself.
+    Follows {
+        flag: &'static str,
+        default_secs: u64,
+    },
+}
+
+impl Schedule {
+    pub fn flag(self) -> &'static str {
+        match self {
+            Schedule::Every { flag, .. } | Schedule::Follows { flag, .. } => flag,
+        }
+    }
+    pub fn default_secs(self) -> u64 {
+        match self {
+            Schedule::Every { default_secs, .. } | Schedule::Follows { default_secs, .. } => {
+                default_secs
+            }
+        }
+    }
+}
+
+/// A setting of `wonk agent` that a check declares beyond its interval (a time budget): a flag of the agent
+/// and a key of its config file.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub flag: &'static str,
+    pub help: &'static str,
+    pub default_secs: u64,
+}
+
+/// node-problem-detector's view of a check: the condition `wonk check NAME` sets (deploy/npd/*.json), and its
+/// reason and message while nothing is wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct Npd {
+    pub condition: &'static str,
+    pub ok_reason: &'static str,
+    pub ok_message: &'static str,
+}
+
+/// The settings the agent runs checks with: every interval and declared [`Setting`] in seconds, by flag name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    seconds: BTreeMap<&'static str, Duration>,
+    /// How many subjects (directories, pods) a check exports per metric family.
+    pub top: usize,
+}
+
+impl Settings {
+    /// The defaults every check declares.
+    pub fn defaults() -> Settings {
+        let mut seconds = BTreeMap::new();
+        for u in registry() {
+            seconds.insert(
+                u.schedule.flag(),
+                Duration::from_secs(u.schedule.default_secs()),
+            );
+            for s in u.settings {
+                seconds.insert(s.flag, Duration::from_secs(s.default_secs));
+            }
+        }
+        Settings { seconds, top: 20 }
+    }
+
+    /// A setting in seconds, by its flag name. Every name a unit declares has a value.
+    pub fn seconds(&self, flag: &str) -> Duration {
+        self.seconds.get(flag).copied().unwrap_or(Duration::ZERO)
+    }
+
+    /// Sets a declared setting; `false` if no check declares `flag`.
+    pub fn set(&mut self, flag: &str, d: Duration) -> bool {
+        match self.seconds.get_mut(flag) {
+            Some(v) => {
+                *v = d;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every interval flag, for `--interval`, which sets them all at once.
+    pub fn interval_flags() -> impl Iterator<Item = &'static str> {
+        registry().iter().map(|u| u.schedule.flag())
+    }
+
+    /// Every declared name, with its value.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Duration)> + '_ {
+        self.seconds.iter().map(|(k, v)| (*k, *v))
+    }
+}
+
+/// What a check's subcommand is told besides its own arguments.
+pub struct Invocation<'a> {
+    /// The node's root as given (`--host-root`), for paths given on the command line.
+    pub host_root: &'a Path,
+    /// Whether the output is JSON (no progress lines on stderr then).
+    pub json: bool,
+}
+
+impl Invocation<'_> {
+    /// Whether to show progress on stderr: a terminal, and a table rather than JSON.
+    pub fn progress(&self) -> bool {
+        !self.json && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+}
+
+/// A check's one registration: everything the command line, `wonk scan`, `wonk check`, the agent and `/metrics`
+/// need to know of it. Each check module defines its own as `pub const UNIT`.
+pub struct Unit {
+    pub name: &'static str,
+    /// One line for `wonk --help` and the subcommand's help.
+    pub about: &'static str,
+    /// Adds the subcommand's own arguments to its clap command.
+    pub args: fn(clap::Command) -> clap::Command,
+    /// The check as its subcommand was asked for; an error names the flag that was wrong.
+    pub from_args: fn(&clap::ArgMatches, &Invocation) -> anyhow::Result<Box<dyn Check>>,
+    /// The check as `wonk scan` and `wonk check` run it.
+    pub scan: fn() -> Box<dyn Check>,
+    /// The check as the agent runs it, with its settings.
+    pub agent: fn(&Settings) -> Box<dyn Check>,
+    /// Whether `wonk scan` runs it.
+    pub in_scan: bool,
+    pub schedule: Schedule,
+    pub settings: &'static [Setting],
+    pub metrics: &'static [metric::Family],
+    pub npd: Option<Npd>,
+}
+
+/// Every check, in the order `wonk scan` runs them and `wonk --help` lists them.
+pub fn registry() -> &'static [Unit] {
+    &[
+        ghosts::UNIT,
+        shims::UNIT,
+        kmsg::UNIT,
+        htree::UNIT,
+        layers::UNIT,
+        dstate::UNIT,
     ]
 }
+
+/// The check named `name`.
+pub fn unit(name: &str) -> Option<&'static Unit> {
+    registry().iter().find(|u| u.name == name)
+}
+
+/// [`Unit::args`] for a check whose arguments are the clap `Args` type `A`.
+pub fn args_of<A: clap::Args>(cmd: clap::Command) -> clap::Command {
+    A::augment_args(cmd)
+}
+
+/// Parses a subcommand's own arguments as `A`.
+pub fn parse_args<A: clap::FromArgMatches>(m: &clap::ArgMatches) -> anyhow::Result<A> {
+    A::from_arg_matches(m).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A path given on the command line as the node sees it: relative paths are taken from the current directory,
+/// which only means something when wonk runs on the node itself.
+pub fn absolute(p: &Path, host_root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    if host_root != Path::new("/") {
+        anyhow::bail!(
+            "{}: give an absolute path on the node with --host-root",
+            p.display()
+        );
+    }
+    Ok(std::env::current_dir()?.join(p))
+}
+
+/// A subcommand with no arguments of its own.
+#[derive(clap::Args, Debug, Default)]
+pub struct NoArgs {}
 
 /// Runs checks into one report, together with what the attribution layer could not see.
 pub fn run(ctx: &Context, command: &str, checks: &[Box<dyn Check>]) -> Report {
@@ -44,8 +252,25 @@ pub fn run(ctx: &Context, command: &str, checks: &[Box<dyn Check>]) -> Report {
         let out = check.run(ctx);
         report.add(check.name(), out, t.elapsed());
     }
+    attribution_gaps(ctx, &mut report);
     report
-        .blind_spots
-        .extend(ctx.owners.blind_spots().iter().cloned());
-    report
+}
+
+/// Adds what the attribution layer could not read to a report.
+pub fn attribution_gaps(ctx: &Context, report: &mut Report) {
+    for b in ctx.owners.blind_spots() {
+        let b: BlindSpot = b.clone();
+        if !report.blind_spots.contains(&b) {
+            report.blind_spots.push(b);
+        }
+    }
+}
+
+/// Every check `wonk scan` runs.
+pub fn scan_checks() -> Vec<Box<dyn Check>> {
+    registry()
+        .iter()
+        .filter(|u| u.in_scan)
+        .map(|u| (u.scan)())
+        .collect()
 }

@@ -18,15 +18,22 @@
 //! downgraded to `unknown`. When CRI does not answer in time (or wonk was built without it), `cri_lists` is
 //! `null`, a blind spot says so, and everything else is exactly what disk and /proc said.
 
-use super::{Check, Context};
-use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Severity};
+use super::{Check, Context, Npd, Unit};
+use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Output, Severity};
 use crate::host::procfs::{self, Stat};
 use crate::host::{bytes_path, mountinfo, read_bounded, vanished, Host};
+use crate::metric::{labels, Family, Sink};
 use crate::owner::containerd::Bundle;
 use crate::owner::Owner;
+use crate::term::{fit, human_age, wrap, Style, WIDTH};
 use serde::Serialize;
+use serde_json::Value;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod reap;
+pub use reap::{reap, Reaped};
 
 /// The time CRI gets in one run, for every call to every containerd together (they are asked in parallel).
 /// wonk never waits longer on a daemon: past it, shims are judged from disk alone.
@@ -35,11 +42,75 @@ pub const CRI_BUDGET: Duration = Duration::from_millis(300);
 /// The containerd namespace of CRI's pods; shims of other namespaces (moby, default, ...) are not CRI's to list.
 const CRI_NAMESPACE: &str = "k8s.io";
 
+/// The check's registration.
+pub const UNIT: Unit = Unit {
+    name: "shims",
+    about: "List containerd shims and find leaked ones (shims that serve no container) and orphaned workloads",
+    args: super::args_of::<Args>,
+    from_args: |m, _| {
+        let a: Args = super::parse_args(m)?;
+        Ok(Box::new(Shims {
+            min_age_seconds: a.min_age,
+            cri_budget: Duration::from_millis(a.cri_timeout),
+            reap: a.reap.then_some(Reap { yes: a.yes }),
+        }))
+    },
+    scan: || Box::new(Shims::default()),
+    agent: |_| Box::new(Shims::default()),
+    in_scan: true,
+    schedule: super::Schedule::Every {
+        flag: "shims-interval",
+        default_secs: 60,
+    },
+    settings: &[],
+    metrics: &[
+        Family::gauge(
+            "shims",
+            "containerd shims by class (healthy, leaked, orphaned-workload, unknown)",
+        ),
+        Family::gauge(
+            "shims_leaked_resident_bytes",
+            "Resident memory of the leaked shims, summed",
+        ),
+        Family::gauge("shims_leaked_threads", "Threads of the leaked shims, summed"),
+    ],
+    npd: Some(Npd {
+        condition: "LeakedContainerdShims",
+        ok_reason: "NoLeakedShims",
+        ok_message: "no leaked containerd shims",
+    }),
+};
+
+/// `wonk shims` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Kill the shims classified as leaked (changes the host; asks first unless --yes).
+    #[arg(long)]
+    reap: bool,
+    /// Do not ask before --reap.
+    #[arg(long, requires = "reap")]
+    yes: bool,
+    /// Judge only shims at least this many seconds old (younger ones may still be starting a container).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    min_age: i64,
+    /// Milliseconds CRI gets to answer (all calls together); wonk answers from disk without it.
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    cri_timeout: u64,
+}
+
 /// The check. A shim younger than `min_age_seconds` may still be starting its first container, and is not judged.
 pub struct Shims {
     pub min_age_seconds: i64,
     /// The time CRI gets to answer, for all calls together ([`CRI_BUDGET`] by default).
     pub cri_budget: Duration,
+    /// `--reap`: kill the leaked shims after the run ([`reap`]), asking first unless `yes`.
+    pub reap: Option<Reap>,
+}
+
+/// How `--reap` was asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Reap {
+    pub yes: bool,
 }
 
 impl Default for Shims {
@@ -47,7 +118,127 @@ impl Default for Shims {
         Shims {
             min_age_seconds: 60,
             cri_budget: CRI_BUDGET,
+            reap: None,
         }
+    }
+}
+
+/// How a shim was judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShimClass {
+    /// It has children and at least one bundle whose `init.pid` is one of them.
+    Healthy,
+    /// No children, and no bundle with a live `init.pid`: it serves no container.
+    Leaked,
+    /// Live children, but their container's snapshot is gone.
+    OrphanedWorkload,
+    /// Anything else; `why` says what is missing.
+    Unknown,
+}
+
+impl ShimClass {
+    pub const ALL: [ShimClass; 4] = [
+        ShimClass::Healthy,
+        ShimClass::Leaked,
+        ShimClass::OrphanedWorkload,
+        ShimClass::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShimClass::Healthy => "healthy",
+            ShimClass::Leaked => "leaked",
+            ShimClass::OrphanedWorkload => "orphaned-workload",
+            ShimClass::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ShimClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every shim the check saw, healthy or not.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct ShimsOutput {
+    pub shims: Vec<Shim>,
+}
+
+impl ShimsOutput {
+    fn count(&self, c: ShimClass) -> usize {
+        self.shims.iter().filter(|s| s.class == c).count()
+    }
+    fn leaked(&self) -> impl Iterator<Item = &Shim> {
+        self.shims.iter().filter(|s| s.class == ShimClass::Leaked)
+    }
+}
+
+impl Output for ShimsOutput {
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    fn metrics(&self, sink: &mut Sink) {
+        for c in ShimClass::ALL {
+            sink.put(
+                "shims",
+                labels(&[("class", c.as_str())]),
+                self.count(c) as f64,
+            );
+        }
+        let rss: u64 = self.leaked().map(|s| s.rss_kib).sum();
+        let threads: u64 = self.leaked().map(|s| s.threads).sum();
+        sink.put("shims_leaked_resident_bytes", vec![], (rss * 1024) as f64);
+        sink.put("shims_leaked_threads", vec![], threads as f64);
+    }
+
+    /// A summary line, then every shim, one line each.
+    fn table(&self, w: &mut dyn Write, style: Style) -> io::Result<()> {
+        let sum = |f: fn(&Shim) -> u64| self.shims.iter().map(f).sum::<u64>();
+        let line = format!(
+            "{} shims ({} MiB RSS, {} threads), {} pod sandboxes running; {} healthy, {} leaked (holding {} MiB \
+             RSS, {} threads), {} orphaned workloads, {} unknown",
+            self.shims.len(),
+            sum(|s| s.rss_kib) / 1024,
+            sum(|s| s.threads),
+            running_sandboxes(&self.shims),
+            self.count(ShimClass::Healthy),
+            self.count(ShimClass::Leaked),
+            self.leaked().map(|s| s.rss_kib).sum::<u64>() / 1024,
+            self.leaked().map(|s| s.threads).sum::<u64>(),
+            self.count(ShimClass::OrphanedWorkload),
+            self.count(ShimClass::Unknown),
+        );
+        for l in wrap(&line, WIDTH) {
+            writeln!(w, "{l}")?;
+        }
+        writeln!(
+            w,
+            "{}",
+            style.bold(&format!(
+                "{:<8} {:<3} {:<18} {:>8} {:>8} {:>4}  {}",
+                "PID", "VER", "CLASS", "AGE", "RSS", "THR", "POD"
+            ))
+        )?;
+        for s in &self.shims {
+            let pod = s.owner.as_ref().map_or("-".to_string(), |o| o.pod_label());
+            writeln!(
+                w,
+                "{:<8} {:<3} {:<18} {:>8} {:>7}M {:>4}  {}",
+                s.pid,
+                s.version,
+                s.class.as_str(),
+                s.age_seconds.map_or("-".into(), human_age),
+                s.rss_kib / 1024,
+                s.threads,
+                fit(&pod, WIDTH - 60)
+            )?;
+        }
+        writeln!(w)
     }
 }
 
@@ -69,8 +260,7 @@ pub struct Shim {
     pub age_seconds: Option<i64>,
     pub rss_kib: u64,
     pub threads: u64,
-    /// `healthy`, `leaked`, `orphaned-workload` or `unknown`.
-    pub class: &'static str,
+    pub class: ShimClass,
     pub why: String,
     pub owner: Option<Owner>,
     /// Whether CRI still lists the shim's sandbox or one of its containers; `None` when CRI was not asked or
@@ -96,7 +286,7 @@ pub struct BundleState {
 
 impl Check for Shims {
     fn name(&self) -> &'static str {
-        "shims"
+        UNIT.name
     }
 
     fn run(&self, ctx: &Context) -> CheckOutput {
@@ -110,27 +300,25 @@ impl Check for Shims {
         };
         out.blind_spots
             .extend(ask_cri(ctx, &mut shims, self.cri_budget));
-        let count = |c: &str| shims.iter().filter(|s| s.class == c).count() as u64;
-        let leaked: Vec<&Shim> = shims.iter().filter(|s| s.class == "leaked").collect();
+        let o = ShimsOutput { shims };
+        let leaked_sum = |f: fn(&Shim) -> u64| o.leaked().map(f).sum::<u64>();
         out.stats = vec![
-            ("shims".into(), shims.len() as u64),
-            ("healthy".into(), count("healthy")),
-            ("leaked".into(), count("leaked")),
-            ("orphaned_workload".into(), count("orphaned-workload")),
-            ("unknown".into(), count("unknown")),
+            ("shims".into(), o.shims.len() as u64),
+            ("healthy".into(), o.count(ShimClass::Healthy) as u64),
+            ("leaked".into(), o.count(ShimClass::Leaked) as u64),
             (
-                "leaked_rss_kib".into(),
-                leaked.iter().map(|s| s.rss_kib).sum(),
+                "orphaned_workload".into(),
+                o.count(ShimClass::OrphanedWorkload) as u64,
             ),
-            (
-                "leaked_threads".into(),
-                leaked.iter().map(|s| s.threads).sum(),
-            ),
-            ("running_sandboxes".into(), running_sandboxes(&shims)),
-            ("rss_kib".into(), shims.iter().map(|s| s.rss_kib).sum()),
-            ("threads".into(), shims.iter().map(|s| s.threads).sum()),
+            ("unknown".into(), o.count(ShimClass::Unknown) as u64),
+            ("leaked_rss_kib".into(), leaked_sum(|s| s.rss_kib)),
+            ("leaked_threads".into(), leaked_sum(|s| s.threads)),
+            ("running_sandboxes".into(), running_sandboxes(&o.shims)),
+            ("rss_kib".into(), o.shims.iter().map(|s| s.rss_kib).sum()),
+            ("threads".into(), o.shims.iter().map(|s| s.threads).sum()),
         ];
-        for s in &shims {
+        let shims = &o.shims;
+        for s in shims {
             if let Some(f) = finding(s) {
                 out.findings.push(f);
             }
@@ -142,14 +330,30 @@ impl Check for Shims {
                 "no running containerd was found; shims are judged from their bundles and processes only",
             ));
         }
-        out.details = serde_json::to_value(&shims).ok();
+        out.output = Some(Box::new(o));
         out
+    }
+
+    fn act(
+        &self,
+        ctx: &Context,
+        confirm: &mut dyn FnMut(usize, &str, &str) -> bool,
+    ) -> anyhow::Result<Vec<Value>> {
+        let Some(Reap { yes }) = self.reap else {
+            return Ok(Vec::new());
+        };
+        let mut ask = |leaked: &[Shim]| yes || confirm(leaked.len(), "leaked shim(s)", "kill");
+        let done = reap::reap(ctx, self.min_age_seconds, self.cri_budget, &mut ask)?;
+        Ok(done
+            .into_iter()
+            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+            .collect())
     }
 }
 
 fn finding(s: &Shim) -> Option<Finding> {
     let (severity, advice) = match s.class {
-        "leaked" => (
+        ShimClass::Leaked => (
             Severity::Warning,
             vec![
                 "a leaked shim serves no container; `wonk shims --reap` kills leaked shims after re-checking each one"
@@ -159,7 +363,7 @@ fn finding(s: &Shim) -> Option<Finding> {
                     .to_string(),
             ],
         ),
-        "orphaned-workload" => (
+        ShimClass::OrphanedWorkload => (
             Severity::Warning,
             vec!["processes run with no container record; find their owner with `wonk who PID` and stop them".into()],
         ),
@@ -173,7 +377,7 @@ fn finding(s: &Shim) -> Option<Finding> {
     let subject = format!("pid {}", s.pid);
     let mut f = Finding {
         check: "shims",
-        kind: s.class,
+        kind: s.class.as_str(),
         severity,
         summary: format!("containerd-shim {}{label} is {}: {}", s.pid, s.class, s.why),
         subject,
@@ -196,74 +400,6 @@ fn finding(s: &Shim) -> Option<Finding> {
         .with("threads", s.threads)
         .with("cri_lists", s.cri_lists);
     Some(f)
-}
-
-/// What `--reap` did to one leaked shim.
-#[derive(Debug, Clone, Serialize)]
-pub struct Reaped {
-    pub action: &'static str,
-    pub pid: u32,
-    pub id: Option<String>,
-    /// `killed`, or `skipped: <reason>`.
-    pub result: String,
-}
-
-/// Kills the shims classified as leaked, after `confirm` agrees. Each one is re-checked just before the kill
-/// through a pidfd, so a pid that was recycled meanwhile, or a shim that gained children, is never hit.
-pub fn reap(
-    ctx: &Context,
-    min_age_seconds: i64,
-    cri_budget: Duration,
-    confirm: &mut dyn FnMut(&[Shim]) -> bool,
-) -> std::io::Result<Vec<Reaped>> {
-    use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
-    // A shim whose pod CRI still lists is never reaped: CRI is asked first (within the budget; no answer
-    // leaves the judgement from disk as it is).
-    let mut all = survey(ctx, min_age_seconds)?;
-    ask_cri(ctx, &mut all, cri_budget);
-    let leaked: Vec<Shim> = all.into_iter().filter(|s| s.class == "leaked").collect();
-    if leaked.is_empty() || !confirm(&leaked) {
-        return Ok(Vec::new());
-    }
-    let mut done = Vec::new();
-    for s in &leaked {
-        let mut r = Reaped {
-            action: "kill leaked shim",
-            pid: s.pid,
-            id: s.id.clone(),
-            result: String::new(),
-        };
-        let fd = Pid::from_raw(s.pid as i32).map(|p| pidfd_open(p, PidfdFlags::empty()));
-        r.result = match fd {
-            Some(Ok(fd)) => {
-                // With the pidfd held, the pid cannot be reused; check that it is still the same, still leaked.
-                let again = survey(ctx, min_age_seconds)?
-                    .into_iter()
-                    .find(|n| n.pid == s.pid);
-                match again {
-                    Some(n)
-                        if n.start_time == s.start_time
-                            && n.class == "leaked"
-                            && n.children.is_empty() =>
-                    {
-                        match pidfd_send_signal(&fd, Signal::KILL) {
-                            Ok(()) => "killed".to_string(),
-                            Err(e) => format!("skipped: kill failed: {e}"),
-                        }
-                    }
-                    Some(n) if n.start_time == s.start_time => {
-                        format!("skipped: now {} ({})", n.class, n.why)
-                    }
-                    _ => {
-                        "skipped: it exited, or its pid now belongs to another process".to_string()
-                    }
-                }
-            }
-            _ => "skipped: it exited".to_string(),
-        };
-        done.push(r);
-    }
-    Ok(done)
 }
 
 /// Pod sandboxes whose pause process is alive under its shim.
@@ -392,7 +528,7 @@ fn parse_shim(st: &Stat, args: &[Vec<u8>]) -> Option<Shim> {
         age_seconds: None,
         rss_kib: 0,
         threads: st.num_threads,
-        class: "unknown",
+        class: ShimClass::Unknown,
         why: String::new(),
         owner: None,
         cri_lists: None,
@@ -449,13 +585,13 @@ fn classify(host: &Host, s: &mut Shim, min_age: i64) {
     let young = s.age_seconds.is_some_and(|a| a < min_age);
     if s.children.is_empty() {
         if young {
-            s.class = "unknown";
+            s.class = ShimClass::Unknown;
             s.why = format!("no children yet, but it started less than {min_age} s ago");
         } else if s.bundles.is_empty() {
-            s.class = "leaked";
+            s.class = ShimClass::Leaked;
             s.why = "no child processes and no bundle dir in containerd's state".into();
         } else if live_inits == 0 && s.bundles.iter().all(|b| b.rootfs_empty == Some(true)) {
-            s.class = "leaked";
+            s.class = ShimClass::Leaked;
             let dead: Vec<String> = s
                 .bundles
                 .iter()
@@ -467,12 +603,12 @@ fn classify(host: &Host, s: &mut Shim, min_age: i64) {
                 if dead.is_empty() { "missing".to_string() } else { format!("{} dead", dead.join(", ")) }
             );
         } else if live_inits == 0 {
-            s.class = "unknown";
+            s.class = ShimClass::Unknown;
             s.why = "no child processes, but not every bundle's rootfs is known to be unmounted: possibly a \
                      stopped task that was not deleted yet, which containerd may still list"
                 .into();
         } else {
-            s.class = "unknown";
+            s.class = ShimClass::Unknown;
             s.why = "no child processes, yet a bundle's init.pid is alive".into();
         }
         return;
@@ -483,19 +619,19 @@ fn classify(host: &Host, s: &mut Shim, min_age: i64) {
         .filter_map(|&c| missing_upperdir(host, c))
         .collect();
     if !gone.is_empty() {
-        s.class = "orphaned-workload";
+        s.class = ShimClass::OrphanedWorkload;
         s.why = format!(
             "live children, but the snapshot behind their root is gone ({})",
             gone.join(", ")
         );
     } else if live_inits > 0 {
-        s.class = "healthy";
+        s.class = ShimClass::Healthy;
         s.why = format!("serves {live_inits} live container(s)");
     } else if s.bundles.is_empty() {
-        s.class = "orphaned-workload";
+        s.class = ShimClass::OrphanedWorkload;
         s.why = "live children, but no bundle dir in containerd's state".into();
     } else {
-        s.class = "unknown";
+        s.class = ShimClass::Unknown;
         s.why = "live children, but no bundle's init.pid is one of them".into();
     }
 }
@@ -527,11 +663,11 @@ fn apply_cri(s: &mut Shim, listed: &std::collections::HashSet<String>) {
             .chain(s.bundles.iter().map(|b| &b.id))
             .any(|id| listed.contains(id));
     s.cri_lists = Some(lists);
-    if s.class != "leaked" {
+    if s.class != ShimClass::Leaked {
         return;
     }
     if lists {
-        s.class = "unknown";
+        s.class = ShimClass::Unknown;
         s.why = format!(
             "{}; but CRI still lists its sandbox or containers, so containerd has not forgotten it",
             s.why
@@ -545,7 +681,7 @@ fn apply_cri(s: &mut Shim, listed: &std::collections::HashSet<String>) {
 /// answers with [`apply_cri`]. Every containerd is asked in parallel, on its own thread; wonk waits for none of
 /// them past the budget. Returns what could not be asked.
 #[cfg(feature = "cri")]
-fn ask_cri(ctx: &Context, shims: &mut [Shim], budget: Duration) -> Vec<BlindSpot> {
+pub(super) fn ask_cri(ctx: &Context, shims: &mut [Shim], budget: Duration) -> Vec<BlindSpot> {
     use std::collections::HashSet;
     use std::time::Instant;
     let deadline = Instant::now() + budget;
@@ -659,7 +795,7 @@ fn cri_ids(
 
 /// Without the `cri` feature nothing is asked: the shims CRI could have spoken for are a blind spot.
 #[cfg(not(feature = "cri"))]
-fn ask_cri(ctx: &Context, shims: &mut [Shim], _budget: Duration) -> Vec<BlindSpot> {
+pub(super) fn ask_cri(ctx: &Context, shims: &mut [Shim], _budget: Duration) -> Vec<BlindSpot> {
     let n = shims
         .iter()
         .filter(|s| cri_socket(ctx, s).is_some())
@@ -740,7 +876,7 @@ mod tests {
             )),
         )
         .unwrap();
-        s.class = "leaked";
+        s.class = ShimClass::Leaked;
         s.why = "no child processes".into();
         s.bundles = vec![BundleState {
             id: "c1".into(),
@@ -760,19 +896,19 @@ mod tests {
         let set = |ids: &[&str]| ids.iter().map(|i| i.to_string()).collect();
         let mut s = leaked_shim("/x.sock");
         apply_cri(&mut s, &set(&["other"]));
-        assert_eq!((s.class, s.cri_lists), ("leaked", Some(false)));
+        assert_eq!((s.class, s.cri_lists), (ShimClass::Leaked, Some(false)));
         assert!(s.why.ends_with("CRI lists it: no"), "{}", s.why);
         for ids in [&["sb1"][..], &["c1"][..]] {
             let mut s = leaked_shim("/x.sock");
             apply_cri(&mut s, &set(ids));
-            assert_eq!((s.class, s.cri_lists), ("unknown", Some(true)));
+            assert_eq!((s.class, s.cri_lists), (ShimClass::Unknown, Some(true)));
             assert!(s.why.contains("CRI still lists"), "{}", s.why);
         }
         let mut s = leaked_shim("/x.sock");
-        s.class = "healthy";
+        s.class = ShimClass::Healthy;
         s.why = "serves 1 live container(s)".into();
         apply_cri(&mut s, &set(&[]));
-        assert_eq!((s.class, s.cri_lists), ("healthy", Some(false)));
+        assert_eq!((s.class, s.cri_lists), (ShimClass::Healthy, Some(false)));
         assert_eq!(s.why, "serves 1 live container(s)");
     }
 
@@ -807,7 +943,7 @@ mod tests {
         assert!(spots[0].what.contains("silent.sock"), "{spots:?}");
         assert!(spots[0].why.contains("300 ms budget"), "{spots:?}");
         for s in &shims {
-            assert_eq!((s.class, s.cri_lists), ("leaked", None), "{s:?}");
+            assert_eq!((s.class, s.cri_lists), (ShimClass::Leaked, None), "{s:?}");
             assert_eq!(s.why, "no child processes");
         }
         let _ = std::fs::remove_dir_all(&dir);

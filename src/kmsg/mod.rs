@@ -10,14 +10,14 @@
 //!
 //! [`scan`] runs all three over a [`Source`] and returns a [`CheckOutput`]; [`scan_with`] hands findings over as
 //! they settle, for `--follow`; [`follow_with`] does the same from a [`Follower`] kept between calls (the agent).
-//! [`Kmsg`] is the check `wonk scan` runs: everything /dev/kmsg still holds.
+//! The check that `wonk scan`, `wonk kmsg` and the agent run over these is `checks::kmsg`.
 
 pub mod reader;
 pub mod record;
 pub mod resolve;
 pub mod rules;
 
-use crate::checks::{Check, Context};
+use crate::checks::Context;
 use crate::finding::{BlindSpot, CheckOutput, Finding};
 use reader::{KmsgOptions, ReadStats, Sink};
 use record::Record;
@@ -67,41 +67,6 @@ impl Default for Options {
     }
 }
 
-/// The check `wonk scan` runs: every record /dev/kmsg still holds.
-pub struct Kmsg;
-
-impl Check for Kmsg {
-    fn name(&self) -> &'static str {
-        "kmsg"
-    }
-
-    fn run(&self, ctx: &Context) -> CheckOutput {
-        let mut found = Vec::new();
-        let (mut out, err) = scan_inner(
-            ctx,
-            Input::Source(&Source::DevKmsg { follow: false }),
-            &Options::default(),
-            &mut |f| found.push(f),
-        );
-        out.findings = found;
-        // Without root (kernel.dmesg_restrict) or without the host's /dev mounted, the rest of a scan still runs.
-        if let Some(e) = err.filter(|e| {
-            matches!(
-                e.raw_os_error(),
-                Some(libc::EPERM | libc::EACCES | libc::ENOENT)
-            )
-        }) {
-            out.failed = None;
-            out.blind_spots.push(BlindSpot::new(
-                "kmsg",
-                format!("the kernel log ({})", ctx.host.path("/dev/kmsg").display()),
-                format!("{e}: reading it needs CAP_SYSLOG (root) and the host's /dev/kmsg"),
-            ));
-        }
-        out
-    }
-}
-
 /// Reads `source` to its end (or, following, until stopped) and returns every finding, the counters in `stats`
 /// and what could not be seen in `blind_spots`.
 pub fn scan(ctx: &Context, source: &Source, opts: &Options) -> CheckOutput {
@@ -139,6 +104,19 @@ pub fn follow_with(
 enum Input<'a> {
     Source(&'a Source),
     Follower(&'a mut Follower),
+}
+
+/// Like [`scan`], but also returns the error that ended reading, if any, so that a caller can tell a log it may
+/// not read (no CAP_SYSLOG, no /dev/kmsg) from one that failed.
+pub fn scan_all(
+    ctx: &Context,
+    source: &Source,
+    opts: &Options,
+) -> (CheckOutput, Option<io::Error>) {
+    let mut found = Vec::new();
+    let (mut out, err) = scan_inner(ctx, Input::Source(source), opts, &mut |f| found.push(f));
+    out.findings = found;
+    (out, err)
 }
 
 fn scan_inner(

@@ -1,0 +1,185 @@
+//! Threads in uninterruptible sleep (D) now, by owner: one pass over every thread's `stat`. The agent samples it
+//! on its interval and exports `wonk_dstate_threads`; `wonk dstate` shows one pass. A thread in D state waits
+//! for IO or a lock and cannot be killed; many of them in one pod point at its storage (`wonk top -g pod,kstack`
+//! shows where in the kernel they wait).
+
+use super::{Check, Context, NoArgs, Unit};
+use crate::finding::{CheckOutput, Finding, Output, Severity};
+use crate::host::{procfs, vanished};
+use crate::metric::{self, Family, Sink};
+use crate::owner::Owner;
+use crate::term::{fit, Style, WIDTH};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+
+/// The check's registration.
+pub const UNIT: Unit = Unit {
+    name: "dstate",
+    about: "Count the threads in uninterruptible sleep (D) now, by pod and container",
+    args: super::args_of::<NoArgs>,
+    from_args: |_, _| Ok(Box::new(Dstate)),
+    scan: || Box::new(Dstate),
+    agent: |_| Box::new(Dstate),
+    // One pass says little about a node: D state matters when it lasts (`wonk top` samples over time).
+    in_scan: false,
+    schedule: super::Schedule::Every {
+        flag: "dstate-interval",
+        default_secs: 60,
+    },
+    settings: &[],
+    metrics: &[Family::gauge(
+        "dstate_threads",
+        "Threads in uninterruptible sleep (D) at the last sample, by owner",
+    )],
+    npd: None,
+};
+
+/// The check.
+pub struct Dstate;
+
+/// The threads of one owner (or of no pod) in D state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub owner: Option<Owner>,
+    pub threads: u64,
+    /// The first few of their pids (`tgid`), for `wonk who` and `wonk top`.
+    pub pids: Vec<u32>,
+}
+
+/// One pass.
+#[derive(Debug, Default, Serialize)]
+pub struct DstateOutput {
+    /// Threads whose state was read.
+    pub threads: u64,
+    pub groups: Vec<Group>,
+}
+
+/// How many pids a group keeps as examples.
+const EXAMPLE_PIDS: usize = 8;
+
+impl Output for DstateOutput {
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    fn metrics(&self, sink: &mut Sink) {
+        for g in &self.groups {
+            sink.put(
+                "dstate_threads",
+                metric::owner_labels(g.owner.as_ref()),
+                g.threads as f64,
+            );
+        }
+    }
+
+    fn table(&self, w: &mut dyn Write, style: Style) -> io::Result<()> {
+        writeln!(
+            w,
+            "{}",
+            style.bold(&format!("{:>7}  {:<40}  {}", "THREADS", "POD", "CONTAINER"))
+        )?;
+        for g in &self.groups {
+            let (pod, ctr) = g.owner.as_ref().map_or(("-".into(), "-".into()), |o| {
+                (o.pod_label(), o.container_label())
+            });
+            writeln!(
+                w,
+                "{:>7}  {:<40}  {}",
+                g.threads,
+                fit(&pod, 40),
+                fit(&ctr, WIDTH - 51)
+            )?;
+        }
+        writeln!(
+            w,
+            "{}",
+            style.dim(&format!("{} threads read", self.threads))
+        )?;
+        writeln!(w)
+    }
+}
+
+impl Check for Dstate {
+    fn name(&self) -> &'static str {
+        UNIT.name
+    }
+
+    fn run(&self, ctx: &Context) -> CheckOutput {
+        let mut out = CheckOutput::default();
+        let pids = match procfs::pids(ctx.host) {
+            Ok(p) => p,
+            Err(e) => {
+                out.failed = Some(format!("cannot list processes: {e}"));
+                return out;
+            }
+        };
+        let mut o = DstateOutput::default();
+        let mut owners: HashMap<u32, Option<Owner>> = HashMap::new();
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        let mut buf = Vec::with_capacity(512);
+        for pid in pids {
+            let Ok(tasks) = std::fs::read_dir(ctx.host.proc_pid(pid).join("task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                buf.clear();
+                let read = std::fs::File::open(t.path().join("stat"))
+                    .and_then(|mut f| f.read_to_end(&mut buf));
+                match read {
+                    Ok(_) => {}
+                    Err(e) if vanished(&e) => continue,
+                    Err(_) => continue,
+                }
+                o.threads += 1;
+                if crate::top::comm_state(&buf).map(|(_, s)| s) != Some('D') {
+                    continue;
+                }
+                let owner = owners
+                    .entry(pid)
+                    .or_insert_with(|| ctx.owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty()))
+                    .clone();
+                let key = owner.as_ref().map_or(String::new(), |o| {
+                    format!("{}/{}", o.pod_label(), o.container_label())
+                });
+                let g = groups.entry(key).or_insert_with(|| Group {
+                    owner,
+                    threads: 0,
+                    pids: Vec::new(),
+                });
+                g.threads += 1;
+                if g.pids.len() < EXAMPLE_PIDS && !g.pids.contains(&pid) {
+                    g.pids.push(pid);
+                }
+            }
+        }
+        o.groups = groups.into_values().collect();
+        o.groups.sort_by_key(|g| std::cmp::Reverse(g.threads));
+        for g in &o.groups {
+            let who = g.owner.as_ref().map_or("no pod".into(), |o| o.pod_label());
+            out.findings.push(
+                Finding {
+                    check: UNIT.name,
+                    kind: "d-state",
+                    severity: Severity::Info,
+                    summary: format!(
+                        "{} thread(s) of {who} in uninterruptible sleep (D) now",
+                        g.threads
+                    ),
+                    subject: who,
+                    owner: g.owner.clone(),
+                    evidence: Vec::new(),
+                    advice: vec![
+                        "`wonk top -g pod,kstack` samples over time and shows where in the kernel they wait".into(),
+                    ],
+                }
+                .with("threads", g.threads)
+                .with("pids", &g.pids),
+            );
+        }
+        out.stats.push(("threads".into(), o.threads));
+        out.output = Some(Box::new(o));
+        out
+    }
+}

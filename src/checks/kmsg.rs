@@ -1,0 +1,153 @@
+//! The kernel-log check: `wonk kmsg [FILE|-] [--follow]`, the kernel log in `wonk scan` and `wonk check kmsg`, and
+//! the agent's follower. The parser, the rules and the resolution of each group into a finding are
+//! [`crate::kmsg`]'s; this module is what makes them a check.
+
+use super::{Check, Context, Invocation, Unit};
+use crate::finding::{BlindSpot, CheckOutput, Finding};
+use crate::kmsg::{self, Options, Source};
+use crate::metric::{labels, Family, Sink};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The check's registration.
+pub const UNIT: Unit = Unit {
+    name: "kmsg",
+    about: "Turn the kernel log into findings with owners: full ext4 directory indexes, OOM kills, hung tasks, I/O \
+            errors, read-only remounts, ... Reads all of /dev/kmsg the kernel still holds, or a saved \
+            dmesg/journal",
+    args: super::args_of::<Args>,
+    from_args,
+    scan: || Box::new(Kmsg::default()),
+    // The agent follows the log itself (`Schedule::Follows`) and never runs this.
+    agent: |_| Box::new(Kmsg::default()),
+    in_scan: true,
+    schedule: super::Schedule::Follows {
+        flag: "kmsg-interval",
+        default_secs: 300,
+    },
+    settings: &[],
+    metrics: &[
+        Family::counter(
+            "kmsg_events",
+            "Kernel-log events by reason (htree-full, oom-kill, task-hung, ...) and owner, counting every folded \
+             message",
+        ),
+        Family::counter("kmsg_records_read", "Kernel-log records read"),
+        Family::counter(
+            "kmsg_records_lost",
+            "Kernel-log records lost: overwritten by the kernel before wonk read them, or dropped because wonk's \
+             queue of records read was full",
+        ),
+    ],
+    npd: None,
+};
+
+/// `wonk kmsg` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A file of `dmesg` or `journalctl -k` output, or - for standard input; default /dev/kmsg.
+    file: Option<PathBuf>,
+    /// Keep reading /dev/kmsg and report each burst once it has been quiet for 5 s (until Ctrl-C).
+    #[arg(short, long, conflicts_with = "file")]
+    follow: bool,
+}
+
+fn from_args(m: &clap::ArgMatches, _: &Invocation) -> anyhow::Result<Box<dyn Check>> {
+    let a: Args = super::parse_args(m)?;
+    let source = match a.file {
+        None => Source::DevKmsg { follow: a.follow },
+        Some(p) if p == std::path::Path::new("-") => Source::Stdin,
+        Some(p) => {
+            std::fs::metadata(&p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+            Source::File(p)
+        }
+    };
+    Ok(Box::new(Kmsg { source }))
+}
+
+/// The check: the log `source` holds, as findings.
+pub struct Kmsg {
+    pub source: Source,
+}
+
+impl Default for Kmsg {
+    /// Everything /dev/kmsg still holds.
+    fn default() -> Kmsg {
+        Kmsg {
+            source: Source::DevKmsg { follow: false },
+        }
+    }
+}
+
+impl Check for Kmsg {
+    fn name(&self) -> &'static str {
+        UNIT.name
+    }
+
+    fn run(&self, ctx: &Context) -> CheckOutput {
+        let (mut out, err) = kmsg::scan_all(ctx, &self.source, &Options::default());
+        // Without root (kernel.dmesg_restrict) or without the host's /dev mounted, the rest of a scan still runs.
+        let may_not_read = |e: &std::io::Error| {
+            matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EACCES | libc::ENOENT)
+            )
+        };
+        if let (Source::DevKmsg { .. }, Some(e)) = (&self.source, err.filter(may_not_read)) {
+            out.failed = None;
+            out.blind_spots.push(BlindSpot::new(
+                "kmsg",
+                format!("the kernel log ({})", ctx.host.path("/dev/kmsg").display()),
+                format!("{e}: reading it needs CAP_SYSLOG (root) and the host's /dev/kmsg"),
+            ));
+        }
+        out
+    }
+
+    fn follows(&self) -> bool {
+        matches!(self.source, Source::DevKmsg { follow: true })
+    }
+
+    /// Follows /dev/kmsg until Ctrl-C or SIGTERM, each finding handed over when its burst settles.
+    fn follow(&self, ctx: &Context, emit: &mut dyn FnMut(Finding)) -> CheckOutput {
+        crate::stop::install();
+        let stop = Arc::new(AtomicBool::new(false));
+        let opts = Options {
+            stop: Some(stop.clone()),
+            ..Default::default()
+        };
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !crate::stop::requested() && !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+            let out = kmsg::scan_with(ctx, &self.source, &opts, emit);
+            done.store(true, Ordering::Relaxed);
+            out
+        })
+    }
+}
+
+/// The counters one settled kernel-log finding adds to: its `count` folded messages, by reason.
+pub fn event_metrics(f: &Finding, sink: &mut Sink) {
+    let n = f
+        .evidence
+        .iter()
+        .find(|(k, _)| k == "count")
+        .and_then(|(_, v)| v.as_u64())
+        .unwrap_or(1);
+    let mut l = labels(&[("reason", f.kind)]);
+    l.extend(crate::metric::owner_labels(f.owner.as_ref()));
+    sink.put("kmsg_events", l, n as f64);
+}
+
+/// The reading counters since the last call.
+pub fn read_metrics(records: u64, lost: u64, sink: &mut Sink) {
+    sink.put("kmsg_records_read", vec![], records as f64);
+    sink.put("kmsg_records_lost", vec![], lost as f64);
+}

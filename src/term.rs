@@ -1,0 +1,181 @@
+//! Text for a terminal: colour when wanted, cutting and wrapping to the table width. Every check's table view and
+//! the report's table are built from these; nothing here knows what a check or a finding is.
+
+use serde_json::Value;
+use std::io::{self, Write};
+
+/// Whether to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// `auto` colours only a terminal, and never when `NO_COLOR` is set.
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
+}
+
+/// Styles text with ANSI colour when enabled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    pub color: bool,
+}
+
+/// An SGR colour, by what it means.
+#[derive(Debug, Clone, Copy)]
+pub enum Tone {
+    Red,
+    Yellow,
+    Cyan,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    pub fn tone(&self, tone: Tone, s: &str) -> String {
+        let code = match tone {
+            Tone::Red => "1;31",
+            Tone::Yellow => "33",
+            Tone::Cyan => "36",
+        };
+        self.paint(code, s)
+    }
+}
+
+/// The width tables are laid out for.
+pub const WIDTH: usize = 100;
+
+/// Cuts a string to at most `max` characters, marking the cut with `…`.
+pub fn fit(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let keep: String = s.chars().take(max.saturating_sub(1)).collect();
+    format!("{keep}…")
+}
+
+/// Wraps text at spaces to `width` columns; a word longer than the width (a long path) is cut into pieces.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    let words = text.split(' ').flat_map(|w| {
+        let chars: Vec<char> = w.chars().collect();
+        if chars.is_empty() {
+            return vec![String::new()];
+        }
+        chars
+            .chunks(width)
+            .map(|c| c.iter().collect::<String>())
+            .collect::<Vec<_>>()
+    });
+    for word in words {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(&word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+/// Text from the node (a comm, a mount point, a kernel-log line) as a terminal may show it: control characters
+/// are written visibly (`\e`, `\n`, `\t`, `\r`, `\\xNN`), so that no text a pod controls can move the cursor,
+/// colour the screen or forge a line of the table.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\x1b' => out.push_str("\\e"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// An age in seconds as people read it: `42s`, `17m`, `5h`, `3d`.
+pub fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// `key: value`, with objects flattened one level (`mounted: inode=12 links=0 ...`); nulls are skipped.
+pub fn kv_block(w: &mut dyn Write, key: &str, v: &Value, style: Style) -> io::Result<()> {
+    let text = match v {
+        Value::Null => return Ok(()),
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={}", scalar(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => scalar(other),
+    };
+    let lines = wrap(&text, WIDTH - 8 - key.len().min(24));
+    for (i, line) in lines.iter().enumerate() {
+        if i == 0 {
+            writeln!(w, "    {}: {line}", style.dim(key))?;
+        } else {
+            writeln!(w, "    {:width$}  {line}", "", width = key.len())?;
+        }
+    }
+    Ok(())
+}
+
+pub fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_and_wrap() {
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("abc", 4), "abc");
+        assert_eq!(wrap("aa bb cc", 5), ["aa bb", "cc"]);
+        assert_eq!(wrap("abcdefgh", 3), ["abc", "def", "gh"]);
+    }
+}
