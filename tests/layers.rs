@@ -41,14 +41,19 @@ fn a_pods_writable_layer_and_emptydir_are_counted_exactly() {
     s.write(&format!("{empty}/b"), "123");
 
     let rootfs = s.path("rootfs");
-    let pid = s.spawn_ns_exec(
+    // As containerd does: the overlay root is mounted in the host's namespace, and the container's namespace is a
+    // copy that holds it.
+    s.host_mount(
         &format!(
-            "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}",
+            "-t overlay overlay -o lowerdir={},upperdir={},workdir={}",
             s.s("lower"),
             s.s("upper"),
-            s.s("work"),
-            rootfs.display()
+            s.s("work")
         ),
+        &rootfs,
+    );
+    let pid = s.spawn_ns_exec(
+        "true",
         &format!("chroot {} /bin/sleep 100000", rootfs.display()),
     );
     for _ in 0..100 {
