@@ -267,6 +267,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_containers_overlay_is_known_only_by_the_hosts_mount_of_it() {
+        let host = parse(
+            b"22 1 254:0 / / rw - ext4 /dev/vda rw\n\
+              40 22 0:51 / /run/c/k8s.io/abc/rootfs rw - overlay overlay rw,lowerdir=/l,upperdir=/s/1/fs,workdir=/s/1/work\n",
+        )
+        .0;
+        let theirs = parse_line(
+            b"900 800 0:51 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/etc,workdir=/w",
+        )
+        .unwrap();
+        assert_eq!(
+            host_overlay(&theirs, &host)
+                .unwrap()
+                .super_option("upperdir"),
+            Some(&b"/s/1/fs"[..])
+        );
+        let own = parse_line(
+            b"901 800 0:77 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/etc,workdir=/w",
+        )
+        .unwrap();
+        assert_eq!(host_overlay(&own, &host), None);
+        assert_eq!(
+            fs_path(b"/etc/shadow", &host, (254, 0)).unwrap(),
+            b"/etc/shadow"
+        );
+        assert_eq!(fs_path(b"/etc/shadow", &host, (0, 51)), None);
+    }
+
+    #[test]
     fn parses_a_proc5_example_with_optional_fields() {
         let line = b"36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 shared:7 - ext3 /dev/root rw,errors=continue";
         let m = parse_line(line).unwrap();

@@ -294,6 +294,27 @@ mod tests {
             .unwrap()
             .same_inode(&inside));
         assert!(stat_in_root(&rootf, b"/good", false).unwrap().is_symlink());
+
+        // Without following: a final symlink and a directory symlink on the way are named, with their targets.
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), b"f").unwrap();
+        std::os::unix::fs::symlink("d", root.join("dl")).unwrap();
+        let f = identity(&File::open(root.join("d/f")).unwrap()).unwrap();
+        assert_eq!(stat_no_follow(&rootf, b"/d/f").unwrap(), NoFollow::Inode(f));
+        let link = |at: &[u8], target: &[u8]| match stat_no_follow(&rootf, at).unwrap() {
+            NoFollow::Symlink {
+                at: a, target: t, ..
+            } => assert_eq!((&a[..], &t[..]), (at, target)),
+            other => panic!("{other:?}"),
+        };
+        link(b"/abs", b"/outside");
+        link(b"/good", b"/inside");
+        match stat_no_follow(&rootf, b"/dl/f").unwrap() {
+            NoFollow::Symlink { at, target, .. } => {
+                assert_eq!((&at[..], &target[..]), (&b"/dl"[..], &b"d"[..]))
+            }
+            other => panic!("{other:?}"),
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
