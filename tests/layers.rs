@@ -17,10 +17,7 @@ fn a_pods_writable_layer_and_emptydir_are_counted_exactly() {
         std::fs::create_dir_all(s.path(d)).unwrap();
     }
     // An image layer that can run sleep: the binary and the libraries it links.
-    s.sh(&format!(
-        "mkdir -p {l}/bin && cp /bin/sleep {l}/bin/ && for x in $(ldd /bin/sleep | grep -o '/[^ ]*'); do mkdir -p {l}$(dirname $x); cp $x {l}$x; done",
-        l = s.s("lower")
-    ));
+    s.sleep_image("lower");
     // The writable layer: 3 directories of 700 files, of 10 bytes in tmp0 and tmp1 and of 0 to 49 bytes in tmp2;
     // one file hard-linked twice more, one symlink.
     let fifty = "0123456789".repeat(5);
@@ -52,16 +49,7 @@ fn a_pods_writable_layer_and_emptydir_are_counted_exactly() {
         ),
         &rootfs,
     );
-    let pid = s.spawn_ns_exec(
-        "true",
-        &format!("chroot {} /bin/sleep 100000", rootfs.display()),
-    );
-    for _ in 0..100 {
-        if std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|l| l == rootfs) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let pid = s.spawn_chrooted("true", &rootfs);
     let cg = s.cgroup(&format!("kubepods/burstable/pod{uid}/{cid}"), pid);
     s.bundle(
         "state",

@@ -215,12 +215,9 @@ fn own_overlay_root(s: &mut Scratch, uid: &str, cid: &str) -> u32 {
         std::fs::create_dir_all(s.path(d)).unwrap();
     }
     s.write("hostetc/shadow", "root:$6$marker:19000:0:99999:7:::\n");
-    s.sh(&format!(
-        "mkdir -p {l}/bin && cp /bin/sleep {l}/bin/ && for x in $(ldd /bin/sleep | grep -o '/[^ ]*'); do mkdir -p {l}$(dirname $x); cp $x {l}$x; done",
-        l = s.s("lower")
-    ));
+    s.sleep_image("lower");
     let rootfs = s.path("rootfs");
-    let pid = s.spawn_ns_exec(
+    let pid = s.spawn_chrooted(
         &format!(
             "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}",
             s.s("lower"),
@@ -228,14 +225,8 @@ fn own_overlay_root(s: &mut Scratch, uid: &str, cid: &str) -> u32 {
             s.s("work"),
             rootfs.display()
         ),
-        &format!("chroot {} /bin/sleep 100000", rootfs.display()),
+        &rootfs,
     );
-    for _ in 0..100 {
-        if std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|l| l == rootfs) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     let cg = s.cgroup(&format!("kubepods/burstable/pod{uid}/{cid}"), pid);
     s.bundle(
         "state",
