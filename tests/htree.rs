@@ -126,6 +126,11 @@ fn assert_matches_debugfs(r: &HtreeReport, dev: &str, rel: &str) {
     );
     let ix = r.index.as_ref().unwrap();
     assert_eq!(dbg[&0], (ix.root.count, ix.root.limit));
+    // wonk's hash of every sampled name agrees with the kernel's placement of it.
+    let h = &ix.hash_check;
+    assert!(h.names_checked > 0 && h.skipped.is_none(), "{h:?}");
+    assert_eq!(h.names_outside, 0, "{h:?}");
+    assert!(ix.problems.is_empty(), "{:?}", ix.problems);
     assert_eq!(ix.index_blocks as usize, dbg.len());
     for lv in &ix.node_levels {
         let counts: Vec<u16> = ix

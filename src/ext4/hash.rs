@@ -148,77 +148,90 @@ fn tea(buf: &mut [u32; 4], input: &[u32; 4]) {
     buf[1] = buf[1].wrapping_add(b1);
 }
 
+/// One of MD4's mixing functions.
+type Mix = fn(u32, u32, u32) -> u32;
+
+fn md4_f(x: u32, y: u32, z: u32) -> u32 {
+    z ^ (x & (y ^ z))
+}
+
+fn md4_g(x: u32, y: u32, z: u32) -> u32 {
+    (x & y).wrapping_add((x ^ y) & z)
+}
+
+fn md4_h(x: u32, y: u32, z: u32) -> u32 {
+    x ^ y ^ z
+}
+
+/// A round: its mixing function, its constant, and per step the input word and the rotation.
+type Round = (Mix, u32, [(usize, u32); 8]);
+
+const HALF_MD4_ROUNDS: [Round; 3] = [
+    (
+        md4_f,
+        0,
+        [
+            (0, 3),
+            (1, 7),
+            (2, 11),
+            (3, 19),
+            (4, 3),
+            (5, 7),
+            (6, 11),
+            (7, 19),
+        ],
+    ),
+    (
+        md4_g,
+        0o13240474631,
+        [
+            (1, 3),
+            (3, 5),
+            (5, 9),
+            (7, 13),
+            (0, 3),
+            (2, 5),
+            (4, 9),
+            (6, 13),
+        ],
+    ),
+    (
+        md4_h,
+        0o15666365641,
+        [
+            (3, 3),
+            (7, 9),
+            (2, 11),
+            (6, 15),
+            (1, 3),
+            (5, 9),
+            (0, 11),
+            (4, 15),
+        ],
+    ),
+];
+
 /// MD4's three rounds cut to eight steps each (linux lib/halfmd4.c).
 fn half_md4(buf: &mut [u32; 4], x: &[u32; 8]) {
-    const K2: u32 = 0o13240474631;
-    const K3: u32 = 0o15666365641;
-    let f = |x: u32, y: u32, z: u32| z ^ (x & (y ^ z));
-    let g = |x: u32, y: u32, z: u32| (x & y).wrapping_add((x ^ y) & z);
-    let h = |x: u32, y: u32, z: u32| x ^ y ^ z;
-    let [mut a, mut b, mut c, mut d] = *buf;
-    let step = |fun: &dyn Fn(u32, u32, u32) -> u32, a: &mut u32, b, c, d, x: u32, s| {
-        *a = a.wrapping_add(fun(b, c, d)).wrapping_add(x).rotate_left(s);
-    };
-    // (word, shift) per step; the four registers rotate a, d, c, b.
-    let rounds: [(&dyn Fn(u32, u32, u32) -> u32, u32, [(usize, u32); 8]); 3] = [
-        (
-            &f,
-            0,
-            [
-                (0, 3),
-                (1, 7),
-                (2, 11),
-                (3, 19),
-                (4, 3),
-                (5, 7),
-                (6, 11),
-                (7, 19),
-            ],
-        ),
-        (
-            &g,
-            K2,
-            [
-                (1, 3),
-                (3, 5),
-                (5, 9),
-                (7, 13),
-                (0, 3),
-                (2, 5),
-                (4, 9),
-                (6, 13),
-            ],
-        ),
-        (
-            &h,
-            K3,
-            [
-                (3, 3),
-                (7, 9),
-                (2, 11),
-                (6, 15),
-                (1, 3),
-                (5, 9),
-                (0, 11),
-                (4, 15),
-            ],
-        ),
-    ];
-    for (fun, k, steps) in rounds {
+    let mut r = *buf;
+    for (mix, k, steps) in HALF_MD4_ROUNDS {
         for (i, (w, s)) in steps.into_iter().enumerate() {
-            let xw = x[w].wrapping_add(k);
-            match i % 4 {
-                0 => step(fun, &mut a, b, c, d, xw, s),
-                1 => step(fun, &mut d, a, b, c, xw, s),
-                2 => step(fun, &mut c, d, a, b, xw, s),
-                _ => step(fun, &mut b, c, d, a, xw, s),
-            }
+            // The registers take turns: a, d, c, b, each mixed from the three others in that rotation.
+            let (t, p, q, u) = match i % 4 {
+                0 => (0, 1, 2, 3),
+                1 => (3, 0, 1, 2),
+                2 => (2, 3, 0, 1),
+                _ => (1, 2, 3, 0),
+            };
+            r[t] = r[t]
+                .wrapping_add(mix(r[p], r[q], r[u]))
+                .wrapping_add(x[w].wrapping_add(k))
+                .rotate_left(s);
         }
     }
-    buf[0] = buf[0].wrapping_add(a);
-    buf[1] = buf[1].wrapping_add(b);
-    buf[2] = buf[2].wrapping_add(c);
-    buf[3] = buf[3].wrapping_add(d);
+    for (b, v) in buf.iter_mut().zip(r) {
+        *b = b.wrapping_add(v);
+    }
 }
 
 #[cfg(test)]
