@@ -96,7 +96,8 @@ pub struct HtreeReport {
 pub struct IndexFlag {
     /// FS_IOC_GETFLAGS: what the kernel holds in memory.
     pub kernel: bool,
-    /// The inode read from the inode table; `None` when it could not be read.
+    /// The inode read from the inode table, only when the kernel's flag is off; `None` when it was not read or
+    /// could not be.
     pub on_disk: Option<bool>,
     /// The flag is set nowhere, yet the directory has more than one block and block 0 is a dx_root.
     pub dropped: bool,
@@ -375,10 +376,13 @@ pub fn analyze_with(host: &Host, path: &Path, opts: &Options) -> Result<HtreeRep
         report.not_indexed = Some("inline: the directory's entries live inside its inode".into());
         return Ok(report);
     }
-    // The inode as written in the inode table, checked to be this directory by its mode and generation.
-    let disk = ancestors::read_inode(&device, &sb, dir.ino)
-        .filter(|d| d.mode & 0o170000 == 0o040000 && d.generation == dir.generation);
-    report.index_flag.on_disk = disk.map(|d| d.flags & dx::INDEX_FL != 0);
+    // When the kernel has no index flag, the inode as written in the inode table (checked to be this directory
+    // by its mode and generation) may still have it. When the kernel has it, the index is read anyway.
+    if !report.index_flag.kernel {
+        let disk = ancestors::read_inode(&device, &sb, dir.ino)
+            .filter(|d| d.mode & 0o170000 == 0o040000 && d.generation == dir.generation);
+        report.index_flag.on_disk = disk.map(|d| d.flags & dx::INDEX_FL != 0);
+    }
     let g = Geometry {
         block_size: bs as usize,
         csum: sb.metadata_csum(),

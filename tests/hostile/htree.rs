@@ -423,6 +423,23 @@ fn no_metadata_csum_after_ls() {
     let (code, text) = table(&["htree", &d]);
     assert_eq!(code, CRITICAL);
     assert!(!text.contains("not-indexed"), "{text}");
+
+    // With noatime nothing writes the inode back: the flag is gone from the kernel only, still set on disk.
+    let mnt = s.path("fs");
+    s.sh(&format!("mount -o remount,noatime '{}'", mnt.display()));
+    let e = mnt.join("e");
+    fill(&e, 200, 40);
+    s.sh("sync");
+    poke(&dev, at(&dev, "/e", 0, 1024) + 0x1c, &[9]);
+    let es = e.display().to_string();
+    s.sh(&format!("ls '{es}' > /dev/null; sync"));
+    let attrs = s.sh(&format!("lsattr -d '{es}'"));
+    assert!(!attrs.split_whitespace().next().unwrap().contains('I'), "{attrs}");
+    let stat = debugfs(&dev, "stat /e");
+    assert!(stat.contains("Flags: 0x81000"), "{stat}");
+    let (code, r) = wonk_json(&["htree", &es]);
+    assert_eq!(code, CRITICAL, "{r:#}");
+    assert_eq!(finding(&r, &es)["evidence"]["problem"], "unknown hash version 9");
 }
 
 /// A directory that cannot be read at all: the table says the check failed, and does not also say
