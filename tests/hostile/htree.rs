@@ -34,20 +34,6 @@ fn debugfs(dev: &str, req: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The device byte offset of directory-logical block `lblk` of `rel`.
-fn at(dev: &str, rel: &str, lblk: u32, bs: u64) -> u64 {
-    let text = debugfs(dev, &format!("bmap {rel} {lblk}"));
-    text.trim()
-        .parse::<u64>()
-        .unwrap_or_else(|_| panic!("debugfs bmap {rel} {lblk}: {text:?}"))
-        * bs
-}
-
-fn poke(dev: &str, off: u64, bytes: &[u8]) {
-    let f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
-    f.write_all_at(bytes, off).unwrap();
-}
-
 fn peek(dev: &str, off: u64, n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
     std::fs::File::open(dev)
@@ -155,7 +141,7 @@ fn bad_hash_version() {
     let (d, dev) = fs_with_dir(&mut s, "fs", "", 200, 40);
     let ok = s.path("fs/ok");
     fill(&ok, 3, 8);
-    poke(&dev, at(&dev, "/d", 0, 1024) + 0x1c, &[9]);
+    poke(&dev, physical(&dev, "/d", 0, 1024) + 0x1c, &[9]);
     let oks = ok.display().to_string();
     let (code, r) = wonk_json(&["htree", &d, &oks]);
     assert_eq!(code, CRITICAL, "{r:#}");
@@ -185,8 +171,16 @@ fn bad_limit_and_count() {
     fill(&d2, 200, 40);
     s.sh("sync");
     let d2 = d2.display().to_string();
-    poke(&dev, at(&dev, "/d", 0, 1024) + 0x20, &200u16.to_le_bytes());
-    poke(&dev, at(&dev, "/e", 0, 1024) + 0x22, &300u16.to_le_bytes());
+    poke(
+        &dev,
+        physical(&dev, "/d", 0, 1024) + 0x20,
+        &200u16.to_le_bytes(),
+    );
+    poke(
+        &dev,
+        physical(&dev, "/e", 0, 1024) + 0x22,
+        &300u16.to_le_bytes(),
+    );
     let (code, r) = wonk_json(&["htree", &d1, &d2]);
     assert_eq!(code, CRITICAL, "{r:#}");
     let f1 = finding(&r, &d1);
@@ -215,7 +209,7 @@ fn block_referenced_twice() {
     let (d, dev) = fs_with_dir(&mut s, "fs", "-O ^metadata_csum", 200, 40);
     let entries = root_entries(&debugfs(&dev, "htree_dump /d"));
     assert!(entries.len() >= 3, "{entries:?}");
-    let root = at(&dev, "/d", 0, 1024);
+    let root = physical(&dev, "/d", 0, 1024);
     // Entry i's block is at 0x20 + 8 i + 4; entry 2 takes entry 1's.
     poke(&dev, root + 0x34, &entries[1].1.to_le_bytes());
     assert_eq!(le32(&peek(&dev, root + 0x34, 4)), entries[1].1);
@@ -240,7 +234,7 @@ fn bad_leaf_and_node_checksums() {
     let (d, dev) = fs_with_dir(&mut s, "fs", "-O metadata_csum", 200, 40);
     let entries = root_entries(&debugfs(&dev, "htree_dump /d"));
     let leaf = entries[1].1;
-    poke(&dev, at(&dev, "/d", leaf, 1024) + 20, b"Z");
+    poke(&dev, physical(&dev, "/d", leaf, 1024) + 20, b"Z");
     let (code, r) = wonk_json(&["htree", &d]);
     assert_eq!(code, CRITICAL, "{r:#}");
     let f = finding(&r, &d);
@@ -259,7 +253,7 @@ fn bad_leaf_and_node_checksums() {
     fill(&e, 200, 40);
     s.sh("sync");
     let es = e.display().to_string();
-    let root = at(&dev, "/e", 0, 1024);
+    let root = physical(&dev, "/e", 0, 1024);
     let b = peek(&dev, root + 0x28, 1)[0];
     poke(&dev, root + 0x28, &[b ^ 0x04]);
     // A remount drops the device's cached (and already verified) blocks, so the kernel's getdents reads the bad
@@ -333,7 +327,7 @@ fn names_under_the_wrong_hash() {
     let (a, b) = (entries[1].1, entries[2].1);
     let moved = names_in_leaf(&dump, a) + names_in_leaf(&dump, b);
     assert!(moved > 0, "{dump}");
-    let root = at(&dev, "/d", 0, 1024);
+    let root = physical(&dev, "/d", 0, 1024);
     poke(&dev, root + 0x2c, &b.to_le_bytes());
     poke(&dev, root + 0x34, &a.to_le_bytes());
     let (code, r) = wonk_json(&["htree", &d]);
@@ -404,7 +398,7 @@ fn no_metadata_csum_after_ls() {
     }
     let mut s = Scratch::new("hx-dropped");
     let (d, dev) = fs_with_dir(&mut s, "fs", "-O ^metadata_csum", 200, 40);
-    poke(&dev, at(&dev, "/d", 0, 1024) + 0x1c, &[9]);
+    poke(&dev, physical(&dev, "/d", 0, 1024) + 0x1c, &[9]);
     s.sh(&format!("ls '{d}' > /dev/null; sync"));
     let attrs = s.sh(&format!("lsattr -d '{d}'"));
     assert!(
@@ -430,16 +424,22 @@ fn no_metadata_csum_after_ls() {
     let e = mnt.join("e");
     fill(&e, 200, 40);
     s.sh("sync");
-    poke(&dev, at(&dev, "/e", 0, 1024) + 0x1c, &[9]);
+    poke(&dev, physical(&dev, "/e", 0, 1024) + 0x1c, &[9]);
     let es = e.display().to_string();
     s.sh(&format!("ls '{es}' > /dev/null; sync"));
     let attrs = s.sh(&format!("lsattr -d '{es}'"));
-    assert!(!attrs.split_whitespace().next().unwrap().contains('I'), "{attrs}");
+    assert!(
+        !attrs.split_whitespace().next().unwrap().contains('I'),
+        "{attrs}"
+    );
     let stat = debugfs(&dev, "stat /e");
     assert!(stat.contains("Flags: 0x81000"), "{stat}");
     let (code, r) = wonk_json(&["htree", &es]);
     assert_eq!(code, CRITICAL, "{r:#}");
-    assert_eq!(finding(&r, &es)["evidence"]["problem"], "unknown hash version 9");
+    assert_eq!(
+        finding(&r, &es)["evidence"]["problem"],
+        "unknown hash version 9"
+    );
 }
 
 /// A directory that cannot be read at all: the table says the check failed, and does not also say
