@@ -103,27 +103,35 @@ fn legacy(name: &[u8], unsigned: bool) -> u32 {
     h0 << 1
 }
 
-/// Packs up to `out.len() * 4` bytes of `msg` into words, padded with the remaining length.
+/// Packs up to `out.len() * 4` bytes of `msg` into words, four bytes each, every word started from a pad of the
+/// remaining length; words past the name are the pad.
 fn str2hashbuf(msg: &[u8], out: &mut [u32], unsigned: bool) {
     let len = msg.len() as u32;
     let mut pad = len | (len << 8);
     pad |= pad << 16;
+    let word = |g: &[u8]| {
+        g.iter()
+            .fold(pad, |v, &c| byte(c, unsigned).wrapping_add(v << 8))
+    };
     let n = msg.len().min(out.len() * 4);
-    let mut val = pad;
+    let (full, rest) = msg[..n].split_at(n / 4 * 4);
     let mut w = 0;
-    for (i, &c) in msg[..n].iter().enumerate() {
-        if i % 4 == 0 {
-            val = pad;
-        }
-        val = byte(c, unsigned).wrapping_add(val << 8);
-        if i % 4 == 3 {
-            out[w] = val;
-            w += 1;
-            val = pad;
-        }
+    for (o, g) in out.iter_mut().zip(full.chunks_exact(4)) {
+        // Four bytes shift the pad out: the word is the bytes big-endian, less 256 << shift for each byte
+        // read as negative (the top byte's correction wraps away).
+        let v = u32::from_be_bytes([g[0], g[1], g[2], g[3]]);
+        *o = if unsigned {
+            v
+        } else {
+            let neg = |c: u8| u32::from(c >> 7);
+            v.wrapping_sub(neg(g[1]) << 24)
+                .wrapping_sub(neg(g[2]) << 16)
+                .wrapping_sub(neg(g[3]) << 8)
+        };
+        w += 1;
     }
     if w < out.len() {
-        out[w] = val;
+        out[w] = word(rest);
         w += 1;
     }
     for o in &mut out[w..] {
@@ -148,9 +156,6 @@ fn tea(buf: &mut [u32; 4], input: &[u32; 4]) {
     buf[1] = buf[1].wrapping_add(b1);
 }
 
-/// One of MD4's mixing functions.
-type Mix = fn(u32, u32, u32) -> u32;
-
 fn md4_f(x: u32, y: u32, z: u32) -> u32 {
     z ^ (x & (y ^ z))
 }
@@ -163,75 +168,50 @@ fn md4_h(x: u32, y: u32, z: u32) -> u32 {
     x ^ y ^ z
 }
 
-/// A round: its mixing function, its constant, and per step the input word and the rotation.
-type Round = (Mix, u32, [(usize, u32); 8]);
+/// One step: `a = rol(a + f(b, c, d) + x, s)`.
+macro_rules! step {
+    ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $x:expr, $s:expr) => {
+        $a = $a
+            .wrapping_add($f($b, $c, $d))
+            .wrapping_add($x)
+            .rotate_left($s)
+    };
+}
 
-const HALF_MD4_ROUNDS: [Round; 3] = [
-    (
-        md4_f,
-        0,
-        [
-            (0, 3),
-            (1, 7),
-            (2, 11),
-            (3, 19),
-            (4, 3),
-            (5, 7),
-            (6, 11),
-            (7, 19),
-        ],
-    ),
-    (
-        md4_g,
-        0o13240474631,
-        [
-            (1, 3),
-            (3, 5),
-            (5, 9),
-            (7, 13),
-            (0, 3),
-            (2, 5),
-            (4, 9),
-            (6, 13),
-        ],
-    ),
-    (
-        md4_h,
-        0o15666365641,
-        [
-            (3, 3),
-            (7, 9),
-            (2, 11),
-            (6, 15),
-            (1, 3),
-            (5, 9),
-            (0, 11),
-            (4, 15),
-        ],
-    ),
-];
-
-/// MD4's three rounds cut to eight steps each (linux lib/halfmd4.c).
+/// MD4's three rounds cut to eight steps each (linux lib/halfmd4.c), written out: names of the sampled leaves
+/// are hashed by the tens of thousands.
 fn half_md4(buf: &mut [u32; 4], x: &[u32; 8]) {
-    let mut r = *buf;
-    for (mix, k, steps) in HALF_MD4_ROUNDS {
-        for (i, (w, s)) in steps.into_iter().enumerate() {
-            // The registers take turns: a, d, c, b, each mixed from the three others in that rotation.
-            let (t, p, q, u) = match i % 4 {
-                0 => (0, 1, 2, 3),
-                1 => (3, 0, 1, 2),
-                2 => (2, 3, 0, 1),
-                _ => (1, 2, 3, 0),
-            };
-            r[t] = r[t]
-                .wrapping_add(mix(r[p], r[q], r[u]))
-                .wrapping_add(x[w].wrapping_add(k))
-                .rotate_left(s);
-        }
-    }
-    for (b, v) in buf.iter_mut().zip(r) {
-        *b = b.wrapping_add(v);
-    }
+    const K2: u32 = 0o13240474631;
+    const K3: u32 = 0o15666365641;
+    let [mut a, mut b, mut c, mut d] = *buf;
+    step!(md4_f, a, b, c, d, x[0], 3);
+    step!(md4_f, d, a, b, c, x[1], 7);
+    step!(md4_f, c, d, a, b, x[2], 11);
+    step!(md4_f, b, c, d, a, x[3], 19);
+    step!(md4_f, a, b, c, d, x[4], 3);
+    step!(md4_f, d, a, b, c, x[5], 7);
+    step!(md4_f, c, d, a, b, x[6], 11);
+    step!(md4_f, b, c, d, a, x[7], 19);
+    step!(md4_g, a, b, c, d, x[1].wrapping_add(K2), 3);
+    step!(md4_g, d, a, b, c, x[3].wrapping_add(K2), 5);
+    step!(md4_g, c, d, a, b, x[5].wrapping_add(K2), 9);
+    step!(md4_g, b, c, d, a, x[7].wrapping_add(K2), 13);
+    step!(md4_g, a, b, c, d, x[0].wrapping_add(K2), 3);
+    step!(md4_g, d, a, b, c, x[2].wrapping_add(K2), 5);
+    step!(md4_g, c, d, a, b, x[4].wrapping_add(K2), 9);
+    step!(md4_g, b, c, d, a, x[6].wrapping_add(K2), 13);
+    step!(md4_h, a, b, c, d, x[3].wrapping_add(K3), 3);
+    step!(md4_h, d, a, b, c, x[7].wrapping_add(K3), 9);
+    step!(md4_h, c, d, a, b, x[2].wrapping_add(K3), 11);
+    step!(md4_h, b, c, d, a, x[6].wrapping_add(K3), 15);
+    step!(md4_h, a, b, c, d, x[1].wrapping_add(K3), 3);
+    step!(md4_h, d, a, b, c, x[5].wrapping_add(K3), 9);
+    step!(md4_h, c, d, a, b, x[0].wrapping_add(K3), 11);
+    step!(md4_h, b, c, d, a, x[4].wrapping_add(K3), 15);
+    buf[0] = buf[0].wrapping_add(a);
+    buf[1] = buf[1].wrapping_add(b);
+    buf[2] = buf[2].wrapping_add(c);
+    buf[3] = buf[3].wrapping_add(d);
 }
 
 #[cfg(test)]
@@ -303,6 +283,26 @@ mod tests {
         assert_ne!(h(1), h(4));
         assert_ne!(h(2), h(5));
         assert_ne!(h(0), h(3));
+    }
+
+    /// Full words equal the kernel's byte-by-byte packing, signed and unsigned.
+    #[test]
+    fn packing_matches_the_byte_loop() {
+        for unsigned in [false, true] {
+            for g in [
+                [0u8, 0x80, 0xff, 0x7f],
+                [0xe9, 0x74, 0xe9, 0x01],
+                [0x41, 0x42, 0x43, 0x44],
+            ] {
+                let mut out = [0u32; 1];
+                str2hashbuf(&g, &mut out, unsigned);
+                let pad = 0x0404_0404u32;
+                let want = g
+                    .iter()
+                    .fold(pad, |v, &c| byte(c, unsigned).wrapping_add(v << 8));
+                assert_eq!(out[0], want, "{g:x?} unsigned {unsigned}");
+            }
+        }
     }
 
     #[test]

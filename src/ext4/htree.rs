@@ -34,6 +34,9 @@ const HASH_SPACE: u64 = 1 << 32;
 /// Leaves with misfiled names listed at most, and names shown per leaf.
 const MISFILED_LEAVES_SHOWN: usize = 8;
 const MISFILED_NAMES_SHOWN: usize = 3;
+/// Leaves whose names are hashed at most, spread over the leaves read: hashing costs more CPU than reading a
+/// cached leaf.
+const HASH_CHECK_LEAVES: usize = 64;
 
 /// What to analyse and how much to read.
 #[derive(Debug, Clone)]
@@ -103,7 +106,7 @@ pub struct IndexFlag {
     pub dropped: bool,
 }
 
-/// Whether the names in the sampled leaves hash into the range their index entry gives the leaf. A name outside
+/// Whether the names in the sampled leaves (up to 64 of them, spread over those read) hash into the range their index entry gives the leaf. A name outside
 /// it cannot be found by a lookup (which reads only the leaf its hash leads to).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HashCheck {
@@ -786,10 +789,21 @@ struct Samples {
     /// The hash names are checked with, when they are.
     hash: Option<DirHash>,
     hash_check: HashCheck,
+    /// Leaves that may still be hashed.
+    hash_leaves_left: usize,
 }
 
 impl Samples {
-    fn read(&mut self, reader: &BlockReader, g: &Geometry, seed: Option<u32>, t: &Tree, k: usize) {
+    /// Reads leaf `k`; with `hash`, its names are checked against its hash range.
+    fn read(
+        &mut self,
+        reader: &BlockReader,
+        g: &Geometry,
+        seed: Option<u32>,
+        t: &Tree,
+        k: usize,
+        hash: bool,
+    ) {
         if self.leaves.contains_key(&k) {
             return;
         }
@@ -797,7 +811,7 @@ impl Samples {
         // A name belongs here if its hash is at least the entry's (its low bit, "continued", cleared) and below
         // the next leaf's entry.
         let (lo, hi) = (t.leaves[k].lo & !1, t.leaf_hi(k));
-        let dh = self.hash;
+        let dh = self.hash.filter(|_| hash);
         let mut misfiled = MisfiledLeaf {
             block,
             lo,
@@ -865,8 +879,12 @@ impl Samples {
                 .filter(|k| !self.leaves.contains_key(k))
                 .map(|&k| u64::from(t.leaves[k].block)),
         );
-        for &k in ks {
-            self.read(reader, g, seed, t, k);
+        // The leaves hashed: as many as are left to hash, spread evenly over `ks`.
+        let m = self.hash_leaves_left.min(ks.len());
+        self.hash_leaves_left -= m;
+        for (i, &k) in ks.iter().enumerate() {
+            let hash = (i + 1) * m / ks.len() > i * m / ks.len();
+            self.read(reader, g, seed, t, k, hash);
         }
     }
 
@@ -934,6 +952,7 @@ fn read_samples(
         rereads: 0,
         hash,
         hash_check,
+        hash_leaves_left: HASH_CHECK_LEAVES,
     };
     let n = t.leaves.len();
     let round_size = if n <= opts.max_sample_leaves {
