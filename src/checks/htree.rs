@@ -365,6 +365,7 @@ pub fn scan_mount(ctx: &Context, mount: &Path, opts: &ScanOptions) -> CheckOutpu
         ("candidates".into(), walk.candidates.len() as u64),
         ("analysed".into(), analysed),
         ("unreadable_directories".into(), walk.unreadable),
+        ("other_filesystems".into(), walk.other_fs),
     ];
     out
 }
@@ -373,6 +374,7 @@ struct Walk {
     dirs: u64,
     unreadable: u64,
     unreadable_sample: Vec<(PathBuf, String)>,
+    other_fs: u64,
     candidates: Vec<PathBuf>,
     stopped: bool,
 }
@@ -417,6 +419,7 @@ fn walk_dirs(top: &Path, dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
         dirs: st.dirs,
         unreadable: st.unreadable,
         unreadable_sample: st.unreadable_sample,
+        other_fs: st.other_fs,
         candidates,
         stopped: st.stopped,
     }

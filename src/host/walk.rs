@@ -69,6 +69,8 @@ pub struct WalkStats {
     pub unreadable: u64,
     /// The first [`UNREADABLE_SHOWN`] directories that could not be read (or not to the end), and why.
     pub unreadable_sample: Vec<(PathBuf, String)>,
+    /// Directories with another filesystem mounted on them, not walked.
+    pub other_fs: u64,
     /// The deadline stopped the walk: what was counted is a lower bound.
     pub stopped: bool,
 }
@@ -212,11 +214,12 @@ fn worker(sh: &Shared) {
         g.active -= 1;
         g.stats.entries += n;
         match failed {
-            None => g.stats.dirs += 1,
-            Some(f) => {
+            Outcome::Read => g.stats.dirs += 1,
+            Outcome::OtherFs => g.stats.other_fs += 1,
+            Outcome::Failed(path, why) => {
                 g.stats.unreadable += 1;
                 if g.stats.unreadable_sample.len() < UNREADABLE_SHOWN {
-                    g.stats.unreadable_sample.push(f);
+                    g.stats.unreadable_sample.push((path, why));
                 }
             }
         }
@@ -254,24 +257,27 @@ fn open_dir(sh: &Shared, item: &Item) -> Option<OwnedFd> {
     }
 }
 
-/// A directory that could not be read, and why.
-type Failed = Option<(PathBuf, String)>;
+/// How reading a directory went.
+enum Outcome {
+    Read,
+    /// Another filesystem is mounted on it.
+    OtherFs,
+    /// It could not be opened or listed to the end: its path, and why.
+    Failed(PathBuf, String),
+}
 
-/// Reads one directory; returns its subdirectories on the same device, its entry count, and, when it could not be
-/// read to the end, its path and why.
-fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, Failed) {
+/// Reads one directory; returns its subdirectories on the same device, its entry count, and how it went.
+fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, Outcome) {
     let Some(fd) = open_dir(sh, &item) else {
-        return (Vec::new(), 0, Some((item.path, "cannot open it".into())));
+        let why = "cannot open it".to_string();
+        return (Vec::new(), 0, Outcome::Failed(item.path, why));
     };
     drop(item.parent);
     let dir = item.path;
     match rustix::fs::fstat(&fd) {
         Ok(st) if st.st_dev == sh.dev => {}
-        Ok(_) => {
-            let why = "another filesystem is mounted on it (not walked)";
-            return (Vec::new(), 0, Some((dir, why.into())));
-        }
-        Err(e) => return (Vec::new(), 0, Some((dir, format!("stat: {e}")))),
+        Ok(_) => return (Vec::new(), 0, Outcome::OtherFs),
+        Err(e) => return (Vec::new(), 0, Outcome::Failed(dir, format!("stat: {e}"))),
     }
     // One getdents64 call fills 64 KiB: a few calls for a directory of thousands of entries.
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
@@ -328,7 +334,10 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, Failed)
         }
     }
     visit(&names, &found, Some(n));
-    let failed = failed.map(|why| (dir.clone(), why));
+    let failed = match failed {
+        None => Outcome::Read,
+        Some(why) => Outcome::Failed(dir.clone(), why),
+    };
     if subdirs.is_empty() {
         return (Vec::new(), n, failed);
     }
