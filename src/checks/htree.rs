@@ -24,39 +24,46 @@ pub fn corruption(ix: &IndexReport) -> Vec<String> {
     let mut out = ix.problems.clone();
     let h = &ix.hash_check;
     if h.names_outside > 0 {
-        let shown: Vec<String> = h
-            .leaves
-            .iter()
-            .map(|l| {
-                format!(
-                    "block {} (hashes {:#010x} to {:#x}): {} of {} names outside, e.g. {}",
-                    l.block,
-                    l.lo,
-                    l.hi,
-                    l.names_outside,
-                    l.names,
-                    l.sample
-                        .iter()
-                        .map(|n| format!("'{}' hash {:#010x}", n.name, n.hash))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
-            .collect();
         out.push(format!(
-            "{} of {} names in {} of {} sampled leaves hash ({}) outside the range their index entry gives the \
-             leaf, so lookups of them fail: {}{}",
+            "{} of {} names in {} of {} leaves checked hash ({}) outside the range their index entry gives the \
+             leaf, so lookups of them fail (see misfiled)",
             h.names_outside,
             h.names_checked,
             h.leaves_outside,
             h.leaves_checked,
             h.hash.unwrap_or("unknown"),
-            shown.join("; "),
-            if h.leaves_outside > shown.len() as u64 {
-                format!("; and {} more leaves", h.leaves_outside - shown.len() as u64)
-            } else {
-                String::new()
-            }
+        ));
+    }
+    out
+}
+
+/// Each leaf with names outside its hash range: its block, range, counts and up to 3 of the names; then how many
+/// more leaves there are.
+fn misfiled(ix: &IndexReport) -> Vec<String> {
+    let h = &ix.hash_check;
+    let mut out: Vec<String> = h
+        .leaves
+        .iter()
+        .map(|l| {
+            format!(
+                "block {} (hashes {:#010x} to {:#x}): {} of {} names outside: {}",
+                l.block,
+                l.lo,
+                l.hi,
+                l.names_outside,
+                l.names,
+                l.sample
+                    .iter()
+                    .map(|n| format!("'{}' hash {:#010x}", n.name, n.hash))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    if h.leaves_outside > out.len() as u64 {
+        out.push(format!(
+            "and {} more leaves",
+            h.leaves_outside - out.len() as u64
         ));
     }
     out
@@ -193,6 +200,13 @@ pub fn judge(ctx: &Context, r: &HtreeReport) -> Finding {
     }
     if !corrupt.is_empty() {
         f = f.with("corruption", &corrupt);
+    }
+    if let Some(ix) = r
+        .index
+        .as_ref()
+        .filter(|ix| ix.hash_check.names_outside > 0)
+    {
+        f = f.with("misfiled", misfiled(ix));
     }
     if let Some(ix) = &r.index {
         f = f
