@@ -506,11 +506,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     let p = &absolute(p, &cli.global.host_root)?;
                     match wonk::ext4::htree::analyze(&host, p, *name_len) {
                         Ok(r) => output.findings.push(checks::htree::judge(&ctx, &r)),
-                        Err(e) => output.blind_spots.push(wonk::finding::BlindSpot::new(
-                            "htree",
-                            p.display().to_string(),
-                            e.to_string(),
-                        )),
+                        Err(e) => match checks::htree::judge_error(&ctx, p, &e) {
+                            Ok(f) => output.findings.push(f),
+                            Err(b) => output.blind_spots.push(b),
+                        },
                     }
                 }
                 if output.findings.is_empty() {

@@ -413,3 +413,26 @@ pub fn spec(
         "linux": {"cgroupsPath": cgroup},
     })
 }
+
+/// The device byte offset of directory-logical block `lblk` of `rel` (a path inside the filesystem), by
+/// `debugfs -R "bmap REL LBLK" DEV`.
+pub fn physical(dev: &str, rel: &str, lblk: u32, bs: u64) -> u64 {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("bmap {rel} {lblk}"))
+        .arg(dev)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse::<u64>()
+        .unwrap_or_else(|_| panic!("debugfs bmap {rel} {lblk}: {text:?}"))
+        * bs
+}
+
+/// Writes `bytes` at byte offset `off` of device `dev` (through its page cache).
+pub fn poke(dev: &str, off: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
+    f.write_all_at(bytes, off).unwrap();
+}
