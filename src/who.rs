@@ -225,7 +225,7 @@ fn path_target(
         ));
         &[]
     });
-    let fs_rel = fs_relative(path, host_mounts, &id);
+    let fs_rel = mountinfo::fs_path(path, host_mounts, (id.dev.major, id.dev.minor));
     let host_ns = owners.host_mnt_ns();
     let namespaces = owners
         .mount_tables()
@@ -243,7 +243,16 @@ fn path_target(
         let own_root = root_mount(mounts) != root_mount(host_mounts);
         for m in mounts {
             if m.fs_type == "overlay" {
-                if let Some(s) = overlay_sighting(owners, m, path, is_host) {
+                // A container can mount an overlay of its own, with an upperdir written as it sees paths; only
+                // the host's mount of the same overlay says where the layers are.
+                let layers = if is_host {
+                    Some(m)
+                } else {
+                    mountinfo::host_overlay(m, host_mounts)
+                };
+                if let Some(s) = layers.and_then(|layers| {
+                    overlay_sighting(owners, layers, &m.mount_point, path, is_host)
+                }) {
                     w.seen_by.push(Sighting {
                         owner: s.owner.or_else(owner),
                         pid: (!is_host).then_some(pid),
@@ -289,24 +298,12 @@ fn root_mount(mounts: &[Mount]) -> Option<((u32, u32), &[u8])> {
         .map(|m| (m.dev(), m.root.as_slice()))
 }
 
-/// The path's location inside its filesystem, through the host mount that covers it.
-fn fs_relative(path: &[u8], host_mounts: &[Mount], id: &Identity) -> Option<Vec<u8>> {
-    host_mounts
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| {
-            h.dev() == (id.dev.major, id.dev.minor) && mountinfo::path_under(path, &h.mount_point)
-        })
-        .max_by_key(|(i, h)| (h.mount_point.len(), *i))
-        .map(|(_, h)| {
-            mountinfo::path_join(h.root_path(), mountinfo::path_rest(path, &h.mount_point))
-        })
-}
-
-/// Whether `path` lies in an overlay's upper or lower directories.
+/// Whether `path` lies in the upper or lower directories of `m`, an overlay in the host's mount table, seen at
+/// `mount_point` (in the host's namespace, or a container's).
 fn overlay_sighting(
     owners: &Attributor,
     m: &Mount,
+    mount_point: &[u8],
     path: &[u8],
     is_host: bool,
 ) -> Option<Sighting> {
@@ -325,10 +322,10 @@ fn overlay_sighting(
     let (how, dir) = layers
         .into_iter()
         .find(|(_, d)| mountinfo::path_under(path, d))?;
-    let inside = mountinfo::path_join(&m.mount_point, mountinfo::path_rest(path, &dir));
+    let inside = mountinfo::path_join(mount_point, mountinfo::path_rest(path, &dir));
     // In the host's namespace, a container's root is mounted at <bundle>/rootfs.
     let owner = if is_host {
-        let mp = bytes_path(&m.mount_point);
+        let mp = bytes_path(mount_point);
         let id = mp
             .parent()
             .and_then(Path::file_name)

@@ -126,6 +126,11 @@ fn assert_matches_debugfs(r: &HtreeReport, dev: &str, rel: &str) {
     );
     let ix = r.index.as_ref().unwrap();
     assert_eq!(dbg[&0], (ix.root.count, ix.root.limit));
+    // wonk's hash of every sampled name agrees with the kernel's placement of it.
+    let h = &ix.hash_check;
+    assert!(h.names_checked > 0 && h.skipped.is_none(), "{h:?}");
+    assert_eq!(h.names_outside, 0, "{h:?}");
+    assert!(ix.problems.is_empty(), "{:?}", ix.problems);
     assert_eq!(ix.index_blocks as usize, dbg.len());
     for lv in &ix.node_levels {
         let counts: Vec<u16> = ix
@@ -544,26 +549,6 @@ fn filesystems_lists_mounted_ext4_with_features() {
 }
 
 /// Physical byte offset of directory block `lblk` of `rel`, as debugfs maps it.
-fn physical(dev: &str, rel: &str, lblk: u32, bs: u64) -> u64 {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("bmap {rel} {lblk}"))
-        .arg(dev)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse::<u64>()
-        .unwrap_or_else(|_| panic!("debugfs bmap: {text:?}"))
-        * bs
-}
-
-fn poke(dev: &str, off: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
-    f.write_all_at(bytes, off).unwrap();
-}
-
 /// A damaged index block on a real filesystem is reported with its block number and what is wrong, after
 /// re-reads: a bad checksum with metadata_csum, count > limit without.
 #[test]

@@ -17,10 +17,7 @@ fn a_pods_writable_layer_and_emptydir_are_counted_exactly() {
         std::fs::create_dir_all(s.path(d)).unwrap();
     }
     // An image layer that can run sleep: the binary and the libraries it links.
-    s.sh(&format!(
-        "mkdir -p {l}/bin && cp /bin/sleep {l}/bin/ && for x in $(ldd /bin/sleep | grep -o '/[^ ]*'); do mkdir -p {l}$(dirname $x); cp $x {l}$x; done",
-        l = s.s("lower")
-    ));
+    s.sleep_image("lower");
     // The writable layer: 3 directories of 700 files, of 10 bytes in tmp0 and tmp1 and of 0 to 49 bytes in tmp2;
     // one file hard-linked twice more, one symlink.
     let fifty = "0123456789".repeat(5);
@@ -41,22 +38,18 @@ fn a_pods_writable_layer_and_emptydir_are_counted_exactly() {
     s.write(&format!("{empty}/b"), "123");
 
     let rootfs = s.path("rootfs");
-    let pid = s.spawn_ns_exec(
+    // As containerd does: the overlay root is mounted in the host's namespace, and the container's namespace is a
+    // copy that holds it.
+    s.host_mount(
         &format!(
-            "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}",
+            "-t overlay overlay -o lowerdir={},upperdir={},workdir={}",
             s.s("lower"),
             s.s("upper"),
-            s.s("work"),
-            rootfs.display()
+            s.s("work")
         ),
-        &format!("chroot {} /bin/sleep 100000", rootfs.display()),
+        &rootfs,
     );
-    for _ in 0..100 {
-        if std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|l| l == rootfs) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let pid = s.spawn_chrooted("true", &rootfs);
     let cg = s.cgroup(&format!("kubepods/burstable/pod{uid}/{cid}"), pid);
     s.bundle(
         "state",

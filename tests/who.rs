@@ -30,11 +30,19 @@ fn two_pods(name: &str, salt: &str) -> Pods {
     s.write("layers/lower/bin/app", "#!/bin/sh\n");
     let empty_dir = format!("kubelet/pods/{UID_A}/volumes/kubernetes.io~empty-dir/cache");
     s.write(&format!("{empty_dir}/blob"), "cached\n");
+    // As containerd does: the overlay root is mounted in the host's namespace, and the container's namespace is a
+    // copy that holds it.
+    s.host_mount(
+        &format!(
+            "-t overlay overlay -o lowerdir={},upperdir={},workdir={}",
+            s.s("layers/lower"),
+            s.s("layers/upper"),
+            s.s("layers/work")
+        ),
+        &s.path("rootfs"),
+    );
     let pid_a = s.spawn_ns(&format!(
-        "mount -t overlay overlay -o lowerdir={l},upperdir={u},workdir={w} {r}\nmkdir -p {r}/cache\nmount --bind {e} {r}/cache",
-        l = s.s("layers/lower"),
-        u = s.s("layers/upper"),
-        w = s.s("layers/work"),
+        "mkdir -p {r}/cache\nmount --bind {e} {r}/cache",
         r = s.s("rootfs"),
         e = s.s(&empty_dir),
     ));
@@ -186,7 +194,7 @@ fn paths_in_an_upperdir_a_lowerdir_and_an_emptydir() {
     let seen = up["seen_by"].as_array().unwrap();
     let s = seen
         .iter()
-        .find(|s| s["how"].as_str().unwrap().contains("upperdir"))
+        .find(|s| s["how"].as_str().unwrap().contains("upperdir") && s["pid"] == p.pid_a)
         .unwrap_or_else(|| panic!("{up:#}"));
     assert_eq!(s["path_in_container"], p.s.s("rootfs/tmp/scratch"));
     assert_eq!(s["owner"]["pod"], "web-0");
@@ -199,7 +207,7 @@ fn paths_in_an_upperdir_a_lowerdir_and_an_emptydir() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["how"].as_str().unwrap().contains("lowerdir"));
+        .find(|s| s["how"].as_str().unwrap().contains("lowerdir") && s["pid"] == p.pid_a);
     assert_eq!(
         s.unwrap_or_else(|| panic!("{low:#}"))["path_in_container"],
         p.s.s("rootfs/bin/app")

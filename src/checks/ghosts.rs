@@ -9,16 +9,19 @@
 //! - `source-gone`: the host path no longer exists at all.
 //!
 //! The host path is the bundle's `config.json` mount source when the namespace belongs to a containerd
-//! container, else the mount's root mapped through the host's own mount table.
+//! container and the source agrees with the host's mount table, else the mount's root mapped through the host's
+//! own mount table. It is statted without following any symlink: a pod can swap a file it mounted from the host
+//! for a symlink to `/etc/shadow`, and a symlink found is reported as such, never as its target's identity.
 
 use super::{Check, Context, NoArgs, Npd, Unit};
 use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Output, Severity};
 use crate::host::mountinfo::{self, Mount};
 use crate::host::procfs::{self, MountNs};
-use crate::host::resolve::{self, Identity};
+use crate::host::resolve::{self, Identity, NoFollow};
 use crate::host::{display_bytes, vanished};
 use crate::metric::{self, Family, Sink};
-use crate::owner::{kubelet, Owner};
+use crate::owner::kubelet::{self, AtomicWriterNow};
+use crate::owner::Owner;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -151,7 +154,9 @@ impl Check for Ghosts {
             out.blind_spots.push(BlindSpot::new(
                 "ghosts",
                 "the host's mount table",
-                format!("{e}; host paths can only be taken from container bundles"),
+                format!(
+                    "{e}; no host path can be found or checked, so only deleted mounts are reported"
+                ),
             ));
             &[]
         });
@@ -217,19 +222,21 @@ struct NsScan<'a> {
 }
 
 /// Host paths already statted in this run. Many namespaces mount the same sources (every pod of a DaemonSet,
-/// every container's /etc/hosts), so each host path is resolved once.
+/// every container's /etc/hosts), so each host path is resolved once. A pod can reach into many host paths (a
+/// hostPath, its volumes) and swap a file or a directory for a symlink to `/etc/shadow`: no symlink is followed,
+/// one found is itself the answer.
 #[derive(Default)]
-struct HostStats(RefCell<HashMap<Vec<u8>, Result<Identity, i32>>>);
+struct HostStats(RefCell<HashMap<Vec<u8>, Result<NoFollow, i32>>>);
 
 impl HostStats {
-    fn get(&self, host_root: &std::fs::File, path: &[u8]) -> io::Result<Identity> {
+    fn get(&self, host_root: &std::fs::File, path: &[u8]) -> io::Result<NoFollow> {
         if let Some(r) = self.0.borrow().get(path) {
-            return r.map_err(io::Error::from_raw_os_error);
+            return r.clone().map_err(io::Error::from_raw_os_error);
         }
-        let r = resolve::stat_in_root(host_root, path, true);
+        let r = resolve::stat_no_follow(host_root, path);
         let stored = r
             .as_ref()
-            .map(|id| *id)
+            .map(Clone::clone)
             .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
         self.0.borrow_mut().insert(path.to_vec(), stored);
         r
@@ -299,18 +306,24 @@ impl NsScan<'_> {
                 }
             };
             checked += 1;
-            let source = bundle
+            let bundle_source = bundle
                 .and_then(|b| {
                     b.spec.mounts.iter().find(|sm| {
                         sm.is_bind() && sm.destination.as_bytes() == m.mount_point.as_slice()
                     })
                 })
                 .and_then(|sm| sm.source.clone())
-                .map(|s| (s.into_bytes(), "config.json"))
-                .or_else(|| {
+                .map(String::into_bytes);
+            let (source, disowned) = match bundle_source {
+                Some(s) if source_agrees(&s, m, self.host_mounts) => {
+                    (Some((s, "config.json")), None)
+                }
+                other => {
                     let exclude = is_host_ns.then_some(m.id);
-                    host_path_of(m, self.host_mounts, exclude).map(|p| (p, "mountinfo"))
-                });
+                    let p = host_path_of(m, self.host_mounts, exclude).map(|p| (p, "mountinfo"));
+                    (p, other)
+                }
+            };
             let owner = || {
                 if is_host_ns {
                     let kubelet = self.ctx.owners.owner_of_kubelet_path(&m.mount_point);
@@ -319,7 +332,10 @@ impl NsScan<'_> {
                     owner_of_ns().cloned()
                 }
             };
-            if let Some((kind, f)) = self.judge(pid, m, &mounted, source, owner) {
+            if let Some((kind, mut f)) = self.judge(pid, m, &mounted, source, owner) {
+                if let Some(d) = disowned {
+                    f = f.with("bundle_source_disagrees", display_bytes(&d));
+                }
                 ghosts.push(Ghost {
                     kind,
                     mount_point: f.subject.clone(),
@@ -357,20 +373,30 @@ impl NsScan<'_> {
         let now = source
             .as_ref()
             .map(|(p, _)| self.host_stats.get(host_root, p));
+        let from_mountinfo = source.as_ref().is_some_and(|s| s.1 == "mountinfo");
         let (kind, why) = match &now {
             _ if mounted.nlink == 0 => (
                 GhostKind::Deleted,
                 "the mounted inode has 0 links: its host path was replaced or removed",
             ),
-            Some(Ok(cur)) if !cur.same_inode(mounted) => {
+            Some(Ok(NoFollow::Inode(cur))) if !cur.same_inode(mounted) => {
                 // A host path derived from mountinfo that now lands on another filesystem is covered by some
                 // other mount; it says nothing about this one.
-                if source.as_ref().is_some_and(|s| s.1 == "mountinfo") && cur.dev != mounted.dev {
+                if from_mountinfo && cur.dev != mounted.dev {
                     return None;
                 }
                 (
                     GhostKind::Replaced,
                     "the host path now holds another inode; the old one is still linked elsewhere",
+                )
+            }
+            Some(Ok(NoFollow::Symlink { dev, .. })) => {
+                if from_mountinfo && *dev != mounted.dev {
+                    return None;
+                }
+                (
+                    GhostKind::Replaced,
+                    "the host path now is, or leads through, a symlink, which wonk does not follow",
                 )
             }
             Some(Err(e)) if vanished(e) => {
@@ -381,7 +407,12 @@ impl NsScan<'_> {
         let mp = display_bytes(&m.mount_point);
         let host_path = source.as_ref().map(|(p, _)| display_bytes(p));
         let now_text = match &now {
-            Some(Ok(cur)) => format!("now inode {}", cur.ino),
+            Some(Ok(NoFollow::Inode(cur))) => format!("now inode {}", cur.ino),
+            Some(Ok(NoFollow::Symlink { at, target, .. })) => format!(
+                "now a symlink ({} -> {}), not followed",
+                display_bytes(at),
+                display_bytes(target)
+            ),
             Some(Err(e)) if vanished(e) => "now gone".to_string(),
             _ => "host path unknown".to_string(),
         };
@@ -435,7 +466,7 @@ impl NsScan<'_> {
         .with(
             "host_now",
             match &now {
-                Some(Ok(cur)) => facts(cur),
+                Some(Ok(now)) => no_follow_facts(now),
                 Some(Err(e)) if vanished(e) => json!("gone"),
                 Some(Err(e)) => json!(format!("unreadable: {e}")),
                 None => Value::Null,
@@ -445,14 +476,21 @@ impl NsScan<'_> {
             .as_ref()
             .and_then(|p| kubelet::atomic_writer_current(p.as_bytes()))
         {
-            let cur = resolve::stat_in_root(host_root, &cur_path, true);
+            let cur = kubelet::atomic_writer_current_now(host_root, &cur_path);
             f = f
                 .with("atomic_writer_current", display_bytes(&cur_path))
                 .with(
                     "atomic_writer_current_now",
                     match &cur {
-                        Ok(id) => facts(id),
-                        Err(_) => json!("gone"),
+                        Ok(AtomicWriterNow::Inode(id)) => facts(id),
+                        Ok(AtomicWriterNow::Symlink { at, target }) => symlink_facts(at, target),
+                        Ok(AtomicWriterNow::NotAtomicWriter(data, target)) => json!({
+                            "not_atomic_writer": display_bytes(data),
+                            "symlink_to": target.as_deref().map(display_bytes),
+                            "followed": false,
+                        }),
+                        Err(e) if vanished(e) => json!("gone"),
+                        Err(e) => json!(format!("unreadable: {e}")),
                     },
                 );
             f.advice.insert(
@@ -475,6 +513,34 @@ fn facts(id: &Identity) -> Value {
         "size": id.size,
         "mtime": utc(id.mtime),
     })
+}
+
+/// What a host path holds now, as evidence: an inode's facts, or the symlink found where it was expected.
+fn no_follow_facts(now: &NoFollow) -> Value {
+    match now {
+        NoFollow::Inode(id) => facts(id),
+        NoFollow::Symlink { at, target, .. } => symlink_facts(at, target),
+    }
+}
+
+fn symlink_facts(at: &[u8], target: &[u8]) -> Value {
+    json!({
+        "symlink": display_bytes(at),
+        "target": display_bytes(target),
+        "followed": false,
+    })
+}
+
+/// Whether a bundle's mount source agrees with what the kernel says was mounted: through the host's mount table
+/// (by names, following no symlink) it lies on the mount's filesystem, at the mount's root or beside it in the
+/// same directory (a file renamed aside and recreated: the kernel's root follows the rename, the source does not).
+/// A source that names another file (`/etc/shadow` for a pod's own hostPath file) is not taken for its host path.
+fn source_agrees(source: &[u8], m: &Mount, host_mounts: &[Mount]) -> bool {
+    let Some(fs) = mountinfo::fs_path(source, host_mounts, m.dev()) else {
+        return false;
+    };
+    let parent = |p: &[u8]| p.iter().rposition(|&b| b == b'/').map(|i| p[..i].to_vec());
+    fs == m.root_path() || parent(&fs) == parent(m.root_path())
 }
 
 /// Maps a bind mount's root to the host path that shows the same file now, through a host mount of the same

@@ -7,7 +7,8 @@
 //! kubelet's directories, within a time budget.
 
 use super::{Check, Context, Invocation, Npd, Setting, Settings, Unit};
-use crate::ext4::htree::{self, HtreeReport};
+use crate::ext4::htree::{self, HtreeReport, IndexReport};
+use crate::ext4::Ext4Error;
 use crate::finding::{BlindSpot, CheckOutput, Finding, Output, Severity};
 use crate::host::Host;
 use crate::metric::{self, Family, Sink};
@@ -155,11 +156,10 @@ impl Check for Htree {
                     dirs.extend(IndexedDir::of(&r, &f));
                     out.findings.push(f);
                 }
-                Err(e) => out.blind_spots.push(BlindSpot::new(
-                    "htree",
-                    p.display().to_string(),
-                    e.to_string(),
-                )),
+                Err(e) => match judge_error(ctx, p, &e) {
+                    Ok(f) => out.findings.push(f),
+                    Err(b) => out.blind_spots.push(b),
+                },
             }
         }
         if out.findings.is_empty() {
@@ -258,9 +258,107 @@ impl Output for HtreeOutput {
 /// A full index is a warning once fewer creates than this share of its entries are left.
 const WARN_HEADROOM_SHARE: f64 = 0.25;
 
-/// How severe an index is, and why.
+/// What is wrong with an index that could be read: leaves that could not be read or parsed, a dropped index
+/// flag, names in the wrong leaf. Empty for a healthy index.
+pub fn corruption(ix: &IndexReport) -> Vec<String> {
+    let mut out = ix.problems.clone();
+    let h = &ix.hash_check;
+    if h.names_outside > 0 {
+        out.push(format!(
+            "{} of {} names in {} of {} leaves checked hash ({}) outside the range their index entry gives the \
+             leaf, so lookups of them fail (see misfiled)",
+            h.names_outside,
+            h.names_checked,
+            h.leaves_outside,
+            h.leaves_checked,
+            h.hash.unwrap_or("unknown"),
+        ));
+    }
+    out
+}
+
+/// Each leaf with names outside its hash range: its block, range, counts and up to 3 of the names; then how many
+/// more leaves there are.
+fn misfiled(ix: &IndexReport) -> Vec<String> {
+    let h = &ix.hash_check;
+    let mut out: Vec<String> = h
+        .leaves
+        .iter()
+        .map(|l| {
+            format!(
+                "block {} (hashes {:#010x} to {:#x}): {} of {} names outside: {}",
+                l.block,
+                l.lo,
+                l.hi,
+                l.names_outside,
+                l.names,
+                l.sample
+                    .iter()
+                    .map(|n| format!("'{}' hash {:#010x}", n.name, n.hash))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    if h.leaves_outside > out.len() as u64 {
+        out.push(format!(
+            "and {} more leaves",
+            h.leaves_outside - out.len() as u64
+        ));
+    }
+    out
+}
+
+/// An index that could not be read at all because it is corrupt is a finding (critical, like any corruption);
+/// any other error is something wonk could not see.
+pub fn judge_error(ctx: &Context, path: &Path, e: &Ext4Error) -> Result<Finding, BlindSpot> {
+    let shown = path.display().to_string();
+    let Ext4Error::Corrupt { block, problem } = e else {
+        return Err(BlindSpot::new("htree", shown, e.to_string()));
+    };
+    Ok(Finding {
+        check: "htree",
+        kind: "index-corrupt",
+        severity: Severity::Critical,
+        summary: format!(
+            "{shown}: the directory index is corrupt: directory block {block}: {problem}; the kernel refuses \
+             or ignores it (e2fsck -fD repairs it)"
+        ),
+        subject: shown.clone(),
+        owner: owner(ctx, &shown),
+        evidence: Vec::new(),
+        advice: Vec::new(),
+    }
+    .with("block", block)
+    .with("problem", problem.to_string()))
+}
+
+fn owner(ctx: &Context, path: &str) -> Option<crate::owner::Owner> {
+    crate::who::who(ctx.owners, path)
+        .ok()
+        .and_then(|w| w.owner)
+        .filter(|o| !o.is_empty())
+}
+
+/// How severe an index is, and why. A corrupt index (a leaf that does not read or parse, names in the wrong
+/// leaf, an index the kernel dropped) is critical: lookups in it fail or scan every block, and creates can fail.
 pub fn judge(ctx: &Context, r: &HtreeReport) -> Finding {
+    let corrupt = r.index.as_ref().map(corruption).unwrap_or_default();
     let (kind, severity, summary) = match &r.index {
+        Some(_) if !corrupt.is_empty() => (
+            "index-corrupt",
+            Severity::Critical,
+            format!(
+                "{}: the directory index is corrupt: {}{}",
+                r.path,
+                corrupt[0],
+                if corrupt.len() > 1 {
+                    format!(" (and {} more problems)", corrupt.len() - 1)
+                } else {
+                    String::new()
+                }
+            ),
+        ),
         None => (
             "not-indexed",
             Severity::Info,
@@ -320,10 +418,7 @@ pub fn judge(ctx: &Context, r: &HtreeReport) -> Finding {
         .overlay
         .as_ref()
         .map_or(r.path.clone(), |o| o.merged.clone());
-    let owner = crate::who::who(ctx.owners, &path)
-        .ok()
-        .and_then(|w| w.owner)
-        .filter(|o| !o.is_empty());
+    let owner = owner(ctx, &path);
     let mut f = Finding {
         check: "htree",
         kind,
@@ -342,6 +437,16 @@ pub fn judge(ctx: &Context, r: &HtreeReport) -> Finding {
     .with("large_dir", r.large_dir);
     if let Some(o) = &r.overlay {
         f = f.with("overlay_path", &o.merged);
+    }
+    if !corrupt.is_empty() {
+        f = f.with("corruption", &corrupt);
+    }
+    if let Some(ix) = r
+        .index
+        .as_ref()
+        .filter(|ix| ix.hash_check.names_outside > 0)
+    {
+        f = f.with("misfiled", misfiled(ix));
     }
     if let Some(ix) = &r.index {
         f = f
@@ -370,6 +475,11 @@ pub fn judge(ctx: &Context, r: &HtreeReport) -> Finding {
             "entries",
             if e.exact {
                 format!("{} (every leaf read)", e.estimate)
+            } else if !e.relative_std_error.is_finite() {
+                format!(
+                    "about {} (precision unknown: {} of {} leaves read)",
+                    e.estimate, e.sampled_leaves, ix.leaf_blocks
+                )
             } else {
                 format!(
                     "about {} (±{:.1}%, from {} of {} leaves)",
@@ -471,13 +581,39 @@ fn scan_one(
                     out.findings.push(f);
                 }
             }
-            Err(e) => out.blind_spots.push(BlindSpot::new(
-                "htree",
-                node_path.display().to_string(),
-                e.to_string(),
-            )),
+            Err(e) => match judge_error(ctx, &node_path, &e) {
+                Ok(f) => out.findings.push(f),
+                Err(b) => out.blind_spots.push(b),
+            },
         }
         analysed += 1;
+    }
+    if walk.unreadable > 0 {
+        let shown: Vec<String> = walk
+            .unreadable_sample
+            .iter()
+            .map(|(p, why)| {
+                let p = ctx.host.to_node_path(p).unwrap_or_else(|| p.clone());
+                format!("{} ({why})", p.display())
+            })
+            .collect();
+        out.blind_spots.push(BlindSpot::new(
+            "htree",
+            format!(
+                "{} directories under {} that could not be read",
+                walk.unreadable,
+                mount.display()
+            ),
+            format!(
+                "neither they nor what is below them were judged: {}{}",
+                shown.join("; "),
+                if walk.unreadable > shown.len() as u64 {
+                    format!("; and {} more", walk.unreadable - shown.len() as u64)
+                } else {
+                    String::new()
+                }
+            ),
+        ));
     }
     if walk.stopped {
         out.blind_spots.push(BlindSpot::new(
@@ -497,6 +633,7 @@ fn scan_one(
         ("candidates".into(), walk.candidates.len() as u64),
         ("analysed".into(), analysed),
         ("unreadable_directories".into(), walk.unreadable),
+        ("other_filesystems".into(), walk.other_fs),
     ];
     out
 }
@@ -504,6 +641,8 @@ fn scan_one(
 struct Walk {
     dirs: u64,
     unreadable: u64,
+    unreadable_sample: Vec<(PathBuf, String)>,
+    other_fs: u64,
     candidates: Vec<PathBuf>,
     stopped: bool,
 }
@@ -547,6 +686,8 @@ fn walk_dirs(top: &Path, dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
     Walk {
         dirs: st.dirs,
         unreadable: st.unreadable,
+        unreadable_sample: st.unreadable_sample,
+        other_fs: st.other_fs,
         candidates,
         stopped: st.stopped,
     }

@@ -231,7 +231,7 @@ impl Check for Layers {
         let mut out = CheckOutput::default();
         let mut costs = LayersOutput::default();
         let start = Instant::now();
-        let pods = match find_layers(ctx) {
+        let pods = match find_layers(ctx, &mut out.blind_spots) {
             Ok(p) => p,
             Err(e) => {
                 out.failed = Some(format!("cannot see mount namespaces: {e}"));
@@ -376,11 +376,29 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-/// Every pod's layers: containers' upperdirs from their mount namespaces, and emptyDirs from kubelet's pod dirs.
-fn find_layers(ctx: &Context) -> Result<BTreeMap<String, PodLayers>, String> {
+/// Every pod's layers: containers' upperdirs, and emptyDirs from kubelet's pod dirs. A container's root is found
+/// in its own mount table, but where its upperdir is comes only from the host's mount of the same overlay: a
+/// container can mount an overlay of its own on `/` with `upperdir=/etc`, and that path is not its layer.
+fn find_layers(
+    ctx: &Context,
+    blind_spots: &mut Vec<BlindSpot>,
+) -> Result<BTreeMap<String, PodLayers>, String> {
     let host = ctx.host;
     let (namespaces, _) = ctx.owners.namespaces().map_err(str::to_string)?;
     let host_ns = ctx.owners.host_mnt_ns();
+    let host_mounts = match ctx.owners.host_mounts() {
+        Ok(m) => m,
+        Err(e) => {
+            blind_spots.push(BlindSpot::new(
+                "layers",
+                "containers' writable layers",
+                format!(
+                    "the host's mount table is unreadable ({e}); only it may say where a layer is"
+                ),
+            ));
+            &[]
+        }
+    };
     let mut pods: BTreeMap<String, PodLayers> = BTreeMap::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     for ns in namespaces.iter().filter(|n| Some(n.inode) != host_ns) {
@@ -399,7 +417,18 @@ fn find_layers(ctx: &Context) -> Result<BTreeMap<String, PodLayers>, String> {
         else {
             continue;
         };
-        let Some(upper) = root.super_option("upperdir") else {
+        let Some(host_root) = mountinfo::host_overlay(root, host_mounts) else {
+            if !host_mounts.is_empty() {
+                blind_spots.push(BlindSpot::new(
+                    "layers",
+                    format!("the overlay root of pid {pid} (device {}:{})", root.major, root.minor),
+                    "not in the host's mount table: an overlay mounted inside the container, whose upperdir \
+                     is a path as the container sees it; not walked",
+                ));
+            }
+            continue;
+        };
+        let Some(upper) = host_root.super_option("upperdir") else {
             continue;
         };
         let upper = crate::host::bytes_path(&mountinfo::unescape_overlay(upper)).to_path_buf();

@@ -115,6 +115,44 @@ pub fn parent_from_first_block(b: &[u8]) -> Option<u32> {
     (dot_len >= 12 && dotdot[6] == 2 && &dotdot[8..10] == b"..").then(|| le32(dotdot, 0))
 }
 
+/// What an inode says on disk about a directory, read from the inode table on the block device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskInode {
+    pub mode: u16,
+    /// `i_flags`: `EXT4_INDEX_FL` and friends as written to the inode table, which can differ from what the
+    /// kernel holds in memory.
+    pub flags: u32,
+    /// `i_size_lo | i_size_high << 32`.
+    pub size: u64,
+    pub generation: u32,
+}
+
+/// Parses the fields of [`DiskInode`] from an inode's bytes; `None` when they are too short.
+pub fn parse_inode(raw: &[u8]) -> Option<DiskInode> {
+    if raw.len() < 0x70 {
+        return None;
+    }
+    Some(DiskInode {
+        mode: le16(raw, I_MODE),
+        flags: le32(raw, I_FLAGS),
+        size: u64::from(le32(raw, 0x04)) | u64::from(le32(raw, 0x6c)) << 32,
+        generation: le32(raw, 0x64),
+    })
+}
+
+/// Reads inode `ino` from the inode table on the device (through the page cache, so it sees what the kernel has
+/// written there even before writeback). `None` when the superblock's geometry is not sane or a read fails.
+pub fn read_inode(dev: &Device, sb: &Superblock, ino: u64) -> Option<DiskInode> {
+    let geo = Geometry::of(sb)?;
+    let (block, slot) = geo.locate(dev, ino)?;
+    let at = block
+        .checked_mul(geo.bs)?
+        .checked_add((slot * geo.inode_size) as u64)?;
+    let mut raw = vec![0u8; geo.inode_size];
+    dev.read_at(at, &mut raw).ok()?;
+    parse_inode(&raw)
+}
+
 /// Reads the chain of directories from inode `ino` up to the root into the page cache, unless the target's
 /// inode-table block is cached already (then its way up, which the kernel read to get there, most likely is too).
 ///

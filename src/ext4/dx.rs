@@ -174,8 +174,12 @@ pub enum DxError {
         block: u32,
         blocks: u64,
     },
-    /// An index entry points at a block already seen in the index.
+    /// An index entry points at an index block above it on its own path: following it would go round.
     Loop {
+        block: u32,
+    },
+    /// An index entry points at a block that another entry of the index already points at.
+    ReferencedTwice {
         block: u32,
     },
     /// The block is not mapped on disk.
@@ -226,7 +230,13 @@ impl fmt::Display for DxError {
             DxError::Loop { block } => {
                 write!(
                     f,
-                    "points at block {block}, which the index already references (a loop)"
+                    "points at block {block}, an index block above it on its own path (a loop)"
+                )
+            }
+            DxError::ReferencedTwice { block } => {
+                write!(
+                    f,
+                    "points at block {block}, which another index entry already points at (referenced twice)"
                 )
             }
             DxError::Hole => write!(f, "not mapped on disk (a hole in the directory)"),
@@ -300,6 +310,20 @@ pub fn parse_root(
         indirect_levels,
         index,
     })
+}
+
+/// Whether logical block 0 of a directory has a dx_root's shape (`.` of 12 bytes, `..` covering the rest of the
+/// block, dx_root_info with reserved_zero 0 and info_length 8), whatever the inode's index flag says.
+pub fn looks_like_root(b: &[u8], g: &Geometry) -> bool {
+    need(b, g).is_ok()
+        && g.decode_rec_len(le16(b, 4)) == 12
+        && b[6] == 1
+        && b[8] == b'.'
+        && g.decode_rec_len(le16(b, 16)) == g.block_size - 12
+        && b[18] == 2
+        && &b[20..22] == b".."
+        && le32(b, 0x18) == 0
+        && b[0x1d] == 8
 }
 
 /// Parses a dx_node block.
@@ -384,6 +408,16 @@ fn verify_dx_tail(b: &[u8], at: usize, count: u16, limit: u16, seed: u32) -> Res
 
 /// Walks a leaf block's entries by rec_len. With `seed` (and metadata_csum) the leaf checksum is verified.
 pub fn parse_leaf(b: &[u8], g: &Geometry, seed: Option<u32>) -> Result<Leaf, DxError> {
+    parse_leaf_names(b, g, seed, |_| {})
+}
+
+/// [`parse_leaf`], handing each live entry's name to `name` as it goes (before the leaf is known to be whole).
+pub fn parse_leaf_names(
+    b: &[u8],
+    g: &Geometry,
+    seed: Option<u32>,
+    mut name: impl FnMut(&[u8]),
+) -> Result<Leaf, DxError> {
     need(b, g)?;
     let end = g.leaf_end();
     if g.csum {
@@ -434,6 +468,8 @@ pub fn parse_leaf(b: &[u8], g: &Geometry, seed: Option<u32>) -> Result<Leaf, DxE
             }
             leaf.live += 1;
             leaf.name_lens.push(name_len as u8);
+            // `rlen >= need` and `off + rlen <= end` keep the name inside the block.
+            name(&b[off + 8..off + 8 + name_len]);
             leaf.used += need;
             leaf.largest_gap = leaf.largest_gap.max(rlen - need);
         } else {

@@ -8,7 +8,9 @@
 //! every index block on the hash's path is full, and the index already has as many levels as the filesystem
 //! allows (2, or 3 with large_dir).
 
+use super::ancestors;
 use super::dx::{self, DxEntry, DxError, DxRoot, Geometry, Leaf};
+use super::hash::{self, DirHash};
 use super::model::{self, Shape};
 use super::read::{self, BlockError, BlockReader, Mapping};
 use super::superblock::{hash_name, Features};
@@ -16,7 +18,7 @@ use super::Ext4Error;
 use crate::host::resolve::DevNum;
 use crate::host::{display_bytes, mountinfo, procfs, Host};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Leaves read per sampling round for the entry estimate (and once under full index paths). One round of 128
@@ -29,6 +31,12 @@ pub const DEFAULT_MAX_INDEX_BLOCKS: u64 = 10_000;
 const READS_PER_BLOCK: usize = 3;
 const TREE_ATTEMPTS: usize = 5;
 const HASH_SPACE: u64 = 1 << 32;
+/// Leaves with misfiled names listed at most, and names shown per leaf.
+const MISFILED_LEAVES_SHOWN: usize = 8;
+const MISFILED_NAMES_SHOWN: usize = 3;
+/// Leaves whose names are hashed at most, spread over the leaves read: hashing costs more CPU than reading a
+/// cached leaf.
+const HASH_CHECK_LEAVES: usize = 64;
 
 /// What to analyse and how much to read.
 #[derive(Debug, Clone)]
@@ -76,10 +84,63 @@ pub struct HtreeReport {
     pub large_dir: bool,
     pub casefold: bool,
     pub indexed: bool,
+    /// The inode's index flag (`EXT4_INDEX_FL`) as the kernel holds it and as the inode table on the device has
+    /// it. Without metadata_csum the kernel drops it in memory (and, once the inode is written, on disk) when it
+    /// meets a corrupt index, so neither alone says whether the directory has one.
+    pub index_flag: IndexFlag,
     /// Why the directory has no index (`inline`, `linear`, ...), when it has none.
     pub not_indexed: Option<String>,
     pub index: Option<IndexReport>,
     pub advice: Vec<String>,
+}
+
+/// Where the index flag was seen set.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct IndexFlag {
+    /// FS_IOC_GETFLAGS: what the kernel holds in memory.
+    pub kernel: bool,
+    /// The inode read from the inode table, only when the kernel's flag is off; `None` when it was not read or
+    /// could not be.
+    pub on_disk: Option<bool>,
+    /// The flag is set nowhere, yet the directory has more than one block and block 0 is a dx_root.
+    pub dropped: bool,
+}
+
+/// Whether the names in the sampled leaves (up to 64 of them, spread over those read) hash into the range their index entry gives the leaf. A name outside
+/// it cannot be found by a lookup (which reads only the leaf its hash leads to).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HashCheck {
+    /// The hash computed, as the kernel names it (with `_unsigned` when the superblock says so).
+    pub hash: Option<&'static str>,
+    pub leaves_checked: u64,
+    pub names_checked: u64,
+    pub names_outside: u64,
+    /// Leaves holding names outside their range.
+    pub leaves_outside: u64,
+    /// Up to 8 leaves holding names outside their range, in the order read.
+    pub leaves: Vec<MisfiledLeaf>,
+    /// Why names were not hashed, when they were not.
+    pub skipped: Option<String>,
+}
+
+/// A leaf whose names do not all belong under its index entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct MisfiledLeaf {
+    /// Directory-logical block number.
+    pub block: u32,
+    /// The hashes the index gives this leaf: `lo` up to (not including) `hi`.
+    pub lo: u32,
+    pub hi: u64,
+    pub names: u32,
+    pub names_outside: u32,
+    /// Up to 3 of them: the name (bytes escaped) and its hash.
+    pub sample: Vec<MisfiledName>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MisfiledName {
+    pub name: String,
+    pub hash: u32,
 }
 
 /// How an overlay path was turned into a directory on ext4.
@@ -116,8 +177,11 @@ pub struct IndexReport {
     pub create_failure: CreateFailure,
     pub headroom: Headroom,
     pub reads: Reads,
-    /// Sampled leaves that could not be read or parsed; they are left out of the estimates.
+    /// Sampled leaves that could not be read or parsed (they are left out of the estimates), and an index flag
+    /// the kernel dropped.
     pub problems: Vec<String>,
+    /// The names of the sampled leaves against the hash ranges of their index entries.
+    pub hash_check: HashCheck,
     /// Every index block, with [`Options::list_index_blocks`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blocks: Vec<IndexBlock>,
@@ -302,6 +366,11 @@ pub fn analyze_with(host: &Host, path: &Path, opts: &Options) -> Result<HtreeRep
         large_dir: sb.large_dir(),
         casefold: sb.casefold(),
         indexed: false,
+        index_flag: IndexFlag {
+            kernel: dir.flags & dx::INDEX_FL != 0,
+            on_disk: None,
+            dropped: false,
+        },
         not_indexed: None,
         index: None,
         advice: Vec::new(),
@@ -310,10 +379,32 @@ pub fn analyze_with(host: &Host, path: &Path, opts: &Options) -> Result<HtreeRep
         report.not_indexed = Some("inline: the directory's entries live inside its inode".into());
         return Ok(report);
     }
-    if dir.flags & dx::INDEX_FL == 0 {
-        report.not_indexed =
-            Some("linear: the directory fits in one block, or was never indexed".into());
-        return Ok(report);
+    // When the kernel has no index flag, the inode as written in the inode table (checked to be this directory
+    // by its mode and generation) may still have it. When the kernel has it, the index is read anyway.
+    if !report.index_flag.kernel {
+        let disk = ancestors::read_inode(&device, &sb, dir.ino)
+            .filter(|d| d.mode & 0o170000 == 0o040000 && d.generation == dir.generation);
+        report.index_flag.on_disk = disk.map(|d| d.flags & dx::INDEX_FL != 0);
+    }
+    let g = Geometry {
+        block_size: bs as usize,
+        csum: sb.metadata_csum(),
+        hash_in_dirent: dir.flags & dx::CASEFOLD_FL != 0 && dir.flags & dx::ENCRYPT_FL != 0,
+    };
+    if !report.index_flag.kernel && report.index_flag.on_disk != Some(true) {
+        let blocks = report.dir_blocks;
+        if blocks <= 1 {
+            report.not_indexed = Some("linear: the directory fits in one block".into());
+            return Ok(report);
+        }
+        if !sb.dir_index() || !block0_is_root(&dir, &device, &g)? {
+            report.not_indexed = Some(format!(
+                "linear: {blocks} blocks, no index flag and no dx_root in block 0 (the directory grew while \
+                 dir_index was off, or its index was removed)"
+            ));
+            return Ok(report);
+        }
+        report.index_flag.dropped = true;
     }
     if !sb.dir_index() {
         report.not_indexed = Some(
@@ -321,10 +412,12 @@ pub fn analyze_with(host: &Host, path: &Path, opts: &Options) -> Result<HtreeRep
         );
         return Ok(report);
     }
-    let g = Geometry {
-        block_size: bs as usize,
-        csum: sb.metadata_csum(),
-        hash_in_dirent: dir.flags & dx::CASEFOLD_FL != 0 && dir.flags & dx::ENCRYPT_FL != 0,
+    let hashing = Hashing {
+        s_flags: sb.flags,
+        seed: sb.hash_seed,
+        skip: (dir.flags & dx::CASEFOLD_FL != 0).then_some(
+            "the directory is casefolded: names hash after Unicode case folding, which wonk does not do",
+        ),
     };
     let seed = sb
         .metadata_csum()
@@ -345,7 +438,7 @@ pub fn analyze_with(host: &Host, path: &Path, opts: &Options) -> Result<HtreeRep
             // Directories never shrink: a size read after the index bounds every block it may name.
             let size = dir.size_now()?;
             check_bounds(&t, size / u64::from(bs))?;
-            let s = read_samples(&reader, &g, seed, &t, opts);
+            let s = read_samples(&reader, &g, seed, &t, opts, hashing);
             Ok((t, s, size))
         });
         match attempt {
@@ -357,10 +450,39 @@ pub fn analyze_with(host: &Host, path: &Path, opts: &Options) -> Result<HtreeRep
     report.dir_size = size;
     report.dir_blocks = size / u64::from(bs);
     report.indexed = true;
-    let index = summarize(&tree, &leaves_read, &g, max_levels, opts, retries);
+    let mut index = summarize(&tree, &leaves_read, &g, max_levels, opts, retries);
+    if report.index_flag.dropped {
+        index.problems.insert(
+            0,
+            format!(
+                "inode {}: the index flag is off in the kernel and {} the inode table, but the directory has {} \
+                 blocks and block 0 is a dx_root: the kernel dropped the index after finding it corrupt, and \
+                 lookups and creates now scan every block",
+                dir.ino,
+                if report.index_flag.on_disk.is_some() { "in" } else { "(unread) in" },
+                report.dir_blocks
+            ),
+        );
+    }
     report.advice = advice(&report, &index);
     report.index = Some(index);
     Ok(report)
+}
+
+/// Whether the directory's block 0 has a dx_root's shape.
+fn block0_is_root(dir: &read::Dir, device: &read::Device, g: &Geometry) -> Result<bool, Ext4Error> {
+    let Mapping::Extents(extents) = dir.map(g.block_size as u32)? else {
+        return Ok(false);
+    };
+    let reader = BlockReader::new(device, g.block_size as u32, extents, Some(dir));
+    match reader.read(0) {
+        Ok(b) => Ok(dx::looks_like_root(&b, g)),
+        Err(BlockError::Unmapped) => Ok(false),
+        Err(BlockError::Io(e)) => Err(Ext4Error::io(
+            format!("reading directory block 0 from /dev/{}", device.name),
+            e,
+        )),
+    }
 }
 
 /// One index block as read.
@@ -429,7 +551,7 @@ fn read_parsed<T>(
     reader: &BlockReader,
     lblk: u32,
     rereads: &mut u64,
-    parse: impl Fn(&[u8]) -> Result<T, DxError>,
+    mut parse: impl FnMut(&[u8]) -> Result<T, DxError>,
 ) -> Result<T, Ext4Error> {
     let mut last = DxError::Hole;
     for attempt in 0..READS_PER_BLOCK {
@@ -495,16 +617,8 @@ fn read_tree(
             ),
         });
     }
-    let mut seen: HashSet<u32> = HashSet::from([0]);
-    let mut check = |block: u32| -> Result<(), Ext4Error> {
-        if seen.insert(block) {
-            return Ok(());
-        }
-        Err(Ext4Error::Corrupt {
-            block: u64::from(block),
-            problem: DxError::Loop { block },
-        })
-    };
+    // Index blocks by block number: their place in `nodes`.
+    let mut seen: HashMap<u32, usize> = HashMap::from([(0, 0)]);
     let mut nodes = vec![Node {
         level: 0,
         block: 0,
@@ -525,7 +639,10 @@ fn read_tree(
         );
         for (pi, entries, lo) in &frontier {
             for (block, clo) in child_starts(entries, *lo) {
-                check(block)?;
+                if let Some(&other) = seen.get(&block) {
+                    return Err(repeat(&nodes, *pi, other, block));
+                }
+                seen.insert(block, nodes.len());
                 if nodes.len() as u64 >= opts.max_index_blocks {
                     return Err(Ext4Error::TooLarge {
                         index_blocks: nodes.len() as u64 + 1,
@@ -565,17 +682,15 @@ fn read_tree(
         bottom.push(*bi);
     }
     // Leaves are many (up to millions), so they are checked for repeats by sorting, not one by one.
+    if let Some(l) = leaves.iter().find(|l| seen.contains_key(&l.block)) {
+        return Err(repeat(&nodes, l.bottom as usize, seen[&l.block], l.block));
+    }
     let mut blocks: Vec<u32> = leaves.iter().map(|l| l.block).collect();
     blocks.sort_unstable();
-    let repeat = blocks
-        .windows(2)
-        .find(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .or_else(|| blocks.iter().copied().find(|b| seen.contains(b)));
-    if let Some(block) = repeat {
+    if let Some(w) = blocks.windows(2).find(|w| w[0] == w[1]) {
         return Err(Ext4Error::Corrupt {
-            block: u64::from(block),
-            problem: DxError::Loop { block },
+            block: u64::from(w[0]),
+            problem: DxError::ReferencedTwice { block: w[0] },
         });
     }
     Ok(Tree {
@@ -585,6 +700,25 @@ fn read_tree(
         bottom,
         rereads,
     })
+}
+
+/// An entry of index block `from` points at index block `to` (`block`): a loop when `to` is on `from`'s own path
+/// up to the root, else a block referenced twice.
+fn repeat(nodes: &[Node], from: usize, to: usize, block: u32) -> Ext4Error {
+    let mut at = Some(from);
+    while let Some(i) = at {
+        if i == to {
+            return Ext4Error::Corrupt {
+                block: u64::from(block),
+                problem: DxError::Loop { block },
+            };
+        }
+        at = nodes[i].parent;
+    }
+    Ext4Error::Corrupt {
+        block: u64::from(block),
+        problem: DxError::ReferencedTwice { block },
+    }
 }
 
 /// Every block the index names must lie inside the directory.
@@ -635,6 +769,16 @@ fn van_der_corput(mut i: u32) -> f64 {
     v
 }
 
+/// What the names of a directory hash with.
+#[derive(Debug, Clone, Copy)]
+struct Hashing {
+    /// The superblock's `s_flags` (signed or unsigned hash).
+    s_flags: u32,
+    seed: [u32; 4],
+    /// Why names are not hashed, when they are not.
+    skip: Option<&'static str>,
+}
+
 /// The leaves read: the spread sample for the estimate and a sample of the leaves under full index paths.
 struct Samples {
     spread: Vec<usize>,
@@ -642,18 +786,76 @@ struct Samples {
     leaves: std::collections::BTreeMap<usize, Option<Leaf>>,
     problems: Vec<String>,
     rereads: u64,
+    /// The hash names are checked with, when they are.
+    hash: Option<DirHash>,
+    hash_check: HashCheck,
+    /// Leaves that may still be hashed.
+    hash_leaves_left: usize,
 }
 
 impl Samples {
-    fn read(&mut self, reader: &BlockReader, g: &Geometry, seed: Option<u32>, t: &Tree, k: usize) {
+    /// Reads leaf `k`; with `hash`, its names are checked against its hash range.
+    fn read(
+        &mut self,
+        reader: &BlockReader,
+        g: &Geometry,
+        seed: Option<u32>,
+        t: &Tree,
+        k: usize,
+        hash: bool,
+    ) {
         if self.leaves.contains_key(&k) {
             return;
         }
         let block = t.leaves[k].block;
-        match read_parsed(reader, block, &mut self.rereads, |b| {
-            dx::parse_leaf(b, g, seed)
-        }) {
+        // A name belongs here if its hash is at least the entry's (its low bit, "continued", cleared) and below
+        // the next leaf's entry.
+        let (lo, hi) = (t.leaves[k].lo & !1, t.leaf_hi(k));
+        let dh = self.hash.filter(|_| hash);
+        let mut misfiled = MisfiledLeaf {
+            block,
+            lo,
+            hi,
+            names: 0,
+            names_outside: 0,
+            sample: Vec::new(),
+        };
+        let parsed = read_parsed(reader, block, &mut self.rereads, |b| {
+            misfiled.names = 0;
+            misfiled.names_outside = 0;
+            misfiled.sample.clear();
+            dx::parse_leaf_names(b, g, seed, |name| {
+                let Some(h) = dh.and_then(|d| d.hash(name)) else {
+                    return;
+                };
+                misfiled.names += 1;
+                if h < lo || u64::from(h) >= hi {
+                    misfiled.names_outside += 1;
+                    if misfiled.sample.len() < MISFILED_NAMES_SHOWN {
+                        let mut shown = name.escape_ascii().to_string();
+                        shown.truncate(80);
+                        misfiled.sample.push(MisfiledName {
+                            name: shown,
+                            hash: h,
+                        });
+                    }
+                }
+            })
+        });
+        match parsed {
             Ok(l) => {
+                if dh.is_some() {
+                    let c = &mut self.hash_check;
+                    c.leaves_checked += 1;
+                    c.names_checked += u64::from(misfiled.names);
+                    c.names_outside += u64::from(misfiled.names_outside);
+                    if misfiled.names_outside > 0 {
+                        c.leaves_outside += 1;
+                        if c.leaves.len() < MISFILED_LEAVES_SHOWN {
+                            c.leaves.push(misfiled);
+                        }
+                    }
+                }
                 self.leaves.insert(k, Some(l));
             }
             Err(e) => {
@@ -677,8 +879,12 @@ impl Samples {
                 .filter(|k| !self.leaves.contains_key(k))
                 .map(|&k| u64::from(t.leaves[k].block)),
         );
-        for &k in ks {
-            self.read(reader, g, seed, t, k);
+        // The leaves hashed: as many as are left to hash, spread evenly over `ks`.
+        let m = self.hash_leaves_left.min(ks.len());
+        self.hash_leaves_left -= m;
+        for (i, &k) in ks.iter().enumerate() {
+            let hash = (i + 1) * m / ks.len() > i * m / ks.len();
+            self.read(reader, g, seed, t, k, hash);
         }
     }
 
@@ -714,12 +920,39 @@ fn read_samples(
     seed: Option<u32>,
     t: &Tree,
     opts: &Options,
+    hashing: Hashing,
 ) -> Samples {
+    let version = hash::effective_version(t.root.hash_version, hashing.s_flags);
+    let mut hash_check = HashCheck {
+        hash: Some(hash_name(version)),
+        ..HashCheck::default()
+    };
+    let h = DirHash {
+        version,
+        seed: hashing.seed,
+    };
+    let hash = match hashing.skip {
+        Some(why) => {
+            hash_check.skipped = Some(why.to_string());
+            None
+        }
+        None if h.hash(b"").is_none() => {
+            hash_check.skipped = Some(format!(
+                "wonk does not compute the {} hash",
+                hash_name(version)
+            ));
+            None
+        }
+        None => Some(h),
+    };
     let mut s = Samples {
         spread: Vec::new(),
         leaves: Default::default(),
         problems: Vec::new(),
         rereads: 0,
+        hash,
+        hash_check,
+        hash_leaves_left: HASH_CHECK_LEAVES,
     };
     let n = t.leaves.len();
     let round_size = if n <= opts.max_sample_leaves {
@@ -855,7 +1088,7 @@ fn summarize(
     };
     IndexReport {
         hash_version: t.root.hash_version,
-        hash: hash_name(t.root.hash_version),
+        hash: s.hash_check.hash.unwrap_or(hash_name(t.root.hash_version)),
         levels,
         max_levels,
         root: Fill {
@@ -876,6 +1109,7 @@ fn summarize(
             retries,
         },
         problems: s.problems.clone(),
+        hash_check: s.hash_check.clone(),
         blocks,
     }
 }
@@ -1202,7 +1436,24 @@ mod tests {
         assert!(matches!(
             t,
             Err(Ext4Error::Corrupt {
-                problem: DxError::Loop { block: 3 },
+                problem: DxError::ReferencedTwice { block: 3 },
+                ..
+            })
+        ));
+        // A sibling index block is referenced twice; the node itself is a loop.
+        let (t, _) = tree_of("sibling", &g, &blocks(&g, &[e(0, 5), e(0x9000_0000, 1)]));
+        assert!(matches!(
+            t,
+            Err(Ext4Error::Corrupt {
+                problem: DxError::ReferencedTwice { block: 1 },
+                ..
+            })
+        ));
+        let (t, _) = tree_of("self", &g, &blocks(&g, &[e(0, 5), e(0x9000_0000, 2)]));
+        assert!(matches!(
+            t,
+            Err(Ext4Error::Corrupt {
+                problem: DxError::Loop { block: 2 },
                 ..
             })
         ));

@@ -10,6 +10,7 @@
 pub mod ancestors;
 pub mod crc32c;
 pub mod dx;
+pub mod hash;
 pub mod htree;
 mod model;
 pub mod read;

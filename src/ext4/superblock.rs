@@ -37,6 +37,8 @@ pub struct Superblock {
     pub volume_name: Vec<u8>,
     /// The hash new directory indexes get (0 legacy, 1 half_md4, 2 tea, 6 siphash).
     pub def_hash_version: u8,
+    /// `s_hash_seed`: the seed of every directory's name hash (all zero: the kernel's default seed).
+    pub hash_seed: [u32; 4],
     /// `s_flags`: 0x1 signed hash, 0x2 unsigned hash, 0x4 test filesystem.
     pub flags: u32,
     /// Replaces the uuid as checksum seed when the csum_seed feature is on.
@@ -125,6 +127,11 @@ pub fn parse(b: &[u8]) -> Result<Superblock, SuperblockError> {
         uuid,
         volume_name: name[..name_len].to_vec(),
         def_hash_version: b[0xfc],
+        hash_seed: {
+            let mut seed = [0u8; 16];
+            seed.copy_from_slice(&b[0xec..0xfc]);
+            super::hash::seed_from_bytes(&seed)
+        },
         flags: le32(b, 0x160),
         checksum_seed: le32(b, 0x270),
         checksum,
@@ -234,7 +241,7 @@ pub struct Features {
     pub bit64: bool,
 }
 
-/// The name of a dx_root hash version.
+/// The name of a hash version as the kernel uses it (see [`super::hash::effective_version`]).
 pub fn hash_name(v: u8) -> &'static str {
     match v {
         0 => "legacy",

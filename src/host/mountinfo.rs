@@ -198,6 +198,33 @@ pub fn unescape_overlay(b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Where `path` (a path as `mounts`' reader sees it) lies inside the filesystem with device `dev`, through the
+/// deepest of `mounts` of that filesystem whose mount point contains it (the last one mounted, on a tie). By the
+/// names alone: a symlink on the way is not followed, so a path through one maps to where the name is, not to
+/// what it points at.
+pub fn fs_path(path: &[u8], mounts: &[Mount], dev: (u32, u32)) -> Option<Vec<u8>> {
+    mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.dev() == dev && path_under(path, &h.mount_point))
+        .max_by_key(|(i, h)| (h.mount_point.len(), *i))
+        .map(|(_, h)| path_join(h.root_path(), path_rest(path, &h.mount_point)))
+}
+
+/// The host's own mount of the overlay that `m` (a container's root, from the container's mount table) shows:
+/// the mount of the same overlay superblock (the same anonymous device) in `host_mounts`. A container can mount
+/// an overlay of its own with any `upperdir` it likes, written as it sees paths; only the host's table says
+/// where a layer is, and a container's own overlay is not in it.
+pub fn host_overlay<'a>(m: &Mount, host_mounts: &'a [Mount]) -> Option<&'a Mount> {
+    if m.fs_type != "overlay" {
+        return None;
+    }
+    host_mounts
+        .iter()
+        .rev()
+        .find(|h| h.fs_type == "overlay" && h.dev() == m.dev())
+}
+
 /// Whether `path` is `prefix` or lies below it, by whole path components.
 pub fn path_under(path: &[u8], prefix: &[u8]) -> bool {
     if prefix == b"/" {
@@ -238,6 +265,35 @@ pub fn path_join(base: &[u8], rest: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containers_overlay_is_known_only_by_the_hosts_mount_of_it() {
+        let host = parse(
+            b"22 1 254:0 / / rw - ext4 /dev/vda rw\n\
+              40 22 0:51 / /run/c/k8s.io/abc/rootfs rw - overlay overlay rw,lowerdir=/l,upperdir=/s/1/fs,workdir=/s/1/work\n",
+        )
+        .0;
+        let theirs = parse_line(
+            b"900 800 0:51 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/etc,workdir=/w",
+        )
+        .unwrap();
+        assert_eq!(
+            host_overlay(&theirs, &host)
+                .unwrap()
+                .super_option("upperdir"),
+            Some(&b"/s/1/fs"[..])
+        );
+        let own = parse_line(
+            b"901 800 0:77 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/etc,workdir=/w",
+        )
+        .unwrap();
+        assert_eq!(host_overlay(&own, &host), None);
+        assert_eq!(
+            fs_path(b"/etc/shadow", &host, (254, 0)).unwrap(),
+            b"/etc/shadow"
+        );
+        assert_eq!(fs_path(b"/etc/shadow", &host, (0, 51)), None);
+    }
 
     #[test]
     fn parses_a_proc5_example_with_optional_fields() {

@@ -85,6 +85,84 @@ pub fn open_root(path: &Path) -> io::Result<File> {
 /// Opens `path` (absolute or relative, both taken from `root`) as an `O_PATH` handle without ever leaving
 /// `root`. With `follow_final` false, a final symlink is opened as the link itself.
 pub fn open_in_root(root: &impl AsFd, path: &[u8], follow_final: bool) -> io::Result<OwnedFd> {
+    let rel = relative(path)?;
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow_final {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    openat2_retrying(root, super::bytes_path(rel), flags, resolve)
+}
+
+/// What a host path holds, read without following a symlink in any of its components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoFollow {
+    /// The path leads to this inode through real directories only.
+    Inode(Identity),
+    /// The component ending at `at` (the whole path, or a directory on the way) is a symlink to `target`, on
+    /// the filesystem `dev`; nothing past it was looked at.
+    Symlink {
+        at: Vec<u8>,
+        target: Vec<u8>,
+        dev: DevNum,
+    },
+}
+
+/// Opens `path` below `root` as an `O_PATH` handle, refusing every symlink on the way (`RESOLVE_NO_SYMLINKS`);
+/// a final symlink is opened as the link itself. `..` cannot leave `root`.
+fn open_no_symlinks(root: &impl AsFd, path: &[u8]) -> io::Result<OwnedFd> {
+    let rel = relative(path)?;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    openat2_retrying(root, super::bytes_path(rel), flags, resolve)
+}
+
+/// Statx of `path` below `root` without following any symlink: a host path that a pod can reach into (a hostPath
+/// or a volume) may have been swapped for a symlink to `/etc/shadow`, and its identity is not the path's. A
+/// symlink is reported as one, with where it points, and not followed.
+pub fn stat_no_follow(root: &impl AsFd, path: &[u8]) -> io::Result<NoFollow> {
+    match open_no_symlinks(root, path) {
+        Ok(fd) => {
+            let id = identity(&fd)?;
+            if id.is_symlink() {
+                return Ok(NoFollow::Symlink {
+                    at: path.to_vec(),
+                    target: read_link(&fd)?,
+                    dev: id.dev,
+                });
+            }
+            Ok(NoFollow::Inode(id))
+        }
+        // A directory on the way is a symlink: find the first one, component by component.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let mut at = Vec::with_capacity(path.len());
+            for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+                at.push(b'/');
+                at.extend_from_slice(comp);
+                let fd = open_no_symlinks(root, &at)?;
+                let id = identity(&fd)?;
+                if id.is_symlink() {
+                    let target = read_link(&fd)?;
+                    return Ok(NoFollow::Symlink {
+                        at,
+                        target,
+                        dev: id.dev,
+                    });
+                }
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The target of a symlink opened with `O_PATH | O_NOFOLLOW`.
+pub fn read_link(link: &impl AsFd) -> io::Result<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(link, "", Vec::new())?.into_bytes())
+}
+
+/// `path` without its leading slashes (`.` for the root itself), refused if it holds a NUL byte.
+fn relative(path: &[u8]) -> io::Result<&[u8]> {
     let mut rel = path;
     while let Some(r) = rel.strip_prefix(b"/") {
         rel = r;
@@ -98,16 +176,19 @@ pub fn open_in_root(root: &impl AsFd, path: &[u8], follow_final: bool) -> io::Re
             "path contains a NUL byte",
         ));
     }
-    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
-    if !follow_final {
-        flags |= OFlags::NOFOLLOW;
-    }
-    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let rel = super::bytes_path(rel);
-    // The kernel answers EAGAIN when a rename raced the lookup; a few tries settle it.
+    Ok(rel)
+}
+
+/// `openat2`, tried again when a rename raced the lookup (the kernel answers EAGAIN; a few tries settle it).
+fn openat2_retrying(
+    dir: &impl AsFd,
+    rel: &Path,
+    flags: OFlags,
+    resolve: ResolveFlags,
+) -> io::Result<OwnedFd> {
     let mut tries = 0;
     loop {
-        match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {
+        match rustix::fs::openat2(dir, rel, flags, Mode::empty(), resolve) {
             Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
             Err(rustix::io::Errno::NOSYS) => {
                 return Err(io::Error::new(
@@ -213,6 +294,27 @@ mod tests {
             .unwrap()
             .same_inode(&inside));
         assert!(stat_in_root(&rootf, b"/good", false).unwrap().is_symlink());
+
+        // Without following: a final symlink and a directory symlink on the way are named, with their targets.
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), b"f").unwrap();
+        std::os::unix::fs::symlink("d", root.join("dl")).unwrap();
+        let f = identity(&File::open(root.join("d/f")).unwrap()).unwrap();
+        assert_eq!(stat_no_follow(&rootf, b"/d/f").unwrap(), NoFollow::Inode(f));
+        let link = |at: &[u8], target: &[u8]| match stat_no_follow(&rootf, at).unwrap() {
+            NoFollow::Symlink {
+                at: a, target: t, ..
+            } => assert_eq!((&a[..], &t[..]), (at, target)),
+            other => panic!("{other:?}"),
+        };
+        link(b"/abs", b"/outside");
+        link(b"/good", b"/inside");
+        match stat_no_follow(&rootf, b"/dl/f").unwrap() {
+            NoFollow::Symlink { at, target, .. } => {
+                assert_eq!((&at[..], &target[..]), (&b"/dl"[..], &b"d"[..]))
+            }
+            other => panic!("{other:?}"),
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -55,15 +55,22 @@ pub struct DirVisit<'a> {
     pub total: Option<u64>,
 }
 
+/// Unreadable directories named in [`WalkStats::unreadable_sample`] at most.
+pub const UNREADABLE_SHOWN: usize = 16;
+
 /// Entries handed to a visitor at once.
 pub const PART: usize = 4096;
 
 /// What a walk saw of its own progress.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct WalkStats {
     pub dirs: u64,
     pub entries: u64,
     pub unreadable: u64,
+    /// The first [`UNREADABLE_SHOWN`] directories that could not be read (or not to the end), and why.
+    pub unreadable_sample: Vec<(PathBuf, String)>,
+    /// Directories with another filesystem mounted on them, not walked.
+    pub other_fs: u64,
     /// The deadline stopped the walk: what was counted is a lower bound.
     pub stopped: bool,
 }
@@ -202,14 +209,19 @@ fn worker(sh: &Shared) {
                 g.idle -= 1;
             }
         };
-        let (subdirs, n, ok) = read_one(sh, item);
+        let (subdirs, n, failed) = read_one(sh, item);
         let mut g = sh.q.lock().unwrap_or_else(|e| e.into_inner());
         g.active -= 1;
-        if ok {
-            g.stats.dirs += 1;
-            g.stats.entries += n;
-        } else {
-            g.stats.unreadable += 1;
+        g.stats.entries += n;
+        match failed {
+            Outcome::Read => g.stats.dirs += 1,
+            Outcome::OtherFs => g.stats.other_fs += 1,
+            Outcome::Failed(path, why) => {
+                g.stats.unreadable += 1;
+                if g.stats.unreadable_sample.len() < UNREADABLE_SHOWN {
+                    g.stats.unreadable_sample.push((path, why));
+                }
+            }
         }
         // One idle worker per new directory beyond the one this worker takes next; everyone when the walk is over.
         for _ in 0..g.idle.min(subdirs.len().saturating_sub(1)) {
@@ -245,17 +257,27 @@ fn open_dir(sh: &Shared, item: &Item) -> Option<OwnedFd> {
     }
 }
 
-/// Reads one directory; returns its subdirectories on the same device, its entry count, and whether it could be
-/// read.
-fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, bool) {
+/// How reading a directory went.
+enum Outcome {
+    Read,
+    /// Another filesystem is mounted on it.
+    OtherFs,
+    /// It could not be opened or listed to the end: its path, and why.
+    Failed(PathBuf, String),
+}
+
+/// Reads one directory; returns its subdirectories on the same device, its entry count, and how it went.
+fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, Outcome) {
     let Some(fd) = open_dir(sh, &item) else {
-        return (Vec::new(), 0, false);
+        let why = "cannot open it".to_string();
+        return (Vec::new(), 0, Outcome::Failed(item.path, why));
     };
     drop(item.parent);
     let dir = item.path;
     match rustix::fs::fstat(&fd) {
         Ok(st) if st.st_dev == sh.dev => {}
-        _ => return (Vec::new(), 0, false),
+        Ok(_) => return (Vec::new(), 0, Outcome::OtherFs),
+        Err(e) => return (Vec::new(), 0, Outcome::Failed(dir, format!("stat: {e}"))),
     }
     // One getdents64 call fills 64 KiB: a few calls for a directory of thousands of entries.
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
@@ -279,7 +301,16 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, bool) {
             total,
         });
     };
-    while let Some(Ok(e)) = d.next() {
+    let mut failed = None;
+    while let Some(e) = d.next() {
+        let e = match e {
+            Ok(e) => e,
+            // A corrupt directory block fails getdents part-way (EUCLEAN, EBADMSG, EIO).
+            Err(err) => {
+                failed = Some(format!("reading its entries: {err}"));
+                break;
+            }
+        };
         let name = e.file_name().to_bytes();
         if name == b"." || name == b".." {
             continue;
@@ -303,8 +334,12 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, bool) {
         }
     }
     visit(&names, &found, Some(n));
+    let failed = match failed {
+        None => Outcome::Read,
+        Some(why) => Outcome::Failed(dir.clone(), why),
+    };
     if subdirs.is_empty() {
-        return (Vec::new(), n, true);
+        return (Vec::new(), n, failed);
     }
     let parent = (sh.held.fetch_add(1, Ordering::Relaxed) < sh.max_held)
         .then(|| Arc::new(Held { fd, count: sh.held }));
@@ -318,7 +353,7 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, bool) {
             parent: parent.clone(),
         })
         .collect();
-    (subdirs, n, true)
+    (subdirs, n, failed)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! points the symlink `..data` at the current one, and points each key's symlink at `..data/<key>`. An update
 //! writes a new timestamped directory, swaps `..data`, and deletes the old directory.
 
+use crate::host::resolve::{self, Identity, NoFollow};
 use serde::Serialize;
 
 /// What a path under kubelet's pod directory is.
@@ -97,6 +98,58 @@ pub fn atomic_writer_current(path: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// What the current version of an atomic-writer key holds: `dir/..data/rest` for `current` as
+/// [`atomic_writer_current`] makes it. `..data` is read only as the atomic writer makes it, a relative symlink to
+/// a sibling timestamped directory; anything else (`..data -> /etc`, `..data -> ../../x`) is reported as what it
+/// is and never followed, and nothing on the way is followed either.
+pub fn atomic_writer_current_now(
+    host_root: &impl std::os::fd::AsFd,
+    current: &[u8],
+) -> std::io::Result<AtomicWriterNow> {
+    let (dir, rest) = split_at_data(current).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no ..data component")
+    })?;
+    let data = [dir, b"/..data"].concat();
+    let target = match resolve::stat_no_follow(host_root, &data)? {
+        NoFollow::Symlink { at, target, .. } if at == data => target,
+        NoFollow::Symlink { at, target, .. } => return Ok(AtomicWriterNow::Symlink { at, target }),
+        NoFollow::Inode(_) => return Ok(AtomicWriterNow::NotAtomicWriter(data, None)),
+    };
+    if !is_atomic_writer_dir(&target) {
+        return Ok(AtomicWriterNow::NotAtomicWriter(data, Some(target)));
+    }
+    let path = [dir, b"/", &target, rest].concat();
+    Ok(match resolve::stat_no_follow(host_root, &path)? {
+        NoFollow::Inode(id) => AtomicWriterNow::Inode(id),
+        NoFollow::Symlink { at, target, .. } => AtomicWriterNow::Symlink { at, target },
+    })
+}
+
+/// What [`atomic_writer_current_now`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtomicWriterNow {
+    /// The key's inode in the timestamped directory `..data` names.
+    Inode(Identity),
+    /// `..data` (the path) is not a symlink to a sibling timestamped directory: it points at the target shown,
+    /// or (`None`) it is no symlink at all.
+    NotAtomicWriter(Vec<u8>, Option<Vec<u8>>),
+    /// A component on the way (`at`) is a symlink to `target`, not followed.
+    Symlink { at: Vec<u8>, target: Vec<u8> },
+}
+
+/// `(dir, rest)` of `dir/..data` + `rest` (`rest` empty or starting with `/`), at the last `..data` component.
+fn split_at_data(path: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut i = path.len();
+    while let Some(j) = path[..i].windows(7).rposition(|w| w == b"/..data") {
+        let end = j + 7;
+        if end == path.len() || path[end] == b'/' {
+            return Some((&path[..j], &path[end..]));
+        }
+        i = j + 6;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +190,14 @@ mod tests {
             b"/v/cfg/..data/key"
         );
         assert_eq!(atomic_writer_current(b"/v/cfg/key"), None);
+        assert_eq!(
+            split_at_data(b"/v/..data/cfg/..data/a/b"),
+            Some((&b"/v/..data/cfg"[..], &b"/a/b"[..]))
+        );
+        assert_eq!(
+            split_at_data(b"/v/cfg/..data"),
+            Some((&b"/v/cfg"[..], &b""[..]))
+        );
+        assert_eq!(split_at_data(b"/v/cfg/..datax/a"), None);
     }
 }

@@ -43,10 +43,10 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
             o.table(w, style)?;
         }
     }
-    if report.findings.is_empty() {
+    if report.findings.is_empty() && report.checks.iter().all(|c| c.error.is_none()) {
         let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
         writeln!(w, "no findings ({} checked)", names.join(", "))?;
-    } else {
+    } else if !report.findings.is_empty() {
         writeln!(
             w,
             "{}",

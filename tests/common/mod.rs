@@ -94,6 +94,33 @@ impl Scratch {
         )
     }
 
+    /// Copies `/bin/sleep` and the libraries it links into the directory `rel`, an image layer that can run it.
+    pub fn sleep_image(&self, rel: &str) {
+        self.sh(&format!(
+            "mkdir -p {l}/bin && cp /bin/sleep {l}/bin/ && for x in $(ldd /bin/sleep | grep -o '/[^ ]*'); do mkdir -p {l}$(dirname $x); cp $x {l}$x; done",
+            l = self.s(rel)
+        ));
+    }
+
+    /// Like [`spawn_ns_exec`], then `chroot ROOTFS /bin/sleep` (see [`sleep_image`]); returns the pid once its
+    /// root is `rootfs`.
+    pub fn spawn_chrooted(&mut self, setup: &str, rootfs: &Path) -> u32 {
+        let pid = self.spawn_ns_exec(
+            setup,
+            &format!("chroot {} /bin/sleep 100000", rootfs.display()),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{pid}/root")).map_or(true, |l| l != rootfs) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{pid} did not chroot to {} within 10 s",
+                rootfs.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        pid
+    }
+
     fn spawn(&mut self, argv: &[&str], setup: &str) -> u32 {
         let pid = self.spawn_script(
             argv,
@@ -385,4 +412,27 @@ pub fn spec(
         "annotations": ann,
         "linux": {"cgroupsPath": cgroup},
     })
+}
+
+/// The device byte offset of directory-logical block `lblk` of `rel` (a path inside the filesystem), by
+/// `debugfs -R "bmap REL LBLK" DEV`.
+pub fn physical(dev: &str, rel: &str, lblk: u32, bs: u64) -> u64 {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("bmap {rel} {lblk}"))
+        .arg(dev)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse::<u64>()
+        .unwrap_or_else(|_| panic!("debugfs bmap {rel} {lblk}: {text:?}"))
+        * bs
+}
+
+/// Writes `bytes` at byte offset `off` of device `dev` (through its page cache).
+pub fn poke(dev: &str, off: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
+    f.write_all_at(bytes, off).unwrap();
 }
