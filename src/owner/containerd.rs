@@ -6,13 +6,14 @@
 //! `<state>/io.containerd.runtime.v1.linux/<ns>/<id>/` (shim v1). The CRI plugin writes the pod's identity into
 //! each bundle's OCI spec as `io.kubernetes.cri.*` annotations.
 
-use crate::host::{procfs, read_bounded, Host};
+use crate::finding::BlindSpot;
+use crate::host::{open_dir_at, open_regular_at, procfs, read_fd_bounded, read_regular, Host};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// A config.json is a few KiB; a larger one than this is not read.
-const CONFIG_JSON_LIMIT: u64 = 4 << 20;
+/// A config.json is a few KiB (tens with a seccomp profile); a larger one than this is not read.
+const CONFIG_JSON_LIMIT: u64 = 1 << 20;
 
 /// One containerd whose state wonk reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,19 +100,66 @@ fn toml_string(v: &str) -> Option<String> {
     }
 }
 
-/// Finds every containerd on the node. `extra_state` adds state directories named on the command line.
-pub fn discover(host: &Host, extra_state: &[PathBuf]) -> Vec<Instance> {
-    let mut found: Vec<Instance> = extra_state
+/// What [`discover`] found: the instances, and what it could not trust or read.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub instances: Vec<Instance>,
+    pub blind_spots: Vec<BlindSpot>,
+}
+
+/// How many untrusted processes a blind spot names; the rest are counted.
+const NAMED_UNTRUSTED: usize = 5;
+
+/// Says which processes posing as `what` were not trusted, and why, in one blind spot (`None` when none were).
+pub fn untrusted_blind_spot(
+    scope: &str,
+    what: &str,
+    untrusted: &[(u32, String)],
+) -> Option<BlindSpot> {
+    if untrusted.is_empty() {
+        return None;
+    }
+    let mut why: Vec<String> = untrusted
         .iter()
-        .map(|s| Instance {
-            pid: None,
-            config: None,
-            root: PathBuf::from("/var/lib/containerd"),
-            state: s.clone(),
-            address: s.join("containerd.sock"),
-            found_by: "flag",
-        })
+        .take(NAMED_UNTRUSTED)
+        .map(|(pid, why)| format!("pid {pid}: {why}"))
         .collect();
+    if untrusted.len() > NAMED_UNTRUSTED {
+        why.push(format!("and {} more", untrusted.len() - NAMED_UNTRUSTED));
+    }
+    Some(BlindSpot::new(
+        scope,
+        format!("{} processes named {what}", untrusted.len()),
+        format!(
+            "not trusted as {what} (only a root-owned executable in the host's namespaces is), so nothing \
+             was read on their word: {}",
+            why.join("; ")
+        ),
+    ))
+}
+
+/// Finds every containerd on the node. `extra_state` adds state directories named on the command line.
+///
+/// A process is containerd only when it says so (comm and argv) and [`procfs::why_untrusted`] finds nothing
+/// against it: a container can name a process `containerd` and give it any `--config` or `--state`. Processes
+/// that fail are named in a blind spot and nothing of theirs is read.
+pub fn discover(host: &Host, extra_state: &[PathBuf]) -> Discovery {
+    let mut d = Discovery {
+        instances: extra_state
+            .iter()
+            .map(|s| Instance {
+                pid: None,
+                config: None,
+                root: PathBuf::from("/var/lib/containerd"),
+                state: s.clone(),
+                address: s.join("containerd.sock"),
+                found_by: "flag",
+            })
+            .collect(),
+        blind_spots: Vec::new(),
+    };
+    let host_ns = procfs::HostNs::read(host);
+    let mut untrusted = Vec::new();
     for pid in procfs::pids(host).unwrap_or_default() {
         let Ok(st) = procfs::stat(host, pid) else {
             continue;
@@ -126,13 +174,26 @@ pub fn discover(host: &Host, extra_state: &[PathBuf]) -> Vec<Instance> {
         if args.get(1).is_some_and(|a| !a.starts_with(b"-")) {
             continue;
         }
-        let inst = instance_from_cmdline(host, pid, &args);
-        if !found.iter().any(|f| f.state == inst.state) {
-            found.push(inst);
+        match procfs::why_untrusted(host, pid, &host_ns, true) {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                untrusted.push((pid, why));
+                continue;
+            }
+            Err(_) => continue,
+        }
+        let inst = instance_from_cmdline(host, pid, &args, &mut d.blind_spots);
+        if !d.instances.iter().any(|f| f.state == inst.state) {
+            d.instances.push(inst);
         }
     }
-    if found.is_empty() {
-        found.push(Instance {
+    d.blind_spots.extend(untrusted_blind_spot(
+        "attribution",
+        "containerd",
+        &untrusted,
+    ));
+    if d.instances.is_empty() {
+        d.instances.push(Instance {
             pid: None,
             config: None,
             root: PathBuf::from("/var/lib/containerd"),
@@ -141,10 +202,18 @@ pub fn discover(host: &Host, extra_state: &[PathBuf]) -> Vec<Instance> {
             found_by: "default",
         });
     }
-    found
+    d
 }
 
-fn instance_from_cmdline(host: &Host, pid: u32, args: &[Vec<u8>]) -> Instance {
+/// containerd's config is a few KiB; a larger one is not read.
+const CONFIG_TOML_LIMIT: u64 = 1 << 20;
+
+fn instance_from_cmdline(
+    host: &Host,
+    pid: u32,
+    args: &[Vec<u8>],
+    blind_spots: &mut Vec<BlindSpot>,
+) -> Instance {
     // The value of the first of `names` found, in the order given (long forms first).
     let arg = |names: &[&str]| -> Option<String> {
         let args: Vec<String> = args
@@ -162,15 +231,26 @@ fn instance_from_cmdline(host: &Host, pid: u32, args: &[Vec<u8>]) -> Instance {
             })
         })
     };
-    let config = arg(&["--config", "-c"]).map(PathBuf::from).or_else(|| {
-        let default = PathBuf::from("/etc/containerd/config.toml");
-        host.path(&default).exists().then_some(default)
-    });
-    let dirs = config
-        .as_ref()
-        .and_then(|c| read_bounded(&host.path(c), 1 << 20).ok())
-        .map(|b| parse_config(&String::from_utf8_lossy(&b)))
-        .unwrap_or_default();
+    let named = arg(&["--config", "-c"]).map(PathBuf::from);
+    let config = named
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/containerd/config.toml"));
+    let (config, dirs) = match read_regular(&host.path(&config), CONFIG_TOML_LIMIT) {
+        Ok((b, _)) => (Some(config), parse_config(&String::from_utf8_lossy(&b))),
+        // No config file at the default path is containerd's own default.
+        Err(e) if named.is_none() && crate::host::vanished(&e) => (None, ConfigDirs::default()),
+        Err(e) => {
+            blind_spots.push(BlindSpot::new(
+                "attribution",
+                config.display().to_string(),
+                format!(
+                    "containerd {pid}'s config {e}; its root, state and address are taken from its flags \
+                     or containerd's defaults"
+                ),
+            ));
+            (Some(config), ConfigDirs::default())
+        }
+    };
     let root = arg(&["--root"])
         .or(dirs.root)
         .unwrap_or_else(|| "/var/lib/containerd".into());
@@ -259,79 +339,224 @@ pub struct BadBundle {
     pub error: String,
 }
 
-/// Reads every bundle under the instances' state and root directories.
+/// The most bundles read in one run. A node runs a few hundred containers (kubelet's default is 110 pods).
+const MAX_BUNDLES: usize = 4096;
+/// The most bytes of config.json read in one run, all bundles together.
+const CONFIG_JSON_TOTAL: u64 = 32 << 20;
+
+/// What [`load_bundles`] passed over to stay within its bounds.
+#[derive(Debug, Default)]
+struct Skipped {
+    over_count: u64,
+    over_bytes: u64,
+    hard_links: u64,
+}
+
+/// Reads every bundle under the instances' state and root directories, within bounds: at most [`MAX_BUNDLES`]
+/// bundles and [`CONFIG_JSON_TOTAL`] bytes of config.json, each at most [`CONFIG_JSON_LIMIT`], and each config.json
+/// inode once (containerd never hard-links one; a hard link would make one file count as many). Every directory is
+/// opened without following a final symlink and every config.json with [`open_regular_at`], so a FIFO or a device
+/// is never opened. What was passed over is reported as bad bundles, with counts.
 pub fn load_bundles(host: &Host, instances: &[Instance]) -> (Vec<Bundle>, Vec<BadBundle>) {
     let mut bundles = Vec::new();
     let mut bad = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut inodes = std::collections::HashSet::new();
+    let mut bytes = 0u64;
+    let mut skipped = Skipped::default();
+    let mut bases: Vec<&Path> = Vec::new();
     for inst in instances {
         for base in [&inst.state, &inst.root] {
+            if bases.contains(&base.as_path()) {
+                continue;
+            }
+            bases.push(base);
+            let base_fd = match open_dir_at(&rustix::fs::CWD, &host.path(base)) {
+                Ok(fd) => fd,
+                Err(e) if crate::host::vanished(&e) => continue,
+                Err(e) => {
+                    bad.push(BadBundle {
+                        path: base.clone(),
+                        error: format!("containerd's directory {e}"),
+                    });
+                    continue;
+                }
+            };
             for (sub, shim) in [
                 ("io.containerd.runtime.v2.task", "v2"),
                 ("io.containerd.runtime.v1.linux", "v1"),
             ] {
                 let dir = base.join(sub);
-                for (ns, id, bundle_dir) in two_level_dirs(&host.path(&dir)) {
-                    let cfg = bundle_dir.join("config.json");
-                    let data = match read_bounded(&cfg, CONFIG_JSON_LIMIT) {
-                        Ok(d) => d,
-                        Err(e) if crate::host::vanished(&e) => continue,
+                let Some(sub_fd) = open_listed_dir(&base_fd, Path::new(sub), &dir, &mut bad) else {
+                    continue;
+                };
+                for ns in dir_names(&sub_fd) {
+                    let ns = match ns {
+                        Ok(ns) => ns,
                         Err(e) => {
-                            bad.push(BadBundle {
-                                path: cfg,
-                                error: e.to_string(),
-                            });
-                            continue;
+                            bad.push(listing_failed(&dir, e));
+                            break;
                         }
                     };
-                    if !seen.insert((ns.clone(), id.clone())) {
+                    let ns_path = dir.join(&ns);
+                    let Some(ns_fd) = open_listed_dir(&sub_fd, Path::new(&ns), &ns_path, &mut bad)
+                    else {
                         continue;
-                    }
-                    match parse_spec(&data) {
-                        Ok(spec) => bundles.push(Bundle {
-                            id,
-                            namespace: ns,
-                            dir: dir.join(
-                                bundle_dir
-                                    .strip_prefix(host.path(&dir))
-                                    .unwrap_or(Path::new("")),
-                            ),
-                            shim,
-                            spec,
-                        }),
-                        Err(e) => bad.push(BadBundle {
-                            path: cfg,
-                            error: e.to_string(),
-                        }),
+                    };
+                    let ns = ns.to_string_lossy().into_owned();
+                    for id in dir_names(&ns_fd) {
+                        let id = match id {
+                            Ok(id) => id,
+                            Err(e) => {
+                                bad.push(listing_failed(&ns_path, e));
+                                break;
+                            }
+                        };
+                        let bundle_dir = ns_path.join(&id);
+                        let id = id.to_string_lossy().into_owned();
+                        if seen.contains(&(ns.clone(), id.clone())) {
+                            continue;
+                        }
+                        if bundles.len() >= MAX_BUNDLES {
+                            skipped.over_count += 1;
+                            continue;
+                        }
+                        let cfg = bundle_dir.join("config.json");
+                        let opened = open_dir_at(&ns_fd, Path::new(&id)).and_then(|fd| {
+                            open_regular_at(&fd, Path::new("config.json"), CONFIG_JSON_LIMIT)
+                        });
+                        let (file, ident) = match opened {
+                            Ok(f) => f,
+                            Err(e) if crate::host::vanished(&e) => continue,
+                            Err(e) => {
+                                bad.push(BadBundle {
+                                    path: cfg,
+                                    error: e.to_string(),
+                                });
+                                continue;
+                            }
+                        };
+                        if !inodes.insert((ident.dev, ident.ino)) {
+                            skipped.hard_links += 1;
+                            continue;
+                        }
+                        if bytes + ident.size > CONFIG_JSON_TOTAL {
+                            skipped.over_bytes += 1;
+                            continue;
+                        }
+                        let data = match read_fd_bounded(&file, CONFIG_JSON_LIMIT) {
+                            Ok(d) => d,
+                            Err(e) => {
+                                bad.push(BadBundle {
+                                    path: cfg,
+                                    error: e.to_string(),
+                                });
+                                continue;
+                            }
+                        };
+                        bytes += data.len() as u64;
+                        seen.insert((ns.clone(), id.clone()));
+                        match parse_spec(&data) {
+                            Ok(spec) => bundles.push(Bundle {
+                                id,
+                                namespace: ns.clone(),
+                                dir: bundle_dir,
+                                shim,
+                                spec,
+                            }),
+                            Err(e) => bad.push(BadBundle {
+                                path: cfg,
+                                error: e.to_string(),
+                            }),
+                        }
                     }
                 }
             }
         }
     }
+    let under = bases
+        .iter()
+        .map(|b| b.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let path = PathBuf::from(format!("containerd bundles under {under}"));
+    for (n, why) in [
+        (
+            skipped.over_count,
+            format!("wonk reads at most {MAX_BUNDLES} bundles"),
+        ),
+        (
+            skipped.over_bytes,
+            format!("wonk reads at most {CONFIG_JSON_TOTAL} bytes of config.json in all"),
+        ),
+        (
+            skipped.hard_links,
+            "each was a hard link to a config.json already read, which containerd never makes"
+                .to_string(),
+        ),
+    ] {
+        if n > 0 {
+            bad.push(BadBundle {
+                path: path.clone(),
+                error: format!("{n} bundles were not read: {why}"),
+            });
+        }
+    }
     (bundles, bad)
 }
 
-/// `(ns, id, path)` for every `dir/<ns>/<id>` directory.
-fn two_level_dirs(dir: &Path) -> Vec<(String, String, PathBuf)> {
-    let mut out = Vec::new();
-    let Ok(nss) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for ns in nss.flatten() {
-        let Ok(ids) = std::fs::read_dir(ns.path()) else {
-            continue;
-        };
-        for id in ids.flatten() {
-            if id.file_type().is_ok_and(|t| t.is_dir()) {
-                out.push((
-                    ns.file_name().to_string_lossy().into_owned(),
-                    id.file_name().to_string_lossy().into_owned(),
-                    id.path(),
-                ));
-            }
+/// Opens a directory found in a listing; `None` when it is gone or not a directory (a stray file is no bundle),
+/// and a bad bundle for any other error.
+fn open_listed_dir(
+    parent: &impl std::os::fd::AsFd,
+    name: &Path,
+    shown: &Path,
+    bad: &mut Vec<BadBundle>,
+) -> Option<std::os::fd::OwnedFd> {
+    match open_dir_at(parent, name) {
+        Ok(fd) => Some(fd),
+        Err(e) if crate::host::vanished(&e) || e.kind() == std::io::ErrorKind::InvalidInput => None,
+        Err(e) => {
+            bad.push(BadBundle {
+                path: shown.to_path_buf(),
+                error: e.to_string(),
+            });
+            None
         }
     }
-    out
+}
+
+fn listing_failed(dir: &Path, e: std::io::Error) -> BadBundle {
+    BadBundle {
+        path: dir.to_path_buf(),
+        error: format!("listing it: {e}"),
+    }
+}
+
+/// The names in a directory (not `.` and `..`), read as they are used; an error is the last item.
+fn dir_names(
+    fd: &std::os::fd::OwnedFd,
+) -> impl Iterator<Item = std::io::Result<std::ffi::OsString>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dir = Some(rustix::fs::Dir::read_from(fd));
+    std::iter::from_fn(move || loop {
+        let entry = match dir.as_mut()? {
+            Ok(d) => d.next()?,
+            Err(e) => Err(*e),
+        };
+        match entry {
+            Ok(e) => {
+                let name = e.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    return Some(Ok(std::ffi::OsStr::from_bytes(name).to_os_string()));
+                }
+            }
+            Err(e) => {
+                dir = None;
+                return Some(Err(e.into()));
+            }
+        }
+    })
 }
 
 #[cfg(test)]
