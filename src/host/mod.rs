@@ -255,6 +255,48 @@ mod tests {
         assert_eq!(h.path("/proc/1/cgroup"), PathBuf::from("/proc/1/cgroup"));
     }
 
+    /// Nothing but a regular file is opened for reading, no final symlink is followed, and nothing larger than
+    /// the limit is read; each refusal says what the file is.
+    #[test]
+    fn regular_files_only() {
+        let dir = std::env::temp_dir().join(format!("wonk-read-regular-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), b"hello").unwrap();
+        std::os::unix::fs::symlink(dir.join("f"), dir.join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = |p: &str, limit| read_regular(&dir.join(p), limit).unwrap_err().to_string();
+        let (data, id) = read_regular(&dir.join("f"), 5).unwrap();
+        let results = (
+            data,
+            id.size,
+            err("f", 4),
+            err("link", 10),
+            err("fifo", 10),
+            open_dir_at(&rustix::fs::CWD, &dir.join("fifo")).map(drop),
+            open_dir_at(&rustix::fs::CWD, &dir).map(drop),
+            read_regular(&dir.join("missing"), 10).map(drop),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(results.0, b"hello");
+        assert_eq!(results.1, 5);
+        assert_eq!(results.2, "is 5 bytes, more than the 4 wonk reads");
+        assert_eq!(results.3, "is a symbolic link, not a regular file");
+        assert_eq!(results.4, "is a FIFO, not a regular file");
+        assert_eq!(
+            results.5.unwrap_err().to_string(),
+            "is a FIFO, not a directory"
+        );
+        assert!(results.6.is_ok());
+        assert!(vanished(&results.7.unwrap_err()));
+    }
+
     #[test]
     fn bounded_reads_stop_at_the_limit_or_the_end() {
         let dir = std::env::temp_dir().join(format!("wonk-read-bounded-{}", std::process::id()));
