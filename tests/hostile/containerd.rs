@@ -140,9 +140,9 @@ fn in_new_pid_ns(s: &mut Scratch, extra: &[&str], argv: &[&str], comm: &str) -> 
     pid
 }
 
-/// The blind spots whose text mentions every one of `needles`.
-fn blind_spots_with<'a>(v: &'a Value, needles: &[&str]) -> Vec<&'a Value> {
-    v["blind_spots"]
+/// The one blind spot whose text mentions every one of `needles`; fails unless there is exactly one.
+fn one_blind_spot<'a>(v: &'a Value, needles: &[&str]) -> &'a Value {
+    let spots: Vec<&Value> = v["blind_spots"]
         .as_array()
         .unwrap_or_else(|| panic!("no blind_spots in {v:#}"))
         .iter()
@@ -150,7 +150,22 @@ fn blind_spots_with<'a>(v: &'a Value, needles: &[&str]) -> Vec<&'a Value> {
             let text = format!("{} {}", b["what"], b["why"]);
             needles.iter().all(|n| text.contains(n))
         })
-        .collect()
+        .collect();
+    assert_eq!(spots.len(), 1, "{needles:?} in {:#}", v["blind_spots"]);
+    spots[0]
+}
+
+/// `wonk who PID [--containerd-state STATE]`, which must succeed.
+fn who(s: &Scratch, pid: u32, state: Option<&str>) -> Run {
+    let pid = pid.to_string();
+    let state = state.map(|st| s.s(st));
+    let mut args = vec!["who", &pid];
+    if let Some(st) = &state {
+        args.extend(["--containerd-state", st]);
+    }
+    let r = watched(s, &args);
+    assert_eq!(r.code, 0, "{:#}", r.json);
+    r
 }
 
 /// A process in a pod's cgroup (`kubepods/pod<uid>/<cid>`), and that cgroup: `who` of it reads containerd's
@@ -173,51 +188,65 @@ fn pod_process(s: &mut Scratch, state: &str, uid: &str, cid: &str, pod: &str) ->
     pid
 }
 
-/// A process named `containerd` in a pid namespace of its own, with `--config` a FIFO in what could be its
-/// emptyDir and `--state` a directory it filled with a bundle that renames a pod: wonk must neither block on the
-/// FIFO nor believe the bundle, and must say which process it did not trust and why.
-#[test]
-fn containerd_in_another_pid_namespace_is_not_trusted() {
-    if !root_or_skip("containerd_in_another_pid_namespace_is_not_trusted") {
-        return;
-    }
-    let mut s = Scratch::new("hostile-ctd-pidns");
+/// Stages a process named `containerd`, started by `spawn` with its argv, whose `--config` is a FIFO in what
+/// could be its emptyDir and whose `--state` is a directory it filled with a bundle that renames a pod (`tag`
+/// keeps ids apart). wonk must neither block on the FIFO nor believe the bundle, and must say which process it
+/// did not trust and why (`reason`).
+fn untrusted_containerd(
+    name: &str,
+    tag: &str,
+    spawn: impl FnOnce(&mut Scratch, &[&str]) -> u32,
+    reason: &str,
+) {
+    let mut s = Scratch::new(name);
     let bin = stand_in(&s, "containerd");
     let fifo = s.path("evil/config.toml");
     std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
     s.sh(&format!("mkfifo '{}'", fifo.display()));
-    let uid = "a1a1a1a1-0000-4000-8000-000000000001";
-    let cid = "a1".repeat(32);
-    let victim = pod_process(&mut s, "evil/state", uid, &cid, "forged-by-fake-containerd");
-    let state = s.s("evil/state");
-    let fake = in_new_pid_ns(
+    let uid = format!("{tag}{tag}{tag}{tag}-0000-4000-8000-000000000001");
+    let cid = tag.repeat(32);
+    let victim = pod_process(
         &mut s,
-        &[],
-        &[
-            bin.to_str().unwrap(),
-            "--config",
-            fifo.to_str().unwrap(),
-            "--state",
-            &state,
-        ],
-        "containerd",
+        "evil/state",
+        &uid,
+        &cid,
+        "forged-by-fake-containerd",
     );
-    let r = watched(&s, &["who", &victim.to_string()]);
-    assert_eq!(r.code, 0, "{:#}", r.json);
+    let state = s.s("evil/state");
+    let argv = [
+        bin.to_str().unwrap(),
+        "--config",
+        fifo.to_str().unwrap(),
+        "--state",
+        &state,
+    ];
+    let fake = spawn(&mut s, &argv);
+    wait_comm(fake, "containerd");
+    let r = who(&s, victim, None);
     assert_ne!(
         r.json["owner"]["pod"], "forged-by-fake-containerd",
         "{:#}",
         r.json
     );
     assert_eq!(r.json["owner"]["container_id"], cid.as_str());
-    let spots = blind_spots_with(&r.json, &[&format!("pid {fake}: "), "pid namespace"]);
-    assert_eq!(spots.len(), 1, "{:#}", r.json);
+    let spot = one_blind_spot(&r.json, &[&format!("pid {fake}: "), reason]);
     assert!(
-        spots[0]["what"]
-            .as_str()
-            .unwrap()
-            .contains("named containerd"),
-        "{spots:#?}"
+        spot["what"].as_str().unwrap().contains("named containerd"),
+        "{spot:#}"
+    );
+}
+
+/// A process named `containerd` in a pid namespace of its own (see [`untrusted_containerd`]).
+#[test]
+fn containerd_in_another_pid_namespace_is_not_trusted() {
+    if !root_or_skip("containerd_in_another_pid_namespace_is_not_trusted") {
+        return;
+    }
+    untrusted_containerd(
+        "hostile-ctd-pidns",
+        "a1",
+        |s, argv| in_new_pid_ns(s, &[], argv, "containerd"),
+        "pid namespace",
     );
 }
 
@@ -227,35 +256,18 @@ fn containerd_in_another_mount_namespace_is_not_trusted() {
     if !root_or_skip("containerd_in_another_mount_namespace_is_not_trusted") {
         return;
     }
-    let mut s = Scratch::new("hostile-ctd-mntns");
-    let bin = stand_in(&s, "containerd");
-    let fifo = s.path("evil/config.toml");
-    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
-    s.sh(&format!("mkfifo '{}'", fifo.display()));
-    let uid = "a2a2a2a2-0000-4000-8000-000000000002";
-    let cid = "a2".repeat(32);
-    let victim = pod_process(&mut s, "evil/state", uid, &cid, "forged-by-fake-containerd");
-    let fake = s.spawn_cmd(
-        Command::new("unshare")
-            .args(["-m", "--propagation", "private"])
-            .arg(&bin)
-            .args([
-                "--config",
-                fifo.to_str().unwrap(),
-                "--state",
-                &s.s("evil/state"),
-            ]),
+    untrusted_containerd(
+        "hostile-ctd-mntns",
+        "a2",
+        |s, argv| {
+            s.spawn_cmd(
+                Command::new("unshare")
+                    .args(["-m", "--propagation", "private"])
+                    .args(argv),
+            )
+        },
+        "mnt namespace",
     );
-    wait_comm(fake, "containerd");
-    let r = watched(&s, &["who", &victim.to_string()]);
-    assert_eq!(r.code, 0, "{:#}", r.json);
-    assert_ne!(
-        r.json["owner"]["pod"], "forged-by-fake-containerd",
-        "{:#}",
-        r.json
-    );
-    let spots = blind_spots_with(&r.json, &[&format!("pid {fake}: "), "mnt namespace"]);
-    assert_eq!(spots.len(), 1, "{:#}", r.json);
 }
 
 /// Processes named `containerd` in the host's namespaces, run from a file that is not root's, or is root's but
@@ -277,26 +289,23 @@ fn containerd_run_from_a_file_root_does_not_own_alone_is_not_trusted() {
         wait_comm(pid, "containerd");
         fakes.push(pid);
     }
-    let r = watched(&s, &["who", &victim.to_string()]);
-    assert_eq!(r.code, 0, "{:#}", r.json);
+    let r = who(&s, victim, None);
     assert_ne!(
         r.json["owner"]["pod"], "forged-by-fake-containerd",
         "{:#}",
         r.json
     );
-    let owner = blind_spots_with(
+    one_blind_spot(
         &r.json,
         &[&format!("pid {}: ", fakes[0]), "owned by uid 65534"],
     );
-    assert_eq!(owner.len(), 1, "{:#}", r.json);
-    let mode = blind_spots_with(
+    one_blind_spot(
         &r.json,
         &[
             &format!("pid {}: ", fakes[1]),
             "writable by group or others (mode 775)",
         ],
     );
-    assert_eq!(mode.len(), 1, "{:#}", r.json);
 }
 
 /// A containerd that wonk does trust (root's executable, the host's namespaces) whose `--config` is a FIFO, or a
@@ -340,33 +349,29 @@ fn a_fifo_or_device_where_containerd_config_or_state_should_be_is_a_blind_spot()
         "a7a7a7a7-0000-4000-8000-000000000007",
         &"a7".repeat(32),
     );
-    let r = watched(&s, &["who", &pid.to_string()]);
-    assert_eq!(r.code, 0, "{:#}", r.json);
-    let fifo_spot = blind_spots_with(
+    let r = who(&s, pid, None);
+    let fifo_spot = one_blind_spot(
         &r.json,
         &[&fifo.display().to_string(), "is a FIFO, not a regular file"],
     );
-    assert_eq!(fifo_spot.len(), 1, "{:#}", r.json);
-    assert!(fifo_spot[0]["why"]
+    assert!(fifo_spot["why"]
         .as_str()
         .unwrap()
         .contains(&format!("containerd {a}'s config")));
-    let dev_spot = blind_spots_with(
+    one_blind_spot(
         &r.json,
         &[
             &dev.display().to_string(),
             "is a character device, not a regular file",
         ],
     );
-    assert_eq!(dev_spot.len(), 1, "{:#}", r.json);
-    let state_spot = blind_spots_with(
+    one_blind_spot(
         &r.json,
         &[
             &state_fifo.display().to_string(),
             "is a FIFO, not a directory",
         ],
     );
-    assert_eq!(state_spot.len(), 1, "{:#}", r.json);
 }
 
 /// A config.json of `bytes` bytes that parses: a sandbox spec padded with one long annotation.
@@ -398,18 +403,13 @@ fn hard_linked_config_json_files_are_read_once() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::hard_link(&first, dir.join("config.json")).unwrap();
     }
-    let r = watched(
-        &s,
-        &["who", &pid.to_string(), "--containerd-state", &s.s("state")],
-    );
-    assert_eq!(r.code, 0, "{:#}", r.json);
+    let r = who(&s, pid, Some("state"));
     assert!(
         r.max_rss_kib < 64 << 10,
         "wonk's peak RSS was {} KiB, over the DaemonSet's 64 MiB",
         r.max_rss_kib
     );
-    let spots = blind_spots_with(&r.json, &["199 bundles were not read", "hard link"]);
-    assert_eq!(spots.len(), 1, "{:#}", r.json["blind_spots"]);
+    one_blind_spot(&r.json, &["199 bundles were not read", "hard link"]);
 }
 
 /// Many bundles, and many large ones: wonk reads at most 4,096 bundles and 32 MiB of config.json, and says how
@@ -433,14 +433,11 @@ fn bundles_are_bounded_in_count_and_bytes() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.json"), &small).unwrap();
     }
-    let me = pid.to_string();
-    let r = watched(&s, &["who", &me, "--containerd-state", &s.s("many")]);
-    assert_eq!(r.code, 0, "{:#}", r.json);
-    let spots = blind_spots_with(
+    let r = who(&s, pid, Some("many"));
+    one_blind_spot(
         &r.json,
         &["4 bundles were not read", "at most 4096 bundles"],
     );
-    assert_eq!(spots.len(), 1, "{:#}", r.json["blind_spots"]);
 
     let large = s.path("large/io.containerd.runtime.v2.task/k8s.io");
     for i in 0..40 {
@@ -448,14 +445,12 @@ fn bundles_are_bounded_in_count_and_bytes() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.json"), big_spec(900 << 10)).unwrap();
     }
-    let r = watched(&s, &["who", &me, "--containerd-state", &s.s("large")]);
-    assert_eq!(r.code, 0, "{:#}", r.json);
+    let r = who(&s, pid, Some("large"));
     // 36 of 900 KiB fit in 32 MiB.
-    let spots = blind_spots_with(
+    one_blind_spot(
         &r.json,
         &["4 bundles were not read", "33554432 bytes of config.json"],
     );
-    assert_eq!(spots.len(), 1, "{:#}", r.json["blind_spots"]);
     assert!(r.max_rss_kib < 64 << 10, "peak RSS {} KiB", r.max_rss_kib);
 }
 
@@ -470,8 +465,7 @@ fn a_bundle_with_the_same_id_in_another_namespace_does_not_rename_the_pod() {
     let mut s = Scratch::new("hostile-ctd-nsid");
     let uid = "a4a4a4a4-0000-4000-8000-000000000004";
     let (cid, sid) = ("a4".repeat(32), "b4".repeat(32));
-    let pid = s.spawn_ns("true");
-    let cg = s.cgroup(&format!("kubepods/pod{uid}/{cid}"), pid);
+    let (pid, cg) = pod_member(&mut s, uid, &cid);
     s.bundle(
         "state",
         &cid,
@@ -507,18 +501,13 @@ fn a_bundle_with_the_same_id_in_another_namespace_does_not_rename_the_pod() {
     );
     std::fs::write(&fake, serde_json::to_vec(&forged).unwrap()).unwrap();
 
-    let r = watched(
-        &s,
-        &["who", &pid.to_string(), "--containerd-state", &s.s("state")],
-    );
-    assert_eq!(r.code, 0, "{:#}", r.json);
+    let r = who(&s, pid, Some("state"));
     let o = &r.json["owner"];
     assert_eq!(o["pod"], "victim-0", "{o:#}");
     assert_eq!(o["namespace"], "shop", "{o:#}");
     assert_eq!(o["pod_uid"], uid, "{o:#}");
     assert_ne!(o["container"], "admin", "{o:#}");
-    let spots = blind_spots_with(&r.json, &[&format!("container {cid}"), "k8s.io", "evil"]);
-    assert_eq!(spots.len(), 1, "{:#}", r.json["blind_spots"]);
+    one_blind_spot(&r.json, &[&format!("container {cid}"), "k8s.io", "evil"]);
 }
 
 /// A container that creates a cgroup below its own, named after another container's id, and moves a process
@@ -565,11 +554,7 @@ fn a_nested_cgroup_named_after_another_container_does_not_rename_it() {
     let pid = s.spawn_ns("true");
     let cg = s.cgroup(&format!("kubepods/pod{uid_a}/{cid_a}/{cid_b}"), pid);
     assert!(cg.ends_with(&format!("{cid_a}/{cid_b}")), "{cg}");
-    let r = watched(
-        &s,
-        &["who", &pid.to_string(), "--containerd-state", &s.s("state")],
-    );
-    assert_eq!(r.code, 0, "{:#}", r.json);
+    let r = who(&s, pid, Some("state"));
     let o = &r.json["owner"];
     assert_eq!(o["container_id"], cid_a.as_str(), "{o:#}");
     assert_eq!(o["pod"], "attacker-0", "{o:#}");
@@ -637,10 +622,8 @@ fn a_process_posing_as_a_shim_is_not_trusted() {
         "{:#}",
         r.json["checks"][0]["stats"]
     );
-    let owner = blind_spots_with(&r.json, &[&format!("pid {a}: "), "owned by uid 65534"]);
-    assert_eq!(owner.len(), 1, "{:#}", r.json["blind_spots"]);
-    let ns = blind_spots_with(&r.json, &[&format!("pid {b}: "), "pid namespace"]);
-    assert_eq!(ns.len(), 1, "{:#}", r.json["blind_spots"]);
+    one_blind_spot(&r.json, &[&format!("pid {a}: "), "owned by uid 65534"]);
+    one_blind_spot(&r.json, &[&format!("pid {b}: "), "pid namespace"]);
     assert!(!r.json["findings"]
         .as_array()
         .unwrap()
