@@ -344,133 +344,19 @@ const MAX_BUNDLES: usize = 4096;
 /// The most bytes of config.json read in one run, all bundles together.
 const CONFIG_JSON_TOTAL: u64 = 32 << 20;
 
-/// What [`load_bundles`] passed over to stay within its bounds.
-#[derive(Debug, Default)]
-struct Skipped {
-    over_count: u64,
-    over_bytes: u64,
-    hard_links: u64,
-}
-
 /// Reads every bundle under the instances' state and root directories, within bounds: at most [`MAX_BUNDLES`]
 /// bundles and [`CONFIG_JSON_TOTAL`] bytes of config.json, each at most [`CONFIG_JSON_LIMIT`], and each config.json
 /// inode once (containerd never hard-links one; a hard link would make one file count as many). Every directory is
 /// opened without following a final symlink and every config.json with [`open_regular_at`], so a FIFO or a device
 /// is never opened. What was passed over is reported as bad bundles, with counts.
 pub fn load_bundles(host: &Host, instances: &[Instance]) -> (Vec<Bundle>, Vec<BadBundle>) {
-    let mut bundles = Vec::new();
-    let mut bad = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut inodes = std::collections::HashSet::new();
-    let mut bytes = 0u64;
-    let mut skipped = Skipped::default();
+    let mut l = Loader::default();
     let mut bases: Vec<&Path> = Vec::new();
     for inst in instances {
         for base in [&inst.state, &inst.root] {
-            if bases.contains(&base.as_path()) {
-                continue;
-            }
-            bases.push(base);
-            let base_fd = match open_dir_at(&rustix::fs::CWD, &host.path(base)) {
-                Ok(fd) => fd,
-                Err(e) if crate::host::vanished(&e) => continue,
-                Err(e) => {
-                    bad.push(BadBundle {
-                        path: base.clone(),
-                        error: format!("containerd's directory {e}"),
-                    });
-                    continue;
-                }
-            };
-            for (sub, shim) in [
-                ("io.containerd.runtime.v2.task", "v2"),
-                ("io.containerd.runtime.v1.linux", "v1"),
-            ] {
-                let dir = base.join(sub);
-                let Some(sub_fd) = open_listed_dir(&base_fd, Path::new(sub), &dir, &mut bad) else {
-                    continue;
-                };
-                for ns in dir_names(&sub_fd) {
-                    let ns = match ns {
-                        Ok(ns) => ns,
-                        Err(e) => {
-                            bad.push(listing_failed(&dir, e));
-                            break;
-                        }
-                    };
-                    let ns_path = dir.join(&ns);
-                    let Some(ns_fd) = open_listed_dir(&sub_fd, Path::new(&ns), &ns_path, &mut bad)
-                    else {
-                        continue;
-                    };
-                    let ns = ns.to_string_lossy().into_owned();
-                    for id in dir_names(&ns_fd) {
-                        let id = match id {
-                            Ok(id) => id,
-                            Err(e) => {
-                                bad.push(listing_failed(&ns_path, e));
-                                break;
-                            }
-                        };
-                        let bundle_dir = ns_path.join(&id);
-                        let id = id.to_string_lossy().into_owned();
-                        if seen.contains(&(ns.clone(), id.clone())) {
-                            continue;
-                        }
-                        if bundles.len() >= MAX_BUNDLES {
-                            skipped.over_count += 1;
-                            continue;
-                        }
-                        let cfg = bundle_dir.join("config.json");
-                        let opened = open_dir_at(&ns_fd, Path::new(&id)).and_then(|fd| {
-                            open_regular_at(&fd, Path::new("config.json"), CONFIG_JSON_LIMIT)
-                        });
-                        let (file, ident) = match opened {
-                            Ok(f) => f,
-                            Err(e) if crate::host::vanished(&e) => continue,
-                            Err(e) => {
-                                bad.push(BadBundle {
-                                    path: cfg,
-                                    error: e.to_string(),
-                                });
-                                continue;
-                            }
-                        };
-                        if !inodes.insert((ident.dev, ident.ino)) {
-                            skipped.hard_links += 1;
-                            continue;
-                        }
-                        if bytes + ident.size > CONFIG_JSON_TOTAL {
-                            skipped.over_bytes += 1;
-                            continue;
-                        }
-                        let data = match read_fd_bounded(&file, CONFIG_JSON_LIMIT) {
-                            Ok(d) => d,
-                            Err(e) => {
-                                bad.push(BadBundle {
-                                    path: cfg,
-                                    error: e.to_string(),
-                                });
-                                continue;
-                            }
-                        };
-                        bytes += data.len() as u64;
-                        seen.insert((ns.clone(), id.clone()));
-                        match parse_spec(&data) {
-                            Ok(spec) => bundles.push(Bundle {
-                                id,
-                                namespace: ns.clone(),
-                                dir: bundle_dir,
-                                shim,
-                                spec,
-                            }),
-                            Err(e) => bad.push(BadBundle {
-                                path: cfg,
-                                error: e.to_string(),
-                            }),
-                        }
-                    }
-                }
+            if !bases.contains(&base.as_path()) {
+                bases.push(base);
+                l.base(host, base);
             }
         }
     }
@@ -482,54 +368,164 @@ pub fn load_bundles(host: &Host, instances: &[Instance]) -> (Vec<Bundle>, Vec<Ba
     let path = PathBuf::from(format!("containerd bundles under {under}"));
     for (n, why) in [
         (
-            skipped.over_count,
+            l.over_count,
             format!("wonk reads at most {MAX_BUNDLES} bundles"),
         ),
         (
-            skipped.over_bytes,
+            l.over_bytes,
             format!("wonk reads at most {CONFIG_JSON_TOTAL} bytes of config.json in all"),
         ),
         (
-            skipped.hard_links,
+            l.hard_links,
             "each was a hard link to a config.json already read, which containerd never makes"
                 .to_string(),
         ),
     ] {
         if n > 0 {
-            bad.push(BadBundle {
-                path: path.clone(),
-                error: format!("{n} bundles were not read: {why}"),
-            });
+            l.bad(path.clone(), format!("{n} bundles were not read: {why}"));
         }
     }
-    (bundles, bad)
+    (l.bundles, l.bad)
 }
 
-/// Opens a directory found in a listing; `None` when it is gone or not a directory (a stray file is no bundle),
-/// and a bad bundle for any other error.
-fn open_listed_dir(
-    parent: &impl std::os::fd::AsFd,
-    name: &Path,
-    shown: &Path,
-    bad: &mut Vec<BadBundle>,
-) -> Option<std::os::fd::OwnedFd> {
-    match open_dir_at(parent, name) {
-        Ok(fd) => Some(fd),
-        Err(e) if crate::host::vanished(&e) || e.kind() == std::io::ErrorKind::InvalidInput => None,
-        Err(e) => {
-            bad.push(BadBundle {
-                path: shown.to_path_buf(),
-                error: e.to_string(),
-            });
-            None
+/// [`load_bundles`]' state: what it read, and what it passed over to stay within its bounds.
+#[derive(Default)]
+struct Loader {
+    bundles: Vec<Bundle>,
+    bad: Vec<BadBundle>,
+    /// (namespace, id) of the bundles read: of several instances' copies, the first is kept.
+    seen: std::collections::HashSet<(String, String)>,
+    inodes: std::collections::HashSet<(crate::host::resolve::DevNum, u64)>,
+    bytes: u64,
+    over_count: u64,
+    over_bytes: u64,
+    hard_links: u64,
+}
+
+impl Loader {
+    /// The bundles under one state or root directory: `<base>/<runtime dir>/<namespace>/<id>/config.json`.
+    fn base(&mut self, host: &Host, base: &Path) {
+        let base_fd = match open_dir_at(&rustix::fs::CWD, &host.path(base)) {
+            Ok(fd) => fd,
+            Err(e) if crate::host::vanished(&e) => return,
+            Err(e) => return self.bad(base.to_path_buf(), format!("containerd's directory {e}")),
+        };
+        for (sub, shim) in [
+            ("io.containerd.runtime.v2.task", "v2"),
+            ("io.containerd.runtime.v1.linux", "v1"),
+        ] {
+            let dir = base.join(sub);
+            let Some(sub_fd) = self.open_listed(&base_fd, sub.as_ref(), &dir) else {
+                continue;
+            };
+            for ns in dir_names(&sub_fd) {
+                let Some(ns) = self.listed(ns, &dir) else {
+                    break;
+                };
+                let ns_path = dir.join(&ns);
+                let Some(ns_fd) = self.open_listed(&sub_fd, ns.as_ref(), &ns_path) else {
+                    continue;
+                };
+                let ns = ns.to_string_lossy().into_owned();
+                for id in dir_names(&ns_fd) {
+                    let Some(id) = self.listed(id, &ns_path) else {
+                        break;
+                    };
+                    self.bundle(&ns_fd, &ns, &id, &ns_path, shim);
+                }
+            }
         }
     }
-}
 
-fn listing_failed(dir: &Path, e: std::io::Error) -> BadBundle {
-    BadBundle {
-        path: dir.to_path_buf(),
-        error: format!("listing it: {e}"),
+    /// One bundle directory `id` in namespace `ns`, whose directory is open as `ns_fd` and shown as `ns_path`.
+    fn bundle(
+        &mut self,
+        ns_fd: &std::os::fd::OwnedFd,
+        ns: &str,
+        id: &std::ffi::OsStr,
+        ns_path: &Path,
+        shim: &'static str,
+    ) {
+        let dir = ns_path.join(id);
+        let cfg = dir.join("config.json");
+        let key = (ns.to_string(), id.to_string_lossy().into_owned());
+        if self.seen.contains(&key) {
+            return;
+        }
+        if self.bundles.len() >= MAX_BUNDLES {
+            self.over_count += 1;
+            return;
+        }
+        let opened = open_dir_at(ns_fd, id.as_ref())
+            .and_then(|fd| open_regular_at(&fd, "config.json".as_ref(), CONFIG_JSON_LIMIT));
+        let (file, ident) = match opened {
+            Ok(f) => f,
+            Err(e) if crate::host::vanished(&e) => return,
+            Err(e) => return self.bad(cfg, e),
+        };
+        if !self.inodes.insert((ident.dev, ident.ino)) {
+            self.hard_links += 1;
+            return;
+        }
+        if self.bytes + ident.size > CONFIG_JSON_TOTAL {
+            self.over_bytes += 1;
+            return;
+        }
+        let data = match read_fd_bounded(&file, CONFIG_JSON_LIMIT) {
+            Ok(d) => d,
+            Err(e) => return self.bad(cfg, e),
+        };
+        self.bytes += data.len() as u64;
+        match parse_spec(&data) {
+            Ok(spec) => {
+                self.bundles.push(Bundle {
+                    id: key.1.clone(),
+                    namespace: key.0.clone(),
+                    dir,
+                    shim,
+                    spec,
+                });
+                self.seen.insert(key);
+            }
+            Err(e) => self.bad(cfg, e),
+        }
+    }
+
+    fn bad(&mut self, path: PathBuf, e: impl std::fmt::Display) {
+        self.bad.push(BadBundle {
+            path,
+            error: e.to_string(),
+        });
+    }
+
+    /// A name from [`dir_names`]; `None` after a listing error, which is reported.
+    fn listed(
+        &mut self,
+        name: std::io::Result<std::ffi::OsString>,
+        dir: &Path,
+    ) -> Option<std::ffi::OsString> {
+        name.map_err(|e| self.bad(dir.to_path_buf(), format!("listing it: {e}")))
+            .ok()
+    }
+
+    /// Opens a directory found in a listing; `None` when it is gone or not a directory (a stray file is no
+    /// bundle), and a bad bundle for any other error.
+    fn open_listed(
+        &mut self,
+        parent: &impl std::os::fd::AsFd,
+        name: &Path,
+        shown: &Path,
+    ) -> Option<std::os::fd::OwnedFd> {
+        match open_dir_at(parent, name) {
+            Ok(fd) => Some(fd),
+            Err(e) if crate::host::vanished(&e) || e.kind() == std::io::ErrorKind::InvalidInput => {
+                None
+            }
+            Err(e) => {
+                self.bad(shown.to_path_buf(), e);
+                None
+            }
+        }
     }
 }
 
