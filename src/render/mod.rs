@@ -1,6 +1,6 @@
 //! Output: a table for people (coloured only on a TTY, readable at 100 columns) and JSON for machines.
 
-use crate::finding::{Finding, Report, Severity};
+use crate::finding::{BlindSpot, Finding, Report, Severity};
 use serde_json::Value;
 use std::io::{self, Write};
 
@@ -244,10 +244,15 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
                 .join(" "))
         )?;
     }
-    if !report.blind_spots.is_empty() {
+    not_seen(w, &report.blind_spots, style)
+}
+
+/// The blind spots, under `not seen:`; nothing when there are none.
+fn not_seen(w: &mut dyn Write, blind_spots: &[BlindSpot], style: Style) -> std::io::Result<()> {
+    if !blind_spots.is_empty() {
         writeln!(w)?;
         writeln!(w, "{}", style.bold("not seen:"))?;
-        for b in &report.blind_spots {
+        for b in blind_spots {
             for (i, line) in wrap(&format!("[{}] {}: {}", b.scope, b.what, b.why), WIDTH - 4)
                 .iter()
                 .enumerate()
@@ -481,7 +486,7 @@ pub fn who(w: &mut dyn Write, who: &crate::who::Who, style: Style) -> io::Result
     for n in &who.notes {
         writeln!(w, "{} {n}", style.dim("note:"))?;
     }
-    Ok(())
+    not_seen(w, &who.blind_spots, style)
 }
 
 #[cfg(test)]

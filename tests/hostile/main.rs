@@ -6,3 +6,4 @@
 mod common;
 mod paths;
 mod htree;
+mod containerd;
