@@ -2,6 +2,7 @@
 //! host path, or `DEV:INODE` (`md1:211566352`, `254:0:1234`). It prints what is known about its owner and, for a
 //! path, which containers see it and how.
 
+use crate::finding::BlindSpot;
 use crate::host::mountinfo::{self, Mount};
 use crate::host::procfs;
 use crate::host::resolve::{self, DevNum, Identity};
@@ -30,6 +31,8 @@ pub struct Who {
     /// Containers that see a path target, and how.
     pub seen_by: Vec<Sighting>,
     pub notes: Vec<String>,
+    /// What attribution could not see or trust (containerd's state, bundles).
+    pub blind_spots: Vec<BlindSpot>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +67,12 @@ pub struct Sighting {
 
 /// Runs `who` for one target.
 pub fn who(owners: &Attributor, target: &str) -> anyhow::Result<Who> {
+    let mut w = investigate(owners, target)?;
+    w.blind_spots = owners.blind_spots().to_vec();
+    Ok(w)
+}
+
+fn investigate(owners: &Attributor, target: &str) -> anyhow::Result<Who> {
     let host = owners.host();
     let mut w = Who {
         target: target.to_string(),
@@ -74,6 +83,7 @@ pub fn who(owners: &Attributor, target: &str) -> anyhow::Result<Who> {
         pids: Vec::new(),
         seen_by: Vec::new(),
         notes: Vec::new(),
+        blind_spots: Vec::new(),
     };
     if target.is_empty() {
         bail!("empty TARGET: give a pid, a container id, a host path or DEV:INODE");
@@ -622,7 +632,7 @@ pub fn table(w: &mut dyn Write, who: &Who, style: Style) -> io::Result<()> {
     for n in &who.notes {
         writeln!(w, "{} {n}", style.dim("note:"))?;
     }
-    Ok(())
+    crate::render::not_seen(w, &who.blind_spots, style)
 }
 
 #[cfg(test)]

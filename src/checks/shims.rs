@@ -21,9 +21,9 @@
 use super::{Check, Context, Npd, Unit};
 use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Output, Severity};
 use crate::host::procfs::{self, Stat};
-use crate::host::{bytes_path, mountinfo, read_bounded, vanished, Host};
+use crate::host::{bytes_path, mountinfo, read_regular, vanished, Host};
 use crate::metric::{labels, Family, Sink};
-use crate::owner::containerd::Bundle;
+use crate::owner::containerd::{untrusted_blind_spot, Bundle};
 use crate::owner::Owner;
 use crate::term::{fit, human_age, wrap, Style, WIDTH};
 use serde::Serialize;
@@ -291,7 +291,10 @@ impl Check for Shims {
 
     fn run(&self, ctx: &Context) -> CheckOutput {
         let mut out = CheckOutput::default();
-        let mut shims = match survey(ctx, self.min_age_seconds) {
+        let Survey {
+            mut shims,
+            untrusted,
+        } = match survey(ctx, self.min_age_seconds) {
             Ok(s) => s,
             Err(e) => {
                 out.failed = Some(format!("cannot list processes: {e}"));
@@ -316,7 +319,10 @@ impl Check for Shims {
             ("running_sandboxes".into(), running_sandboxes(&o.shims)),
             ("rss_kib".into(), o.shims.iter().map(|s| s.rss_kib).sum()),
             ("threads".into(), o.shims.iter().map(|s| s.threads).sum()),
+            ("untrusted".into(), untrusted.len() as u64),
         ];
+        out.blind_spots
+            .extend(untrusted_blind_spot("shims", "containerd-shim", &untrusted));
         let shims = &o.shims;
         for s in shims {
             if let Some(f) = finding(s) {
@@ -410,14 +416,27 @@ fn running_sandboxes(shims: &[Shim]) -> u64 {
         .count() as u64
 }
 
+/// The shims on the node, and the processes that pose as shims but are not trusted as such.
+pub struct Survey {
+    pub shims: Vec<Shim>,
+    /// Pid and why, for each process named like a shim that [`procfs::why_untrusted`] rejects.
+    pub untrusted: Vec<(u32, String)>,
+}
+
 /// Finds and classifies every shim on the node.
-pub fn survey(ctx: &Context, min_age_seconds: i64) -> std::io::Result<Vec<Shim>> {
+///
+/// A shim is trusted as one only when its executable is root's and it runs in the host's pid namespace: a
+/// container can name a process `containerd-shim-runc-v2 -id <another pod's id>`. Its mount namespace is not
+/// compared: containerd starts shim v1 in a mount namespace of its own.
+pub fn survey(ctx: &Context, min_age_seconds: i64) -> std::io::Result<Survey> {
     let host = ctx.host;
     let stats = procfs::all_stats(host)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    let host_ns = procfs::HostNs::read(host);
     let mut shims = Vec::new();
+    let mut untrusted = Vec::new();
     for st in stats
         .iter()
         .filter(|s| s.comm.starts_with("containerd-shim"))
@@ -428,6 +447,14 @@ pub fn survey(ctx: &Context, min_age_seconds: i64) -> std::io::Result<Vec<Shim>>
         let Some(mut shim) = parse_shim(st, &args) else {
             continue;
         };
+        match procfs::why_untrusted(host, st.pid, &host_ns, false) {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                untrusted.push((st.pid, why));
+                continue;
+            }
+            Err(_) => continue,
+        }
         shim.children = stats
             .iter()
             .filter(|c| c.ppid == st.pid)
@@ -466,7 +493,7 @@ pub fn survey(ctx: &Context, min_age_seconds: i64) -> std::io::Result<Vec<Shim>>
             .find(|b| b.annotation("io.kubernetes.cri.container-type") == Some("sandbox"))
             .or(bundles.first())
             .map(|b| {
-                let mut o = ctx.owners.owner_of_container(&b.id);
+                let mut o = ctx.owners.owner_of_bundle(b);
                 o.container = None;
                 o.container_id = None;
                 o.container_type = None;
@@ -476,7 +503,7 @@ pub fn survey(ctx: &Context, min_age_seconds: i64) -> std::io::Result<Vec<Shim>>
         classify(host, &mut shim, min_age_seconds);
         shims.push(shim);
     }
-    Ok(shims)
+    Ok(Survey { shims, untrusted })
 }
 
 /// Reads the shim's flags: `-namespace`, `-id` (v2), `-workdir` (v1), `-address`.
@@ -556,8 +583,9 @@ fn belongs(shim: &Shim, b: &Bundle) -> bool {
 
 fn bundle_state(host: &Host, b: &Bundle, shim_pid: u32, stats: &[Stat]) -> BundleState {
     let dir = host.path(&b.dir);
-    let init_pid = read_bounded(&dir.join("init.pid"), 64)
+    let init_pid = read_regular(&dir.join("init.pid"), 64)
         .ok()
+        .map(|(d, _)| d)
         .and_then(|d| String::from_utf8_lossy(&d).trim().parse::<u32>().ok());
     let init_pid_alive =
         init_pid.is_some_and(|p| stats.iter().any(|s| s.pid == p && s.ppid == shim_pid));

@@ -97,6 +97,11 @@ pub fn vanished(e: &io::Error) -> bool {
 pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    read_fd_bounded(&fd, limit)
+}
+
+/// Reads at most `limit` bytes from an open file.
+pub fn read_fd_bounded(fd: &std::os::fd::OwnedFd, limit: u64) -> io::Result<Vec<u8>> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     // procfs answers each read with at most what fits; a roomy first buffer saves many small reads.
     let mut buf = Vec::with_capacity(limit.min(16 << 10));
@@ -105,7 +110,7 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
             buf.reserve((limit - buf.len()).min(buf.len().max(4096)));
         }
         let room = (buf.capacity() - buf.len()).min(limit - buf.len());
-        match read_into_spare(&fd, &mut buf, room) {
+        match read_into_spare(fd, &mut buf, room) {
             Ok(0) => break,
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => {}
@@ -113,6 +118,92 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         }
     }
     Ok(buf)
+}
+
+/// What a file mode says the file is, for errors (`a FIFO`, `a character device`).
+pub fn file_type_name(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symbolic link",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFSOCK => "a socket",
+        _ => "of an unknown type",
+    }
+}
+
+fn not_a(what: &str, found: u32) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("is {}, not {what}", file_type_name(found)),
+    )
+}
+
+/// Reads a node file that must be a regular file of at most `limit` bytes, from `dir` (`path` relative to it, or
+/// absolute). A final symlink is not followed, and nothing else is ever opened for reading: the file is first
+/// opened `O_PATH | O_NOFOLLOW`, which opens no FIFO and no device, and only once `fstat` says it is a regular
+/// file is that same inode reopened (through `/proc/self/fd`) for reading, `O_NONBLOCK`. A larger file is an error
+/// rather than a prefix. Returns the bytes and the file's identity (for counting hard links once).
+pub fn read_regular_at(
+    dir: &impl std::os::fd::AsFd,
+    path: &Path,
+    limit: u64,
+) -> io::Result<(Vec<u8>, resolve::Identity)> {
+    let (file, id) = open_regular_at(dir, path, limit)?;
+    Ok((read_fd_bounded(&file, limit)?, id))
+}
+
+/// The open half of [`read_regular_at`], for a caller that decides from the identity whether to read, with
+/// [`read_fd_bounded`].
+pub fn open_regular_at(
+    dir: &impl std::os::fd::AsFd,
+    path: &Path,
+    limit: u64,
+) -> io::Result<(std::os::fd::OwnedFd, resolve::Identity)> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, path, flags, Mode::empty())?;
+    let id = resolve::identity(&fd)?;
+    if u32::from(id.mode) & libc::S_IFMT != libc::S_IFREG {
+        return Err(not_a("a regular file", id.mode.into()));
+    }
+    if id.size > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("is {} bytes, more than the {limit} wonk reads", id.size),
+        ));
+    }
+    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = rustix::fs::open(reopen.as_str(), flags, Mode::empty())
+        .map_err(|e| io::Error::other(format!("reopening it through {reopen}: {e}")))?;
+    Ok((file, id))
+}
+
+/// [`read_regular_at`] of an absolute path as wonk sees it.
+pub fn read_regular(path: &Path, limit: u64) -> io::Result<(Vec<u8>, resolve::Identity)> {
+    read_regular_at(&rustix::fs::CWD, path, limit)
+}
+
+/// Opens a node directory without following a final symlink. `O_DIRECTORY` makes the kernel refuse anything else
+/// before opening it, so a FIFO or a device node at the path is never opened; the error then says what it is.
+pub fn open_dir_at(dir: &impl std::os::fd::AsFd, path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, path, flags, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(e @ (rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)) => {
+            match rustix::fs::statat(dir, path, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
+                    Err(not_a("a directory", st.st_mode))
+                }
+                _ => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// One `read(2)` of at most `room` bytes appended to `buf` (which has that much spare capacity); the bytes read.
@@ -162,6 +253,48 @@ mod tests {
             root_dir: File::open("/").unwrap(),
         };
         assert_eq!(h.path("/proc/1/cgroup"), PathBuf::from("/proc/1/cgroup"));
+    }
+
+    /// Nothing but a regular file is opened for reading, no final symlink is followed, and nothing larger than
+    /// the limit is read; each refusal says what the file is.
+    #[test]
+    fn regular_files_only() {
+        let dir = std::env::temp_dir().join(format!("wonk-read-regular-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), b"hello").unwrap();
+        std::os::unix::fs::symlink(dir.join("f"), dir.join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = |p: &str, limit| read_regular(&dir.join(p), limit).unwrap_err().to_string();
+        let (data, id) = read_regular(&dir.join("f"), 5).unwrap();
+        let results = (
+            data,
+            id.size,
+            err("f", 4),
+            err("link", 10),
+            err("fifo", 10),
+            open_dir_at(&rustix::fs::CWD, &dir.join("fifo")).map(drop),
+            open_dir_at(&rustix::fs::CWD, &dir).map(drop),
+            read_regular(&dir.join("missing"), 10).map(drop),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(results.0, b"hello");
+        assert_eq!(results.1, 5);
+        assert_eq!(results.2, "is 5 bytes, more than the 4 wonk reads");
+        assert_eq!(results.3, "is a symbolic link, not a regular file");
+        assert_eq!(results.4, "is a FIFO, not a regular file");
+        assert_eq!(
+            results.5.unwrap_err().to_string(),
+            "is a FIFO, not a directory"
+        );
+        assert!(results.6.is_ok());
+        assert!(vanished(&results.7.unwrap_err()));
     }
 
     #[test]

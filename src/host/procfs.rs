@@ -107,8 +107,98 @@ pub fn cmdline(host: &Host, pid: u32) -> io::Result<Vec<Vec<u8>>> {
 
 /// The inode number of a process's mount namespace, its identity.
 pub fn mnt_ns(host: &Host, pid: u32) -> io::Result<u64> {
-    let link = std::fs::read_link(host.proc_pid(pid).join("ns/mnt"))?;
-    parse_ns_link(link.as_os_str().as_encoded_bytes()).ok_or_else(|| bad_data(pid, "ns/mnt"))
+    ns(host, pid, "mnt")
+}
+
+/// The inode number of one of a process's namespaces (`mnt`, `pid`, ...), its identity.
+pub fn ns(host: &Host, pid: u32, kind: &str) -> io::Result<u64> {
+    let file = format!("ns/{kind}");
+    let link = std::fs::read_link(host.proc_pid(pid).join(&file))?;
+    parse_ns_link(link.as_os_str().as_encoded_bytes()).ok_or_else(|| bad_data(pid, &file))
+}
+
+/// The host's namespaces, which a daemon must run in to be trusted: pid 1's. Where pid 1's cannot be read (it may
+/// hold capabilities wonk lacks), wonk's own when wonk runs on the node itself (`--host-root /`), as
+/// `Attributor::host_mnt_ns` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostNs {
+    pub pid: Option<u64>,
+    pub mnt: Option<u64>,
+}
+
+impl HostNs {
+    pub fn read(host: &Host) -> HostNs {
+        let own = host.root() == std::path::Path::new("/");
+        let of = |kind: &str| {
+            ns(host, 1, kind).ok().or_else(|| {
+                own.then(|| ns(host, std::process::id(), kind).ok())
+                    .flatten()
+            })
+        };
+        HostNs {
+            pid: of("pid"),
+            mnt: of("mnt"),
+        }
+    }
+}
+
+/// Why a process is not trusted as a host daemon, or `None` when it is: its executable (the inode
+/// `/proc/PID/exe` leads to, whatever path the process's own mount namespace shows) is a regular file owned by
+/// root and writable by no one else, and the process runs in the host's pid namespace and, with `same_mnt`, the
+/// host's mount namespace. A process in a container can name itself anything and run any file of its own.
+/// `Err` is the error of a process that exited meanwhile.
+pub fn why_untrusted(
+    host: &Host,
+    pid: u32,
+    host_ns: &HostNs,
+    same_mnt: bool,
+) -> io::Result<Option<String>> {
+    let exe = host.proc_pid(pid).join("exe");
+    let st = match rustix::fs::stat(&exe) {
+        Ok(st) => st,
+        Err(e) if super::vanished(&e.into()) => return Err(e.into()),
+        Err(e) => return Ok(Some(format!("its executable cannot be statted: {e}"))),
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(Some(format!(
+            "its executable is {}",
+            super::file_type_name(st.st_mode)
+        )));
+    }
+    if st.st_uid != 0 {
+        return Ok(Some(format!(
+            "its executable is owned by uid {}, not root",
+            st.st_uid
+        )));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Ok(Some(format!(
+            "its executable is writable by group or others (mode {:o})",
+            st.st_mode & 0o7777
+        )));
+    }
+    let mut kinds = vec![("pid", host_ns.pid)];
+    if same_mnt {
+        kinds.push(("mnt", host_ns.mnt));
+    }
+    for (kind, want) in kinds {
+        let Some(want) = want else {
+            return Ok(Some(format!(
+                "the host's {kind} namespace (pid 1's) could not be read to compare"
+            )));
+        };
+        match ns(host, pid, kind) {
+            Ok(n) if n == want => {}
+            Ok(n) => {
+                return Ok(Some(format!(
+                    "it runs in {kind} namespace {n}, not the host's ({want})"
+                )))
+            }
+            Err(e) if super::vanished(&e) => return Err(e),
+            Err(e) => return Ok(Some(format!("its {kind} namespace cannot be read: {e}"))),
+        }
+    }
+    Ok(None)
 }
 
 /// `mnt:[4026531841]` -> 4026531841.

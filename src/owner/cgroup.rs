@@ -91,8 +91,18 @@ pub fn parse_path(path: &str) -> CgroupRef {
     let comps = path
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".." && *c != ".");
+    // Below a container's own cgroup, the container may create cgroups and name them anything (another
+    // container's id, `kubepods`, `burstable`): the first container id ends the walk, and below a pod only the
+    // component directly under the pod's may be one.
     let mut in_kubepods = false;
     for c in comps {
+        if r.pod_uid.is_some() {
+            if let Some((id, runtime)) = container_component(c, true) {
+                r.container_id = Some(id);
+                r.runtime = runtime;
+            }
+            break;
+        }
         match c {
             "kubepods" | "kubepods.slice" => {
                 in_kubepods = true;
@@ -108,7 +118,7 @@ pub fn parse_path(path: &str) -> CgroupRef {
             }
             _ => {}
         }
-        if in_kubepods && r.pod_uid.is_none() {
+        if in_kubepods {
             if let Some(uid) = pod_uid_component(c) {
                 r.pod_uid = Some(uid);
                 if r.qos.is_none() {
@@ -117,9 +127,10 @@ pub fn parse_path(path: &str) -> CgroupRef {
                 continue;
             }
         }
-        if let Some((id, runtime)) = container_component(c, r.pod_uid.is_some()) {
+        if let Some((id, runtime)) = container_component(c, false) {
             r.container_id = Some(id);
             r.runtime = runtime;
+            break;
         }
     }
     if r.pod_uid.is_none() {
@@ -275,6 +286,28 @@ mod tests {
         let r = parse_path(&format!("kubepods-pod1234.slice:crio:{ID}"));
         assert_eq!((r.qos, r.runtime), (Some(Qos::Guaranteed), Some("cri-o")));
         assert_eq!(parse_path("a:b:c").pod_uid, None);
+    }
+
+    /// A container that creates cgroups below its own cannot take another container's id, pod or QoS.
+    #[test]
+    fn nested_cgroups_do_not_rename_the_container() {
+        let victim = "f".repeat(64);
+        let r = parse_path(&format!("/kubepods/besteffort/pod1234/{ID}/{victim}"));
+        assert_eq!(r.container_id.as_deref(), Some(ID));
+        let r = parse_path(&format!(
+            "/kubepods/besteffort/pod1234/{ID}/kubepods/burstable/pod99/{victim}"
+        ));
+        assert_eq!(r.container_id.as_deref(), Some(ID));
+        assert_eq!(
+            (r.qos, r.pod_uid.as_deref()),
+            (Some(Qos::BestEffort), Some("1234"))
+        );
+        let r = parse_path(&format!("/kubepods/pod1234/notanid/{victim}"));
+        assert_eq!(r.container_id, None);
+        let r = parse_path(&format!(
+            "/system.slice/docker-{ID}.scope/docker-{victim}.scope"
+        ));
+        assert_eq!(r.container_id.as_deref(), Some(ID));
     }
 
     #[test]

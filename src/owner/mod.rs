@@ -118,14 +118,20 @@ pub struct NsMounts {
 }
 
 /// What the container runtime's state on disk says: its instances and their containers' bundles.
+///
+/// Bundles are keyed by (containerd namespace, id). A container id from a cgroup names no namespace, so it
+/// names a bundle only when exactly one namespace has that id: an id in two namespaces is a forgery (CRI's ids
+/// are random), and wonk then names the container from neither rather than let one rename the other.
 struct Runtime {
     instances: Vec<Instance>,
     bundles: Vec<Bundle>,
+    by_key: HashMap<(String, String), usize>,
+    /// Ids whose bundle is in exactly one namespace.
     by_id: HashMap<String, usize>,
+    /// Pod uids whose sandbox bundles all agree on the pod's namespace and name.
     sandbox_by_uid: HashMap<String, usize>,
     blind_spots: Vec<BlindSpot>,
 }
-
 /// The answer to "which container is this id prefix".
 #[derive(Debug, PartialEq, Eq)]
 pub enum PrefixMatch {
@@ -136,25 +142,71 @@ pub enum PrefixMatch {
 
 impl Runtime {
     fn load(host: &Host, extra_state: &[PathBuf]) -> Runtime {
-        let instances = containerd::discover(host, extra_state);
-        let (bundles, bad) = containerd::load_bundles(host, &instances);
-        let blind_spots = bad
-            .into_iter()
-            .map(|b| BlindSpot::new("attribution", b.path.display().to_string(), b.error))
-            .collect();
-        let mut by_id = HashMap::new();
-        let mut sandbox_by_uid = HashMap::new();
+        let found = containerd::discover(host, extra_state);
+        let (bundles, bad) = containerd::load_bundles(host, &found.instances);
+        let mut blind_spots = found.blind_spots;
+        blind_spots.extend(
+            bad.into_iter()
+                .map(|b| BlindSpot::new("attribution", b.path.display().to_string(), b.error)),
+        );
+        let mut by_key = HashMap::new();
+        let mut ids: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut sandboxes: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, b) in bundles.iter().enumerate() {
-            by_id.insert(b.id.clone(), i);
+            by_key.insert((b.namespace.clone(), b.id.clone()), i);
+            ids.entry(&b.id).or_default().push(i);
             if b.annotation("io.kubernetes.cri.container-type") == Some("sandbox") {
                 if let Some(uid) = b.annotation("io.kubernetes.cri.sandbox-uid") {
-                    sandbox_by_uid.insert(uid.to_string(), i);
+                    sandboxes.entry(uid).or_default().push(i);
                 }
             }
         }
+        let mut by_id = HashMap::new();
+        for (id, at) in &ids {
+            if let [i] = at[..] {
+                by_id.insert(id.to_string(), i);
+            } else {
+                let nss: Vec<&str> = at.iter().map(|&i| bundles[i].namespace.as_str()).collect();
+                blind_spots.push(BlindSpot::new(
+                    "attribution",
+                    format!("container {id}"),
+                    format!(
+                        "bundles with this id are in containerd namespaces {}; it is named from none of them",
+                        nss.join(", ")
+                    ),
+                ));
+            }
+        }
+        let mut sandbox_by_uid = HashMap::new();
+        for (uid, at) in &sandboxes {
+            let names = |i: usize| {
+                let b = &bundles[i];
+                (
+                    b.annotation("io.kubernetes.cri.sandbox-namespace"),
+                    b.annotation("io.kubernetes.cri.sandbox-name"),
+                )
+            };
+            if at.iter().all(|&i| names(i) == names(at[0])) {
+                sandbox_by_uid.insert(uid.to_string(), at[0]);
+            } else {
+                let dirs: Vec<String> = at
+                    .iter()
+                    .map(|&i| bundles[i].dir.display().to_string())
+                    .collect();
+                blind_spots.push(BlindSpot::new(
+                    "attribution",
+                    format!("pod {uid}"),
+                    format!(
+                        "sandbox bundles that name this pod differently: {}; it is named from none of them",
+                        dirs.join(", ")
+                    ),
+                ));
+            }
+        }
         Runtime {
-            instances,
+            instances: found.instances,
             bundles,
+            by_key,
             by_id,
             sandbox_by_uid,
             blind_spots,
@@ -316,9 +368,18 @@ impl<'h> Attributor<'h> {
         &self.runtime().bundles
     }
 
+    /// The bundle of a container id, when exactly one containerd namespace has one with that id.
     pub fn bundle(&self, container_id: &str) -> Option<&Bundle> {
         let r = self.runtime();
         r.by_id.get(container_id).map(|&i| &r.bundles[i])
+    }
+
+    /// The bundle `id` in containerd namespace `namespace`.
+    pub fn bundle_in(&self, namespace: &str, id: &str) -> Option<&Bundle> {
+        let r = self.runtime();
+        r.by_key
+            .get(&(namespace.to_string(), id.to_string()))
+            .map(|&i| &r.bundles[i])
     }
 
     /// The owner of a process, from its cgroup and the bundle of the container it names. Cached per pid.
@@ -357,12 +418,22 @@ impl<'h> Attributor<'h> {
 
     /// The owner of a container id, from its bundle's annotations.
     pub fn owner_of_container(&self, id: &str) -> Owner {
+        match self.bundle(id) {
+            Some(b) => self.owner_of_bundle(b),
+            None => Owner {
+                container_id: Some(id.to_string()),
+                ..Owner::default()
+            },
+        }
+    }
+
+    /// The owner of a bundle, from its annotations and those of its sandbox's bundle in the same containerd
+    /// namespace.
+    pub fn owner_of_bundle(&self, b: &Bundle) -> Owner {
+        let id = b.id.as_str();
         let mut owner = Owner {
             container_id: Some(id.to_string()),
             ..Owner::default()
-        };
-        let Some(b) = self.bundle(id) else {
-            return owner;
         };
         let a = |k: &str| b.annotation(k).map(str::to_string);
         owner.namespace = a("io.kubernetes.cri.sandbox-namespace");
@@ -381,7 +452,7 @@ impl<'h> Attributor<'h> {
         }
         if let Some(sid) = a("io.kubernetes.cri.sandbox-id") {
             if sid != id {
-                if let Some(sb) = self.bundle(&sid) {
+                if let Some(sb) = self.bundle_in(&b.namespace, &sid) {
                     owner.namespace = owner.namespace.or(sb
                         .annotation("io.kubernetes.cri.sandbox-namespace")
                         .map(str::to_string));

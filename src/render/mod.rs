@@ -1,7 +1,7 @@
 //! Output of a report: a table for people (coloured only on a TTY, readable at 100 columns) and JSON for
 //! machines. The text primitives are [`crate::term`]'s; a check's own view is its `Output::table`.
 
-use crate::finding::{Finding, Report, Severity};
+use crate::finding::{BlindSpot, Finding, Report, Severity};
 pub use crate::term::{fit, kv_block, wrap, ColorChoice, Style, WIDTH};
 use crate::term::{scalar, Tone};
 use serde_json::Value;
@@ -96,10 +96,15 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
                 .join(" "))
         )?;
     }
-    if !report.blind_spots.is_empty() {
+    not_seen(w, &report.blind_spots, style)
+}
+
+/// The blind spots, under `not seen:`; nothing when there are none.
+pub fn not_seen(w: &mut dyn Write, blind_spots: &[BlindSpot], style: Style) -> std::io::Result<()> {
+    if !blind_spots.is_empty() {
         writeln!(w)?;
         writeln!(w, "{}", style.bold("not seen:"))?;
-        for b in &report.blind_spots {
+        for b in blind_spots {
             for (i, line) in wrap(&format!("[{}] {}: {}", b.scope, b.what, b.why), WIDTH - 4)
                 .iter()
                 .enumerate()

@@ -347,7 +347,10 @@ fn names_under_the_wrong_hash() {
     assert_eq!(blocks, vec![u64::from(b), u64::from(a)]);
     assert!(h["leaves"][0]["sample"].as_array().unwrap().len() <= 3);
     let shown = f["evidence"]["misfiled"][0].as_str().unwrap();
-    assert!(shown.starts_with(&format!("block {b} (hashes 0x")), "{shown}");
+    assert!(
+        shown.starts_with(&format!("block {b} (hashes 0x")),
+        "{shown}"
+    );
     // Before the swap, every name was where its hash belongs.
     poke(&dev, root + 0x2c, &a.to_le_bytes());
     poke(&dev, root + 0x34, &b.to_le_bytes());

@@ -4,5 +4,6 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-mod paths;
+mod containerd;
 mod htree;
+mod paths;

@@ -26,7 +26,7 @@ pub fn reap(
     use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
     // A shim whose pod CRI still lists is never reaped: CRI is asked first (within the budget; no answer
     // leaves the judgement from disk as it is).
-    let mut all = survey(ctx, min_age_seconds)?;
+    let mut all = survey(ctx, min_age_seconds)?.shims;
     ask_cri(ctx, &mut all, cri_budget);
     let leaked: Vec<Shim> = all
         .into_iter()
@@ -48,6 +48,7 @@ pub fn reap(
             Some(Ok(fd)) => {
                 // With the pidfd held, the pid cannot be reused; check that it is still the same, still leaked.
                 let again = survey(ctx, min_age_seconds)?
+                    .shims
                     .into_iter()
                     .find(|n| n.pid == s.pid);
                 match again {
