@@ -2,6 +2,7 @@
 //! run plus what wonk could not see ([`BlindSpot`]). The JSON shape of both is documented in
 //! `docs/OUTPUT.md` and is stable.
 
+pub use crate::host::BlindSpot;
 use crate::metric::Sink;
 use crate::owner::Owner;
 use crate::term::Style;
@@ -69,29 +70,6 @@ impl Finding {
             serde_json::to_value(value).unwrap_or(Value::Null),
         ));
         self
-    }
-}
-
-/// Something wonk could not see, and why. Shown to the user so that silence is never mistaken for health.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BlindSpot {
-    /// The check or layer that was blind (`ghosts`, `attribution`, ...).
-    pub scope: String,
-    pub what: String,
-    pub why: String,
-}
-
-impl BlindSpot {
-    pub fn new(
-        scope: impl Into<String>,
-        what: impl Into<String>,
-        why: impl Into<String>,
-    ) -> BlindSpot {
-        BlindSpot {
-            scope: scope.into(),
-            what: what.into(),
-            why: why.into(),
-        }
     }
 }
 

@@ -334,7 +334,7 @@ pub fn judge_error(ctx: &Context, path: &Path, e: &Ext4Error) -> Result<Finding,
 }
 
 fn owner(ctx: &Context, path: &str) -> Option<crate::owner::Owner> {
-    crate::who::who(ctx.owners, path)
+    crate::owner::locate::who(ctx.owners, path)
         .ok()
         .and_then(|w| w.owner)
         .filter(|o| !o.is_empty())

@@ -16,6 +16,29 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// Something wonk could not see, and why. Shown to the user so that silence is never mistaken for health.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BlindSpot {
+    /// The check or layer that was blind (`ghosts`, `attribution`, ...).
+    pub scope: String,
+    pub what: String,
+    pub why: String,
+}
+
+impl BlindSpot {
+    pub fn new(
+        scope: impl Into<String>,
+        what: impl Into<String>,
+        why: impl Into<String>,
+    ) -> BlindSpot {
+        BlindSpot {
+            scope: scope.into(),
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+}
+
 /// The node wonk observes.
 #[derive(Debug)]
 pub struct Host {

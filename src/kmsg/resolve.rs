@@ -194,7 +194,7 @@ impl<'a> Resolver<'a> {
             Some(3) => Some(true),
             _ => None,
         });
-        let (dev, dev_error) = match crate::who::resolve_dev(self.host(), device) {
+        let (dev, dev_error) = match crate::owner::locate::resolve_dev(self.host(), device) {
             Ok(d) => (Some(d), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
@@ -454,7 +454,7 @@ impl<'a> Resolver<'a> {
 
     /// A device named by the kernel (`md1`, `loop0`, `dm-0`) as `MAJ:MIN`.
     fn dev(&self, device: &str) -> Option<DevNum> {
-        crate::who::resolve_dev(self.host(), device).ok()
+        crate::owner::locate::resolve_dev(self.host(), device).ok()
     }
 
     fn mount_points(&self, dev: DevNum) -> Vec<String> {
@@ -484,8 +484,8 @@ impl<'a> Resolver<'a> {
     /// it. With `want_dir`, an inode that is no longer a directory means the message is stale (the filesystem was
     /// recreated, or a loop device reused since), and the path is withheld.
     fn locate(&self, dev: DevNum, device: &str, ino: u64, want_dir: bool) -> Located {
-        let name = crate::who::dev_name(device);
-        let found = crate::who::inode_to_path(self.ctx.owners, dev, name, ino).and_then(|(path, method, id)| {
+        let name = crate::owner::locate::dev_name(device);
+        let found = crate::owner::locate::inode_to_path(self.ctx.owners, dev, name, ino).and_then(|(path, method, id)| {
             if want_dir && !id.is_dir() {
                 anyhow::bail!(
                     "inode {ino} on {dev} is now {}, not a directory: the filesystem changed since the message was logged",
@@ -498,7 +498,7 @@ impl<'a> Resolver<'a> {
             Ok((path, method)) => {
                 let who = std::str::from_utf8(&path)
                     .ok()
-                    .and_then(|p| crate::who::who(self.ctx.owners, p).ok());
+                    .and_then(|p| crate::owner::locate::who(self.ctx.owners, p).ok());
                 let (owner, seen_by) = match who {
                     Some(w) => (
                         w.owner.filter(|o| !o.is_empty()),

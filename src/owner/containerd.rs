@@ -6,7 +6,7 @@
 //! `<state>/io.containerd.runtime.v1.linux/<ns>/<id>/` (shim v1). The CRI plugin writes the pod's identity into
 //! each bundle's OCI spec as `io.kubernetes.cri.*` annotations.
 
-use crate::finding::BlindSpot;
+use crate::host::BlindSpot;
 use crate::host::{open_dir_at, open_regular_at, procfs, read_fd_bounded, read_regular, Host};
 use serde::Deserialize;
 use std::collections::HashMap;

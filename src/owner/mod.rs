@@ -8,8 +8,9 @@
 pub mod cgroup;
 pub mod containerd;
 pub mod kubelet;
+pub mod locate;
 
-use crate::finding::BlindSpot;
+use crate::host::BlindSpot;
 use crate::host::mountinfo::{self, Mount};
 use crate::host::procfs::{MountNs, Unreadable};
 use crate::host::{procfs, resolve, Host};
