@@ -237,15 +237,20 @@ fn the_seed_directory_in_a_containers_upperdir_names_the_pod() {
     for d in ["upper/app/tmp", "work"] {
         std::fs::create_dir_all(disk.join(d)).unwrap();
     }
-    std::fs::create_dir_all(s.path("lower")).unwrap();
-    std::fs::create_dir_all(s.path("rootfs")).unwrap();
-    let pid = s.spawn_ns(&format!(
-        "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}",
-        s.s("lower"),
-        disk.join("upper").display(),
-        disk.join("work").display(),
-        s.s("rootfs"),
-    ));
+    s.sleep_image("lower");
+    // As containerd does: the overlay root is mounted in the host's namespace, and the container's namespace is a
+    // copy that holds it.
+    let rootfs = s.path("rootfs");
+    s.host_mount(
+        &format!(
+            "-t overlay overlay -o lowerdir={},upperdir={},workdir={}",
+            s.s("lower"),
+            disk.join("upper").display(),
+            disk.join("work").display(),
+        ),
+        &rootfs,
+    );
+    let pid = s.spawn_chrooted("true", &rootfs);
     let cid = format!("41b8343f32f8623c7d20942813b4a48c{}", "5eed".repeat(8));
     let cg = s.cgroup(&format!("kubepods/burstable/pod{UID}/{cid}"), pid);
     pod(&s, &cid, &cg);
@@ -253,7 +258,7 @@ fn the_seed_directory_in_a_containers_upperdir_names_the_pod() {
     let since = kmsg::last_seq(&host).unwrap();
 
     // Through the container's own view of its root, as php-fpm would.
-    let app_tmp = PathBuf::from(format!("/proc/{pid}/root{}/app/tmp", s.s("rootfs")));
+    let app_tmp = PathBuf::from(format!("/proc/{pid}/root/app/tmp"));
     let (created, err) = fill_until_failure(&app_tmp);
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     assert!(created > 10_000, "only {created} entries before ENOSPC");
@@ -269,7 +274,7 @@ fn the_seed_directory_in_a_containers_upperdir_names_the_pod() {
         .iter()
         .find(|s| s["how"].as_str().unwrap().contains("upperdir"))
         .unwrap_or_else(|| panic!("{f:#}"));
-    assert_eq!(up["path_in_container"], s.s("rootfs/app/tmp"));
+    assert_eq!(up["path_in_container"], "/app/tmp");
     assert_eq!(up["pid"], pid);
     assert_owner(&up["owner"], &cid);
 }
