@@ -1,11 +1,9 @@
 //! `wonk enospc` against a process that names itself to shift the fields of the trace line it causes.
 
+use crate::common::enospc::*;
 use crate::common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-const TRACEFS: &str = "/sys/kernel/tracing";
+use std::process::Command;
 
 /// Attack: a process names itself `k-1 [0` (its comm, which it controls) and fails creates with ENOSPC on a full
 /// filesystem. Its trace line reads `k-1 [0-PID [CPU] ...`; before, the comm was cut at the first ` [` and the
@@ -28,33 +26,15 @@ fn a_comm_shaped_like_trace_fields_does_not_change_the_pid() {
             break;
         }
     }
-    let wonk = Command::new(env!("CARGO_BIN_EXE_wonk"))
-        .args(["enospc", "-d", "4", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let inst = Path::new(TRACEFS).join(format!("instances/wonk-enospc-{}", wonk.id()));
-    let t = Instant::now();
-    while !inst
-        .join("events/syscalls/sys_exit_renameat2/enable")
-        .exists()
-        && t.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The events are enabled one after the other; give the last one a moment.
-    std::thread::sleep(Duration::from_millis(300));
     // The shell renames itself and fails its own creates (redirections are opened by the shell), then stays alive
     // (waiting on sleep) while wonk reads its thread group id.
-    let pid = s.spawn_cmd(Command::new("sh").arg("-c").arg(format!(
-        "printf 'k-1 [0' > /proc/self/comm; for i in 1 2 3; do : > '{}/x'$i; done 2>/dev/null; sleep 6",
-        full.display()
-    )));
-    let out = wonk.wait_with_output().unwrap();
-    assert!(!inst.exists(), "the tracefs instance was not removed");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let mut pid = 0;
+    let r = enospc_during(4, || {
+        pid = s.spawn_cmd(Command::new("sh").arg("-c").arg(format!(
+            "printf 'k-1 [0' > /proc/self/comm; for i in 1 2 3; do : > '{}/x'$i; done 2>/dev/null; sleep 6",
+            full.display()
+        )))
+    });
     let findings = r["findings"].as_array().unwrap();
     let mine: Vec<_> = findings
         .iter()
