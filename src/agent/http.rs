@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Connections served at once, from all peers.
-pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = 128;
 /// Connections served at once from one IP address, so one peer cannot take every slot.
 pub const MAX_PER_PEER: usize = 8;
 /// The time a client has to send its whole request head.
@@ -90,8 +90,13 @@ pub fn serve(listener: TcpListener, metrics: Arc<Metrics>, stopped: &dyn Fn() ->
                     .name("http-conn".into())
                     .stack_size(256 * 1024)
                     .spawn(move || {
-                        let _slot = slot;
-                        if let Err(e) = handle(conn, &m) {
+                        let mut conn = conn;
+                        let r = handle(&mut conn, &m);
+                        // The slot is free before the client sees the close, so a client that connects again
+                        // right after its reply is never refused for its own previous connection.
+                        drop(slot);
+                        drop(conn);
+                        if let Err(e) = r {
                             tracing::debug!(%peer, error = %e, "request failed");
                         }
                     });
@@ -172,14 +177,14 @@ fn read_head(conn: &mut TcpStream) -> std::io::Result<Result<Vec<u8>, &'static s
     Ok(Ok(buf))
 }
 
-fn handle(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+fn handle(conn: &mut TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
-    let head = match read_head(&mut conn)? {
+    let head = match read_head(conn)? {
         Ok(h) if h.is_empty() => return Ok(()),
         Ok(h) => h,
         Err(status) => {
             let body = format!("{status}\n");
-            return respond(&mut conn, status, "text/plain", &body, true);
+            return respond(conn, status, "text/plain", &body, true);
         }
     };
     let head = String::from_utf8_lossy(&head);
@@ -197,7 +202,7 @@ fn handle(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         "HEAD" => false,
         _ => {
             return respond(
-                &mut conn,
+                conn,
                 "405 Method Not Allowed",
                 "text/plain",
                 "GET or HEAD only\n",
@@ -207,23 +212,23 @@ fn handle(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     };
     let w = with_body;
     match path {
-        "/healthz" => respond(&mut conn, "200 OK", "text/plain", "ok\n", w),
+        "/healthz" => respond(conn, "200 OK", "text/plain", "ok\n", w),
         "/metrics" if openmetrics => respond(
-            &mut conn,
+            conn,
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             &metrics.openmetrics(),
             w,
         ),
         "/metrics" => respond(
-            &mut conn,
+            conn,
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
             &metrics.text(),
             w,
         ),
         _ => respond(
-            &mut conn,
+            conn,
             "404 Not Found",
             "text/plain",
             "try /metrics or /healthz\n",

@@ -160,7 +160,7 @@ fn a_dripping_client_is_cut_off_by_the_request_deadline() {
 fn connections_over_the_cap_are_refused_at_once_and_healthz_still_answers() {
     let s = Scratch::new("hostile-http-cap");
     let port = free_port();
-    let _agent = agent(port, &[], &s.path("agent.log"));
+    let _agent = agent(port, &["--log-level", "debug"], &s.path("agent.log"));
     let held: Vec<_> = (0..MAX_PER_PEER)
         .map(|_| connect_from([127, 0, 0, 1], port))
         .collect();
@@ -171,9 +171,12 @@ fn connections_over_the_cap_are_refused_at_once_and_healthz_still_answers() {
         .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
     let mut reply = Vec::new();
-    extra
-        .read_to_end(&mut reply)
-        .unwrap_or_else(|e| panic!("the connection over the cap was not answered: {e}"));
+    extra.read_to_end(&mut reply).unwrap_or_else(|e| {
+        panic!(
+            "the connection over the cap was not answered: {e} {}",
+            std::fs::read_to_string(s.path("agent.log")).unwrap()
+        )
+    });
     let reply = String::from_utf8_lossy(&reply);
     assert!(
         reply.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
