@@ -63,15 +63,35 @@ pub struct Hit {
 }
 
 /// Parses a trace_pipe line: `  php-fpm-2916472 [001] .....  3516.159767: sys_openat -> 0xffffffffffffffe4`.
+///
+/// The comm is up to 15 bytes of anything a process chose (`k-1 [0`, `a: sys_x -> 0x1`); everything right of it
+/// is formatted by the kernel. So the fields are taken from the right: the event after the last `: sys_`, the
+/// timestamp, the optional irq flags, the `[CPU]` field, and the thread id after the last `-` left of that; what
+/// remains is the comm.
 pub fn parse_line(line: &str) -> Option<Hit> {
-    let (task, rest) = line.split_once(" [")?;
-    let (comm, tid) = task.trim().rsplit_once('-')?;
-    let (head, event) = rest.split_once(": sys_")?;
-    let ts = head.rsplit(' ').next()?.parse().ok()?;
+    let (head, event) = line.rsplit_once(": sys_")?;
     let (syscall, ret) = event.split_once(" -> ")?;
     let ret = u64::from_str_radix(ret.trim().trim_start_matches("0x"), 16).ok()? as i64;
+    let (mut rest, ts) = head.trim_end().rsplit_once(' ')?;
+    let ts = ts.parse().ok()?;
+    // `[CPU]` is the token left of the timestamp, or left of the flags when the irq-info option is on.
+    let is_cpu = |t: &str| {
+        t.strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut task = None;
+    for _ in 0..2 {
+        let (left, tok) = rest.trim_end().rsplit_once(' ')?;
+        if is_cpu(tok) {
+            task = Some(left);
+            break;
+        }
+        rest = left;
+    }
+    let (comm, tid) = task?.trim_end().rsplit_once('-')?;
     Some(Hit {
-        comm: comm.to_string(),
+        comm: comm.trim_start().to_string(),
         tid: tid.parse().ok()?,
         ts,
         syscall: syscall.to_string(),
@@ -620,6 +640,22 @@ mod tests {
         let h =
             parse_line("  a b-c-42 [000] d..1. 1.000001: sys_mkdir -> 0xffffffffffffff86").unwrap();
         assert_eq!((h.comm.as_str(), h.tid, h.errno), ("a b-c", 42, 122));
+        // A comm shaped like the fields after it does not move them.
+        let h = parse_line(
+            "          k-1 [0-4242    [003] ..... 12.500000: sys_openat -> 0xffffffffffffffe4",
+        )
+        .unwrap();
+        assert_eq!((h.comm.as_str(), h.tid, h.errno), ("k-1 [0", 4242, 28));
+        let h = parse_line(
+            " a: sys_x -> 0x1-77      [000] d..1. 9.000001: sys_mkdir -> 0xffffffffffffffe4",
+        )
+        .unwrap();
+        assert_eq!(
+            (h.comm.as_str(), h.tid, h.syscall.as_str()),
+            ("a: sys_x -> 0x1", 77, "mkdir")
+        );
+        let h = parse_line("  x [7]-9 [001] 2.0: sys_open -> 0xffffffffffffffe4").unwrap();
+        assert_eq!((h.comm.as_str(), h.tid), ("x [7]", 9));
         assert!(parse_line("# tracer: nop").is_none());
         assert!(parse_line("x-1 [0] : sys_open -> zz").is_none());
     }

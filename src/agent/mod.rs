@@ -239,7 +239,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     config: Config,
     fail: Vec<String>,
-    textfile_lock: Mutex<()>,
+    /// `--textfile DIR`, opened at start; the lock keeps two writers from racing their renames.
+    textfile: Option<Mutex<Textfile>>,
 }
 
 fn stopped() -> bool {
@@ -279,11 +280,10 @@ pub fn run(
     Host::open(host_root)?;
     let listener = std::net::TcpListener::bind(&config.listen)
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
-    if let Some(dir) = &config.textfile {
-        if !dir.is_dir() {
-            anyhow::bail!("--textfile {}: not a directory", dir.display());
-        }
-    }
+    let textfile = match &config.textfile {
+        Some(dir) => Some(Mutex::new(Textfile::open(dir)?)),
+        None => None,
+    };
     crate::stop::install();
     // A panicking check is logged once, as a structured line, by its loop; not as a backtrace on stderr.
     std::panic::set_hook(Box::new(|info| {
@@ -300,7 +300,7 @@ pub fn run(
         metrics: metrics.clone(),
         config: config.clone(),
         fail: args.flags.fail_check.clone(),
-        textfile_lock: Mutex::new(()),
+        textfile,
     });
     let settings: Vec<String> = config
         .checks
@@ -535,18 +535,82 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
     }
 }
 
+/// `--textfile DIR`: the directory, opened once at start, where `wonk.prom` is written for node_exporter.
+///
+/// DIR is resolved once, as the user named it (a symlink the user gave is followed), and must be a directory.
+/// From then on every write is relative to that open directory: replacing DIR or one of its parents with a
+/// symlink later does not move the writes. The temporary file has an unpredictable name and is created
+/// `O_CREAT|O_EXCL|O_NOFOLLOW`, so a file or symlink planted in DIR is never written through; `rename` then
+/// replaces `wonk.prom` itself, even when it is a symlink, never what it points at.
+struct Textfile {
+    dir: PathBuf,
+    fd: rustix::fd::OwnedFd,
+}
+
+impl Textfile {
+    fn open(dir: &Path) -> anyhow::Result<Textfile> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| anyhow::anyhow!("--textfile {}: {e}", dir.display()))?;
+        Ok(Textfile {
+            dir: dir.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// Writes `text` to a new temporary file in the directory, then renames it to `wonk.prom`.
+    fn write(&self, text: &str) -> std::io::Result<()> {
+        use rustix::fs::{Mode, OFlags};
+        use std::io::Write;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // A name someone planted first (EEXIST) is left alone; another random name is tried.
+        let (tmp, fd) = (0..8)
+            .find_map(|_| {
+                let tmp = format!(".wonk.prom.{}.{:016x}", std::process::id(), random_u64());
+                match rustix::fs::openat(&self.fd, &tmp, flags, Mode::from_raw_mode(0o644)) {
+                    Err(rustix::io::Errno::EXIST) => None,
+                    r => Some(r.map(|fd| (tmp, fd))),
+                }
+            })
+            .unwrap_or(Err(rustix::io::Errno::EXIST))?;
+        let r = std::fs::File::from(fd)
+            .write_all(text.as_bytes())
+            .and_then(|_| Ok(rustix::fs::renameat(&self.fd, &tmp, &self.fd, "wonk.prom")?));
+        if r.is_err() {
+            let _ = rustix::fs::unlinkat(&self.fd, &tmp, rustix::fs::AtFlags::empty());
+        }
+        r
+    }
+}
+
+/// 64 random bits from the kernel, for names no one can guess in advance.
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom(2) fills at most `b.len()` bytes of our own buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Without the kernel's randomness, the clock: still unknown in advance to the nanosecond, and O_EXCL holds.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.as_nanos() as u64;
+    }
+    u64::from_ne_bytes(b)
+}
+
 /// Writes `wonk.prom` for node_exporter: a temporary file in the same directory, then a rename.
 fn write_textfile(s: &Shared) {
-    let Some(dir) = &s.config.textfile else {
+    let Some(tf) = &s.textfile else {
         return;
     };
-    let _g = s.textfile_lock.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = dir.join(format!(".wonk.prom.{}", std::process::id()));
-    let r = std::fs::write(&tmp, s.metrics.text())
-        .and_then(|_| std::fs::rename(&tmp, dir.join("wonk.prom")));
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp);
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the textfile");
+    let tf = tf.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = tf.write(&s.metrics.text()) {
+        tracing::warn!(dir = %tf.dir.display(), error = %e, "cannot write the textfile");
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod enospc;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

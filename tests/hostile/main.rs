@@ -7,3 +7,6 @@ mod common;
 mod containerd;
 mod htree;
 mod paths;
+
+mod enospc;
+mod http;
