@@ -3,7 +3,7 @@
 //! A private tracefs instance enables the exit tracepoints of the syscalls that create names, filtered in the
 //! kernel on the return value (`ret == -28`), so only failures ever reach wonk. Hits are folded per thread and
 //! syscall, attributed to their pod, and explained: ext4 "index full" warnings from the kernel log in the same
-//! window mean a full directory index (the seed's case), a filesystem visible to the process with no free
+//! window mean a full directory index (as when a pod fills a flat directory), a filesystem visible to the process with no free
 //! blocks or inodes means a really full disk.
 //!
 //! The instance is the one thing wonk adds to the host here. It is removed on every exit path: normal end,

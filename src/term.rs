@@ -76,9 +76,19 @@ pub fn fit(s: &str, max: usize) -> String {
     format!("{keep}…")
 }
 
-/// Wraps text at spaces to `width` columns; a word longer than the width (a long path) is cut into pieces.
+/// Wraps text at spaces to `width` columns; a word longer than the width (a long path) is cut into pieces. Leading
+/// spaces (a right-aligned first column) are kept.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
+    let body = text.trim_start_matches(' ');
+    let lead = text.len() - body.len();
+    if lead > 0 && lead < width {
+        let mut lines = wrap(body, width - lead);
+        if let Some(first) = lines.first_mut() {
+            first.insert_str(0, &text[..lead]);
+        }
+        return lines;
+    }
     let mut lines = Vec::new();
     let mut cur = String::new();
     let words = text.split(' ').flat_map(|w| {
@@ -177,5 +187,7 @@ mod tests {
         assert_eq!(fit("abc", 4), "abc");
         assert_eq!(wrap("aa bb cc", 5), ["aa bb", "cc"]);
         assert_eq!(wrap("abcdefgh", 3), ["abc", "def", "gh"]);
+        // A right-aligned first column keeps its padding.
+        assert_eq!(wrap("      40 | x", 20), ["      40 | x"]);
     }
 }

@@ -1,4 +1,4 @@
-//! Directories whose ext4 htree index is full or filling: the seed's first incident, seen weeks ahead.
+//! Directories whose ext4 htree index is full or filling: new names fail with ENOSPC on a disk with room; seen weeks ahead.
 //!
 //! [`judge`] turns one [`HtreeReport`] (from [`crate::ext4::analyze`]) into a finding with its owner.
 //! [`scan_mount`] finds the directories at risk on one filesystem: a walk of directories only (d_type, no stat

@@ -2,7 +2,7 @@
 //! (overlay upperdirs) and its emptyDir volumes, the largest directories by entry count, and the metadata
 //! operations a delete will take (one unlink or rmdir per name).
 //!
-//! In the seed, a pod with 4.78 M files (242 GB) took about three hours of high write IOPS to delete, which hurt
+//! A pod with 4.78 M files (242 GB) took about three hours of high write IOPS to delete, which hurt
 //! unrelated pods and left containerd shims behind. Pods above `max_files` are flagged before anyone deletes them.
 //! Walks are parallel, stay on one filesystem, and stop at a time budget, in which case the figures are lower
 //! bounds and say so. Names are counted from getdents' d_type alone, and inodes (a hard-linked file once) from
@@ -231,6 +231,23 @@ impl Check for Layers {
         let mut out = CheckOutput::default();
         let mut costs = LayersOutput::default();
         let start = Instant::now();
+        let kubelet = ctx.host.path(&ctx.owners.kubelet_root);
+        let unseen = |why: String| {
+            BlindSpot::new(
+                "layers",
+                format!("emptyDir volumes under {}", ctx.owners.kubelet_root.display()),
+                why,
+            )
+        };
+        match std::fs::symlink_metadata(&kubelet) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => out.blind_spots.push(unseen(
+                "kubelet's root is not a directory (--kubelet-root)".into(),
+            )),
+            Err(e) => out.blind_spots.push(unseen(format!(
+                "kubelet's root cannot be read: {e} (--kubelet-root)"
+            ))),
+        }
         let pods = match find_layers(ctx, &mut out.blind_spots) {
             Ok(p) => p,
             Err(e) => {
@@ -346,7 +363,7 @@ fn finding(key: &str, owner: &Owner, layers: &[Layer], max_files: u64) -> Findin
     if big {
         f.advice.push(format!(
             "{files} files is above {max_files}: deleting this pod unlinks every one of them, a burst of metadata IO \
-             that slows every pod on the node (the seed's 4.78 M files took about 3 hours); drain the node or clean \
+             that slows every pod on the node (a pod with 4.78 M files took about 3 hours to delete); drain the node or clean \
              the files up gradually before deleting it"
         ));
     }

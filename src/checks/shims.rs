@@ -1,7 +1,7 @@
 //! containerd shims that outlive their containers.
 //!
 //! Under heavy metadata IO containerd can time out while tearing a task down and forget the shim, which then
-//! lives on for ever with nothing to serve (the seed's "growing amount of tasks"). Each shim process, v2
+//! lives on for ever with nothing to serve (containerd then reports a growing number of tasks). Each shim process, v2
 //! (`containerd-shim-runc-v2 -namespace NS -id ID -address SOCK`) and v1 (`containerd-shim -namespace NS -workdir
 //! DIR ...`), is related to its containerd (by socket address), its bundle dirs (cwd, `-id`, `-workdir`, the
 //! bundles' `io.kubernetes.cri.sandbox-id`), its child processes and its pod, then classified:

@@ -20,8 +20,8 @@ const TABLE: [u32; 256] = {
 };
 
 /// Below this many bytes the table is used even where the CPU has the instruction. Detecting it runs CPUID a
-/// few times, and in a virtual machine each CPUID traps to the hypervisor: about 35 us in all here, while the table
-/// does a superblock (1 KiB) in about 1.5 us. A run that checks only small structures (`wonk who` checks a
+/// few times, and in a virtual machine each CPUID traps to the hypervisor, which costs more than the table takes
+/// over a superblock (docs/BENCHMARKS.md). A run that checks only small structures (`wonk who` checks a
 /// superblock and a group descriptor) then never detects.
 const TABLE_BELOW: usize = 2048;
 

@@ -214,7 +214,7 @@ pub enum Detail {
     },
 }
 
-/// Quiet time after which the next event of a group starts a new burst: the seed's "bundles of 4, every few
+/// Quiet time after which the next event of a group starts a new burst: the "bundles of 4, every few
 /// hours" are one finding per directory, with one burst per bundle.
 pub const BURST_GAP_USEC: u64 = 60_000_000;
 /// Lists in evidence hold at most this many entries.
