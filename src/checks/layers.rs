@@ -235,7 +235,10 @@ impl Check for Layers {
         let unseen = |why: String| {
             BlindSpot::new(
                 "layers",
-                format!("emptyDir volumes under {}", ctx.owners.kubelet_root.display()),
+                format!(
+                    "emptyDir volumes under {}",
+                    ctx.owners.kubelet_root.display()
+                ),
                 why,
             )
         };
