@@ -128,7 +128,7 @@ pub fn run(host: &Host, owners: &Attributor, opts: &Options) -> std::io::Result<
                     continue;
                 }
             };
-            let Some((comm, state)) = comm_state(&buf[..n]) else {
+            let Some((comm, state)) = procfs::comm_state(&buf[..n]) else {
                 continue;
             };
             if !opts.states.contains(&state) {
@@ -255,15 +255,6 @@ fn read_stat(host: &Host, t: &mut Task, buf: &mut [u8]) -> std::io::Result<usize
     }
     let f = t.stat.as_ref().expect("opened above");
     f.read_at(buf, 0)
-}
-
-/// comm and state from a stat line; comm may contain spaces and parentheses.
-pub fn comm_state(stat: &[u8]) -> Option<(&str, char)> {
-    let open = stat.iter().position(|&b| b == b'(')?;
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let comm = std::str::from_utf8(stat.get(open + 1..close)?).ok()?;
-    let state = *stat.get(close + 2)? as char;
-    Some((comm, state))
 }
 
 fn state_name(s: char) -> &'static str {
@@ -509,9 +500,9 @@ mod tests {
 
     #[test]
     fn comm_and_state() {
-        assert_eq!(comm_state(b"12 (a) b) D 1 2"), Some(("a) b", 'D')));
-        assert_eq!(comm_state(b"12 (x"), None);
-        assert_eq!(comm_state(b"12 (x)"), None);
+        assert_eq!(procfs::comm_state(b"12 (a) b) D 1 2"), Some(("a) b", 'D')));
+        assert_eq!(procfs::comm_state(b"12 (x"), None);
+        assert_eq!(procfs::comm_state(b"12 (x)"), None);
     }
 
     #[test]

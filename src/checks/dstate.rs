@@ -133,7 +133,7 @@ impl Check for Dstate {
                     Err(_) => continue,
                 }
                 o.threads += 1;
-                if crate::top::comm_state(&buf).map(|(_, s)| s) != Some('D') {
+                if procfs::comm_state(&buf).map(|(_, s)| s) != Some('D') {
                     continue;
                 }
                 let owner = owners

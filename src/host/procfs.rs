@@ -327,6 +327,15 @@ fn bad_data(pid: u32, file: &str) -> io::Error {
     )
 }
 
+/// comm and state from a stat line; comm may contain spaces and parentheses.
+pub fn comm_state(stat: &[u8]) -> Option<(&str, char)> {
+    let open = stat.iter().position(|&b| b == b'(')?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let comm = std::str::from_utf8(stat.get(open + 1..close)?).ok()?;
+    let state = *stat.get(close + 2)? as char;
+    Some((comm, state))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
