@@ -105,8 +105,8 @@ fn cli_command() -> clap::Command {
     fn sub(name: &'static str, about: &'static str) -> clap::Command {
         clap::Command::new(name).about(about).defer(arguments)
     }
-    let mut top = Globals::augment_args(
-        clap::Command::new("wonk")
+    // The arguments first: their type's doc comment would otherwise replace the command's help line.
+    let mut top = Globals::augment_args(clap::Command::new("wonk"))
             .version(env!("CARGO_PKG_VERSION"))
             .about(
                 "Finds the wonkeries under your containers (stale bind mounts, full ext4 directory indexes, leaked \
@@ -115,8 +115,7 @@ fn cli_command() -> clap::Command {
             .after_help(AFTER_HELP)
             .max_term_width(100)
             .subcommand_required(true)
-            .arg_required_else_help(true),
-    );
+            .arg_required_else_help(true);
     top = top.subcommand(sub("scan", "Run every check that can run on this host"));
     for u in checks::registry() {
         top = top.subcommand(sub(u.name, u.about));
