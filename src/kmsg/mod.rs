@@ -54,6 +54,9 @@ pub struct Options {
     pub stop: Option<Arc<AtomicBool>>,
     /// With `follow`: a group is reported once it has been quiet this long, so a burst becomes one finding.
     pub settle: Duration,
+    /// A saved log (a file or standard input): look up the devices, inodes and pids it names on this host even
+    /// without evidence that it is from this host's current boot.
+    pub resolve_here: bool,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             from_end: false,
             stop: None,
             settle: Duration::from_secs(5),
+            resolve_here: false,
         }
     }
 }
@@ -159,7 +163,11 @@ fn scan_inner(
         Input::Follower(_) => (true, true),
         Input::Source(_) => (false, false),
     };
-    let resolver = Resolver::new(ctx, if kmsg { boot_usec() } else { None });
+    let resolver = Resolver::new(
+        ctx,
+        if kmsg { boot_usec() } else { None },
+        kmsg || opts.resolve_here,
+    );
     let mut engine = Engine::new();
     let stop = opts.stop.as_deref();
     let result = {
@@ -195,8 +203,24 @@ fn scan_inner(
             }
         }
     };
+    if !resolver.here() && !stats.boot_ids.is_empty() {
+        // A journal whose every boot marker names this host's current boot.
+        let now = current_boot_id(ctx.host);
+        resolver.set_here(now.is_some_and(|id| stats.boot_ids.iter().all(|b| *b == id)));
+    }
+    let mut emitted = 0u64;
     for g in engine.take_all() {
+        emitted += 1;
         emit(resolver.finding(&g));
+    }
+    if !resolver.here() && (emitted > 0 || engine.matched() > 0) {
+        out.blind_spots.push(BlindSpot::new(
+            "kmsg",
+            "the devices, inodes and pids the saved log names",
+            "not looked up on this host: nothing shows that the log is from this host's current boot (a journal's \
+             `-- Boot ID --` marker would), and elsewhere the same names are other things; \
+             `wonk kmsg --resolve-here` looks them up anyway",
+        ));
     }
     out.stats = vec![
         ("records_read".into(), stats.records),
@@ -209,6 +233,23 @@ fn scan_inner(
         ("skipped_old".into(), stats.skipped_old),
     ];
     out.stats.extend(engine.stats());
+    let (from_user, unknown) = engine.provenance();
+    if from_user > 0 {
+        out.blind_spots.push(BlindSpot::new(
+            "kmsg",
+            format!("{from_user} kernel log records written from user space"),
+            "their facility is not the kernel's (a process wrote them to /dev/kmsg): they were dropped, since any \
+             process that can open /dev/kmsg, a container's included, can forge them",
+        ));
+    }
+    if unknown > 0 {
+        out.blind_spots.push(BlindSpot::new(
+            "kmsg",
+            format!("the origin of {unknown} matched kernel log lines"),
+            "the log's format does not carry the syslog facility (save it with `dmesg -r`, `dmesg -x` or from \
+             /dev/kmsg to keep it), so lines a process wrote to /dev/kmsg cannot be told from the kernel's",
+        ));
+    }
     if stats.lost > 0 || stats.overwritten > 0 {
         out.blind_spots.push(BlindSpot::new(
             "kmsg",
@@ -219,6 +260,31 @@ fn scan_inner(
     }
     for (what, why) in resolver.unresolved.take() {
         out.blind_spots.push(BlindSpot::new("kmsg", what, why));
+    }
+    if let (Some(name), Ok(())) = (&source_name, &result) {
+        let not_understood = stats.malformed + stats.oversized;
+        if stats.records == 0 && not_understood > 0 {
+            out.failed = Some(format!(
+                "no line of {name} is a kernel log record in a format wonk knows ({} lines not understood, {} \
+                 from other programs)",
+                not_understood, stats.not_kernel
+            ));
+        } else if stats.records == 0 {
+            out.blind_spots.push(BlindSpot::new(
+                "kmsg",
+                name.clone(),
+                format!(
+                    "it holds no kernel log record ({} lines from other programs)",
+                    stats.not_kernel
+                ),
+            ));
+        } else if not_understood > 0 {
+            out.blind_spots.push(BlindSpot::new(
+                "kmsg",
+                format!("{not_understood} lines of {name}"),
+                "in no kernel log format wonk knows (or longer than 64 KiB): not read",
+            ));
+        }
     }
     let err = match result {
         Ok(()) => None,
@@ -254,6 +320,12 @@ impl Sink for EngineSink<'_, '_, '_> {
             }
         }
     }
+}
+
+/// This host's boot id, as journalctl prints it (32 hex digits).
+fn current_boot_id(host: &crate::host::Host) -> Option<String> {
+    let b = crate::host::read_bounded(&host.path("/proc/sys/kernel/random/boot_id"), 64).ok()?;
+    record::boot_marker(format!("-- Boot {} --", String::from_utf8_lossy(&b).trim()).as_bytes())
 }
 
 /// The wall-clock time of boot in µs since the epoch, to date kmsg timestamps. printk's clock, like

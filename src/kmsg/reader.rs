@@ -51,6 +51,9 @@ pub struct ReadStats {
     pub skipped_old: u64,
     /// The sequence number of the last kmsg record read, even if skipped.
     pub last_seq: Option<u64>,
+    /// The boot ids a journal's `-- Boot ID --` markers named (distinct, at most 16), lower-case hex without
+    /// dashes: the evidence that a saved log is from this host's current boot.
+    pub boot_ids: Vec<String>,
 }
 
 /// Where records go.
@@ -419,11 +422,17 @@ pub fn read_text(input: impl Read, stats: &mut ReadStats, sink: &mut impl Sink) 
     while let Some(line) = lines.next_line()? {
         match line {
             Some(l) => match record::parse_line(l) {
+                Line::Blank => {
+                    if let Some(id) = record::boot_marker(l) {
+                        if stats.boot_ids.len() < 16 && !stats.boot_ids.contains(&id) {
+                            stats.boot_ids.push(id);
+                        }
+                    }
+                }
                 Line::Record(r) => {
                     stats.records += 1;
                     sink.record(&r);
                 }
-                Line::Blank => {}
                 Line::NotKernel => stats.not_kernel += 1,
                 Line::Malformed => stats.malformed += 1,
             },

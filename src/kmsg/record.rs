@@ -177,6 +177,20 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
     }
 }
 
+/// The boot id of journalctl's `-- Boot 3f2a...9c1e --` marker (32 hex digits, or a dashed UUID), normalized to
+/// lower case without dashes.
+pub fn boot_marker(line: &[u8]) -> Option<String> {
+    let rest = trim_end(line).strip_prefix(b"-- Boot ")?;
+    let id = rest.strip_suffix(b" --")?;
+    let hex: Vec<u8> = id
+        .iter()
+        .filter(|&&c| c != b'-')
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    (hex.len() == 32 && hex.iter().all(u8::is_ascii_hexdigit))
+        .then(|| String::from_utf8_lossy(&hex).into_owned())
+}
+
 /// ` SUBSYSTEM=block`: a continuation line of a kmsg record saved to a file.
 fn kmsg_field(b: &[u8]) -> bool {
     match memchr::memchr(b'=', b) {

@@ -371,7 +371,10 @@ pub struct Engine {
     index: [HashMap<String, usize>; Rule::ALL.len()],
     matched: [u64; Rule::ALL.len()],
     companions: u64,
+    /// Records written by user space, dropped unread.
     from_userspace: u64,
+    /// Matched records whose format does not carry the facility (text logs without `<N>` or `kern  :`).
+    facility_unknown: u64,
     dropped: u64,
     capture: Option<Capture>,
     /// (pid, group) of recent `oom-kill:` summaries, for their "Killed process" line.
@@ -397,6 +400,7 @@ impl Engine {
             matched: [0; Rule::ALL.len()],
             companions: 0,
             from_userspace: 0,
+            facility_unknown: 0,
             dropped: 0,
             capture: None,
             recent_oom: Vec::new(),
@@ -407,6 +411,12 @@ impl Engine {
 
     /// Looks at one record.
     pub fn push(&mut self, r: &Record<'_>) {
+        if r.from_userspace() {
+            // Any process that can open /dev/kmsg can write a record, and the kernel gives it facility "user"
+            // (never 0): such a record is not the kernel's word on anything, and cannot be part of a report.
+            self.from_userspace += 1;
+            return;
+        }
         let msg: &[u8] = &r.message;
         if self.capture.is_some() {
             self.follow_report(msg);
@@ -414,8 +424,8 @@ impl Engine {
         let Some(hit) = classify(msg) else {
             return;
         };
-        if r.from_userspace() {
-            self.from_userspace += 1;
+        if r.facility.is_none() {
+            self.facility_unknown += 1;
         }
         match hit {
             Hit::Event {
@@ -692,6 +702,11 @@ impl Engine {
         self.last_htree = None;
     }
 
+    /// Records written by user space (dropped) and matched records of unknown facility.
+    pub fn provenance(&self) -> (u64, u64) {
+        (self.from_userspace, self.facility_unknown)
+    }
+
     /// Counters: messages matched per rule, companion lines, user-space records, groups dropped.
     pub fn stats(&self) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = Rule::ALL
@@ -699,7 +714,8 @@ impl Engine {
             .map(|r| (r.stat().to_string(), self.matched[r.index()]))
             .collect();
         v.push(("matched_htree_companion".into(), self.companions));
-        v.push(("matched_from_userspace".into(), self.from_userspace));
+        v.push(("dropped_from_userspace".into(), self.from_userspace));
+        v.push(("matched_facility_unknown".into(), self.facility_unknown));
         v.push(("groups_dropped".into(), self.dropped));
         v
     }
