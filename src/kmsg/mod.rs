@@ -226,6 +226,7 @@ fn scan_inner(
         ("records_read".into(), stats.records),
         ("malformed".into(), stats.malformed),
         ("not_kernel".into(), stats.not_kernel),
+        ("bare_lines".into(), stats.bare),
         ("oversized".into(), stats.oversized),
         ("overwritten".into(), stats.overwritten),
         ("records_lost".into(), stats.lost),
@@ -263,13 +264,16 @@ fn scan_inner(
     }
     if let (Some(name), Ok(())) = (&source_name, &result) {
         let not_understood = stats.malformed + stats.oversized;
-        if stats.records == 0 && not_understood > 0 {
+        let prefixed = stats.records - stats.bare;
+        if prefixed == 0 && engine.matched() == 0 && stats.records + not_understood > 0 {
+            // Nothing says this is a kernel log, and nothing in it matched: not "a clean log".
             out.failed = Some(format!(
-                "no line of {name} is a kernel log record in a format wonk knows ({} lines not understood, {} \
-                 from other programs)",
-                not_understood, stats.not_kernel
+                "nothing in {name} was recognized as kernel log output: no line has a kernel log prefix (dmesg \
+                 timestamp, `kernel:` tag, kmsg header) and none matched a rule ({} lines read as bare messages, \
+                 {not_understood} not understood, {} from other programs)",
+                stats.bare, stats.not_kernel
             ));
-        } else if stats.records == 0 {
+        } else if stats.records == 0 && not_understood == 0 {
             out.blind_spots.push(BlindSpot::new(
                 "kmsg",
                 name.clone(),
@@ -278,12 +282,22 @@ fn scan_inner(
                     stats.not_kernel
                 ),
             ));
-        } else if not_understood > 0 {
-            out.blind_spots.push(BlindSpot::new(
-                "kmsg",
-                format!("{not_understood} lines of {name}"),
-                "in no kernel log format wonk knows (or longer than 64 KiB): not read",
-            ));
+        } else {
+            if not_understood > 0 {
+                out.blind_spots.push(BlindSpot::new(
+                    "kmsg",
+                    format!("{not_understood} lines of {name}"),
+                    "binary, or longer than 64 KiB: not read",
+                ));
+            }
+            if stats.bare > 0 {
+                out.blind_spots.push(BlindSpot::new(
+                    "kmsg",
+                    format!("{} lines of {name} without a kernel log prefix", stats.bare),
+                    "read whole as kernel messages (as `dmesg -t` or `journalctl -o cat` prints them): their time \
+                     and origin are unknown",
+                ));
+            }
         }
     }
     let err = match result {
@@ -514,8 +528,9 @@ mod tests {
     #[test]
     fn garbage_is_counted_and_skipped() {
         let (groups, stats, _) = fixture("garbage.txt");
-        assert_eq!(stats.records, 4);
-        assert_eq!(stats.malformed, 8);
+        // Text in no known format is read whole (bare); "kern  :bogus : [ 1.0] x" has a dmesg stamp further in.
+        assert_eq!((stats.records, stats.bare), (11, 6));
+        assert_eq!(stats.malformed, 1);
         assert_eq!(stats.not_kernel, 1);
         assert_eq!(stats.oversized, 1);
         let got: Vec<(Rule, &str)> = groups.iter().map(|g| (g.rule, g.key.as_str())).collect();

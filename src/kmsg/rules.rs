@@ -121,7 +121,7 @@ impl Stamp {
         Stamp {
             seq: r.seq,
             ts_usec: r.ts_usec,
-            wall: r.wall.map(str::to_string),
+            wall: r.wall.as_deref().map(str::to_string),
         }
     }
 }
