@@ -514,6 +514,10 @@ mod tests {
         assert_eq!((stats.records, stats.malformed), (14, 0));
         for rule in Rule::ALL {
             let n = counters[rule.stat()];
+            if rule >= Rule::BlockIoError {
+                // Not among NPD's default rules: tests/fixtures/kmsg/corpus covers them.
+                continue;
+            }
             if rule == Rule::HtreeFull {
                 assert_eq!(n, 0);
             } else {

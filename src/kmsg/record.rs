@@ -833,7 +833,9 @@ mod tests {
     #[test]
     fn every_text_format() {
         let msg = "INFO: task a:1 blocked for more than 120 seconds.";
-        let cases: &[(&str, Option<u64>, Option<&str>, Option<u8>)] = &[
+        /// A line, and the time since boot, the wall-clock stamp and the facility it must give.
+        type Case<'a> = (&'a str, Option<u64>, Option<&'a str>, Option<u8>);
+        let cases: &[Case<'_>] = &[
             // dmesg -t, journalctl -o cat, console output
             ("INFO: task a:1 blocked for more than 120 seconds.", None, None, None),
             // dmesg --time-format iso

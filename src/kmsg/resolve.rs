@@ -145,6 +145,73 @@ impl<'a> Resolver<'a> {
                     "a CPU ran kernel code too long without scheduling: the logged stack names the driver or lock; storage stalls are a common cause".into(),
                 ];
             }
+            Detail::Hardware {
+                severity,
+                previous_boot,
+                section,
+            } => {
+                f.severity = match severity.as_str() {
+                    "corrected" | "info" | "informational" => Severity::Warning,
+                    _ => Severity::Critical,
+                };
+                f.subject = format!("hardware error ({severity})");
+                f.summary = format!(
+                    "{} hardware errors{} ({} records{})",
+                    severity,
+                    section
+                        .as_deref()
+                        .map(|s| format!(" in {s}"))
+                        .unwrap_or_default(),
+                    g.count,
+                    if *previous_boot {
+                        ", from the previous boot"
+                    } else {
+                        ""
+                    }
+                );
+                put(&mut f, "severity_reported", severity);
+                put(&mut f, "section_type", section);
+                put(&mut f, "previous_boot", previous_boot);
+                f.advice = vec![
+                    "the platform reported a hardware error: read the whole record (dmesg) and the BMC's event log; corrected errors that keep coming precede uncorrected ones".into(),
+                ];
+            }
+            Detail::Stall {
+                flavor,
+                self_detected,
+            } => {
+                f.severity = Severity::Critical;
+                f.summary = format!(
+                    "RCU stall ({flavor}{}), {} reports",
+                    if *self_detected {
+                        ", self-detected"
+                    } else {
+                        ""
+                    },
+                    g.count
+                );
+                put(&mut f, "flavor", flavor);
+                put(&mut f, "self_detected", self_detected);
+                f.advice = vec![
+                    "a CPU did not pass through a quiescent state for many seconds: the stack after the report names the code; a starved or overcommitted vCPU is a common cause".into(),
+                ];
+            }
+            Detail::Conntrack { table } => {
+                let sysctl = match table.as_str() {
+                    "expectation" => "net.netfilter.nf_conntrack_expect_max",
+                    "ip_conntrack" => "net.ipv4.netfilter.ip_conntrack_max",
+                    _ => "net.netfilter.nf_conntrack_max",
+                };
+                f.summary = format!(
+                    "connection tracking table {table} full: new connections are dropped ({} messages)",
+                    g.count
+                );
+                put(&mut f, "table", table);
+                put(&mut f, "sysctl", sysctl);
+                f.advice = vec![
+                    format!("raise {sysctl} (kube-proxy sets it from --conntrack-max-per-core), or find what opens so many connections (conntrack -S, conntrack -L)"),
+                ];
+            }
             Detail::Netdev {
                 interface,
                 usage_count,
@@ -412,6 +479,32 @@ impl<'a> Resolver<'a> {
                     "every write to this filesystem now fails: move the pods away, fsck the filesystem and remount it".into(),
                 ],
             ),
+            Rule::BlockIoError => {
+                let write = details.iter().any(|d| d.contains("WRITE"));
+                let medium = details.iter().any(|d| d.starts_with("critical"));
+                (
+                    if write || medium {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
+                    format!(
+                        "block I/O errors on {device}: {} ({} messages)",
+                        details.join(", "),
+                        g.count
+                    ),
+                    vec![
+                        "the disk or its path failed requests: check its health (SMART, the RAID controller, the cloud volume, the SAN) and replace it".into(),
+                    ],
+                )
+            }
+            Rule::XfsCorruption => (
+                Severity::Critical,
+                format!("XFS metadata corruption on {device} ({} messages)", g.count),
+                vec![
+                    "unmount the filesystem and run xfs_repair; the kernel shuts it down when it meets the corruption on a write".into(),
+                ],
+            ),
             Rule::IoError => {
                 let write = details.iter().any(|d| d.contains("write"));
                 (
@@ -466,7 +559,11 @@ impl<'a> Resolver<'a> {
                 put(f, "operations", details);
                 put(f, "blocks", blocks);
             }
-            Rule::XfsShutdown => put(f, "reasons", details),
+            Rule::XfsShutdown | Rule::XfsCorruption => put(f, "reasons", details),
+            Rule::BlockIoError => {
+                put(f, "errors", details);
+                put(f, "sectors", blocks);
+            }
             _ => {}
         }
     }
