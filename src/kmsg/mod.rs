@@ -554,9 +554,14 @@ mod tests {
     fn mangled_lines_never_panic() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kmsg");
         let mut lines: Vec<Vec<u8>> = Vec::new();
-        for e in std::fs::read_dir(dir).unwrap() {
-            let data = std::fs::read(e.unwrap().path()).unwrap();
-            lines.extend(data.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+        for d in [dir.to_string(), format!("{dir}/corpus")] {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_file() {
+                    let data = std::fs::read(p).unwrap();
+                    lines.extend(data.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+                }
+            }
         }
         let specials = b"[]<>():;,.=#\\x -0123456789\xff\n";
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

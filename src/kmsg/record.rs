@@ -243,7 +243,7 @@ fn further_in(line: &[u8]) -> Line<'_> {
     }
     Line::Record(Record {
         bare: true,
-        message: Cow::Borrowed(line.strip_prefix(b" ").map_or(line, trim_start)),
+        message: Cow::Borrowed(line),
         ..Record::default()
     })
 }
@@ -508,10 +508,11 @@ fn seconds_to_usec(b: &[u8]) -> Option<u64> {
     let dot = memchr::memchr(b'.', b)?;
     let secs = num(&b[..dot])?;
     let frac = &b[dot + 1..];
-    if frac.is_empty() || frac.len() > 9 {
+    if frac.len() > 9 {
         return None;
     }
-    let mut f = num(frac)?;
+    // "[  240.]": seen in reports with the fraction cut off.
+    let mut f = if frac.is_empty() { 0 } else { num(frac)? };
     for _ in frac.len()..6 {
         f *= 10;
     }
@@ -655,11 +656,20 @@ fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
     let Some(host_end) = memchr::memchr(b' ', rest) else {
         return Line::Malformed;
     };
-    let rest = &rest[host_end + 1..];
+    // Some syslog setups leave the host out: "Feb 23 03:28:16 kernel: msg".
+    let rest = if &rest[..host_end] == b"kernel:" {
+        &rest[..]
+    } else {
+        &rest[host_end + 1..]
+    };
     let Some(colon) = memchr::memchr(b':', rest) else {
         return Line::Malformed;
     };
     if &rest[..colon] != b"kernel" {
+        // A program's tag has no space ("systemd[1]:"); text that does is some other prefix.
+        if rest[..colon].contains(&b' ') {
+            return Line::Malformed;
+        }
         return Line::NotKernel;
     }
     let mut msg = &rest[colon + 1..];
@@ -811,7 +821,7 @@ mod tests {
         ] {
             let r = rec(bare);
             assert!(r.bare, "{bare:?}");
-            assert_eq!(r.text(), bare.trim_start());
+            assert_eq!(r.text(), bare);
         }
     }
 

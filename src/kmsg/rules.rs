@@ -631,6 +631,7 @@ impl Engine {
                     .or_else(|| self.chosen_oom.take());
                 match summary.and_then(|g| self.groups.get_mut(g)) {
                     Some(g) => {
+                        let victim = pid;
                         if let (
                             Detail::Oom {
                                 total_vm_kb,
@@ -639,6 +640,8 @@ impl Engine {
                                 shmem_rss_kb,
                                 oom_score_adj,
                                 uid,
+                                pid: g_pid,
+                                pids: g_pids,
                                 ..
                             },
                             Detail::Oom {
@@ -652,6 +655,15 @@ impl Engine {
                             },
                         ) = (&mut g.detail, detail)
                         {
+                            if let (Some(new), Some(old)) = (victim, g_pid.as_mut()) {
+                                // "Kill process N ... or sacrifice child": the kernel may kill a child of N.
+                                if *old != new {
+                                    *old = new;
+                                    if let Some(last) = g_pids.last_mut() {
+                                        *last = new;
+                                    }
+                                }
+                            }
                             *total_vm_kb = tv;
                             *anon_rss_kb = ar;
                             *file_rss_kb = fr;
@@ -929,7 +941,10 @@ fn report_line(msg: &[u8]) -> bool {
                 b"sp : ",
                 b"Tainted:",
             ];
-            if HEADERS.iter().any(|h| msg.starts_with(h)) || task_state_line(msg) {
+            if HEADERS.iter().any(|h| msg.starts_with(h))
+                || task_state_line(msg)
+                || stack_words(msg)
+            {
                 return true;
             }
             // "task:sleep state:D ...", "CPU: 1 PID: ...", "RIP: 0010:...", "Oops: 0000 [#1]", "x29: ..."
@@ -951,6 +966,14 @@ fn task_state_line(msg: &[u8]) -> bool {
             b'D' | b'R' | b'S' | b'T' | b't' | b'Z' | b'X' | b'I'
         )
         && msg[17] == b' '
+}
+
+/// The raw stack words older kernels print after a hung task's state line, when syslog has eaten their indent
+/// (`ffff882fd0627c70 0000000000000086 ...`).
+fn stack_words(msg: &[u8]) -> bool {
+    [16, 8]
+        .iter()
+        .any(|&w| msg.len() > w && msg[w] == b' ' && msg[..w].iter().all(u8::is_ascii_hexdigit))
 }
 
 /// A call-trace frame: `__schedule+0x3a0/0xb40` or `? foo+0x1/0x2 [ext4]`.
