@@ -156,6 +156,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Copies `line` into `out` without ANSI escape sequences (`dmesg --color=always`, `-H`): CSI sequences
 /// (`ESC [ params final`) and two-byte escapes. False (and `out` untouched) when the line holds no ESC.
+#[inline]
 pub fn strip_ansi(line: &[u8], out: &mut Vec<u8>) -> bool {
     if memchr::memchr(0x1b, line).is_none() {
         return false;
@@ -189,7 +190,10 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
         return Line::Blank;
     };
     let known = match first {
-        b'[' => bracketed(line, None),
+        b'[' => match bracketed(line, None) {
+            Line::Malformed => return further_in(line),
+            l => return l,
+        },
         b'<' => syslog_pri(line),
         b'0'..=b'9' => digits_first(line),
         b'-' if line.starts_with(b"-- ") => Line::Blank,
@@ -387,19 +391,22 @@ fn month(m: &[u8]) -> bool {
 }
 
 /// A line that starts with `[`: dmesg, or journalctl `-o short-monotonic` (`[ 1234.567890] host kernel: msg`).
+#[inline]
 fn bracketed(line: &[u8], pri: Option<u64>) -> Line<'_> {
     let Some(mut r) = dmesg(line, pri) else {
         return Line::Malformed;
     };
-    // short-monotonic: "host kernel: msg", or "host ident[pid]: msg" from another program.
-    if let Some(sp) = memchr::memchr(b' ', &r.message).filter(|&i| i > 0) {
+    // short-monotonic: "host kernel: msg", or "host ident[pid]: msg" from another program. A host name has no
+    // colon, which most kernel messages' first word has ("IPv6:", "audit:").
+    let head = &r.message[..r.message.len().min(72)];
+    if let Some(sp) = memchr::memchr(b' ', head).filter(|&i| i > 0 && !head[..i].contains(&b':')) {
         let after = &r.message[sp + 1..];
         if after.starts_with(b"kernel: ") {
             r.message = match r.message {
                 Cow::Borrowed(m) => Cow::Borrowed(&m[sp + 9..]),
                 Cow::Owned(m) => Cow::Owned(m[sp + 9..].to_vec()),
             };
-        } else if program_tag(after) && !r.message[..sp].contains(&b':') {
+        } else if program_tag(after) {
             return Line::NotKernel;
         }
     }
@@ -429,10 +436,14 @@ fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
     let close = memchr::memchr(b']', line)?;
     let inside = trim(&line[1..close]);
     let mut r = Record::default();
-    let first_word = inside.split(|&c| c == b' ').next().unwrap_or_default();
     if let Some(us) = seconds_to_usec(inside) {
         r.ts_usec = Some(us);
-    } else if let (Some(us), true) = (seconds_to_usec(first_word), inside.ends_with(b">")) {
+    } else if let Some(us) = inside
+        .ends_with(b">")
+        .then(|| inside.split(|&c| c == b' ').next())
+        .flatten()
+        .and_then(seconds_to_usec)
+    {
         r.ts_usec = Some(us);
     } else if inside.len() >= 3
         && ((inside[0] == b'<' && inside.ends_with(b">")) || inside[0] == b'+')

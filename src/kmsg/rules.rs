@@ -417,9 +417,11 @@ enum Hit {
     /// Kernels before 4.19 (no `oom-kill:` line): "Memory cgroup out of memory: Kill process PID (comm) score S
     /// or sacrifice child", the kill's summary; its cgroup comes from the lines before it.
     OomChosen(Detail),
-    /// What an OOM report before 4.19 says of the cgroup: "Task in MEMCG killed as a result of limit of LIMIT"
-    /// (`task: true`), or the first "Memory cgroup stats for MEMCG:" line.
+    /// What an OOM report before 4.19 says of the cgroup: "Task in MEMCG killed as a result of limit of LIMIT".
     OomCgroup { memcg: String, task: bool },
+    /// "Memory cgroup stats for MEMCG: ...": the first one names the cgroup whose limit was hit (read only when
+    /// no "Task in" line named one, see [`stats_memcg`]).
+    OomStats,
     /// "BERT: Error records from previous boot:": the hardware errors that follow happened before this boot.
     Bert,
     /// "[Hardware Error]:   section_type: memory error": detail for the CPER record before it.
@@ -694,6 +696,11 @@ impl Engine {
                 // "Task in" names the killed task's cgroup; otherwise the first stats line (the limit's cgroup).
                 if task || self.oom_cgroup.is_none() {
                     self.oom_cgroup = Some((memcg, task));
+                }
+            }
+            Hit::OomStats => {
+                if self.oom_cgroup.is_none() {
+                    self.oom_cgroup = stats_memcg(msg).map(|m| (m, false));
                 }
             }
             Hit::Bert => self.bert_left = CAPTURE_RECORDS,
@@ -1083,13 +1090,8 @@ fn classify(m: &[u8]) -> Option<Hit> {
             } else if let Some(rest) = m.strip_prefix(b"Memory cgroup out of memory: Kill process ")
             {
                 chosen(rest)
-            } else if let Some(rest) = m.strip_prefix(b"Memory cgroup stats for ") {
-                let end =
-                    find(rest, b": ").or_else(|| rest.ends_with(b":").then(|| rest.len() - 1))?;
-                Some(Hit::OomCgroup {
-                    memcg: text(&rest[..end]),
-                    task: false,
-                })
+            } else if m.starts_with(b"Memory cgroup stats for ") {
+                Some(Hit::OomStats)
             } else {
                 None
             }
@@ -1207,18 +1209,15 @@ fn rcu(r: &[u8]) -> Option<Hit> {
 /// `nf_conntrack: table full, dropping packet`, `nf_conntrack: nf_conntrack: table full, dropping packet` (a
 /// network namespace's), `nf_conntrack: expectation table full`, 3.x's `ip_conntrack: table full, dropping packet`.
 fn conntrack(m: &[u8]) -> Option<Hit> {
-    let table = if m.starts_with(b"nf_conntrack: ") {
-        if find(m, b"expectation table full").is_some() {
-            "expectation"
-        } else if find(m, b"table full, dropping packet").is_some() {
-            "nf_conntrack"
-        } else {
-            return None;
-        }
-    } else if m.starts_with(b"ip_conntrack: table full, dropping packet") {
-        "ip_conntrack"
-    } else {
-        return None;
+    let rest = m
+        .strip_prefix(b"nf_conntrack: ")
+        .map(|r| r.strip_prefix(b"nf_conntrack: ").unwrap_or(r));
+    let table = match rest {
+        Some(r) if r.starts_with(b"table full, dropping packet") => "nf_conntrack",
+        Some(r) if r.starts_with(b"expectation table full") => "expectation",
+        Some(_) => return None,
+        None if m.starts_with(b"ip_conntrack: table full, dropping packet") => "ip_conntrack",
+        None => return None,
     };
     Some(Hit::Event {
         rule: Rule::ConntrackFull,
@@ -1232,8 +1231,12 @@ fn conntrack(m: &[u8]) -> Option<Hit> {
 /// CPER records: `{37}[Hardware Error]: event severity: corrected` (the `{N}` is the record number) and their
 /// `section_type:` lines.
 fn cper(m: &[u8]) -> Option<Hit> {
-    let at = find(&m[..m.len().min(40)], b"[Hardware Error]: ").filter(|&a| a <= 16)?;
-    let rest = trim_start(&m[at + 18..]);
+    // "{37}" is the record's number.
+    let m = match m.strip_prefix(b"{") {
+        Some(r) => &r[memchr::memchr(b'}', &r[..r.len().min(12)])? + 1..],
+        None => m,
+    };
+    let rest = trim_start(m.strip_prefix(b"[Hardware Error]: ")?);
     if let Some(sev) = rest.strip_prefix(b"event severity: ") {
         let severity = text(sev.trim_ascii_end());
         return Some(Hit::Event {
@@ -1248,6 +1251,13 @@ fn cper(m: &[u8]) -> Option<Hit> {
     }
     rest.strip_prefix(b"section_type: ")
         .map(|s| Hit::CperSection(text(s.trim_ascii_end())))
+}
+
+/// The cgroup of a `Memory cgroup stats for MEMCG: cache:...` line.
+fn stats_memcg(m: &[u8]) -> Option<String> {
+    let rest = m.strip_prefix(b"Memory cgroup stats for ")?;
+    let end = find(rest, b": ").or_else(|| rest.ends_with(b":").then(|| rest.len() - 1))?;
+    Some(text(&rest[..end]))
 }
 
 /// After `Kill process `: `PID (comm) score S or sacrifice child`.
