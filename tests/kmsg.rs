@@ -46,14 +46,6 @@ fn scan_since(host: &Host, s: &Scratch, since: Option<u64>) -> (CheckOutput, Vec
     (out, findings)
 }
 
-fn stat(out: &CheckOutput, name: &str) -> u64 {
-    out.stats
-        .iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("no stat {name}: {:?}", out.stats))
-        .1
-}
-
 /// Creates files with 250-character names in `dir` until a create fails; returns how many succeeded and the error.
 fn fill_until_failure(dir: &Path) -> (usize, std::io::Error) {
     let pad = "x".repeat(242);
@@ -660,4 +652,80 @@ fn an_overwritten_ring_buffer_is_counted_and_reading_goes_on() {
         last_seen,
         "reading did not go on to the newest records: {stats:?}"
     );
+}
+
+/// A missing file, a directory and a file in which nothing is kernel-log output fail the check (exit 3), and
+/// `--json` still prints the report with the check's error; a log that is only bare messages with a match works.
+#[test]
+fn unreadable_or_unrecognized_files_fail_the_check_with_a_json_report() {
+    let s = Scratch::new("kmsg-cli");
+    let missing = s.path("no-such-file");
+    let prose = s.write("prose.txt", "hello\nthis is not a kernel log\n");
+    let bare = s.write(
+        "bare.txt",
+        "INFO: task kworker/2:1:5747 blocked for more than 120 seconds.\nsome other line\n",
+    );
+    for (path, what) in [
+        (missing.as_path(), "no-such-file"),
+        (s.dir.as_path(), "Is a directory"),
+        (prose.as_path(), "nothing in"),
+    ] {
+        let (code, report) = wonk_json(&["kmsg", path.to_str().unwrap()]);
+        assert_eq!(code, 3, "{report:#}");
+        assert_eq!(report["checks"][0]["status"], "failed", "{report:#}");
+        assert!(
+            report["checks"][0]["error"]
+                .as_str()
+                .unwrap()
+                .contains(what),
+            "{report:#}"
+        );
+    }
+    let (code, report) = wonk_json(&["kmsg", bare.to_str().unwrap()]);
+    assert_ne!(code, 3, "{report:#}");
+    assert_eq!(report["findings"][0]["kind"], "task-hung");
+    assert_eq!(report["findings"][0]["evidence"]["resolved_here"], false);
+    assert_eq!(report["checks"][0]["stats"]["bare_lines"], 2);
+    let spots = report["blind_spots"].to_string();
+    assert!(spots.contains("without a kernel log prefix"), "{spots}");
+    assert!(spots.contains("not looked up on this host"), "{spots}");
+    // Asked by name, the same log is looked up here.
+    let (_, report) = wonk_json(&["kmsg", bare.to_str().unwrap(), "--resolve-here"]);
+    assert_eq!(report["findings"][0]["evidence"]["resolved_here"], true);
+}
+
+/// A saved journal is looked up on this host only when its boot markers all name this host's current boot.
+#[test]
+fn a_journal_of_this_boot_is_resolved_here_and_one_of_another_is_not() {
+    let s = Scratch::new("kmsg-boot");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .replace('-', "");
+    let line = "Nov 27 16:38:56 node-1 kernel: INFO: task sleep:99999999 blocked for more than 120 seconds.";
+    let host = host();
+    let owners = Attributor::new(&host, PathBuf::from("/nonexistent"), &[]);
+    let ctx = Context {
+        host: &host,
+        owners: &owners,
+    };
+    for (marker, here) in [
+        (format!("-- Boot {boot} --"), true),
+        (
+            "-- Boot 00112233445566778899aabbccddeeff --".to_string(),
+            false,
+        ),
+        (String::new(), false),
+    ] {
+        let file = s.write("journal.txt", &format!("{marker}\n{line}\n"));
+        let out = kmsg::scan(&ctx, &Source::File(file), &Options::default());
+        let f = serde_json::to_value(&out.findings[0]).unwrap();
+        assert_eq!(f["evidence"]["resolved_here"], here, "{marker:?}: {f:#}");
+        // Looked up here, the pid is known not to run; from elsewhere, nothing is said about it.
+        assert_eq!(
+            f["evidence"]["alive"],
+            if here { json!(false) } else { Value::Null },
+            "{f:#}"
+        );
+    }
 }

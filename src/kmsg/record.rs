@@ -669,7 +669,7 @@ fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
     };
     // Some syslog setups leave the host out: "Feb 23 03:28:16 kernel: msg".
     let rest = if &rest[..host_end] == b"kernel:" {
-        &rest[..]
+        rest
     } else {
         &rest[host_end + 1..]
     };

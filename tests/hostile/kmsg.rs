@@ -7,20 +7,11 @@ use crate::common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use wonk::checks::{Check, Context};
-use wonk::finding::CheckOutput;
 use wonk::host::Host;
 use wonk::kmsg::reader::{read_kmsg, KmsgOptions, ReadStats};
 use wonk::kmsg::record::Record;
 use wonk::kmsg::{self, Options, Source};
 use wonk::owner::Attributor;
-
-fn stat(out: &CheckOutput, name: &str) -> u64 {
-    out.stats
-        .iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("no stat {name}: {:?}", out.stats))
-        .1
-}
 
 /// The forged records, one `write` each (as `echo '<3>...' > /dev/kmsg` does); 4 records stay well inside the
 /// writers' rate limit (10 per 5 s per open file).
@@ -32,6 +23,30 @@ fn forge(tag: &str, pod_uid: &str) -> Vec<String> {
         format!("<4>EXT4-fs warning (device {tag}): ext4_dx_add_entry:2380: Directory (ino: 2) index full, reach max htree level :2"),
         format!("EXT4-fs warning (device {tag}): ext4_dx_add_entry:2384: Large directory feature is not enabled on this filesystem"),
     ]
+}
+
+/// The forged records in /dev/kmsg after `since`, as the kernel keeps them: (facility, record saved as a kmsg
+/// line, `PRI,SEQ,TS,-;message`).
+fn forged_records(host: &Host, since: Option<u64>, tag: &str) -> Vec<(Option<u8>, String)> {
+    let mut mine = Vec::new();
+    read_kmsg(
+        host,
+        &KmsgOptions {
+            since_seq: since,
+            ..KmsgOptions::default()
+        },
+        &mut ReadStats::default(),
+        &mut |r: &Record<'_>| {
+            let t = r.text();
+            if t.contains(tag) || t.contains("Killed process 4242 (victim)") {
+                let pri = r.facility.unwrap_or(0) << 3 | r.level.unwrap_or(0);
+                let saved = format!("{pri},{},{},-;{t}\n", r.seq.unwrap(), r.ts_usec.unwrap());
+                mine.push((r.facility, saved));
+            }
+        },
+    )
+    .unwrap();
+    mine
 }
 
 fn mentions(v: &serde_json::Value, tag: &str, pod_uid: &str) -> bool {
@@ -65,23 +80,9 @@ fn records_written_to_dev_kmsg_from_user_space_are_dropped_and_counted() {
     }
 
     // The raw records, as the kernel keeps them: facility 1 ("user") for each, even the one written as <3>.
-    let mut mine = Vec::new();
-    read_kmsg(
-        &host,
-        &KmsgOptions {
-            since_seq: since,
-            ..KmsgOptions::default()
-        },
-        &mut ReadStats::default(),
-        &mut |r: &Record<'_>| {
-            if r.text().contains(&tag) || r.text().contains("Killed process 4242 (victim)") {
-                mine.push((r.facility, r.level, r.seq));
-            }
-        },
-    )
-    .unwrap();
+    let mine = forged_records(&host, since, &tag);
     assert_eq!(mine.len(), 4, "{mine:?}");
-    assert!(mine.iter().all(|(f, _, _)| *f == Some(1)), "{mine:?}");
+    assert!(mine.iter().all(|(f, _)| *f == Some(1)), "{mine:?}");
 
     let owners = Attributor::new(&host, PathBuf::from("/nonexistent"), &[]);
     let ctx = Context {
@@ -137,27 +138,7 @@ fn records_written_to_dev_kmsg_from_user_space_are_dropped_and_counted() {
 
     // Exactly: the same 4 records saved as kmsg records (what `cat /dev/kmsg > file` keeps) and read back.
     let s = Scratch::new("hostile-kmsg");
-    let mut saved = String::new();
-    read_kmsg(
-        &host,
-        &KmsgOptions {
-            since_seq: since,
-            ..KmsgOptions::default()
-        },
-        &mut ReadStats::default(),
-        &mut |r: &Record<'_>| {
-            let t = r.text();
-            if t.contains(&tag) || t.contains("Killed process 4242 (victim)") {
-                let pri = r.facility.unwrap() << 3 | r.level.unwrap();
-                saved.push_str(&format!(
-                    "{pri},{},{},-;{t}\n",
-                    r.seq.unwrap(),
-                    r.ts_usec.unwrap()
-                ));
-            }
-        },
-    )
-    .unwrap();
+    let saved: String = mine.iter().map(|(_, line)| line.as_str()).collect();
     let file = s.write("saved.kmsg", &saved);
     let (code, report) = wonk_json(&["kmsg", file.to_str().unwrap()]);
     let check = &report["checks"][0];
