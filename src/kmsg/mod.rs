@@ -563,7 +563,7 @@ mod tests {
                 }
             }
         }
-        let specials = b"[]<>():;,.=#\\x -0123456789\xff\n";
+        let specials = b"[]<>():;,.=#\\x -0123456789\xff\n\x1b{}+";
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = |n: usize| {
             x ^= x << 13;
@@ -584,6 +584,13 @@ mod tests {
             if let super::record::Line::Record(r) = super::record::parse_line(&m) {
                 engine.push(&r);
             }
+            let mut plain = Vec::new();
+            if super::record::strip_ansi(&m, &mut plain) {
+                if let super::record::Line::Record(r) = super::record::parse_line(&plain) {
+                    engine.push(&r);
+                }
+            }
+            let _ = super::record::boot_marker(&m);
             if let Some(r) = super::record::parse_kmsg(&m) {
                 engine.push(&r);
             }

@@ -220,11 +220,16 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
     }
 }
 
+/// How far into a line an unknown prefix may reach before the kernel message.
+const PREFIX_WINDOW: usize = 256;
+
 /// A line in no known format: the kernel message after a `kernel:` tag or a dmesg timestamp further in (an
 /// unknown prefix: a node name, a container runtime's log prefix, rsyslog's broadcast ` kernel:`), or talosctl's
 /// `NODE: FACILITY: LEVEL: [TIME]: msg`; else the whole line as a bare message, if it is text.
 fn further_in(line: &[u8]) -> Line<'_> {
-    if let Some(i) = find(line, b"kernel:") {
+    // Prefixes are short: the search is bounded, so a long line of brackets costs no more than a short one.
+    let window = &line[..line.len().min(PREFIX_WINDOW)];
+    if let Some(i) = find(window, b"kernel:") {
         if i == 0 || line[i - 1] == b' ' {
             return tagged(&line[i + 7..]);
         }
@@ -233,7 +238,7 @@ fn further_in(line: &[u8]) -> Line<'_> {
         return l;
     }
     let mut from = 0;
-    while let Some(o) = memchr::memchr(b'[', &line[from..]).map(|o| o + from) {
+    while let Some(o) = memchr::memchr(b'[', &window[from..]).map(|o| o + from) {
         if let Some(r) = dmesg(&line[o..], None).filter(|r| r.ts_usec.is_some()) {
             return Line::Record(r);
         }
@@ -269,7 +274,7 @@ fn tagged(rest: &[u8]) -> Line<'_> {
 /// talosctl dmesg: `172.20.0.2: kern:    info: [2021-10-13T13:50:49.046553263Z]: msg` (facility and level
 /// named, as dmesg -x does).
 fn talos(line: &[u8]) -> Option<Line<'_>> {
-    let open = find(line, b": [")?;
+    let open = find(&line[..line.len().min(PREFIX_WINDOW)], b": [")?;
     let close = find(&line[open..], b"]: ")? + open;
     let stamp = &line[open + 3..close];
     if !(stamp.len() >= 10 && stamp[4] == b'-' && stamp.contains(&b'T')) {
@@ -433,7 +438,8 @@ fn program_tag(b: &[u8]) -> bool {
 /// (`[Nov27 16:38]`, then `[  +0.000072]`), which give no time since boot. `pri` comes from a `<N>` prefix
 /// already stripped.
 fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
-    let close = memchr::memchr(b']', line)?;
+    // Every stamp fits in 64 bytes (see the 48-byte bound below).
+    let close = memchr::memchr(b']', &line[..line.len().min(64)])?;
     let inside = trim(&line[1..close]);
     let mut r = Record::default();
     if let Some(us) = seconds_to_usec(inside) {
@@ -833,6 +839,21 @@ mod tests {
             let r = rec(bare);
             assert!(r.bare, "{bare:?}");
             assert_eq!(r.text(), bare);
+        }
+    }
+
+    /// 64 KiB lines of brackets or of `kernel:` look-alikes (the prefix search is bounded to [`PREFIX_WINDOW`]
+    /// bytes and a stamp's `]` to 64, so they cost what a short line does) give a bare message or nothing, never
+    /// a stamp.
+    #[test]
+    fn long_lines_of_prefix_look_alikes() {
+        for unit in [&b"["[..], b"[ 1", b"[]", b": [", b"xkernel:"] {
+            let line: Vec<u8> = unit.iter().copied().cycle().take(64 << 10).collect();
+            match parse_line(&line) {
+                Line::Record(r) => assert!(r.bare && r.ts_usec.is_none(), "{unit:?}"),
+                Line::Malformed => {}
+                other => panic!("{unit:?}: {other:?}"),
+            }
         }
     }
 
