@@ -63,6 +63,12 @@ patterns=(
     '(CE|UE) memory read error'
     'soft lockup'
     'hard LOCKUP'
+    'I/O error, dev '
+    'critical (medium|target) error, dev '
+    'nf_conntrack: .*table full'
+    'rcu_[a-z]+ (self-)?detected stall'
+    'XFS \(.*Metadata corruption detected'
+    '\[Hardware Error\]: event severity: '
 )
 regex=$(IFS='|'; echo "${patterns[*]}")
 
@@ -75,7 +81,7 @@ awk -v n="$LINES" -v permille="$MATCH_PERMILLE" 'BEGIN {
     noise[2]  = "IPv6: ADDRCONF(NETDEV_CHANGE): veth%08x: link becomes ready"
     noise[3]  = "EXT4-fs (dm-%d): mounted filesystem %08x-28f3-4372-bf95-81bb53db964e r/w with ordered data mode. Quota mode: none."
     noise[4]  = "overlayfs: upperdir is in-use as upperdir/workdir of another mount %d, accessing files from both mounts will result in undefined behavior."
-    noise[5]  = "nf_conntrack: nf_conntrack: table full, dropping packet %d"
+    noise[5]  = "nf_conntrack: default automatic helper assignment has been turned off for security reasons %d"
     noise[6]  = "TCP: request_sock_TCP: Possible SYN flooding on port %d. Sending cookies.  Check SNMP counters."
     noise[7]  = "device veth%08x entered promiscuous mode"
     noise[8]  = "eth0: renamed from tmp%05d"
@@ -83,7 +89,7 @@ awk -v n="$LINES" -v permille="$MATCH_PERMILLE" 'BEGIN {
     noise[10] = "Memory cgroup stats for /kubepods/burstable/pod%08x-d731-4186-803c-8c4a35a84627:"
     noise[11] = "[  %d]     0 %d     9737     8364     8000      364         0   118784        0             0 sh"
     noise[12] = " __schedule+0x%x/0xb40"
-    noise[13] = "blk_update_request: I/O error, dev sda, sector %d op 0x1:(WRITE) flags 0x800 phys_seg 1 prio class 0"
+    noise[13] = "sd 0:0:0:0: [sda] %d 512-byte logical blocks: (1.07 TB/1000 GiB)"
     noise[14] = "perf: interrupt took too long (%d > 2500), lowering kernel.perf_event_max_sample_rate to 79750"
     noise[15] = "kauditd_printk_skb: %d callbacks suppressed"
     nn = 16
@@ -97,7 +103,12 @@ awk -v n="$LINES" -v permille="$MATCH_PERMILLE" 'BEGIN {
     hit[7] = "EXT4-fs error (device sdb%d): ext4_lookup:1855: inode #131074: comm ls: deleted inode referenced: 131075"
     hit[8] = "watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [stress:%d]"
     hit[9] = "XFS (dm-%d): Log I/O Error Detected. Shutting down filesystem"
-    nh = 10
+    hit[10] = "nf_conntrack: nf_conntrack: table full, dropping packet %d"
+    hit[11] = "blk_update_request: I/O error, dev sda, sector %d op 0x1:(WRITE) flags 0x800 phys_seg 1 prio class 0"
+    hit[12] = "rcu: INFO: rcu_sched detected stalls on CPUs/tasks: %d"
+    hit[13] = "XFS (vda%d): Metadata corruption detected at xfs_buf_ioend+0x162/0x570 [xfs], xfs_inode block 0x2fc4e0 xfs_inode_buf_verify"
+    hit[14] = "{%d}[Hardware Error]: event severity: corrected"
+    nh = 15
     for (i = 0; i < n; i++) {
         t += rand() * 0.01
         if (rand() * 1000 < permille) {

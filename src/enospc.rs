@@ -395,6 +395,9 @@ fn index_full_moments(host: &Host, since: Option<u64>) -> Vec<(f64, String)> {
     let mut stats = crate::kmsg::reader::ReadStats::default();
     let mut found = Vec::new();
     let mut sink = |r: &crate::kmsg::record::Record<'_>| {
+        if r.from_userspace() {
+            return;
+        }
         let text = r.text();
         if !(text.contains("ext4_dx_add_entry") && text.contains("index full")) {
             return;

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::hint::black_box;
-use wonk::kmsg::record::{parse_kmsg, parse_line, Line};
+use wonk::kmsg::record::{boot_marker, parse_kmsg, parse_line, strip_ansi, Line};
 use wonk::kmsg::rules::Engine;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,8 +13,17 @@ fuzz_target!(|data: &[u8]| {
         black_box(r.text());
         engine.push(&r);
     }
+    let mut plain = Vec::new();
     for line in data.split(|&b| b == b'\n') {
+        black_box(boot_marker(line));
+        // Every format of record.rs, ANSI-coloured or not (the text reader strips escapes first).
+        let line = if strip_ansi(line, &mut plain) {
+            &plain[..]
+        } else {
+            line
+        };
         if let Line::Record(r) = parse_line(line) {
+            black_box(r.wall.as_deref());
             engine.push(&r);
         }
     }

@@ -502,6 +502,12 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
                          because wonk's queue was full"
                     );
                 }
+                if stat("dropped_from_userspace") > 0 {
+                    tracing::warn!(
+                        dropped = stat("dropped_from_userspace"),
+                        "kernel log records written from user space (not the kernel's) dropped"
+                    );
+                }
                 if out.failed.is_some() {
                     // Started again at the next period, after the last record it handed on.
                     since = f.last_seq();

@@ -51,25 +51,40 @@ pub struct Args {
     /// Keep reading /dev/kmsg and report each burst once it has been quiet for 5 s (until Ctrl-C).
     #[arg(short, long, conflicts_with = "file")]
     follow: bool,
+    /// With FILE: look up the devices, inodes and pids the saved log names on this host, even when nothing shows
+    /// that the log is from this host's current boot.
+    #[arg(long, requires = "file")]
+    resolve_here: bool,
 }
 
 fn from_args(m: &clap::ArgMatches, _: &Invocation) -> anyhow::Result<Box<dyn Check>> {
     let a: Args = super::parse_args(m)?;
+    // A missing or unreadable file is the check's failure, reported like any other (JSON included).
     let source = match a.file {
         None => Source::DevKmsg { follow: a.follow },
         Some(p) if p == std::path::Path::new("-") => Source::Stdin,
-        Some(p) => {
-            std::fs::metadata(&p)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
-            Source::File(p)
-        }
+        Some(p) => Source::File(p),
     };
-    Ok(Box::new(Kmsg { source }))
+    Ok(Box::new(Kmsg {
+        source,
+        resolve_here: a.resolve_here,
+    }))
 }
 
 /// The check: the log `source` holds, as findings.
 pub struct Kmsg {
     pub source: Source,
+    /// Look up what a saved log names on this host even without evidence that it is this boot's.
+    pub resolve_here: bool,
+}
+
+impl Kmsg {
+    fn options(&self) -> Options {
+        Options {
+            resolve_here: self.resolve_here,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Kmsg {
@@ -77,6 +92,7 @@ impl Default for Kmsg {
     fn default() -> Kmsg {
         Kmsg {
             source: Source::DevKmsg { follow: false },
+            resolve_here: false,
         }
     }
 }
@@ -87,7 +103,7 @@ impl Check for Kmsg {
     }
 
     fn run(&self, ctx: &Context) -> CheckOutput {
-        let (mut out, err) = kmsg::scan_all(ctx, &self.source, &Options::default());
+        let (mut out, err) = kmsg::scan_all(ctx, &self.source, &self.options());
         // Without root (kernel.dmesg_restrict) or without the host's /dev mounted, the rest of a scan still runs.
         let may_not_read = |e: &std::io::Error| {
             matches!(
@@ -116,7 +132,7 @@ impl Check for Kmsg {
         let stop = Arc::new(AtomicBool::new(false));
         let opts = Options {
             stop: Some(stop.clone()),
-            ..Default::default()
+            ..self.options()
         };
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {

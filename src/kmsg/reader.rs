@@ -38,6 +38,8 @@ pub struct ReadStats {
     pub malformed: u64,
     /// Journal or syslog lines from programs other than the kernel.
     pub not_kernel: u64,
+    /// Of the records, lines with no known prefix, read whole as the message (`dmesg -t`, `journalctl -o cat`).
+    pub bare: u64,
     /// Text lines longer than [`MAX_LINE`].
     pub oversized: u64,
     /// `EPIPE` answers: times the ring buffer overwrote records before wonk read them.
@@ -51,6 +53,9 @@ pub struct ReadStats {
     pub skipped_old: u64,
     /// The sequence number of the last kmsg record read, even if skipped.
     pub last_seq: Option<u64>,
+    /// The boot ids a journal's `-- Boot ID --` markers named (distinct, at most 16), lower-case hex without
+    /// dashes: the evidence that a saved log is from this host's current boot.
+    pub boot_ids: Vec<String>,
 }
 
 /// Where records go.
@@ -416,14 +421,26 @@ pub fn last_seq(host: &Host) -> io::Result<Option<u64>> {
 /// Reads text lines (dmesg, journalctl -k, kern.log, saved kmsg records) into `sink`.
 pub fn read_text(input: impl Read, stats: &mut ReadStats, sink: &mut impl Sink) -> io::Result<()> {
     let mut lines = Lines::new(input);
+    let mut plain = Vec::new();
     while let Some(line) = lines.next_line()? {
         match line {
-            Some(l) => match record::parse_line(l) {
+            Some(l) => match record::parse_line(if record::strip_ansi(l, &mut plain) {
+                &plain
+            } else {
+                l
+            }) {
+                Line::Blank => {
+                    if let Some(id) = record::boot_marker(l) {
+                        if stats.boot_ids.len() < 16 && !stats.boot_ids.contains(&id) {
+                            stats.boot_ids.push(id);
+                        }
+                    }
+                }
                 Line::Record(r) => {
                     stats.records += 1;
+                    stats.bare += u64::from(r.bare);
                     sink.record(&r);
                 }
-                Line::Blank => {}
                 Line::NotKernel => stats.not_kernel += 1,
                 Line::Malformed => stats.malformed += 1,
             },
@@ -526,8 +543,11 @@ mod tests {
         let (msgs, st) = collect(
             b"[ 1.000000] a\n\ngarbage\nNov 27 16:38:56 h sshd[1]: x\n[ 2.000000] b\r\n[ 3.000000] c",
         );
-        assert_eq!(msgs, ["a", "b", "c"]);
-        assert_eq!((st.records, st.malformed, st.not_kernel), (3, 1, 1));
+        assert_eq!(msgs, ["a", "garbage", "b", "c"]);
+        assert_eq!(
+            (st.records, st.bare, st.malformed, st.not_kernel),
+            (4, 1, 0, 1)
+        );
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub struct Record<'a> {
     /// Microseconds since boot (kmsg, dmesg).
     pub ts_usec: Option<u64>,
     /// Wall-clock time exactly as the text printed it (dmesg -T, journalctl, syslog); the node's local time.
-    pub wall: Option<&'a str>,
+    /// Bytes that are not UTF-8 (a Latin-1 locale's month names) are replaced.
+    pub wall: Option<Cow<'a, str>>,
+    /// No known prefix: the whole line was taken as the message (`dmesg -t`, `journalctl -o cat`, console
+    /// output). Such lines carry neither time nor facility.
+    pub bare: bool,
     /// The kernel flagged the record as a continuation of the previous one (kmsg flag `c`).
     pub cont: bool,
     /// The message, with kmsg's `\xHH` escapes decoded.
@@ -95,7 +99,7 @@ fn parse_kmsg_header(head: &[u8]) -> Option<Record<'_>> {
         wall: None,
         cont: flags.contains(&b'c'),
         message: unescape(&head[semi + 1..]),
-        fields: Vec::new(),
+        ..Record::default()
     })
 }
 
@@ -147,34 +151,213 @@ pub(crate) fn num(b: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// The UTF-8 byte order mark some editors and Windows tools put before the first line.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Copies `line` into `out` without ANSI escape sequences (`dmesg --color=always`, `-H`): CSI sequences
+/// (`ESC [ params final`) and two-byte escapes. False (and `out` untouched) when the line holds no ESC.
+#[inline]
+pub fn strip_ansi(line: &[u8], out: &mut Vec<u8>) -> bool {
+    if memchr::memchr(0x1b, line).is_none() {
+        return false;
+    }
+    out.clear();
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] != 0x1b {
+            out.push(line[i]);
+            i += 1;
+            continue;
+        }
+        i += 1;
+        if line.get(i) == Some(&b'[') {
+            i += 1;
+            while i < line.len() && !(0x40..=0x7e).contains(&line[i]) {
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Parses one text line in any of the formats in this module's documentation. The trailing newline is optional.
+/// ANSI escapes must already be gone ([`strip_ansi`]).
 pub fn parse_line(line: &[u8]) -> Line<'_> {
     let line = trim_end(line);
+    let line = line.strip_prefix(BOM).unwrap_or(line);
     let Some(&first) = line.first() else {
         return Line::Blank;
     };
-    match first {
-        b'[' => dmesg(line, None).map_or(Line::Malformed, Line::Record),
+    let known = match first {
+        b'[' => match bracketed(line, None) {
+            Line::Malformed => return further_in(line),
+            l => return l,
+        },
         b'<' => syslog_pri(line),
-        b'0'..=b'9' => {
-            if line.len() > 10 && line[4] == b'-' && line[..4].iter().all(u8::is_ascii_digit) {
-                iso(line)
-            } else {
-                parse_kmsg_header(line).map_or(Line::Malformed, Line::Record)
-            }
-        }
+        b'0'..=b'9' => digits_first(line),
         b'-' if line.starts_with(b"-- ") => Line::Blank,
         b' ' if kmsg_field(&line[1..]) => Line::Blank,
         b'A'..=b'Z' | b'a'..=b'z' => {
             if line.len() > 4 && line[3] == b' ' && month(&line[..3]) {
                 short(line)
+            } else if line.len() > 5 && line[3] == b' ' && weekday(&line[..3]) {
+                short_full(line)
+            } else if let Some(rest) = line.strip_prefix(b"kernel:") {
+                tagged(rest)
+            } else if line.starts_with(b"Message from syslogd@") {
+                Line::Blank
             } else {
                 decoded_levels(line)
             }
         }
-        _ if line.iter().all(u8::is_ascii_whitespace) => Line::Blank,
+        _ if line.iter().all(u8::is_ascii_whitespace) => return Line::Blank,
         _ => Line::Malformed,
+    };
+    match known {
+        Line::Malformed => further_in(line),
+        other => other,
     }
+}
+
+/// How far into a line an unknown prefix may reach before the kernel message.
+const PREFIX_WINDOW: usize = 256;
+
+/// A line in no known format: the kernel message after a `kernel:` tag or a dmesg timestamp further in (an
+/// unknown prefix: a node name, a container runtime's log prefix, rsyslog's broadcast ` kernel:`), or talosctl's
+/// `NODE: FACILITY: LEVEL: [TIME]: msg`; else the whole line as a bare message, if it is text.
+fn further_in(line: &[u8]) -> Line<'_> {
+    // Prefixes are short: the search is bounded, so a long line of brackets costs no more than a short one.
+    let window = &line[..line.len().min(PREFIX_WINDOW)];
+    if let Some(i) = find(window, b"kernel:") {
+        if i == 0 || line[i - 1] == b' ' {
+            return tagged(&line[i + 7..]);
+        }
+    }
+    if let Some(l) = talos(line) {
+        return l;
+    }
+    let mut from = 0;
+    while let Some(o) = memchr::memchr(b'[', &window[from..]).map(|o| o + from) {
+        if let Some(r) = dmesg(&line[o..], None).filter(|r| r.ts_usec.is_some()) {
+            return Line::Record(r);
+        }
+        from = o + 1;
+    }
+    // Text, not binary: no control bytes but tabs, some letters.
+    let text =
+        line.iter().all(|&c| c >= 0x20 || c == b'\t') && line.iter().any(u8::is_ascii_alphabetic);
+    if !text {
+        return Line::Malformed;
+    }
+    Line::Record(Record {
+        bare: true,
+        message: Cow::Borrowed(line),
+        ..Record::default()
+    })
+}
+
+/// After a `kernel:` tag: an optional space and dmesg timestamp, then the message.
+fn tagged(rest: &[u8]) -> Line<'_> {
+    let rest = trim_start(rest);
+    if rest.first() == Some(&b'[') {
+        if let Some(r) = dmesg(rest, None) {
+            return Line::Record(r);
+        }
+    }
+    Line::Record(Record {
+        message: Cow::Borrowed(strip_caller(rest)),
+        ..Record::default()
+    })
+}
+
+/// talosctl dmesg: `172.20.0.2: kern:    info: [2021-10-13T13:50:49.046553263Z]: msg` (facility and level
+/// named, as dmesg -x does).
+fn talos(line: &[u8]) -> Option<Line<'_>> {
+    let open = find(&line[..line.len().min(PREFIX_WINDOW)], b": [")?;
+    let close = find(&line[open..], b"]: ")? + open;
+    let stamp = &line[open + 3..close];
+    if !(stamp.len() >= 10 && stamp[4] == b'-' && stamp.contains(&b'T')) {
+        return None;
+    }
+    let mut parts = line[..open].rsplitn(3, |&c| c == b':');
+    let level = level_code(trim(parts.next()?))?;
+    let facility = facility_code(trim(parts.next()?))?;
+    Some(Line::Record(Record {
+        facility: Some(facility),
+        level: Some(level),
+        wall: Some(String::from_utf8_lossy(stamp)),
+        message: Cow::Borrowed(&line[close + 3..]),
+        ..Record::default()
+    }))
+}
+
+/// A line that starts with a digit: journalctl `-o short-iso` / rsyslog RFC 3339 (`2026-11-27T16:38:56+0000 host
+/// kernel: msg`), `dmesg --time-format iso` (`2026-11-27T16:38:56,123456+00:00 msg`), year-first syslog (`2025
+/// Jul 03 12:00:00 host kernel: msg`), `-o short-unix` (`1751544000.123456 host kernel: msg`), or a raw kmsg
+/// record.
+fn digits_first(line: &[u8]) -> Line<'_> {
+    if line.len() > 10 && line[..4].iter().all(u8::is_ascii_digit) {
+        if line[4] == b'-' {
+            return iso(line);
+        }
+        if line[4] == b' ' && line.len() > 8 && month(&line[5..8]) {
+            // "2025 Jul 03 12:00:00 host ...": the stamp is three words.
+            let mut sp = 4;
+            for _ in 0..3 {
+                sp = match memchr::memchr(b' ', &line[sp + 1..]) {
+                    Some(i) => sp + 1 + i,
+                    None => return Line::Malformed,
+                };
+                while line.get(sp + 1) == Some(&b' ') {
+                    sp += 1;
+                }
+            }
+            return after_stamp(line, sp);
+        }
+    }
+    if let Some(sp) = memchr::memchr(b' ', line) {
+        if seconds_to_usec(&line[..sp]).is_some() && line[..sp].len() > 11 {
+            return after_stamp(line, sp);
+        }
+    }
+    parse_kmsg_header(line).map_or(Line::Malformed, Line::Record)
+}
+
+fn weekday(d: &[u8]) -> bool {
+    matches!(
+        d,
+        b"Mon" | b"Tue" | b"Wed" | b"Thu" | b"Fri" | b"Sat" | b"Sun"
+    )
+}
+
+/// journalctl `-o short-full`: `Tue 2025-07-03 12:00:00 UTC host kernel: msg`.
+fn short_full(line: &[u8]) -> Line<'_> {
+    if !line[4].is_ascii_digit() {
+        return decoded_levels(line);
+    }
+    let mut sp = 3;
+    for _ in 0..3 {
+        sp = match memchr::memchr(b' ', &line[sp + 1..]) {
+            Some(i) => sp + 1 + i,
+            None => return Line::Malformed,
+        };
+    }
+    after_stamp(line, sp)
+}
+
+/// The boot id of journalctl's `-- Boot 3f2a...9c1e --` marker (32 hex digits, or a dashed UUID), normalized to
+/// lower case without dashes.
+pub fn boot_marker(line: &[u8]) -> Option<String> {
+    let rest = trim_end(line).strip_prefix(b"-- Boot ")?;
+    let id = rest.strip_suffix(b" --")?;
+    let hex: Vec<u8> = id
+        .iter()
+        .filter(|&&c| c != b'-')
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    (hex.len() == 32 && hex.iter().all(u8::is_ascii_hexdigit))
+        .then(|| String::from_utf8_lossy(&hex).into_owned())
 }
 
 /// ` SUBSYSTEM=block`: a continuation line of a kmsg record saved to a file.
@@ -212,17 +395,69 @@ fn month(m: &[u8]) -> bool {
     )
 }
 
-/// `[ 1234.567890] msg`, `[Tue Nov 27 16:38:56 2026] msg`, with an optional caller id (`[    T1] `).
-/// `pri` comes from a `<N>` prefix already stripped.
+/// A line that starts with `[`: dmesg, or journalctl `-o short-monotonic` (`[ 1234.567890] host kernel: msg`).
+#[inline]
+fn bracketed(line: &[u8], pri: Option<u64>) -> Line<'_> {
+    let Some(mut r) = dmesg(line, pri) else {
+        return Line::Malformed;
+    };
+    // short-monotonic: "host kernel: msg", or "host ident[pid]: msg" from another program. A host name has no
+    // colon, which most kernel messages' first word has ("IPv6:", "audit:").
+    let head = &r.message[..r.message.len().min(72)];
+    if let Some(sp) = memchr::memchr(b' ', head).filter(|&i| i > 0 && !head[..i].contains(&b':')) {
+        let after = &r.message[sp + 1..];
+        if after.starts_with(b"kernel: ") {
+            r.message = match r.message {
+                Cow::Borrowed(m) => Cow::Borrowed(&m[sp + 9..]),
+                Cow::Owned(m) => Cow::Owned(m[sp + 9..].to_vec()),
+            };
+        } else if program_tag(after) {
+            return Line::NotKernel;
+        }
+    }
+    Line::Record(r)
+}
+
+/// `ident[pid]: ` at the start of `b`: a syslog program tag.
+fn program_tag(b: &[u8]) -> bool {
+    let Some(open) = memchr::memchr(b'[', &b[..b.len().min(64)]) else {
+        return false;
+    };
+    let Some(close) = memchr::memchr(b']', &b[open..]).map(|c| c + open) else {
+        return false;
+    };
+    open > 0
+        && close > open + 1
+        && b[open + 1..close].iter().all(u8::is_ascii_digit)
+        && b[close + 1..].starts_with(b": ")
+        && b[..open].iter().all(|c| c.is_ascii_graphic())
+}
+
+/// `[ 1234.567890] msg`, `[Tue Nov 27 16:38:56 2026] msg`, with an optional caller id (`[    T1] `); also the
+/// stamps of `dmesg -d` (`[ 1.5 <   0.2>]`), `--time-format delta` (`[<   0.2>]`) and `-H`/`reltime`
+/// (`[Nov27 16:38]`, then `[  +0.000072]`), which give no time since boot. `pri` comes from a `<N>` prefix
+/// already stripped.
 fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
-    let close = memchr::memchr(b']', line)?;
+    // Every stamp fits in 64 bytes (see the 48-byte bound below).
+    let close = memchr::memchr(b']', &line[..line.len().min(64)])?;
     let inside = trim(&line[1..close]);
     let mut r = Record::default();
     if let Some(us) = seconds_to_usec(inside) {
         r.ts_usec = Some(us);
+    } else if let Some(us) = inside
+        .ends_with(b">")
+        .then(|| inside.split(|&c| c == b' ').next())
+        .flatten()
+        .and_then(seconds_to_usec)
+    {
+        r.ts_usec = Some(us);
+    } else if inside.len() >= 3
+        && ((inside[0] == b'<' && inside.ends_with(b">")) || inside[0] == b'+')
+        && seconds_to_usec(trim(inside[1..].strip_suffix(b">").unwrap_or(&inside[1..]))).is_some()
+    {
+        // A delta from the previous line: no time of its own.
     } else if inside.len() >= 8 && inside.len() <= 48 && inside.contains(&b':') {
-        r.wall = std::str::from_utf8(inside).ok();
-        r.wall?;
+        r.wall = Some(String::from_utf8_lossy(inside));
     } else {
         return None;
     }
@@ -235,6 +470,20 @@ fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
     }
     r.message = Cow::Borrowed(msg);
     Some(r)
+}
+
+fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(h, needle)
+}
+
+fn trim_start(mut b: &[u8]) -> &[u8] {
+    while let [c, rest @ ..] = b {
+        if !c.is_ascii_whitespace() {
+            break;
+        }
+        b = rest;
+    }
+    b
 }
 
 /// `[    T123] ` or `[  C1] ` (printk caller ids) before the message.
@@ -276,10 +525,11 @@ fn seconds_to_usec(b: &[u8]) -> Option<u64> {
     let dot = memchr::memchr(b'.', b)?;
     let secs = num(&b[..dot])?;
     let frac = &b[dot + 1..];
-    if frac.is_empty() || frac.len() > 9 {
+    if frac.len() > 9 {
         return None;
     }
-    let mut f = num(frac)?;
+    // "[  240.]": seen in reports with the fraction cut off.
+    let mut f = if frac.is_empty() { 0 } else { num(frac)? };
     for _ in frac.len()..6 {
         f *= 10;
     }
@@ -299,7 +549,7 @@ fn syslog_pri(line: &[u8]) -> Line<'_> {
     };
     let rest = &line[close + 1..];
     if rest.first() == Some(&b'[') {
-        if let Some(r) = dmesg(rest, Some(pri)) {
+        if let Line::Record(r) = bracketed(rest, Some(pri)) {
             return Line::Record(r);
         }
     }
@@ -360,6 +610,14 @@ fn level_code(b: &[u8]) -> Option<u8> {
     const NAMES: [&[u8]; 8] = [
         b"emerg", b"alert", b"crit", b"err", b"warn", b"notice", b"info", b"debug",
     ];
+    // talosctl spells some out.
+    let b: &[u8] = match b {
+        b"emergency" => b"emerg",
+        b"critical" => b"crit",
+        b"error" => b"err",
+        b"warning" => b"warn",
+        other => other,
+    };
     NAMES.iter().position(|n| *n == b).map(|i| i as u8)
 }
 
@@ -397,23 +655,38 @@ fn iso(line: &[u8]) -> Line<'_> {
     if !line[..sp].contains(&b'T') && !line[..sp].contains(&b':') {
         return Line::Malformed;
     }
+    if line[..sp].contains(&b',') {
+        // dmesg --time-format iso: "2026-11-27T16:38:56,123456+00:00 msg", no host or tag.
+        return Line::Record(Record {
+            wall: Some(String::from_utf8_lossy(&line[..sp])),
+            message: Cow::Borrowed(strip_caller(&line[sp + 1..])),
+            ..Record::default()
+        });
+    }
     after_stamp(line, sp)
 }
 
 /// The rest of a journal/syslog line after its timestamp (which ends at `sp`): `host ident: msg`.
 fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
-    let Ok(wall) = std::str::from_utf8(&line[..sp]) else {
-        return Line::Malformed;
-    };
+    let wall = String::from_utf8_lossy(&line[..sp]);
     let rest = &line[sp + 1..];
     let Some(host_end) = memchr::memchr(b' ', rest) else {
         return Line::Malformed;
     };
-    let rest = &rest[host_end + 1..];
+    // Some syslog setups leave the host out: "Feb 23 03:28:16 kernel: msg".
+    let rest = if &rest[..host_end] == b"kernel:" {
+        rest
+    } else {
+        &rest[host_end + 1..]
+    };
     let Some(colon) = memchr::memchr(b':', rest) else {
         return Line::Malformed;
     };
     if &rest[..colon] != b"kernel" {
+        // A program's tag has no space ("systemd[1]:"); text that does is some other prefix.
+        if rest[..colon].contains(&b' ') {
+            return Line::Malformed;
+        }
         return Line::NotKernel;
     }
     let mut msg = &rest[colon + 1..];
@@ -501,7 +774,7 @@ mod tests {
         assert_eq!(r.ts_usec, Some(2_388_009_252));
         assert_eq!(r.text(), "EXT4-fs warning (device loop0): x");
         let r = rec("[Tue Nov 27 16:38:56 2026] INFO: task a:1 blocked");
-        assert_eq!(r.wall, Some("Tue Nov 27 16:38:56 2026"));
+        assert_eq!(r.wall.as_deref(), Some("Tue Nov 27 16:38:56 2026"));
         assert_eq!(r.ts_usec, None);
         assert_eq!(r.text(), "INFO: task a:1 blocked");
         let r = rec("<4>[    1.5] msg");
@@ -523,15 +796,15 @@ mod tests {
     #[test]
     fn journal_formats() {
         let r = rec("Nov 27 16:38:56 node-1 kernel: Buffer I/O error on dev sdb, logical block 0");
-        assert_eq!(r.wall, Some("Nov 27 16:38:56"));
+        assert_eq!(r.wall.as_deref(), Some("Nov 27 16:38:56"));
         assert_eq!(r.text(), "Buffer I/O error on dev sdb, logical block 0");
         let r = rec("Nov  7 16:38:56.123456 node-1 kernel: x");
-        assert_eq!(r.wall, Some("Nov  7 16:38:56.123456"));
+        assert_eq!(r.wall.as_deref(), Some("Nov  7 16:38:56.123456"));
         let r = rec("Nov 27 16:38:56 node-1 kernel: [ 10.250000] kern.log keeps the timestamp");
         assert_eq!(r.ts_usec, Some(10_250_000));
         assert_eq!(r.text(), "kern.log keeps the timestamp");
         let r = rec("2026-11-27T16:38:56+0000 node-1 kernel: iso");
-        assert_eq!(r.wall, Some("2026-11-27T16:38:56+0000"));
+        assert_eq!(r.wall.as_deref(), Some("2026-11-27T16:38:56+0000"));
         assert_eq!(r.text(), "iso");
         assert_eq!(
             parse_line(b"Nov 27 16:38:56 node-1 systemd[1]: Started x."),
@@ -539,30 +812,133 @@ mod tests {
         );
         assert_eq!(parse_line(b"-- Boot 3f2a --"), Line::Blank);
         assert_eq!(parse_line(b" SUBSYSTEM=block"), Line::Blank);
-        assert_eq!(parse_line(b" lowercase=x"), Line::Malformed);
         assert_eq!(parse_line(b"   \r\n"), Line::Blank);
     }
 
     #[test]
-    fn garbage_lines_are_malformed_not_fatal() {
-        for bad in [
+    fn garbage_lines_are_malformed_or_bare_not_fatal() {
+        for bad in ["[1.5", "\u{0}\u{1}\u{2}", "1234"] {
+            assert_eq!(parse_line(bad.as_bytes()), Line::Malformed, "{bad:?}");
+        }
+        assert_eq!(parse_line(b"\xff\xfe\xfd"), Line::Malformed);
+        assert_eq!(rec("Nov xx 16:38:56 h kernel: x").text(), "x");
+        // Text in no known format is read whole, as `dmesg -t` prints messages.
+        for bare in [
             "garbage",
             "[unterminated",
             "[] empty",
             "[abc] no time",
             "<x>bad pri",
-            "<99999999>overflow",
             "Nov 27 host",
-            "Nov xx 16:38:56 h kernel: x",
             "2026-11-27Tnospace",
-            "1234",
-            "\u{0}\u{1}\u{2}",
             "kern :nolevel: x",
-            "[1.5",
+            "<99999999>overflow",
+            " lowercase=x",
             "[ 1.1234567890] frac too long",
         ] {
-            assert_eq!(parse_line(bad.as_bytes()), Line::Malformed, "{bad:?}");
+            let r = rec(bare);
+            assert!(r.bare, "{bare:?}");
+            assert_eq!(r.text(), bare);
         }
-        assert_eq!(parse_line(b"\xff\xfe\xfd"), Line::Malformed);
+    }
+
+    /// 64 KiB lines of brackets or of `kernel:` look-alikes (the prefix search is bounded to [`PREFIX_WINDOW`]
+    /// bytes and a stamp's `]` to 64, so they cost what a short line does) give a bare message or nothing, never
+    /// a stamp.
+    #[test]
+    fn long_lines_of_prefix_look_alikes() {
+        for unit in [&b"["[..], b"[ 1", b"[]", b": [", b"xkernel:"] {
+            let line: Vec<u8> = unit.iter().copied().cycle().take(64 << 10).collect();
+            match parse_line(&line) {
+                Line::Record(r) => assert!(r.bare && r.ts_usec.is_none(), "{unit:?}"),
+                Line::Malformed => {}
+                other => panic!("{unit:?}: {other:?}"),
+            }
+        }
+    }
+
+    fn clean(line: &[u8]) -> Record<'static> {
+        let mut plain = Vec::new();
+        let l = if strip_ansi(line, &mut plain) {
+            plain
+        } else {
+            line.to_vec()
+        };
+        let l: &'static [u8] = Box::leak(l.into_boxed_slice());
+        match parse_line(l) {
+            Line::Record(r) => r,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(line)),
+        }
+    }
+
+    /// Every text format of issue 14, one line each, with the message and stamp it must give.
+    #[test]
+    fn every_text_format() {
+        let msg = "INFO: task a:1 blocked for more than 120 seconds.";
+        /// A line, and the time since boot, the wall-clock stamp and the facility it must give.
+        type Case<'a> = (&'a str, Option<u64>, Option<&'a str>, Option<u8>);
+        let cases: &[Case<'_>] = &[
+            // dmesg -t, journalctl -o cat, console output
+            ("INFO: task a:1 blocked for more than 120 seconds.", None, None, None),
+            // dmesg --time-format iso
+            ("2024-01-15T10:23:45,123456+00:00 INFO: task a:1 blocked for more than 120 seconds.", None, Some("2024-01-15T10:23:45,123456+00:00"), None),
+            // dmesg --time-format delta, dmesg -d
+            ("[<    0.000123>] INFO: task a:1 blocked for more than 120 seconds.", None, None, None),
+            ("[ 1234.567890 <    0.000123>] INFO: task a:1 blocked for more than 120 seconds.", Some(1_234_567_890), None, None),
+            // dmesg -H / --time-format reltime
+            ("[Nov27 16:38] INFO: task a:1 blocked for more than 120 seconds.", None, Some("Nov27 16:38"), None),
+            ("[  +0.000072] INFO: task a:1 blocked for more than 120 seconds.", None, None, None),
+            // bare kernel: prefix, rsyslog broadcast
+            ("kernel: INFO: task a:1 blocked for more than 120 seconds.", None, None, None),
+            (" kernel:[ 10.000000] INFO: task a:1 blocked for more than 120 seconds.", Some(10_000_000), None, None),
+            (" kernel:INFO: task a:1 blocked for more than 120 seconds.", None, None, None),
+            // RFC 3339 and year-first syslog
+            ("2025-07-03T12:00:00.123456+00:00 node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("2025-07-03T12:00:00.123456+00:00"), None),
+            ("2025 Jul 03 12:00:00 node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("2025 Jul 03 12:00:00"), None),
+            // talosctl dmesg
+            ("172.20.0.2: kern:    info: [2021-10-13T13:50:49.046553263Z]: INFO: task a:1 blocked for more than 120 seconds.", None, Some("2021-10-13T13:50:49.046553263Z"), Some(0)),
+            // journalctl -o short-full, short-unix, short-monotonic
+            ("Tue 2025-07-03 12:00:00 UTC node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("Tue 2025-07-03 12:00:00 UTC"), None),
+            ("1751544000.123456 node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("1751544000.123456"), None),
+            ("[ 1234.567890] node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", Some(1_234_567_890), None, None),
+            // an unknown prefix before a dmesg timestamp or a kernel: tag
+            ("node-1 | [ 5.000000] INFO: task a:1 blocked for more than 120 seconds.", Some(5_000_000), None, None),
+            ("2025-07-03 12:00:00 stdout F node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, None, None),
+            // UTF-8 BOM
+            ("\u{feff}[ 1.000000] INFO: task a:1 blocked for more than 120 seconds.", Some(1_000_000), None, None),
+        ];
+        for (line, ts, wall, facility) in cases {
+            let r = clean(line.as_bytes());
+            assert_eq!(r.text(), msg, "{line:?}");
+            assert_eq!(r.ts_usec, *ts, "{line:?}");
+            assert_eq!(r.wall.as_deref(), *wall, "{line:?}");
+            assert_eq!(r.facility, *facility, "{line:?}");
+        }
+        // dmesg --color=always
+        let r = clean(b"\x1b[32m[ 1.000000] \x1b[0m\x1b[33mINFO: task a:1 blocked for more than 120 seconds.\x1b[0m");
+        assert_eq!((r.text().as_ref(), r.ts_usec), (msg, Some(1_000_000)));
+        // dmesg -T in a Latin-1 locale: the stamp's bytes are replaced, the message stays.
+        let r = clean(
+            b"[Mi M\xe4r 27 16:38:56 2026] INFO: task a:1 blocked for more than 120 seconds.",
+        );
+        assert_eq!(r.text(), msg);
+        assert_eq!(r.wall.as_deref(), Some("Mi M\u{fffd}r 27 16:38:56 2026"));
+        // talosctl from user space
+        let r = clean(b"10.5.0.2: user: warning: [2021-10-13T13:50:49.046553263Z]: forged");
+        assert!(r.from_userspace());
+        // short-monotonic lines of other programs are not the kernel's.
+        assert_eq!(
+            parse_line(b"[ 1234.567890] node-1 systemd[1]: Started x."),
+            Line::NotKernel
+        );
+        assert_eq!(
+            parse_line(b"Message from syslogd@node-1 at Jul  3 12:00:00 ..."),
+            Line::Blank
+        );
+        assert_eq!(
+            boot_marker(b"-- Boot 3f2a1b2c3d4e5f60718293a4b5c6d7e8 --").as_deref(),
+            Some("3f2a1b2c3d4e5f60718293a4b5c6d7e8")
+        );
+        assert_eq!(boot_marker(b"-- No entries --"), None);
     }
 }

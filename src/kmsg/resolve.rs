@@ -29,17 +29,35 @@ pub struct Resolver<'a> {
     ctx: &'a Context<'a>,
     /// The wall-clock time of boot in µs since the epoch, when record timestamps are from this boot.
     boot_usec: Option<i128>,
+    /// Whether devices, inodes and pids named by the log may be looked up on this host: only when the log is
+    /// from this host's current boot, or the user asked by name. Elsewhere a `loop1` or a pid names something else.
+    here: std::cell::Cell<bool>,
     /// What could not be resolved (what, why), for the check's blind spots.
     pub unresolved: RefCell<Vec<(String, String)>>,
 }
 
+/// Why a device, inode or pid was not looked up.
+const NOT_HERE: &str =
+    "not looked up on this host: the log is not known to be from this host's current boot \
+                        (`wonk kmsg --resolve-here` looks it up anyway)";
+
 impl<'a> Resolver<'a> {
-    pub fn new(ctx: &'a Context<'a>, boot_usec: Option<i128>) -> Resolver<'a> {
+    pub fn new(ctx: &'a Context<'a>, boot_usec: Option<i128>, here: bool) -> Resolver<'a> {
         Resolver {
             ctx,
             boot_usec,
+            here: std::cell::Cell::new(here),
             unresolved: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Allows (or forbids) looking up what the log names on this host, for the findings made from now on.
+    pub fn set_here(&self, here: bool) {
+        self.here.set(here);
+    }
+
+    pub fn here(&self) -> bool {
+        self.here.get()
     }
 
     fn time(&self, s: &Stamp) -> Value {
@@ -121,10 +139,77 @@ impl<'a> Resolver<'a> {
                 put(&mut f, "stuck_for_secs", stuck_secs);
                 put(&mut f, "comm", comm);
                 put(&mut f, "pid", pid);
-                put(&mut f, "alive", live.is_some());
+                put(&mut f, "alive", self.here().then_some(live.is_some()));
                 f.owner = live.and_then(|l| l.owner);
                 f.advice = vec![
                     "a CPU ran kernel code too long without scheduling: the logged stack names the driver or lock; storage stalls are a common cause".into(),
+                ];
+            }
+            Detail::Hardware {
+                severity,
+                previous_boot,
+                section,
+            } => {
+                f.severity = match severity.as_str() {
+                    "corrected" | "info" | "informational" => Severity::Warning,
+                    _ => Severity::Critical,
+                };
+                f.subject = format!("hardware error ({severity})");
+                f.summary = format!(
+                    "{} hardware errors{} ({} records{})",
+                    severity,
+                    section
+                        .as_deref()
+                        .map(|s| format!(" in {s}"))
+                        .unwrap_or_default(),
+                    g.count,
+                    if *previous_boot {
+                        ", from the previous boot"
+                    } else {
+                        ""
+                    }
+                );
+                put(&mut f, "severity_reported", severity);
+                put(&mut f, "section_type", section);
+                put(&mut f, "previous_boot", previous_boot);
+                f.advice = vec![
+                    "the platform reported a hardware error: read the whole record (dmesg) and the BMC's event log; corrected errors that keep coming precede uncorrected ones".into(),
+                ];
+            }
+            Detail::Stall {
+                flavor,
+                self_detected,
+            } => {
+                f.severity = Severity::Critical;
+                f.summary = format!(
+                    "RCU stall ({flavor}{}), {} reports",
+                    if *self_detected {
+                        ", self-detected"
+                    } else {
+                        ""
+                    },
+                    g.count
+                );
+                put(&mut f, "flavor", flavor);
+                put(&mut f, "self_detected", self_detected);
+                f.advice = vec![
+                    "a CPU did not pass through a quiescent state for many seconds: the stack after the report names the code; a starved or overcommitted vCPU is a common cause".into(),
+                ];
+            }
+            Detail::Conntrack { table } => {
+                let sysctl = match table.as_str() {
+                    "expectation" => "net.netfilter.nf_conntrack_expect_max",
+                    "ip_conntrack" => "net.ipv4.netfilter.ip_conntrack_max",
+                    _ => "net.netfilter.nf_conntrack_max",
+                };
+                f.summary = format!(
+                    "connection tracking table {table} full: new connections are dropped ({} messages)",
+                    g.count
+                );
+                put(&mut f, "table", table);
+                put(&mut f, "sysctl", sysctl);
+                f.advice = vec![
+                    format!("raise {sysctl} (kube-proxy sets it from --conntrack-max-per-core), or find what opens so many connections (conntrack -S, conntrack -L)"),
                 ];
             }
             Detail::Netdev {
@@ -170,6 +255,7 @@ impl<'a> Resolver<'a> {
             }
         }
         put(&mut f, "message", &g.message);
+        put(&mut f, "resolved_here", self.here());
         f
     }
 
@@ -194,9 +280,9 @@ impl<'a> Resolver<'a> {
             Some(3) => Some(true),
             _ => None,
         });
-        let (dev, dev_error) = match crate::owner::locate::resolve_dev(self.host(), device) {
+        let (dev, dev_error) = match self.dev_or_error(device) {
             Ok(d) => (Some(d), None),
-            Err(e) => (None, Some(format!("{e:#}"))),
+            Err(e) => (None, Some(e)),
         };
         let loc = match (inode, dev) {
             (Some(ino), Some(d)) if !remounted => Some(self.locate(d, device, *ino, true)),
@@ -340,7 +426,7 @@ impl<'a> Resolver<'a> {
         put(f, "comm", comm);
         put(f, "pid", pid);
         put(f, "blocked_for_secs", blocked_secs);
-        put(f, "alive", live.is_some());
+        put(f, "alive", self.here().then_some(live.is_some()));
         put(f, "state_now", live.as_ref().and_then(|l| l.state));
         put(f, "stack_now", live.as_ref().and_then(|l| l.stack.clone()));
         put(
@@ -391,6 +477,32 @@ impl<'a> Resolver<'a> {
                 format!("{device} was remounted read-only after an error"),
                 vec![
                     "every write to this filesystem now fails: move the pods away, fsck the filesystem and remount it".into(),
+                ],
+            ),
+            Rule::BlockIoError => {
+                let write = details.iter().any(|d| d.contains("WRITE"));
+                let medium = details.iter().any(|d| d.starts_with("critical"));
+                (
+                    if write || medium {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
+                    format!(
+                        "block I/O errors on {device}: {} ({} messages)",
+                        details.join(", "),
+                        g.count
+                    ),
+                    vec![
+                        "the disk or its path failed requests: check its health (SMART, the RAID controller, the cloud volume, the SAN) and replace it".into(),
+                    ],
+                )
+            }
+            Rule::XfsCorruption => (
+                Severity::Critical,
+                format!("XFS metadata corruption on {device} ({} messages)", g.count),
+                vec![
+                    "unmount the filesystem and run xfs_repair; the kernel shuts it down when it meets the corruption on a write".into(),
                 ],
             ),
             Rule::IoError => {
@@ -447,14 +559,25 @@ impl<'a> Resolver<'a> {
                 put(f, "operations", details);
                 put(f, "blocks", blocks);
             }
-            Rule::XfsShutdown => put(f, "reasons", details),
+            Rule::XfsShutdown | Rule::XfsCorruption => put(f, "reasons", details),
+            Rule::BlockIoError => {
+                put(f, "errors", details);
+                put(f, "sectors", blocks);
+            }
             _ => {}
         }
     }
 
     /// A device named by the kernel (`md1`, `loop0`, `dm-0`) as `MAJ:MIN`.
     fn dev(&self, device: &str) -> Option<DevNum> {
-        crate::owner::locate::resolve_dev(self.host(), device).ok()
+        self.dev_or_error(device).ok()
+    }
+
+    fn dev_or_error(&self, device: &str) -> Result<DevNum, String> {
+        if !self.here() {
+            return Err(format!("/dev/{device}: {NOT_HERE}"));
+        }
+        crate::owner::locate::resolve_dev(self.host(), device).map_err(|e| format!("{e:#}"))
     }
 
     fn mount_points(&self, dev: DevNum) -> Vec<String> {
@@ -470,7 +593,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn ext4_warning_count(&self, device: &str) -> Option<u64> {
-        if device.is_empty() || device.contains('/') || device.starts_with('.') {
+        if !self.here() || device.is_empty() || device.contains('/') || device.starts_with('.') {
             return None;
         }
         let p = self
@@ -532,6 +655,9 @@ impl<'a> Resolver<'a> {
 
     /// The task, if a process with that pid still runs under the same name: its owner, state and kernel stack.
     fn live_task(&self, pid: u64, comm: &str) -> Option<LiveTask> {
+        if !self.here() {
+            return None;
+        }
         let host = self.host();
         let pid = u32::try_from(pid).ok()?;
         let dir = host.proc_pid(pid);

@@ -45,12 +45,26 @@ pub enum Rule {
     Lockup,
     /// `unregister_netdevice: waiting for DEV to become free. Usage count = N`.
     NetdevWait,
-    /// `EDAC ...: N CE memory read error on ...` (and `UE`).
+    /// `EDAC ...: N CE memory read error on ...` (and `UE`, and `memory scrubbing error`).
     MemoryError,
+    /// The block layer: `blk_update_request: I/O error, dev DEV, sector N`, `print_req_error: ...`, 5.17+'s bare
+    /// `I/O error, dev DEV, sector N op 0x1:(WRITE) ...`, `critical medium error`, `critical target error`,
+    /// `end_request: I/O error` (3.x).
+    BlockIoError,
+    /// Platform hardware errors: CPER `[Hardware Error]: event severity: corrected|recoverable|fatal` (BERT
+    /// records from the previous boot included), `mce: [Hardware Error]: Machine check events logged`.
+    HardwareError,
+    /// `rcu: INFO: rcu_sched detected stalls on CPUs/tasks:`, `INFO: rcu_preempt self-detected stall on CPU`.
+    RcuStall,
+    /// `nf_conntrack: table full, dropping packet` (and the expectation table, and 3.x's `ip_conntrack`).
+    ConntrackFull,
+    /// `XFS (DEV): Metadata corruption detected at ...`, `Corruption detected`, `Metadata CRC error`,
+    /// `Internal error XFS_WANT_CORRUPTED_...`.
+    XfsCorruption,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 12] = [
+    pub const ALL: [Rule; 17] = [
         Rule::HtreeFull,
         Rule::OomKill,
         Rule::TaskHung,
@@ -63,6 +77,11 @@ impl Rule {
         Rule::Lockup,
         Rule::NetdevWait,
         Rule::MemoryError,
+        Rule::BlockIoError,
+        Rule::HardwareError,
+        Rule::RcuStall,
+        Rule::ConntrackFull,
+        Rule::XfsCorruption,
     ];
 
     /// The finding's `kind`.
@@ -80,6 +99,11 @@ impl Rule {
             Rule::Lockup => "lockup",
             Rule::NetdevWait => "netdev-unregister",
             Rule::MemoryError => "memory-error",
+            Rule::BlockIoError => "block-io-error",
+            Rule::HardwareError => "hardware-error",
+            Rule::RcuStall => "rcu-stall",
+            Rule::ConntrackFull => "conntrack-full",
+            Rule::XfsCorruption => "xfs-corruption",
         }
     }
 
@@ -98,6 +122,11 @@ impl Rule {
             Rule::Lockup => "matched_lockup",
             Rule::NetdevWait => "matched_netdev_unregister",
             Rule::MemoryError => "matched_memory_error",
+            Rule::BlockIoError => "matched_block_io_error",
+            Rule::HardwareError => "matched_hardware_error",
+            Rule::RcuStall => "matched_rcu_stall",
+            Rule::ConntrackFull => "matched_conntrack_full",
+            Rule::XfsCorruption => "matched_xfs_corruption",
         }
     }
 
@@ -121,7 +150,7 @@ impl Stamp {
         Stamp {
             seq: r.seq,
             ts_usec: r.ts_usec,
-            wall: r.wall.map(str::to_string),
+            wall: r.wall.as_deref().map(str::to_string),
         }
     }
 }
@@ -206,11 +235,29 @@ pub enum Detail {
     },
     Netdev {
         interface: String,
-        usage_count: Option<u64>,
+        /// -1 is a known leak (a reference dropped once too often).
+        usage_count: Option<i64>,
     },
     Memory {
         location: String,
         corrected: bool,
+    },
+    Hardware {
+        /// `corrected`, `recoverable`, `fatal`, `info`, or `machine check` (mce).
+        severity: String,
+        /// The error came from a BERT record: it happened before this boot.
+        previous_boot: bool,
+        /// `memory error`, `PCIe error`, ... (the record's `section_type`).
+        section: Option<String>,
+    },
+    Stall {
+        /// `rcu_sched`, `rcu_preempt`, `rcu_bh`.
+        flavor: String,
+        self_detected: bool,
+    },
+    Conntrack {
+        /// `nf_conntrack`, `expectation`, `ip_conntrack`.
+        table: String,
     },
 }
 
@@ -320,6 +367,21 @@ impl Detail {
             (Detail::Netdev { usage_count, .. }, Detail::Netdev { usage_count: u, .. }) => {
                 *usage_count = u.or(*usage_count);
             }
+            (
+                Detail::Hardware {
+                    previous_boot,
+                    section,
+                    ..
+                },
+                Detail::Hardware {
+                    previous_boot: p,
+                    section: s,
+                    ..
+                },
+            ) => {
+                *previous_boot |= p;
+                *section = section.take().or(s);
+            }
             _ => {}
         }
     }
@@ -352,6 +414,18 @@ enum Hit {
     Ext4Mounted { device: String },
     /// "Killed process PID (comm) ...": detail for the `oom-kill:` summary of the same pid, or an event of its own.
     OomVictim(Detail),
+    /// Kernels before 4.19 (no `oom-kill:` line): "Memory cgroup out of memory: Kill process PID (comm) score S
+    /// or sacrifice child", the kill's summary; its cgroup comes from the lines before it.
+    OomChosen(Detail),
+    /// What an OOM report before 4.19 says of the cgroup: "Task in MEMCG killed as a result of limit of LIMIT".
+    OomCgroup { memcg: String, task: bool },
+    /// "Memory cgroup stats for MEMCG: ...": the first one names the cgroup whose limit was hit (read only when
+    /// no "Task in" line named one, see [`stats_memcg`]).
+    OomStats,
+    /// "BERT: Error records from previous boot:": the hardware errors that follow happened before this boot.
+    Bert,
+    /// "[Hardware Error]:   section_type: memory error": detail for the CPER record before it.
+    CperSection(String),
 }
 
 /// What the records that follow a report may add to it.
@@ -371,13 +445,25 @@ pub struct Engine {
     index: [HashMap<String, usize>; Rule::ALL.len()],
     matched: [u64; Rule::ALL.len()],
     companions: u64,
+    /// Records written by user space, dropped unread.
     from_userspace: u64,
+    /// Matched records whose format does not carry the facility (text logs without `<N>` or `kern  :`).
+    facility_unknown: u64,
     dropped: u64,
     capture: Option<Capture>,
     /// (pid, group) of recent `oom-kill:` summaries, for their "Killed process" line.
     recent_oom: Vec<(u64, usize)>,
     /// (device, group) of the last full-index warning, for its companion line.
     last_htree: Option<(String, usize)>,
+    /// The cgroup an OOM report before 4.19 named, for its "Kill process" summary (and whether a "Task in" line
+    /// named it, which a "Memory cgroup stats" line does not override).
+    oom_cgroup: Option<(String, bool)>,
+    /// The group of a "Kill process" summary, for the "Killed process" line after it (whose pid may be a child's).
+    chosen_oom: Option<usize>,
+    /// Records left in which hardware errors are BERT records from the previous boot.
+    bert_left: u16,
+    /// The group of the last CPER record, for its section type.
+    last_cper: Option<usize>,
     /// Mounts of each ext4 device seen so far, so that warnings from different filesystems on one device do not
     /// fold together.
     mounts: HashMap<String, u32>,
@@ -397,33 +483,51 @@ impl Engine {
             matched: [0; Rule::ALL.len()],
             companions: 0,
             from_userspace: 0,
+            facility_unknown: 0,
             dropped: 0,
             capture: None,
             recent_oom: Vec::new(),
             last_htree: None,
+            oom_cgroup: None,
+            chosen_oom: None,
+            bert_left: 0,
+            last_cper: None,
             mounts: HashMap::new(),
         }
     }
 
     /// Looks at one record.
     pub fn push(&mut self, r: &Record<'_>) {
+        if r.from_userspace() {
+            // Any process that can open /dev/kmsg can write a record, and the kernel gives it facility "user"
+            // (never 0): such a record is not the kernel's word on anything, and cannot be part of a report.
+            self.from_userspace += 1;
+            return;
+        }
         let msg: &[u8] = &r.message;
         if self.capture.is_some() {
             self.follow_report(msg);
         }
+        self.bert_left = self.bert_left.saturating_sub(1);
         let Some(hit) = classify(msg) else {
             return;
         };
-        if r.from_userspace() {
-            self.from_userspace += 1;
+        if r.facility.is_none() {
+            self.facility_unknown += 1;
         }
         match hit {
             Hit::Event {
                 rule,
                 mut key,
-                detail,
+                mut detail,
             } => {
                 self.matched[rule.index()] += 1;
+                if let Detail::Hardware { previous_boot, .. } = &mut detail {
+                    if self.bert_left > 0 {
+                        *previous_boot = true;
+                        key = format!("{key} (previous boot)");
+                    }
+                }
                 if let Detail::Htree { device, .. } = &detail {
                     if let Some(n) = self.mounts.get(device) {
                         key = format!("{key}@{n}");
@@ -434,8 +538,15 @@ impl Engine {
                         .get(c.group)
                         .is_some_and(|g| g.rule == Rule::KernelOops)
                 });
-                if rule == Rule::KernelOops && msg.starts_with(b"Oops: ") && in_oops {
-                    // The "Oops: 0000 [#1] SMP" line of a report already counted by its "BUG: ..." line.
+                if rule == Rule::KernelOops
+                    && in_oops
+                    && (msg
+                        .strip_prefix(b"Oops: ")
+                        .is_some_and(|r| r.first().is_some_and(u8::is_ascii_digit))
+                        || msg.starts_with(b"Internal error: Oops"))
+                {
+                    // The "Oops: 0000 [#1] SMP" line of a report already counted by its "BUG: ..." (or arm64's
+                    // "Unable to handle kernel ...") line.
                     return;
                 }
                 let device = match &detail {
@@ -463,7 +574,9 @@ impl Engine {
                         })
                     }
                     Rule::HtreeFull => self.last_htree = device.map(|d| (d, g)),
+                    Rule::HardwareError => self.last_cper = Some(g),
                     Rule::OomKill => {
+                        self.oom_cgroup = None;
                         if let Some(pid) = pid {
                             if self.recent_oom.len() >= MAX_LIST {
                                 self.recent_oom.remove(0);
@@ -516,9 +629,11 @@ impl Engine {
                     .recent_oom
                     .iter()
                     .position(|(p, _)| Some(*p) == pid)
-                    .map(|i| self.recent_oom.remove(i).1);
+                    .map(|i| self.recent_oom.remove(i).1)
+                    .or_else(|| self.chosen_oom.take());
                 match summary.and_then(|g| self.groups.get_mut(g)) {
                     Some(g) => {
+                        let victim = pid;
                         if let (
                             Detail::Oom {
                                 total_vm_kb,
@@ -527,6 +642,8 @@ impl Engine {
                                 shmem_rss_kb,
                                 oom_score_adj,
                                 uid,
+                                pid: g_pid,
+                                pids: g_pids,
                                 ..
                             },
                             Detail::Oom {
@@ -540,6 +657,15 @@ impl Engine {
                             },
                         ) = (&mut g.detail, detail)
                         {
+                            if let (Some(new), Some(old)) = (victim, g_pid.as_mut()) {
+                                // "Kill process N ... or sacrifice child": the kernel may kill a child of N.
+                                if *old != new {
+                                    *old = new;
+                                    if let Some(last) = g_pids.last_mut() {
+                                        *last = new;
+                                    }
+                                }
+                            }
                             *total_vm_kb = tv;
                             *anon_rss_kb = ar;
                             *file_rss_kb = fr;
@@ -551,6 +677,41 @@ impl Engine {
                     None => {
                         let key = format!("task:{task}");
                         self.fold(Rule::OomKill, key, detail, r);
+                    }
+                }
+            }
+            Hit::OomChosen(mut detail) => {
+                self.matched[Rule::OomKill.index()] += 1;
+                let (memcg, task) = match &mut detail {
+                    Detail::Oom { memcg, task, .. } => {
+                        *memcg = self.oom_cgroup.take().map(|(m, _)| m);
+                        (memcg.clone(), task.clone())
+                    }
+                    _ => return,
+                };
+                let key = memcg.unwrap_or_else(|| format!("task:{task}"));
+                self.chosen_oom = self.fold(Rule::OomKill, key, detail, r);
+            }
+            Hit::OomCgroup { memcg, task } => {
+                // "Task in" names the killed task's cgroup; otherwise the first stats line (the limit's cgroup).
+                if task || self.oom_cgroup.is_none() {
+                    self.oom_cgroup = Some((memcg, task));
+                }
+            }
+            Hit::OomStats => {
+                if self.oom_cgroup.is_none() {
+                    self.oom_cgroup = stats_memcg(msg).map(|m| (m, false));
+                }
+            }
+            Hit::Bert => self.bert_left = CAPTURE_RECORDS,
+            Hit::CperSection(section) => {
+                if let Some(Detail::Hardware { section: s, .. }) = self
+                    .last_cper
+                    .and_then(|g| self.groups.get_mut(g))
+                    .map(|g| &mut g.detail)
+                {
+                    if s.is_none() {
+                        *s = Some(section);
                     }
                 }
             }
@@ -607,11 +768,12 @@ impl Engine {
             || t.starts_with(b"</TASK>")
             || t.starts_with(b"---[ end trace")
             || !report_line(msg);
-        let (g, frames) = (cap.group, cap.frames);
+        let (gi, frames) = (cap.group, cap.frames);
         if end {
             self.capture = None;
         }
-        let Some(g) = self.groups.get_mut(g) else {
+        let mut rekey = None;
+        let Some(g) = self.groups.get_mut(gi) else {
             return;
         };
         let frame = || {
@@ -640,6 +802,7 @@ impl Engine {
                             .unwrap_or(r.len());
                         display_bytes(&r[..end])
                     });
+                    rekey.clone_from(comm);
                 } else if t.starts_with(b"RIP: ") && rip.is_none() {
                     *rip = Some(display_bytes(&t[5..]));
                 } else if frames && is_frame(t) && logged_stack.len() < MAX_STACK {
@@ -647,6 +810,41 @@ impl Engine {
                 }
             }
             _ => {}
+        }
+        if let Some(c) = rekey {
+            self.rekey_oops(gi, &c);
+        }
+    }
+
+    /// Oopses fold by what went wrong and in which task: a new report's group, keyed by the fault alone until its
+    /// `CPU: ... Comm:` line, is renamed, or merged into the group that already has that fault and task.
+    fn rekey_oops(&mut self, g: usize, comm: &str) {
+        if g + 1 != self.groups.len() || self.groups[g].count != 1 {
+            return;
+        }
+        let idx = Rule::KernelOops.index();
+        let old = self.groups[g].key.clone();
+        let new = format!("{old} in {comm}");
+        match self.index[idx].get(&new).copied() {
+            Some(into) => {
+                let Some(gone) = self.groups.pop() else {
+                    return;
+                };
+                self.index[idx].remove(&old);
+                let into = &mut self.groups[into];
+                into.count += 1;
+                into.last = gone.last;
+                into.touched = gone.touched;
+                if let Some(c) = &mut self.capture {
+                    c.group = self.index[idx][&new];
+                    c.frames = false;
+                }
+            }
+            None => {
+                self.index[idx].remove(&old);
+                self.index[idx].insert(new.clone(), g);
+                self.groups[g].key = new;
+            }
         }
     }
 
@@ -690,6 +888,13 @@ impl Engine {
         self.capture = None;
         self.recent_oom.clear();
         self.last_htree = None;
+        self.chosen_oom = None;
+        self.last_cper = None;
+    }
+
+    /// Records written by user space (dropped) and matched records of unknown facility.
+    pub fn provenance(&self) -> (u64, u64) {
+        (self.from_userspace, self.facility_unknown)
     }
 
     /// Counters: messages matched per rule, companion lines, user-space records, groups dropped.
@@ -699,7 +904,8 @@ impl Engine {
             .map(|r| (r.stat().to_string(), self.matched[r.index()]))
             .collect();
         v.push(("matched_htree_companion".into(), self.companions));
-        v.push(("matched_from_userspace".into(), self.from_userspace));
+        v.push(("dropped_from_userspace".into(), self.from_userspace));
+        v.push(("matched_facility_unknown".into(), self.facility_unknown));
         v.push(("groups_dropped".into(), self.dropped));
         v
     }
@@ -724,16 +930,28 @@ fn truncate(s: &mut String, max: usize) {
 fn report_line(msg: &[u8]) -> bool {
     match msg.first() {
         None => true,
-        Some(b' ' | b'\t' | b'<' | b'#' | b'"') => true,
+        Some(b' ' | b'\t' | b'<' | b'#' | b'"' | b'[') => true,
         Some(_) => {
-            const HEADERS: [&[u8]; 5] = [
+            const HEADERS: [&[u8]; 14] = [
                 b"Call Trace:",
                 b"Call trace:",
                 b"Hardware name:",
                 b"Modules linked in:",
                 b"PGD ",
+                b"Mem abort info:",
+                b"Data abort info:",
+                b"user pgtable:",
+                b"swapper pgtable:",
+                b"Internal error:",
+                b"pc : ",
+                b"lr : ",
+                b"sp : ",
+                b"Tainted:",
             ];
-            if HEADERS.iter().any(|h| msg.starts_with(h)) {
+            if HEADERS.iter().any(|h| msg.starts_with(h))
+                || task_state_line(msg)
+                || stack_words(msg)
+            {
                 return true;
             }
             // "task:sleep state:D ...", "CPU: 1 PID: ...", "RIP: 0010:...", "Oops: 0000 [#1]", "x29: ..."
@@ -743,6 +961,26 @@ fn report_line(msg: &[u8]) -> bool {
             }
         }
     }
+}
+
+/// A hung task's state line before 5.10: the comm padded to 15 columns, then its state (`logrotate       D    0
+/// 17344  17342 0x00000080`); the call trace follows it.
+fn task_state_line(msg: &[u8]) -> bool {
+    msg.len() > 18
+        && msg[15] == b' '
+        && matches!(
+            msg[16],
+            b'D' | b'R' | b'S' | b'T' | b't' | b'Z' | b'X' | b'I'
+        )
+        && msg[17] == b' '
+}
+
+/// The raw stack words older kernels print after a hung task's state line, when syslog has eaten their indent
+/// (`ffff882fd0627c70 0000000000000086 ...`).
+fn stack_words(msg: &[u8]) -> bool {
+    [16, 8]
+        .iter()
+        .any(|&w| msg.len() > w && msg[w] == b' ' && msg[..w].iter().all(u8::is_ascii_hexdigit))
 }
 
 /// A call-trace frame: `__schedule+0x3a0/0xb40` or `? foo+0x1/0x2 [ext4]`.
@@ -807,7 +1045,15 @@ fn classify(m: &[u8]) -> Option<Hit> {
                 None
             }
         }
-        b'X' => m.strip_prefix(b"XFS (").and_then(xfs),
+        b'X' => {
+            if let Some(rest) = m.strip_prefix(b"XFS (") {
+                xfs(rest)
+            } else if m.starts_with(b"XFS: Internal error ") {
+                Some(xfs_event(Rule::XfsCorruption, "?".into(), &m[5..]))
+            } else {
+                None
+            }
+        }
         b'B' => {
             if m.starts_with(b"Buffer I/O error on dev") {
                 buffer_io(m)
@@ -817,19 +1063,52 @@ fn classify(m: &[u8]) -> Option<Hit> {
                 } else {
                     Some(oops(m))
                 }
+            } else if m.starts_with(b"BERT: Error records from previous boot") {
+                Some(Hit::Bert)
             } else {
                 None
             }
         }
-        b'I' => m.strip_prefix(b"INFO: task ").and_then(hung),
+        b'I' => {
+            if let Some(rest) = m.strip_prefix(b"INFO: task ") {
+                hung(rest)
+            } else if let Some(rest) = m.strip_prefix(b"INFO: rcu") {
+                rcu(rest)
+            } else if m.starts_with(b"I/O error, dev ") {
+                block(m)
+            } else if m.starts_with(b"Internal error: Oops") {
+                Some(oops(m))
+            } else {
+                None
+            }
+        }
         b't' => m.strip_prefix(b"task ").and_then(hung),
         b'o' => m.strip_prefix(b"oom-kill:").map(oom_summary),
-        b'M' => m
-            .strip_prefix(b"Memory cgroup out of memory: Killed process ")
-            .and_then(killed),
+        b'M' => {
+            if let Some(rest) = m.strip_prefix(b"Memory cgroup out of memory: Killed process ") {
+                killed(rest)
+            } else if let Some(rest) = m.strip_prefix(b"Memory cgroup out of memory: Kill process ")
+            {
+                chosen(rest)
+            } else if m.starts_with(b"Memory cgroup stats for ") {
+                Some(Hit::OomStats)
+            } else {
+                None
+            }
+        }
+        b'T' => {
+            let rest = m.strip_prefix(b"Task in ")?;
+            let end = find(rest, b" killed as a result of limit of ")?;
+            Some(Hit::OomCgroup {
+                memcg: text(&rest[..end]),
+                task: true,
+            })
+        }
         b'O' => {
             if let Some(rest) = m.strip_prefix(b"Out of memory: Killed process ") {
                 killed(rest)
+            } else if let Some(rest) = m.strip_prefix(b"Out of memory: Kill process ") {
+                chosen(rest)
             } else if m.starts_with(b"Oops: ") {
                 Some(oops(m))
             } else {
@@ -845,6 +1124,7 @@ fn classify(m: &[u8]) -> Option<Hit> {
                 None
             }
         }
+        b'U' if m.starts_with(b"Unable to handle kernel ") => Some(oops(m)),
         b'u' => m
             .strip_prefix(b"unregister_netdevice: waiting for ")
             .and_then(netdev),
@@ -853,8 +1133,152 @@ fn classify(m: &[u8]) -> Option<Hit> {
         b'k' if m.starts_with(b"kernel BUG at ") => Some(oops(m)),
         b'w' => m.strip_prefix(b"watchdog: ").and_then(lockup),
         b'N' => m.strip_prefix(b"NMI watchdog: ").and_then(lockup),
+        b'b' => m.strip_prefix(b"blk_update_request: ").and_then(block),
+        b'p' => m.strip_prefix(b"print_req_error: ").and_then(block),
+        b'e' => m.strip_prefix(b"end_request: ").and_then(block),
+        b'c' if m.starts_with(b"critical ") => block(m),
+        b'r' => m.strip_prefix(b"rcu: INFO: rcu").and_then(rcu),
+        b'n' | b'i' => conntrack(m),
+        b'{' | b'[' => cper(m),
+        b'm' if m.starts_with(b"mce: [Hardware Error]: Machine check events logged") => {
+            Some(Hit::Event {
+                rule: Rule::HardwareError,
+                key: "machine check".into(),
+                detail: Detail::Hardware {
+                    severity: "machine check".into(),
+                    previous_boot: false,
+                    section: None,
+                },
+            })
+        }
         _ => None,
     }
+}
+
+/// The block layer's errors, after any `blk_update_request: ` prefix: `I/O error, dev sda, sector 123 op
+/// 0x1:(WRITE) flags 0x800 phys_seg 1 prio class 0`, `critical medium error, dev sdb, sector 5120`, 3.x's `I/O
+/// error, dev sdb, sector 123`, 4.x's `I/O error, dev sdc, sector 1098288304 flags 0`.
+fn block(m: &[u8]) -> Option<Hit> {
+    let at = find(m, b", dev ")?;
+    let what = &m[..at];
+    if !(what.ends_with(b"error") && (what.starts_with(b"I/O") || what.starts_with(b"critical"))) {
+        return None;
+    }
+    let r = &m[at + 6..];
+    let device = text(upto(r, b','));
+    if device.is_empty() || device.contains(' ') {
+        return None;
+    }
+    let op = after(r, b":(").map(|o| text(upto(o, b')')));
+    let mut details = vec![text(what)];
+    details.extend(op);
+    Some(Hit::Event {
+        rule: Rule::BlockIoError,
+        key: device.clone(),
+        detail: Detail::Fs {
+            device,
+            inodes: Vec::new(),
+            details,
+            blocks: number_after(r, b"sector ").into_iter().collect(),
+        },
+    })
+}
+
+/// After `INFO: rcu` (or `rcu: INFO: rcu`): `_sched detected stalls on CPUs/tasks:`, `_preempt self-detected
+/// stall on CPU`, 3.x's `_sched_state detected stall on CPU 0 (t=15000 jiffies)`.
+fn rcu(r: &[u8]) -> Option<Hit> {
+    let at = find(r, b" detected stall").or_else(|| find(r, b" self-detected stall"))?;
+    let mut flavor = format!("rcu{}", text(&r[..at]));
+    let self_detected = find(r, b"self-detected").is_some();
+    if let Some(f) = flavor.strip_suffix(" self-detected") {
+        flavor = f.to_string();
+    }
+    if flavor.len() > 32 || flavor.contains(' ') {
+        return None;
+    }
+    Some(Hit::Event {
+        rule: Rule::RcuStall,
+        key: flavor.clone(),
+        detail: Detail::Stall {
+            flavor,
+            self_detected,
+        },
+    })
+}
+
+/// `nf_conntrack: table full, dropping packet`, `nf_conntrack: nf_conntrack: table full, dropping packet` (a
+/// network namespace's), `nf_conntrack: expectation table full`, 3.x's `ip_conntrack: table full, dropping packet`.
+fn conntrack(m: &[u8]) -> Option<Hit> {
+    let rest = m
+        .strip_prefix(b"nf_conntrack: ")
+        .map(|r| r.strip_prefix(b"nf_conntrack: ").unwrap_or(r));
+    let table = match rest {
+        Some(r) if r.starts_with(b"table full, dropping packet") => "nf_conntrack",
+        Some(r) if r.starts_with(b"expectation table full") => "expectation",
+        Some(_) => return None,
+        None if m.starts_with(b"ip_conntrack: table full, dropping packet") => "ip_conntrack",
+        None => return None,
+    };
+    Some(Hit::Event {
+        rule: Rule::ConntrackFull,
+        key: table.into(),
+        detail: Detail::Conntrack {
+            table: table.into(),
+        },
+    })
+}
+
+/// CPER records: `{37}[Hardware Error]: event severity: corrected` (the `{N}` is the record number) and their
+/// `section_type:` lines.
+fn cper(m: &[u8]) -> Option<Hit> {
+    // "{37}" is the record's number.
+    let m = match m.strip_prefix(b"{") {
+        Some(r) => &r[memchr::memchr(b'}', &r[..r.len().min(12)])? + 1..],
+        None => m,
+    };
+    let rest = trim_start(m.strip_prefix(b"[Hardware Error]: ")?);
+    if let Some(sev) = rest.strip_prefix(b"event severity: ") {
+        let severity = text(sev.trim_ascii_end());
+        return Some(Hit::Event {
+            rule: Rule::HardwareError,
+            key: severity.clone(),
+            detail: Detail::Hardware {
+                severity,
+                previous_boot: false,
+                section: None,
+            },
+        });
+    }
+    rest.strip_prefix(b"section_type: ")
+        .map(|s| Hit::CperSection(text(s.trim_ascii_end())))
+}
+
+/// The cgroup of a `Memory cgroup stats for MEMCG: cache:...` line.
+fn stats_memcg(m: &[u8]) -> Option<String> {
+    let rest = m.strip_prefix(b"Memory cgroup stats for ")?;
+    let end = find(rest, b": ").or_else(|| rest.ends_with(b":").then(|| rest.len() - 1))?;
+    Some(text(&rest[..end]))
+}
+
+/// After `Kill process `: `PID (comm) score S or sacrifice child`.
+fn chosen(r: &[u8]) -> Option<Hit> {
+    let (pid, used) = digits(r)?;
+    let rest = r[used..].strip_prefix(b" (")?;
+    let end = find(rest, b") score ").or_else(|| memchr::memrchr(b')', rest))?;
+    Some(Hit::OomChosen(Detail::Oom {
+        memcg: None,
+        oom_memcg: None,
+        constraint: None,
+        task: text(&rest[..end]),
+        pid: Some(pid),
+        pids: vec![pid],
+        uid: None,
+        total_vm_kb: None,
+        anon_rss_kb: None,
+        file_rss_kb: None,
+        shmem_rss_kb: None,
+        oom_score_adj: None,
+    }))
 }
 
 /// After `EXT4-fs `: `warning (device DEV): FUNC:LINE: text`, `error (device DEV): FUNC:LINE: text`,
@@ -948,27 +1372,48 @@ fn inode_in(msg: &[u8]) -> Option<u64> {
     })
 }
 
-/// After `XFS (`: `DEV): text`.
+/// After `XFS (`: `DEV): text`. A shut-down filesystem fails every log force (`xfs_log_force: error -5
+/// returned.`, every 30 s): those fold into its shutdown.
 fn xfs(r: &[u8]) -> Option<Hit> {
     let close = memchr::memchr(b')', r)?;
     let msg = r[close + 1..].strip_prefix(b": ")?;
     let shutdown = find(msg, b"Shutting down filesystem").is_some()
         || find(msg, b"shut down").is_some()
-        || msg.starts_with(b"xfs_do_force_shutdown");
-    if !shutdown {
-        return None;
-    }
-    let device = text(&r[..close]);
-    Some(Hit::Event {
-        rule: Rule::XfsShutdown,
+        || msg.starts_with(b"xfs_do_force_shutdown")
+        || msg.starts_with(b"xfs_log_force: error");
+    let corruption = !shutdown
+        && (msg.starts_with(b"Metadata corruption detected")
+            || msg.starts_with(b"Corruption detected")
+            || msg.starts_with(b"Metadata CRC error detected")
+            || msg.starts_with(b"Corruption warning")
+            || msg.starts_with(b"Internal error XFS_WANT_CORRUPTED"));
+    let rule = match (shutdown, corruption) {
+        (true, _) => Rule::XfsShutdown,
+        (_, true) => Rule::XfsCorruption,
+        _ => return None,
+    };
+    Some(xfs_event(rule, text(&r[..close]), msg))
+}
+
+/// An XFS event on `device`: the detail is the message up to its code address (`at xfs_buf_ioend+0x162/0x570`).
+fn xfs_event(rule: Rule, device: String, msg: &[u8]) -> Hit {
+    let detail = match find(msg, b"+0x") {
+        Some(i) if rule == Rule::XfsCorruption => {
+            let start = memchr::memrchr(b' ', &msg[..i]).map_or(0, |s| s + 1);
+            &msg[..start]
+        }
+        _ => msg,
+    };
+    Hit::Event {
+        rule,
         key: device.clone(),
         detail: Detail::Fs {
             device,
             inodes: Vec::new(),
-            details: vec![text(msg)],
+            details: vec![text(detail.trim_ascii_end())],
             blocks: Vec::new(),
         },
-    })
+    }
 }
 
 /// `Buffer I/O error on dev DEV, logical block N, lost async page write` (older kernels: `on device DEV`).
@@ -1095,14 +1540,20 @@ fn netdev(r: &[u8]) -> Option<Hit> {
         key: interface.clone(),
         detail: Detail::Netdev {
             interface,
-            usage_count: number_after(&r[at..], b"Usage count = "),
+            usage_count: signed_after(&r[at..], b"Usage count = "),
         },
     })
 }
 
 /// Oopses and BUGs, keyed by what went wrong without the addresses: `BUG: kernel NULL pointer dereference`.
 fn oops(m: &[u8]) -> Hit {
-    let key = if m.starts_with(b"Oops: ") {
+    // 6.x: "Oops: general protection fault, probably for ...: 0000 [#1] ..." names the fault; older "Oops: 0000
+    // [#1] SMP" and arm64's "Internal error: Oops: 96000004 [#1]" do not.
+    let m = match m.strip_prefix(b"Oops: ") {
+        Some(rest) if !rest.first().is_some_and(u8::is_ascii_digit) => rest,
+        _ => m,
+    };
+    let key = if m.starts_with(b"Oops: ") || m.starts_with(b"Internal error: Oops") {
         "Oops".to_string()
     } else if m.starts_with(b"kernel BUG at ") || m.starts_with(b"Kernel panic") {
         text(&m[..m.len().min(120)])
@@ -1144,7 +1595,11 @@ fn lockup(m: &[u8]) -> Option<Hit> {
         return None;
     }
     let cpu = number_after(m, b"CPU#").or_else(|| number_after(m, b"on cpu "));
-    let (comm, pid) = match (memchr::memrchr(b'[', m), memchr::memrchr(b']', m)) {
+    // "! [comm:pid]", where comm may hold brackets and colons ("[runc:[1:CHILD]:185318]").
+    let open = find(m, b"! [")
+        .map(|i| i + 2)
+        .or_else(|| memchr::memrchr(b'[', m));
+    let (comm, pid) = match (open, memchr::memrchr(b']', m)) {
         (Some(o), Some(c)) if c > o => {
             let inner = &m[o + 1..c];
             match memchr::memrchr(b':', inner) {
@@ -1171,19 +1626,24 @@ fn lockup(m: &[u8]) -> Option<Hit> {
     })
 }
 
-/// `EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0 (channel:1 slot:0 ...)`.
+/// `EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0 (channel:1 slot:0 ...)`, and the same for
+/// `UE` and for errors the memory controller's patrol scrubber found (`CE memory scrubbing error on ...`).
 fn edac(m: &[u8]) -> Option<Hit> {
-    let corrected = if find(m, b" CE memory read error").is_some() {
+    let corrected = if find(m, b" CE memory ").is_some() {
         true
-    } else if find(m, b" UE memory read error").is_some() {
+    } else if find(m, b" UE memory ").is_some() {
         false
     } else {
         return None;
     };
+    let on = find(m, b" error on ")?;
+    let what = &m[..on];
+    if !(what.ends_with(b"memory read") || what.ends_with(b"memory scrubbing")) {
+        return None;
+    }
     let controller = text(upto(&m[5..], b':'));
-    let location = after(m, b"memory read error on ")
-        .map(|r| text(find(r, b" (").map_or(r, |i| &r[..i])))
-        .unwrap_or_default();
+    let r = &m[on + b" error on ".len()..];
+    let location = text(find(r, b" (").map_or(r, |i| &r[..i]));
     Some(Hit::Event {
         rule: Rule::MemoryError,
         key: format!(
@@ -1219,6 +1679,179 @@ mod tests {
             e.push(&rec(i as u64 + 1, l));
         }
         e
+    }
+
+    /// One real line (or report) per rule family added for issue 14, with what each must give.
+    #[test]
+    fn issue_14_rule_families() {
+        let e = run(&[
+            "blk_update_request: I/O error, dev sda, sector 28751848",
+            "print_req_error: I/O error, dev sdc, sector 1098288304 flags 0",
+            "I/O error, dev nvme0n1, sector 167431176 op 0x1:(WRITE) flags 0x4000 phys_seg 128 prio class 0",
+            "blk_update_request: critical medium error, dev sdb, sector 5120",
+            "critical target error, dev sdd, sector 0 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 0",
+            "BERT: Error records from previous boot:",
+            "[Hardware Error]: event severity: fatal",
+            "{37}[Hardware Error]: event severity: corrected",
+            "{37}[Hardware Error]:   section_type: memory error",
+            "EDAC MC1: 1 CE memory scrubbing error on CPU_SrcID#1_Ha#0_Chan#0_DIMM#0 (channel:0 slot:0 page:0xee30a0 offset:0x0 grain:32 syndrome:0x0 -  area:DRAM err_code:0008:00c2 socket:1 ha:0 channel_mask:1 rank:0)",
+            "rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
+            "INFO: rcu_sched self-detected stall on CPU { 0} (t=81782271 jiffies g=123789 c=123788 q=21698007)",
+            "nf_conntrack: nf_conntrack: table full, dropping packet",
+            "nf_conntrack: expectation table full",
+            "XFS (vda4): Metadata corruption detected at xfs_buf_ioend+0x162/0x570 [xfs], xfs_inode block 0x2fc4e0 xfs_inode_buf_verify",
+            "XFS (dm-0): xfs_log_force: error -5 returned.",
+            "XFS (dm-0): xfs_log_force: error -5 returned.",
+            "unregister_netdevice: waiting for lo to become free. Usage count = -1",
+            "NMI watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [runc:[1:CHILD]:358270]",
+        ]);
+        let got: Vec<(Rule, &str, u64)> = e
+            .groups()
+            .iter()
+            .map(|g| (g.rule, g.key.as_str(), g.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Rule::BlockIoError, "sda", 1),
+                (Rule::BlockIoError, "sdc", 1),
+                (Rule::BlockIoError, "nvme0n1", 1),
+                (Rule::BlockIoError, "sdb", 1),
+                (Rule::BlockIoError, "sdd", 1),
+                (Rule::HardwareError, "fatal (previous boot)", 1),
+                (Rule::HardwareError, "corrected (previous boot)", 1),
+                (
+                    Rule::MemoryError,
+                    "CE MC1 CPU_SrcID#1_Ha#0_Chan#0_DIMM#0",
+                    1
+                ),
+                (Rule::RcuStall, "rcu_sched", 2),
+                (Rule::ConntrackFull, "nf_conntrack", 1),
+                (Rule::ConntrackFull, "expectation", 1),
+                (Rule::XfsCorruption, "vda4", 1),
+                (Rule::XfsShutdown, "dm-0", 2),
+                (Rule::NetdevWait, "lo", 1),
+                (Rule::Lockup, "soft runc:[1:CHILD]:358270", 1),
+            ]
+        );
+        let g = e.groups();
+        assert_eq!(
+            g[2].detail,
+            Detail::Fs {
+                device: "nvme0n1".into(),
+                inodes: vec![],
+                details: vec!["I/O error".into(), "WRITE".into()],
+                blocks: vec![167431176],
+            }
+        );
+        assert!(
+            matches!(&g[6].detail, Detail::Hardware { section: Some(s), previous_boot: true, .. } if s == "memory error")
+        );
+        assert!(matches!(
+            &g[13].detail,
+            Detail::Netdev {
+                usage_count: Some(-1),
+                ..
+            }
+        ));
+        assert!(
+            matches!(&g[14].detail, Detail::Lockup { comm: Some(c), pid: Some(358270), .. } if c == "runc:[1:CHILD]")
+        );
+    }
+
+    /// 3.10's memcg OOM report has no `oom-kill:` line: the pod's cgroup is in "Task in ... killed" (or the first
+    /// "Memory cgroup stats for" line), and the kill is "Kill process N ... or sacrifice child" then "Killed
+    /// process M" (a child's pid, maybe).
+    #[test]
+    fn old_kernel_memcg_oom_names_its_cgroup() {
+        let memcg = "/kubepods/pod95387fa4-da9c-11e7-9d36-5254b24cbf5e/6895a3e13439535852d3184ac2aadd26d7363cc035f171545ec7d4ce74073b0b";
+        let stats =
+            format!("Memory cgroup stats for {memcg}: cache:32KB rss:524188KB rss_huge:370688KB");
+        let e = run(&[
+            "java invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=-998",
+            &stats,
+            "[28438]     0 28438  5063909   119961    1661   136409          -998 java",
+            "Memory cgroup out of memory: Kill process 24572 (java) score 0 or sacrifice child",
+            "Killed process 28438 (java) total-vm:20255636kB, anon-rss:466160kB, file-rss:13684kB",
+        ]);
+        let g = e.groups();
+        assert_eq!(g.len(), 1, "{g:#?}");
+        assert_eq!(
+            (g[0].rule, g[0].key.as_str(), g[0].count),
+            (Rule::OomKill, memcg, 1)
+        );
+        assert!(matches!(
+            &g[0].detail,
+            Detail::Oom {
+                anon_rss_kb: Some(466160),
+                ..
+            }
+        ));
+    }
+
+    /// Before 5.10 the hung task's state line (`comm D 0 PID PPID 0x...`) comes before its call trace.
+    #[test]
+    fn hung_task_before_5_10_keeps_its_trace() {
+        let e = run(&[
+            "INFO: task logrotate:17344 blocked for more than 120 seconds.",
+            "      Not tainted 4.16.2-1.el7.elrepo.x86_64 #1",
+            "\"echo 0 > /proc/sys/kernel/hung_task_timeout_secs\" disables this message.",
+            "logrotate       D    0 17344  17342 0x00000080",
+            "Call Trace:",
+            " __schedule+0x293/0x8a0",
+            " schedule+0x36/0x80",
+        ]);
+        let Detail::Hung { logged_stack, .. } = &e.groups()[0].detail else {
+            panic!()
+        };
+        assert_eq!(
+            logged_stack,
+            &["__schedule+0x293/0x8a0", "schedule+0x36/0x80"]
+        );
+    }
+
+    /// 6.x names the fault after "Oops: ", and oopses fold by fault and task; arm64's report is one oops.
+    #[test]
+    fn oopses_fold_by_fault_and_task() {
+        let gpf = |comm: &str| {
+            [
+                "Oops: general protection fault, probably for non-canonical address 0xbfff93fcd9822a28: 0000 [#1] PREEMPT SMP NOPTI".to_string(),
+                format!("CPU: 6 UID: 0 PID: 687 Comm: {comm} Tainted: P S      W  OE      6.12.4-100.fc40.x86_64 #1"),
+                "RIP: 0010:__list_del_entry_valid_or_report+0x43/0x80".to_string(),
+            ]
+        };
+        let mut lines: Vec<String> = Vec::new();
+        lines.extend(gpf("dbu_evict"));
+        lines.extend(gpf("dbu_evict"));
+        lines.extend(gpf("kworker/0:1"));
+        lines.extend([
+            "Unable to handle kernel NULL pointer dereference at virtual address 0000000000000000",
+            "Mem abort info:",
+            "  ESR = 0x96000004",
+            "[0000000000000000] pgd=0000000000000000, p4d=0000000000000000",
+            "Internal error: Oops: 96000004 [#1] PREEMPT SMP",
+            "Modules linked in:",
+            "CPU: 0 PID: 1 Comm: swapper/0 Not tainted 5.8.0-rc4-05952-g9f40e8abeb1b #78",
+        ]
+        .map(String::from));
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let e = run(&refs);
+        let got: Vec<(&str, u64)> = e
+            .groups()
+            .iter()
+            .map(|g| (g.key.as_str(), g.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("general protection fault in dbu_evict", 2),
+                ("general protection fault in kworker/0:1", 1),
+                (
+                    "Unable to handle kernel NULL pointer dereference in swapper/0",
+                    1
+                ),
+            ]
+        );
     }
 
     const SEED_A: &str = "EXT4-fs warning (device md1): ext4_dx_add_entry:2380: Directory (ino: 211566352) index full, reach max htree level :2";
@@ -1473,7 +2106,11 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (Rule::KernelOops, "BUG: kernel NULL pointer dereference", 1),
+                (
+                    Rule::KernelOops,
+                    "BUG: kernel NULL pointer dereference in kworker/1:2",
+                    1
+                ),
                 (
                     Rule::KernelOops,
                     "BUG: unable to handle kernel NULL pointer dereference",

@@ -288,6 +288,15 @@ impl Drop for Scratch {
     }
 }
 
+/// A counter of a check's output, by name (panics when the check has none of that name).
+pub fn stat(out: &wonk::finding::CheckOutput, name: &str) -> u64 {
+    out.stats
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no stat {name}: {:?}", out.stats))
+        .1
+}
+
 /// Runs wonk with `--json` and returns its exit code and parsed output.
 pub fn wonk_json(args: &[&str]) -> (i32, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_wonk"))
