@@ -337,7 +337,7 @@ pub fn run(
         ("groups".into(), groups.len() as u64),
         ("malformed_lines".into(), malformed),
     ];
-    let index_full = index_full_warnings(host, owners, kmsg_start);
+    let index_full = index_full_warnings(owners, kmsg_start);
     let moments = index_full_moments(host, kmsg_start);
     for g in groups.values() {
         // The warnings logged at the moment this group's calls failed name its directory; other index-full
@@ -373,13 +373,16 @@ fn tgid(host: &Host, tid: u32) -> Option<u32> {
 }
 
 /// The ext4 "index full" findings the kernel logged since `since` (a /dev/kmsg sequence number).
-fn index_full_warnings(host: &Host, owners: &Attributor, since: Option<u64>) -> Vec<Finding> {
-    let ctx = crate::checks::Context { host, owners };
+fn index_full_warnings(owners: &Attributor, since: Option<u64>) -> Vec<Finding> {
     let opts = crate::kmsg::Options {
         since_seq: since.map(|s| s + 1),
         ..Default::default()
     };
-    let out = crate::kmsg::scan(&ctx, &crate::kmsg::Source::DevKmsg { follow: false }, &opts);
+    let out = crate::kmsg::scan(
+        owners,
+        &crate::kmsg::Source::DevKmsg { follow: false },
+        &opts,
+    );
     out.findings
         .into_iter()
         .filter(|f| f.kind == "htree-full")

@@ -30,7 +30,7 @@ fn scan_since(host: &Host, s: &Scratch, since: Option<u64>) -> (CheckOutput, Vec
         owners: &owners,
     };
     let out = kmsg::scan(
-        &ctx,
+        ctx.owners,
         &Source::DevKmsg { follow: false },
         &Options {
             since_seq: since,
@@ -398,7 +398,7 @@ fn oom_and_hung_task_records_fold_and_resolve() {
         owners: &owners,
     };
     let out = kmsg::scan(
-        &ctx,
+        ctx.owners,
         &Source::File(file),
         &Options {
             resolve_here: true,
@@ -479,7 +479,7 @@ fn following_dev_kmsg_reports_new_records_until_stopped() {
                 ..Options::default()
             };
             stat(
-                &kmsg::scan(&ctx, &Source::DevKmsg { follow: false }, &opts),
+                &kmsg::scan(ctx.owners, &Source::DevKmsg { follow: false }, &opts),
                 "records_read",
             )
         };
@@ -520,9 +520,14 @@ fn following_dev_kmsg_reports_new_records_until_stopped() {
                 settle: Duration::from_millis(300),
                 ..Options::default()
             };
-            kmsg::scan_with(&ctx, &Source::DevKmsg { follow: true }, &opts, &mut |f| {
-                let _ = tx.send(serde_json::to_value(&f).unwrap());
-            })
+            kmsg::scan_with(
+                ctx.owners,
+                &Source::DevKmsg { follow: true },
+                &opts,
+                &mut |f| {
+                    let _ = tx.send(serde_json::to_value(&f).unwrap());
+                },
+            )
         })
     };
     let iface = format!("wonkf{}", std::process::id());
@@ -561,7 +566,7 @@ fn a_saved_journal_from_another_node() {
     };
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kmsg");
     let out = kmsg::scan(
-        &ctx,
+        ctx.owners,
         &Source::File(fixtures.join("seed.journal")),
         &Options::default(),
     );
@@ -600,7 +605,7 @@ fn a_saved_journal_from_another_node() {
     );
 
     let out = kmsg::scan(
-        &ctx,
+        ctx.owners,
         &Source::File(fixtures.join("no-such-file")),
         &Options::default(),
     );
@@ -723,7 +728,7 @@ fn a_journal_of_this_boot_is_resolved_here_and_one_of_another_is_not() {
         (String::new(), false),
     ] {
         let file = s.write("journal.txt", &format!("{marker}\n{line}\n"));
-        let out = kmsg::scan(&ctx, &Source::File(file), &Options::default());
+        let out = kmsg::scan(ctx.owners, &Source::File(file), &Options::default());
         let f = serde_json::to_value(&out.findings[0]).unwrap();
         assert_eq!(f["evidence"]["resolved_here"], here, "{marker:?}: {f:#}");
         // Looked up here, the pid is known not to run; from elsewhere, nothing is said about it.

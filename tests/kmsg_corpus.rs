@@ -51,7 +51,11 @@ fn e_len(v: &Value) -> usize {
 
 /// Runs one excerpt: its findings, as JSON.
 fn scan(ctx: &Context<'_>, file: &Path) -> (Vec<Value>, wonk::finding::CheckOutput) {
-    let out = kmsg::scan(ctx, &Source::File(file.to_path_buf()), &Options::default());
+    let out = kmsg::scan(
+        ctx.owners,
+        &Source::File(file.to_path_buf()),
+        &Options::default(),
+    );
     let findings = out
         .findings
         .iter()

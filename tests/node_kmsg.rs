@@ -105,7 +105,7 @@ echo "created $i""#,
         owners: &owners,
     };
     let out = wonk::kmsg::scan(
-        &ctx,
+        ctx.owners,
         &wonk::kmsg::Source::DevKmsg { follow: false },
         &wonk::kmsg::Options {
             since_seq: Some(since),

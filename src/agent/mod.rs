@@ -482,7 +482,7 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
                         checks::kmsg::event_metrics(&f, &mut sink);
                         s.metrics.add_events(unit, sink);
                     };
-                    let out = crate::kmsg::follow_with(&ctx, f, &opts, &mut emit);
+                    let out = crate::kmsg::follow_with(ctx.owners, f, &opts, &mut emit);
                     flag.store(true, Ordering::Relaxed);
                     out
                 });

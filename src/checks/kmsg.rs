@@ -103,7 +103,7 @@ impl Check for Kmsg {
     }
 
     fn run(&self, ctx: &Context) -> CheckOutput {
-        let (mut out, err) = kmsg::scan_all(ctx, &self.source, &self.options());
+        let (mut out, err) = kmsg::scan_all(ctx.owners, &self.source, &self.options());
         // Without root (kernel.dmesg_restrict) or without the host's /dev mounted, the rest of a scan still runs.
         let may_not_read = |e: &std::io::Error| {
             matches!(
@@ -142,7 +142,7 @@ impl Check for Kmsg {
                 }
                 stop.store(true, Ordering::Relaxed);
             });
-            let out = kmsg::scan_with(ctx, &self.source, &opts, emit);
+            let out = kmsg::scan_with(ctx.owners, &self.source, &opts, emit);
             done.store(true, Ordering::Relaxed);
             out
         })

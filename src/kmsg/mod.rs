@@ -17,8 +17,8 @@ pub mod record;
 pub mod resolve;
 pub mod rules;
 
-use crate::checks::Context;
 use crate::finding::{BlindSpot, CheckOutput, Finding};
+use crate::owner::Attributor;
 use reader::{KmsgOptions, ReadStats, Sink};
 use record::Record;
 use resolve::Resolver;
@@ -73,9 +73,9 @@ impl Default for Options {
 
 /// Reads `source` to its end (or, following, until stopped) and returns every finding, the counters in `stats`
 /// and what could not be seen in `blind_spots`.
-pub fn scan(ctx: &Context, source: &Source, opts: &Options) -> CheckOutput {
+pub fn scan(owners: &Attributor, source: &Source, opts: &Options) -> CheckOutput {
     let mut found = Vec::new();
-    let (mut out, _) = scan_inner(ctx, Input::Source(source), opts, &mut |f| found.push(f));
+    let (mut out, _) = scan_inner(owners, Input::Source(source), opts, &mut |f| found.push(f));
     out.findings = found;
     out
 }
@@ -85,24 +85,24 @@ pub fn scan(ctx: &Context, source: &Source, opts: &Options) -> CheckOutput {
 /// counters and blind spots, and no findings. Following /dev/kmsg, the log is read on a thread of its own (a
 /// [`Follower`]), so that resolving and emitting findings never holds up reading.
 pub fn scan_with(
-    ctx: &Context,
+    owners: &Attributor,
     source: &Source,
     opts: &Options,
     emit: &mut dyn FnMut(Finding),
 ) -> CheckOutput {
-    scan_inner(ctx, Input::Source(source), opts, emit).0
+    scan_inner(owners, Input::Source(source), opts, emit).0
 }
 
 /// Like [`scan_with`] following /dev/kmsg, but from a [`Follower`] that the caller keeps between calls (the
 /// agent's periods), so that the log is read without a gap between them; `since_seq` and `from_end` of `opts`
 /// are the follower's business. Returns when `opts.stop` is set; the groups still open are then reported.
 pub fn follow_with(
-    ctx: &Context,
+    owners: &Attributor,
     follower: &mut Follower,
     opts: &Options,
     emit: &mut dyn FnMut(Finding),
 ) -> CheckOutput {
-    scan_inner(ctx, Input::Follower(follower), opts, emit).0
+    scan_inner(owners, Input::Follower(follower), opts, emit).0
 }
 
 enum Input<'a> {
@@ -113,18 +113,18 @@ enum Input<'a> {
 /// Like [`scan`], but also returns the error that ended reading, if any, so that a caller can tell a log it may
 /// not read (no CAP_SYSLOG, no /dev/kmsg) from one that failed.
 pub fn scan_all(
-    ctx: &Context,
+    owners: &Attributor,
     source: &Source,
     opts: &Options,
 ) -> (CheckOutput, Option<io::Error>) {
     let mut found = Vec::new();
-    let (mut out, err) = scan_inner(ctx, Input::Source(source), opts, &mut |f| found.push(f));
+    let (mut out, err) = scan_inner(owners, Input::Source(source), opts, &mut |f| found.push(f));
     out.findings = found;
     (out, err)
 }
 
 fn scan_inner(
-    ctx: &Context,
+    owners: &Attributor,
     input: Input<'_>,
     opts: &Options,
     emit: &mut dyn FnMut(Finding),
@@ -142,7 +142,7 @@ fn scan_inner(
         Input::Source(_) => (false, false),
     };
     let resolver = Resolver::new(
-        ctx,
+        owners,
         if kmsg { boot_usec() } else { None },
         kmsg || opts.resolve_here,
     );
@@ -158,7 +158,7 @@ fn scan_inner(
         };
         match input {
             Input::Source(Source::DevKmsg { follow: false }) => reader::read_kmsg(
-                ctx.host,
+                owners.host(),
                 &KmsgOptions {
                     follow: false,
                     from_end: opts.from_end,
@@ -169,7 +169,7 @@ fn scan_inner(
                 &mut sink,
             ),
             Input::Source(Source::DevKmsg { follow: true }) => {
-                Follower::start(ctx.host, opts.since_seq, opts.from_end)
+                Follower::start(owners.host(), opts.since_seq, opts.from_end)
                     .and_then(|mut f| f.read(stop, &mut stats, &mut sink))
             }
             Input::Follower(f) => f.read(stop, &mut stats, &mut sink),
@@ -183,7 +183,7 @@ fn scan_inner(
     };
     if !resolver.here() && !stats.boot_ids.is_empty() {
         // A journal whose every boot marker names this host's current boot.
-        let now = current_boot_id(ctx.host);
+        let now = current_boot_id(owners.host());
         resolver.set_here(now.is_some_and(|id| stats.boot_ids.iter().all(|b| *b == id)));
     }
     let mut emitted = 0u64;
@@ -282,7 +282,7 @@ fn scan_inner(
         Ok(()) => None,
         Err(e) => {
             let what = match source_name {
-                None => ctx.host.path("/dev/kmsg").display().to_string(),
+                None => owners.host().path("/dev/kmsg").display().to_string(),
                 Some(n) => n,
             };
             out.failed = Some(format!("cannot read the kernel log from {what}: {e}"));

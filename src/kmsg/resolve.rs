@@ -4,10 +4,10 @@
 //! per line.
 
 use super::rules::{Detail, Group, Rule, Stamp, MAX_LIST};
-use crate::checks::Context;
 use crate::finding::{utc, Finding, Severity};
 use crate::host::resolve::DevNum;
 use crate::host::{display_bytes, procfs, read_bounded};
+use crate::owner::Attributor;
 use crate::owner::{cgroup, Owner};
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -26,7 +26,7 @@ fn put(f: &mut Finding, key: &str, value: impl serde::Serialize) {
 /// Turns groups into findings, resolving what the messages name on the live node: devices and inodes to paths,
 /// cgroups and pids to pods. One resolver serves a whole run and caches the host's mount table.
 pub struct Resolver<'a> {
-    ctx: &'a Context<'a>,
+    owners: &'a Attributor<'a>,
     /// The wall-clock time of boot in µs since the epoch, when record timestamps are from this boot.
     boot_usec: Option<i128>,
     /// Whether devices, inodes and pids named by the log may be looked up on this host: only when the log is
@@ -42,9 +42,9 @@ const NOT_HERE: &str =
                         (`wonk kmsg --resolve-here` looks it up anyway)";
 
 impl<'a> Resolver<'a> {
-    pub fn new(ctx: &'a Context<'a>, boot_usec: Option<i128>, here: bool) -> Resolver<'a> {
+    pub fn new(owners: &'a Attributor<'a>, boot_usec: Option<i128>, here: bool) -> Resolver<'a> {
         Resolver {
-            ctx,
+            owners,
             boot_usec,
             here: std::cell::Cell::new(here),
             unresolved: RefCell::new(Vec::new()),
@@ -260,7 +260,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn host(&self) -> &crate::host::Host {
-        self.ctx.host
+        self.owners.host()
     }
 
     fn htree(&self, f: &mut Finding, g: &Group) {
@@ -364,7 +364,7 @@ impl<'a> Resolver<'a> {
         f.owner = memcg.as_deref().and_then(|m| {
             let r = cgroup::parse_path(m);
             (r.pod_uid.is_some() || r.container_id.is_some())
-                .then(|| self.ctx.owners.owner_of_cgroup(&r))
+                .then(|| self.owners.owner_of_cgroup(&r))
         });
         f.subject = memcg.clone().unwrap_or_else(|| format!("process {task}"));
         let scope = match constraint.as_deref() {
@@ -581,7 +581,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn mount_points(&self, dev: DevNum) -> Vec<String> {
-        let mounts = self.ctx.owners.host_mounts().unwrap_or_default();
+        let mounts = self.owners.host_mounts().unwrap_or_default();
         let mut v: Vec<String> = mounts
             .iter()
             .filter(|m| m.dev() == (dev.major, dev.minor))
@@ -608,7 +608,7 @@ impl<'a> Resolver<'a> {
     /// recreated, or a loop device reused since), and the path is withheld.
     fn locate(&self, dev: DevNum, device: &str, ino: u64, want_dir: bool) -> Located {
         let name = crate::owner::locate::dev_name(device);
-        let found = crate::owner::locate::inode_to_path(self.ctx.owners, dev, name, ino).and_then(|(path, method, id)| {
+        let found = crate::owner::locate::inode_to_path(self.owners, dev, name, ino).and_then(|(path, method, id)| {
             if want_dir && !id.is_dir() {
                 anyhow::bail!(
                     "inode {ino} on {dev} is now {}, not a directory: the filesystem changed since the message was logged",
@@ -621,7 +621,7 @@ impl<'a> Resolver<'a> {
             Ok((path, method)) => {
                 let who = std::str::from_utf8(&path)
                     .ok()
-                    .and_then(|p| crate::owner::locate::who(self.ctx.owners, p).ok());
+                    .and_then(|p| crate::owner::locate::who(self.owners, p).ok());
                 let (owner, seen_by) = match who {
                     Some(w) => (
                         w.owner.filter(|o| !o.is_empty()),
@@ -665,12 +665,7 @@ impl<'a> Resolver<'a> {
         if display_bytes(now.strip_suffix(b"\n").unwrap_or(&now)) != comm {
             return None;
         }
-        let owner = self
-            .ctx
-            .owners
-            .owner_of_pid(pid)
-            .ok()
-            .filter(|o| !o.is_empty());
+        let owner = self.owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty());
         let state = procfs::stat(host, pid).ok().map(|s| state_name(s.state));
         let (stack, stack_error) = match read_bounded(&dir.join("stack"), 64 << 10) {
             Ok(b) => (

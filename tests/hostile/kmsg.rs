@@ -93,7 +93,7 @@ fn records_written_to_dev_kmsg_from_user_space_are_dropped_and_counted() {
     for out in [
         wonk::checks::kmsg::Kmsg::default().run(&ctx),
         kmsg::scan(
-            &ctx,
+            ctx.owners,
             &Source::DevKmsg { follow: false },
             &Options {
                 since_seq: since,
@@ -120,7 +120,7 @@ fn records_written_to_dev_kmsg_from_user_space_are_dropped_and_counted() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut found = Vec::new();
     let out = kmsg::follow_with(
-        &ctx,
+        ctx.owners,
         &mut follower,
         &Options {
             stop: Some(stop),
