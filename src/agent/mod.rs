@@ -487,27 +487,7 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
                     out
                 });
                 publish(&totals);
-                let stat = |k: &str| {
-                    out.stats
-                        .iter()
-                        .find(|(n, _)| n == k)
-                        .map_or(0, |(_, v)| *v)
-                };
-                if stat("records_lost") > 0 {
-                    tracing::warn!(
-                        lost = stat("records_lost"),
-                        dropped_by_wonk = stat("records_dropped"),
-                        read = stat("records_read"),
-                        "kernel log records lost: overwritten by the kernel before wonk read them, or dropped \
-                         because wonk's queue was full"
-                    );
-                }
-                if stat("dropped_from_userspace") > 0 {
-                    tracing::warn!(
-                        dropped = stat("dropped_from_userspace"),
-                        "kernel log records written from user space (not the kernel's) dropped"
-                    );
-                }
+                checks::kmsg::log_period(&out);
                 if out.failed.is_some() {
                     // Started again at the next period, after the last record it handed on.
                     since = f.last_seq();

@@ -167,3 +167,29 @@ pub fn read_metrics(records: u64, lost: u64, sink: &mut Sink) {
     sink.put("kmsg_records_read", vec![], records as f64);
     sink.put("kmsg_records_lost", vec![], lost as f64);
 }
+
+/// The agent's log lines about one period of following: records lost, and records dropped because a process,
+/// not the kernel, wrote them.
+pub fn log_period(out: &CheckOutput) {
+    let stat = |k: &str| {
+        out.stats
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or(0, |(_, v)| *v)
+    };
+    if stat("records_lost") > 0 {
+        tracing::warn!(
+            lost = stat("records_lost"),
+            dropped_by_wonk = stat("records_dropped"),
+            read = stat("records_read"),
+            "kernel log records lost: overwritten by the kernel before wonk read them, or dropped because wonk's \
+             queue was full"
+        );
+    }
+    if stat("dropped_from_userspace") > 0 {
+        tracing::warn!(
+            dropped = stat("dropped_from_userspace"),
+            "kernel log records written from user space (not the kernel's) dropped"
+        );
+    }
+}
