@@ -271,11 +271,17 @@ impl<'a> Resolver<'a> {
             function,
             large_dir,
             remounted,
+            earlier_mounts,
         } = &g.detail
         else {
             return;
         };
-        f.severity = Severity::Critical;
+        // History: the filesystem these warnings were about is no longer the one mounted.
+        f.severity = if *remounted {
+            Severity::Warning
+        } else {
+            Severity::Critical
+        };
         let large_dir = large_dir.or(match levels {
             Some(3) => Some(true),
             _ => None,
@@ -318,6 +324,14 @@ impl<'a> Resolver<'a> {
                 .or(dev_error),
         );
         put(f, "remounted", remounted);
+        if *remounted {
+            put(f, "earlier_mounts", earlier_mounts);
+            f.summary = format!(
+                "directory index was full on a filesystem mounted before /dev/{device} was mounted again ({} \
+                 warnings over {earlier_mounts} earlier mount(s)); the filesystem mounted now was not judged",
+                g.count
+            );
+        }
         put(f, "htree_levels", levels);
         put(f, "large_dir", large_dir);
         // The index as it is now, not as it was when the kernel complained.

@@ -338,6 +338,7 @@ pub(super) fn ext4(rest: &[u8]) -> Option<Hit> {
                     function: text(function),
                     large_dir: None,
                     remounted: false,
+                    earlier_mounts: 0,
                 },
             });
         }

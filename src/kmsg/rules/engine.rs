@@ -444,14 +444,14 @@ impl Engine {
             .partition(|g| now.duration_since(g.touched) >= quiet);
         self.groups = keep;
         self.reindex();
-        done
+        fold_history(done)
     }
 
     /// Every group, taken out.
     pub fn take_all(&mut self) -> Vec<Group> {
         let all = std::mem::take(&mut self.groups);
         self.reindex();
-        all
+        fold_history(all)
     }
 
     /// The groups so far.
@@ -567,4 +567,47 @@ pub(super) fn stack_words(msg: &[u8]) -> bool {
 /// A call-trace frame: `__schedule+0x3a0/0xb40` or `? foo+0x1/0x2 [ext4]`.
 pub(super) fn is_frame(t: &[u8]) -> bool {
     find(t, b"+0x").is_some() && !t.starts_with(b"RIP:") && !t.starts_with(b"Code:")
+}
+
+/// Folds the full-index groups of each directory from filesystems mounted before (`remounted`) into one: the
+/// counts and bursts add up, the first and last times span them all, `earlier_mounts` says how many there were.
+fn fold_history(groups: Vec<Group>) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::with_capacity(groups.len());
+    let mut history: HashMap<String, usize> = HashMap::new();
+    for mut g in groups {
+        let base = match &g.detail {
+            Detail::Htree {
+                remounted: true, ..
+            } => g.key.split('@').next().unwrap_or(&g.key).to_string(),
+            _ => {
+                out.push(g);
+                continue;
+            }
+        };
+        match history.get(&base) {
+            Some(&i) => {
+                let h = &mut out[i];
+                h.count += g.count;
+                h.bursts += g.bursts;
+                if g.first.seq < h.first.seq {
+                    h.first = g.first;
+                }
+                if g.last.seq > h.last.seq {
+                    h.last = g.last;
+                }
+                if let Detail::Htree { earlier_mounts, .. } = &mut h.detail {
+                    *earlier_mounts += 1;
+                }
+            }
+            None => {
+                if let Detail::Htree { earlier_mounts, .. } = &mut g.detail {
+                    *earlier_mounts = 1;
+                }
+                g.key = base.clone();
+                history.insert(base, out.len());
+                out.push(g);
+            }
+        }
+    }
+    out
 }

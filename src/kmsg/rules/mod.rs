@@ -199,6 +199,9 @@ pub enum Detail {
         /// The device was mounted again after these warnings: they are about the filesystem mounted before
         /// (a loop device reused, a disk replaced), whose inode numbers mean nothing on the one there now.
         remounted: bool,
+        /// With `remounted`: how many earlier mounts of the device these warnings came from, folded into one
+        /// group when taken (history about filesystems no longer mounted is one finding, not one per mount).
+        earlier_mounts: u64,
     },
     Oom {
         memcg: Option<String>,
@@ -630,6 +633,7 @@ mod tests {
                 function: "ext4_dx_add_entry:2380".into(),
                 large_dir: Some(false),
                 remounted: false,
+                earlier_mounts: 0,
             }
         );
         let st: HashMap<String, u64> = e.stats().into_iter().collect();
@@ -652,6 +656,33 @@ mod tests {
         }
         let g = &e.groups()[0];
         assert_eq!((g.count, g.bursts), (8, 3));
+    }
+
+    #[test]
+    fn warnings_from_earlier_mounts_fold_into_one_group_when_taken() {
+        let mounted = "EXT4-fs (md1): mounted filesystem 4676fb13-04cf-4104-9c90-8a622e07bf1d r/w with ordered data mode. Quota mode: none.";
+        let mut e = run(&[
+            SEED_A, SEED_B, mounted, SEED_A, SEED_B, mounted, SEED_A, SEED_B, mounted, SEED_A,
+        ]);
+        let got: Vec<(String, u64, bool, u64)> = e
+            .take_all()
+            .iter()
+            .map(|g| match &g.detail {
+                Detail::Htree {
+                    remounted,
+                    earlier_mounts,
+                    ..
+                } => (g.key.clone(), g.count, *remounted, *earlier_mounts),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("md1:211566352".to_string(), 3, true, 3),
+                ("md1:211566352@3".to_string(), 1, false, 0),
+            ]
+        );
     }
 
     #[test]
