@@ -3,6 +3,7 @@
 //! package) and its query API, with wonk's alert rules loaded; the rules' own unit tests with promtool; the NPD
 //! plugin protocol. The kernel-log flood soak is tests/agent_soak.rs.
 
+#[macro_use]
 mod common;
 
 use common::agent::*;
@@ -51,12 +52,16 @@ fn stage_ghost(s: &mut Scratch) -> u32 {
     s.bundle(
         "state",
         &cid,
-        &spec("container", "shop", "web-0", uid, "app", &sid, &cg, mounts),
+        &Pod::new("shop", "web-0", uid, &sid)
+            .container("app")
+            .cgroup(&cg)
+            .mounts(mounts)
+            .spec(),
     );
     s.bundle(
         "state",
         &sid,
-        &spec("sandbox", "shop", "web-0", uid, "", &sid, "", json!([])),
+        &Pod::new("shop", "web-0", uid, &sid).sandbox(),
     );
     s.write("host/new.txt", "v2\n");
     s.sh(&format!("mv -f {0}/new.txt {0}/data.txt", s.s("host")));
@@ -75,9 +80,7 @@ const GHOST: &[(&str, &str)] = &[
 /// going with the pod, SIGTERM. Then Prometheus scrapes it and evaluates wonk's alert rules on the same series.
 #[test]
 fn agent_metrics_through_prometheus() {
-    if !root_or_skip("agent_metrics_through_prometheus") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("agent");
     let (mnt, dev) = s.ext4("fs", "256M", "-b 1024 -O ^large_dir");
     let dev = dev.trim_start_matches("/dev/").to_string();
@@ -345,9 +348,7 @@ fn promtool_tests_the_alert_rules() {
 /// node-problem-detector's protocol: exit 0/1/2 and one line of at most 80 characters.
 #[test]
 fn npd_plugin_protocol() {
-    if !root_or_skip("npd_plugin_protocol") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("agent-npd");
     let (code, out, _) = wonk(&["check", "ghosts", "--containerd-state", &s.s("state")]);
     assert!(

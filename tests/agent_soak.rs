@@ -8,6 +8,7 @@
 //!
 //! The flood overwrites the node's whole kernel log many times over; cargo runs this binary's one test alone.
 
+#[macro_use]
 mod common;
 
 use common::agent::*;
@@ -289,10 +290,8 @@ fn failed_creates(dir: &Path, round: usize, fails: usize) -> (usize, usize) {
 
 #[test]
 fn kmsg_flood_soak() {
+    require_root!();
     let test = "kmsg_flood_soak";
-    if !root_or_skip(test) {
-        return;
-    }
     let kmsg_writable = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/kmsg")

@@ -1,6 +1,7 @@
 //! `wonk enospc` against real failing creates: a full htree index on a loop-mounted ext4 (1 KiB blocks), and a
 //! filesystem that is really full (no inodes left).
 
+#[macro_use]
 mod common;
 
 use common::enospc::*;
@@ -33,9 +34,7 @@ fn fill(dir: &Path, name_len: usize, failures: usize) -> (usize, Option<i32>) {
 
 #[test]
 fn full_index_and_full_filesystem_told_apart() {
-    if !root_or_skip("full_index_and_full_filesystem_told_apart") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("enospc");
     if !Path::new(TRACEFS).join("instances").is_dir() {
         s.host_mount("-t tracefs nodev", Path::new(TRACEFS));

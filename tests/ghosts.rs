@@ -1,5 +1,6 @@
 //! `wonk ghosts` against real mount namespaces and real bind mounts.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -9,9 +10,7 @@ use serde_json::json;
 /// old and new inodes; the healthy sibling file and directory mounts are not reported.
 #[test]
 fn seed_sequence_mv_over_a_bound_file() {
-    if !root_or_skip("seed_sequence_mv_over_a_bound_file") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("seed");
     let data = s.write("host/data.txt", "version2\n");
     s.write("host/healthy.txt", "fine\n");
@@ -75,9 +74,7 @@ fn seed_sequence_mv_over_a_bound_file() {
 /// A replaced file whose old inode is kept alive by a hard link is not `deleted` but `replaced`.
 #[test]
 fn replaced_while_a_hard_link_keeps_the_old_inode() {
-    if !root_or_skip("replaced_while_a_hard_link_keeps_the_old_inode") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hardlink");
     let data = s.write("host/data.txt", "old\n");
     s.write("root/data.txt", "");
@@ -111,9 +108,7 @@ fn replaced_while_a_hard_link_keeps_the_old_inode() {
 /// source shows the ghost. The finding is attributed to the pod through the cgroup and the bundle.
 #[test]
 fn renamed_source_found_through_the_bundle_and_attributed() {
-    if !root_or_skip("renamed_source_found_through_the_bundle_and_attributed") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("bundle");
     let uid = "6f1c2b3a-0000-4d5e-8f90-112233445566";
     let cid = "a".repeat(56) + "0badcafe";
@@ -135,12 +130,16 @@ fn renamed_source_found_through_the_bundle_and_attributed() {
     s.bundle(
         "state",
         &cid,
-        &spec("container", "shop", "web-0", uid, "app", &sid, &cg, mounts),
+        &Pod::new("shop", "web-0", uid, &sid)
+            .container("app")
+            .cgroup(&cg)
+            .mounts(mounts)
+            .spec(),
     );
     s.bundle(
         "state",
         &sid,
-        &spec("sandbox", "shop", "web-0", uid, "", &sid, "", json!([])),
+        &Pod::new("shop", "web-0", uid, &sid).sandbox(),
     );
     let old = ino(&s.path("host/data.txt"));
     s.sh(&format!(
@@ -176,9 +175,7 @@ fn renamed_source_found_through_the_bundle_and_attributed() {
 /// mount of a key in the old directory becomes a ghost, both in kubelet's bind mount and in the container.
 #[test]
 fn configmap_subpath_after_an_atomic_writer_update() {
-    if !root_or_skip("configmap_subpath_after_an_atomic_writer_update") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("subpath");
     let uid = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
     let kubelet = s.path("kubelet");
@@ -244,9 +241,7 @@ fn configmap_subpath_after_an_atomic_writer_update() {
 /// Processes and namespaces come and go while wonk runs; it never fails because of that.
 #[test]
 fn namespaces_churning_during_a_scan() {
-    if !root_or_skip("namespaces_churning_during_a_scan") {
-        return;
-    }
+    require_root!();
     let s = Scratch::new("churn");
     s.write("host/f", "x");
     s.write("root/f", "");
@@ -292,9 +287,7 @@ fn namespaces_churning_during_a_scan() {
 /// reports host paths as the node sees them.
 #[test]
 fn host_root_as_in_a_daemonset() {
-    if !root_or_skip("host_root_as_in_a_daemonset") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostroot");
     s.write("host/data.txt", "v1\n");
     s.write("root/data.txt", "");

@@ -3,6 +3,7 @@
 //! its projection of entries left must land near the real first "index full" ENOSPC; and directories without an
 //! index, on other filesystems, or behind overlay must be told apart.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -218,24 +219,20 @@ fn one_k(test: &str, features: &str, csum: bool) {
 
 #[test]
 fn one_k_blocks_with_metadata_csum_match_debugfs() {
-    if root_or_skip("one_k_blocks_with_metadata_csum_match_debugfs") {
-        one_k("htree-1k-csum", "", true);
-    }
+    require_root!();
+    one_k("htree-1k-csum", "", true);
 }
 
 #[test]
 fn one_k_blocks_without_metadata_csum_or_extents_match_debugfs() {
-    if root_or_skip("one_k_blocks_without_metadata_csum_or_extents_match_debugfs") {
-        // Also without extents: the directory is block-mapped, as on ext3, and FIEMAP still maps it.
-        one_k("htree-1k-nocsum", ",^metadata_csum,^extents,^64bit", false);
-    }
+    require_root!();
+    // Also without extents: the directory is block-mapped, as on ext3, and FIEMAP still maps it.
+    one_k("htree-1k-nocsum", ",^metadata_csum,^extents,^64bit", false);
 }
 
 #[test]
 fn four_k_blocks_match_debugfs() {
-    if !root_or_skip("four_k_blocks_match_debugfs") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-4k");
     // bigalloc: blocks are allocated in 16 KiB clusters; FIEMAP still maps the directory block by block.
     let (mnt, dev) = s.ext4(
@@ -259,9 +256,7 @@ fn four_k_blocks_match_debugfs() {
 /// large_dir from the start: the index grows a third level, and wonk reads all three like debugfs.
 #[test]
 fn three_levels_with_large_dir_match_debugfs() {
-    if !root_or_skip("three_levels_with_large_dir_match_debugfs") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-3lvl");
     let (mnt, dev) = s.ext4("fs", "256M", "-b 1024 -O large_dir -N 70000");
     let d = mnt.join("d");
@@ -292,9 +287,7 @@ fn three_levels_with_large_dir_match_debugfs() {
 /// `tune2fs -O large_dir` must clear it.
 #[test]
 fn projection_brackets_the_first_enospc() {
-    if !root_or_skip("projection_brackets_the_first_enospc") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-enospc");
     let (mnt, dev) = s.ext4("fs", "128M", "-b 1024 -O ^large_dir -N 60000");
     let d = mnt.join("tmp");
@@ -409,9 +402,7 @@ fn projection_brackets_the_first_enospc() {
 
 #[test]
 fn small_linear_and_inline_directories_are_not_indexed() {
-    if !root_or_skip("small_linear_and_inline_directories_are_not_indexed") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-small");
     let (mnt, _) = s.ext4("fs", "64M", "-b 4096");
     let d = mnt.join("small");
@@ -441,9 +432,7 @@ fn small_linear_and_inline_directories_are_not_indexed() {
 
 #[test]
 fn other_filesystems_are_named() {
-    if !root_or_skip("other_filesystems_are_named") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-tmpfs");
     let t = s.path("t");
     s.host_mount("-t tmpfs -o size=4m tmpfs", &t);
@@ -486,9 +475,7 @@ fn other_filesystems_are_named() {
 /// A container's directory on overlay is read through the overlay's upper directory on ext4.
 #[test]
 fn overlay_directories_resolve_to_the_upper_layer() {
-    if !root_or_skip("overlay_directories_resolve_to_the_upper_layer") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-overlay");
     let (mnt, dev) = s.ext4("fs", "128M", "-b 1024 -O ^large_dir -N 20000");
     for sub in ["lower/app", "upper", "work"] {
@@ -522,9 +509,7 @@ fn overlay_directories_resolve_to_the_upper_layer() {
 
 #[test]
 fn filesystems_lists_mounted_ext4_with_features() {
-    if !root_or_skip("filesystems_lists_mounted_ext4_with_features") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-fs");
     let (_, dev_a) = s.ext4("a", "64M", "-b 1024 -O ^large_dir,^metadata_csum -L wonk-a");
     let (_, dev_b) = s.ext4("b", "64M", "-b 4096 -O large_dir");
@@ -553,9 +538,7 @@ fn filesystems_lists_mounted_ext4_with_features() {
 /// re-reads: a bad checksum with metadata_csum, count > limit without.
 #[test]
 fn corrupt_index_blocks_are_reported() {
-    if !root_or_skip("corrupt_index_blocks_are_reported") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-corrupt");
     for (name, mkfs, csum) in [("c", "", true), ("p", "-O ^metadata_csum", false)] {
         let (mnt, dev) = s.ext4(
@@ -621,9 +604,7 @@ fn corrupt_index_blocks_are_reported() {
 /// directory is found through DIR and reported by its node path.
 #[test]
 fn host_root_as_in_a_daemonset() {
-    if !root_or_skip("htree host_root_as_in_a_daemonset") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-hostroot");
     let (mnt, _) = s.ext4("fs", "64M", "-b 1024 -O ^large_dir -N 8000");
     let d = mnt.join("d");
@@ -678,9 +659,7 @@ fn host_root_as_in_a_daemonset() {
 /// consistent report: races are caught by checksums or count > limit and read again.
 #[test]
 fn analysis_races_live_creates() {
-    if !root_or_skip("analysis_races_live_creates") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-race");
     let (mnt, _) = s.ext4("fs", "128M", "-b 1024 -O ^large_dir -N 40000");
     let d = mnt.join("d");

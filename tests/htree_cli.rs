@@ -1,6 +1,7 @@
 //! The seed's first incident through the command line: a flat directory on ext4 (1 KiB blocks, no large_dir)
 //! filled to its first ENOSPC; `wonk htree`, `wonk htree --scan`, `wonk fs` and `wonk kmsg` on it.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -20,9 +21,7 @@ fn fill_to_enospc(dir: &Path) -> usize {
 
 #[test]
 fn the_seed_directory_from_warning_to_path() {
-    if !root_or_skip("the_seed_directory_from_warning_to_path") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("htree-cli");
     let (mnt, dev) = s.ext4("fs", "256M", "-b 1024 -O ^large_dir");
     let dir = mnt.join("app/tmp");

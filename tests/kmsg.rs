@@ -2,6 +2,7 @@
 //! ENOSPC, a real OOM kill in a memory cgroup laid out like kubelet's, lines written to /dev/kmsg, and a follower
 //! that reports new records until it is stopped. Each test looks only at records newer than its start.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -79,9 +80,7 @@ fn htree_finding<'a>(findings: &'a [Value], device: &str) -> &'a Value {
 /// the kernel's warning becomes a finding whose path is that directory.
 #[test]
 fn a_full_directory_index_becomes_a_finding_with_its_path() {
-    if !root_or_skip("a_full_directory_index_becomes_a_finding_with_its_path") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("kmsg-htree");
     let (mnt, dev) = s.ext4("fs", "256M", "-b 1024 -N 65536 -O ^large_dir");
     let device = dev.trim_start_matches("/dev/").to_string();
@@ -180,30 +179,15 @@ fn pod(s: &Scratch, cid: &str, cgroup: &str) {
     s.bundle(
         "state",
         cid,
-        &spec(
-            "container",
-            "shop",
-            "some-app-7d4b9c-x2x9q",
-            UID,
-            "php",
-            SANDBOX,
-            cgroup,
-            json!([]),
-        ),
+        &Pod::new("shop", "some-app-7d4b9c-x2x9q", UID, SANDBOX)
+            .container("php")
+            .cgroup(cgroup)
+            .spec(),
     );
     s.bundle(
         "state",
         SANDBOX,
-        &spec(
-            "sandbox",
-            "shop",
-            "some-app-7d4b9c-x2x9q",
-            UID,
-            "",
-            SANDBOX,
-            "",
-            json!([]),
-        ),
+        &Pod::new("shop", "some-app-7d4b9c-x2x9q", UID, SANDBOX).sandbox(),
     );
 }
 
@@ -220,9 +204,7 @@ fn assert_owner(o: &Value, cid: &str) {
 /// pod that writes there.
 #[test]
 fn the_seed_directory_in_a_containers_upperdir_names_the_pod() {
-    if !root_or_skip("the_seed_directory_in_a_containers_upperdir_names_the_pod") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("kmsg-seed");
     let (disk, dev) = s.ext4("md1", "256M", "-b 1024 -N 65536 -O ^large_dir");
     let device = dev.trim_start_matches("/dev/").to_string();
@@ -295,9 +277,7 @@ fn wait_exited(pid: u32) {
 /// A real OOM kill: a shell in a 32 MiB memory cgroup laid out like kubelet's reads 200 MB into a variable.
 #[test]
 fn a_real_oom_kill_in_a_pod_cgroup_names_the_pod() {
-    if !root_or_skip("a_real_oom_kill_in_a_pod_cgroup_names_the_pod") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("kmsg-oom");
     let go = s.path("go");
     let script = format!(
@@ -352,9 +332,7 @@ fn write_kmsg(lines: &[String]) {
 /// drops), so the records are a saved kmsg log, read with `resolve_here` as `wonk kmsg FILE --resolve-here` does.
 #[test]
 fn oom_and_hung_task_records_fold_and_resolve() {
-    if !root_or_skip("oom_and_hung_task_records_fold_and_resolve") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("kmsg-write");
     let sleeper = s.spawn_cmd(std::process::Command::new("sleep").arg("100000"));
     let hung_cid = format!("41b8343f32f8623c7d20942813b4a48c{}", "4a4a".repeat(8));
@@ -462,9 +440,7 @@ fn oom_and_hung_task_records_fold_and_resolve() {
 /// A follower started before the records arrive reports them while it runs, and ends when told to.
 #[test]
 fn following_dev_kmsg_reports_new_records_until_stopped() {
-    if !root_or_skip("following_dev_kmsg_reports_new_records_until_stopped") {
-        return;
-    }
+    require_root!();
     // Starting at the end skips what the log holds (bar records that arrive meanwhile).
     {
         let host = host();
@@ -621,9 +597,7 @@ fn an_overwritten_ring_buffer_is_counted_and_reading_goes_on() {
         eprintln!("skipping an_overwritten_ring_buffer_is_counted_and_reading_goes_on: set WONK_TEST_KMSG_FLOOD=1");
         return;
     }
-    if !root_or_skip("an_overwritten_ring_buffer_is_counted_and_reading_goes_on") {
-        return;
-    }
+    require_root!();
     use wonk::kmsg::reader::{read_kmsg, KmsgOptions, ReadStats};
     use wonk::kmsg::record::Record;
     let _unlimited = Sysctl::set("/proc/sys/kernel/printk_devkmsg", "on");

@@ -1,5 +1,6 @@
 //! `wonk layers` on a real overlay root and a kubelet emptyDir, with exact counts to compare against.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -7,9 +8,7 @@ use serde_json::json;
 
 #[test]
 fn a_pods_writable_layer_and_emptydir_are_counted_exactly() {
-    if !root_or_skip("a_pods_writable_layer_and_emptydir_are_counted_exactly") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("layers");
     let uid = "7a7a7a7a-1111-4222-8333-444444444444";
     let cid = "beef".repeat(16);
@@ -54,16 +53,10 @@ fn a_pods_writable_layer_and_emptydir_are_counted_exactly() {
     s.bundle(
         "state",
         &cid,
-        &spec(
-            "container",
-            "batch",
-            "crawler-0",
-            uid,
-            "worker",
-            &cid,
-            &cg,
-            json!([]),
-        ),
+        &Pod::new("batch", "crawler-0", uid, &cid)
+            .container("worker")
+            .cgroup(&cg)
+            .spec(),
     );
 
     let (state, kubelet) = (s.s("state"), s.s("kubelet"));

@@ -5,6 +5,7 @@
 //! pod sees it. Only records newer than the test's start are looked at. Needs root and the `cri` feature.
 #![cfg(feature = "cri")]
 
+#[macro_use]
 mod common;
 mod node;
 
@@ -22,9 +23,7 @@ fn assert_pod(o: &Value, pod: &Pod, what: &str) {
 
 #[test]
 fn a_full_directory_index_in_a_pods_hostpath_names_the_pod() {
-    if !root_or_skip("a_full_directory_index_in_a_pods_hostpath_names_the_pod") {
-        return;
-    }
+    require_root!();
     // Declared before the pod, so that the pod goes first and the filesystem is unmounted after it.
     let mut s = Scratch::new("node-kmsg");
     let (mnt, dev) = s.ext4("shared", "256M", "-b 1024 -N 65536 -O ^large_dir");

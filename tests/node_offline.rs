@@ -6,6 +6,7 @@
 //! This is a test binary of its own, so its containerd is its own: freezing it cannot stall other tests.
 #![cfg(feature = "cri")]
 
+#[macro_use]
 mod common;
 mod node;
 
@@ -129,9 +130,7 @@ fn cri_blind_spots<'a>(report: &'a Value, node: &Node) -> Vec<&'a Value> {
 
 #[test]
 fn wonk_answers_from_disk_while_containerd_is_stopped() {
-    if !root_or_skip("wonk_answers_from_disk_while_containerd_is_stopped") {
-        return;
-    }
+    require_root!();
     let node = Node::get();
     let pod = node.pod(PodOpts::new("frozen-web-0", "shop", Handler::Cgroupfs));
     assert_eq!(pod.shim_pids.len(), 1, "one v2 shim per pod");

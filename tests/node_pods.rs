@@ -2,6 +2,7 @@
 //! and the wonk binary run on them. Needs root and the `cri` feature (`cargo test --features cri`).
 #![cfg(feature = "cri")]
 
+#[macro_use]
 mod common;
 mod node;
 
@@ -30,9 +31,7 @@ fn assert_owner(o: &Value, pod: &Pod, what: &str) {
 
 #[test]
 fn cri_client_runs_and_lists_pods() {
-    if !root_or_skip("cri_client_runs_and_lists_pods") {
-        return;
-    }
+    require_root!();
     let node = Node::get();
     let cri = node.cri();
     let v = cri.version().unwrap();
@@ -174,25 +173,19 @@ fn who_names_the_pod(handler: Handler, name: &str) {
 
 #[test]
 fn who_names_a_real_pod_cgroupfs_layout() {
-    if !root_or_skip("who_names_a_real_pod_cgroupfs_layout") {
-        return;
-    }
+    require_root!();
     who_names_the_pod(Handler::Cgroupfs, "web-cgroupfs-0");
 }
 
 #[test]
 fn who_names_a_real_pod_systemd_layout() {
-    if !root_or_skip("who_names_a_real_pod_systemd_layout") {
-        return;
-    }
+    require_root!();
     who_names_the_pod(Handler::SystemdShape, "web-systemd-0");
 }
 
 #[test]
 fn who_names_a_real_pod_shim_v1() {
-    if !root_or_skip("who_names_a_real_pod_shim_v1") {
-        return;
-    }
+    require_root!();
     who_names_the_pod(Handler::ShimV1, "web-shimv1-0");
 }
 
@@ -201,9 +194,7 @@ fn who_names_a_real_pod_shim_v1() {
 /// inodes, and none of the pod's healthy mounts.
 #[test]
 fn ghost_hostpath_file_in_a_real_pod() {
-    if !root_or_skip("ghost_hostpath_file_in_a_real_pod") {
-        return;
-    }
+    require_root!();
     let node = Node::get();
     let pod = node.pod(PodOpts::new(
         "some-app-7d4b9c-x2x9q",
@@ -397,9 +388,7 @@ fn assert_gone(t: &Traces, what: &str) {
 /// shim, no shim socket, no mounts, no cgroups, no bundles, no pod directories remain.
 #[test]
 fn the_pod_of_a_failed_test_leaves_nothing_behind() {
-    if !root_or_skip("the_pod_of_a_failed_test_leaves_nothing_behind") {
-        return;
-    }
+    require_root!();
     let node = Node::get();
     for handler in [Handler::Cgroupfs, Handler::SystemdShape, Handler::ShimV1] {
         let seen = std::sync::Mutex::new(None);

@@ -3,6 +3,7 @@
 //! healthy pods. Needs root and the `cri` feature.
 #![cfg(feature = "cri")]
 
+#[macro_use]
 mod common;
 mod node;
 
@@ -52,9 +53,7 @@ fn shims(node: &Node, extra: &[&str]) -> (i32, Value) {
 
 #[test]
 fn a_leaked_shim_is_found_and_reaped_and_nothing_else() {
-    if !root_or_skip("a_leaked_shim_is_found_and_reaped_and_nothing_else") {
-        return;
-    }
+    require_root!();
     let node = Node::get();
     let healthy = node.pod(PodOpts::new("steady-0", "shop", Handler::Cgroupfs));
     let victim = node.pod(PodOpts::new("leaky-0", "shop", Handler::Cgroupfs));

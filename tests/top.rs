@@ -1,5 +1,6 @@
 //! `wonk top` against real threads in uninterruptible sleep.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -15,9 +16,7 @@ int main(void) {
 
 #[test]
 fn d_state_threads_with_their_kernel_stack() {
-    if !root_or_skip("d_state_threads_with_their_kernel_stack") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("top");
     let src = s.write("vfork_d.c", VFORK_HELPER);
     let bin = s.path("wonk-vfork-d");

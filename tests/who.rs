@@ -1,6 +1,7 @@
 //! `wonk who` on pids, container ids, paths and DEV:INODE, against real cgroups, namespaces and mounts; and the
 //! in-root resolution that keeps a hostile container from pointing wonk at host files.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -56,49 +57,28 @@ fn two_pods(name: &str, salt: &str) -> Pods {
     s.bundle(
         "state",
         &cid_a,
-        &spec(
-            "container",
-            "shop",
-            "web-0",
-            UID_A,
-            "app",
-            &sid_a,
-            &cg_a,
-            json!([]),
-        ),
+        &Pod::new("shop", "web-0", UID_A, &sid_a)
+            .container("app")
+            .cgroup(&cg_a)
+            .spec(),
     );
     s.bundle(
         "state",
         &sid_a,
-        &spec("sandbox", "shop", "web-0", UID_A, "", &sid_a, "", json!([])),
+        &Pod::new("shop", "web-0", UID_A, &sid_a).sandbox(),
     );
     s.bundle(
         "state",
         &cid_b,
-        &spec(
-            "container",
-            "batch",
-            "job-x",
-            UID_B,
-            "worker",
-            &sid_b,
-            &cg_b,
-            json!([]),
-        ),
+        &Pod::new("batch", "job-x", UID_B, &sid_b)
+            .container("worker")
+            .cgroup(&cg_b)
+            .spec(),
     );
     s.bundle(
         "state",
         &sid_b,
-        &spec(
-            "sandbox",
-            "batch",
-            "job-x",
-            UID_B,
-            "",
-            &sid_b,
-            "",
-            json!([]),
-        ),
+        &Pod::new("batch", "job-x", UID_B, &sid_b).sandbox(),
     );
     Pods {
         s,
@@ -124,9 +104,7 @@ fn who(p: &Pods, target: &str) -> Value {
 
 #[test]
 fn pids_and_container_ids_in_both_cgroup_layouts() {
-    if !root_or_skip("pids_and_container_ids_in_both_cgroup_layouts") {
-        return;
-    }
+    require_root!();
     let p = two_pods("who-ids", "1d5a");
     let a = who(&p, &p.pid_a.to_string());
     assert_eq!(a["kind"], "pid");
@@ -185,9 +163,7 @@ fn pids_and_container_ids_in_both_cgroup_layouts() {
 
 #[test]
 fn paths_in_an_upperdir_a_lowerdir_and_an_emptydir() {
-    if !root_or_skip("paths_in_an_upperdir_a_lowerdir_and_an_emptydir") {
-        return;
-    }
+    require_root!();
     let p = two_pods("who-paths", "9a75");
     p.s.write("layers/upper/tmp/scratch", "x");
     let up = who(&p, &p.s.s("layers/upper/tmp/scratch"));
@@ -235,9 +211,7 @@ fn paths_in_an_upperdir_a_lowerdir_and_an_emptydir() {
 
 #[test]
 fn dev_inode_on_a_loop_mounted_ext4() {
-    if !root_or_skip("dev_inode_on_a_loop_mounted_ext4") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("who-inode");
     let (mnt, dev) = s.ext4("fs", "64M", "-b 1024 -O ^large_dir");
     let dir = mnt.join("app/tmp");
@@ -270,9 +244,7 @@ fn dev_inode_on_a_loop_mounted_ext4() {
 /// directories from the target up to the root, with extents, with the old block map, and with inline data.
 #[test]
 fn ancestors_read_from_the_block_device() {
-    if !root_or_skip("ancestors_read_from_the_block_device") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("who-ancestors");
     let host = wonk::host::Host::open(std::path::Path::new("/")).unwrap();
     for (i, opts) in ["", "-b 1024 -O ^extent,^64bit", "-O inline_data"]
@@ -322,9 +294,7 @@ fn ancestors_read_from_the_block_device() {
 /// the container sees.
 #[test]
 fn hostile_symlinks_in_a_container_root() {
-    if !root_or_skip("hostile_symlinks_in_a_container_root") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("escape");
     let root = s.path("root");
     // A minimal root that can run sleep: the binary and the libraries it links.
@@ -396,9 +366,7 @@ fn hostile_symlinks_in_a_container_root() {
 /// Without flags, wonk finds containerd's state directory from the running daemon's `--config`.
 #[test]
 fn containerd_state_found_from_the_running_daemons_config() {
-    if !root_or_skip("containerd_state_found_from_the_running_daemons_config") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("ctd-config");
     let state = s.path("ctd/state");
     s.write(
@@ -432,16 +400,10 @@ fn containerd_state_found_from_the_running_daemons_config() {
     s.bundle(
         "ctd/state",
         &cid,
-        &spec(
-            "container",
-            "infra",
-            "dns-1",
-            uid,
-            "coredns",
-            &cid,
-            &cg,
-            json!([]),
-        ),
+        &Pod::new("infra", "dns-1", uid, &cid)
+            .container("coredns")
+            .cgroup(&cg)
+            .spec(),
     );
     let (code, v) = wonk_json(&["who", &pid.to_string()]);
     assert_eq!(code, 0, "{v:#}");
@@ -458,16 +420,10 @@ fn containerd_state_found_from_the_running_daemons_config() {
         "ctd/state",
         v1,
         &cid1,
-        &spec(
-            "container",
-            "infra",
-            "dns-1",
-            uid,
-            "sidecar",
-            &cid1,
-            &cg1,
-            json!([]),
-        ),
+        &Pod::new("infra", "dns-1", uid, &cid1)
+            .container("sidecar")
+            .cgroup(&cg1)
+            .spec(),
     );
     let (code, v) = wonk_json(&["who", &cid1[..12]]);
     assert_eq!(code, 0, "{v:#}");

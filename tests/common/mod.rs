@@ -10,6 +10,24 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// Returns from the enclosing test unless it runs as root. Without root the test is skipped with a message; with
+/// `CI=true` it fails instead, since CI must run it. The test is named from the enclosing function.
+#[allow(unused_macros)]
+macro_rules! require_root {
+    () => {
+        if !crate::common::root_or_skip(crate::common::test_name(std::any::type_name_of_val(
+            &|| (),
+        ))) {
+            return;
+        }
+    };
+}
+
+/// The test's path (`who::who_names_a_path`) from the type name of a closure inside it.
+pub fn test_name(closure: &str) -> &str {
+    closure.trim_end_matches("::{{closure}}")
+}
+
 /// True when the test can run. Root-only tests skip without root, except in CI, where they must run.
 pub fn root_or_skip(test: &str) -> bool {
     if rustix::process::geteuid().is_root() {
@@ -394,34 +412,92 @@ impl Drop for Sysctl {
 
 /// A CRI-style config.json for a container or a sandbox.
 #[allow(clippy::too_many_arguments)] // one argument per field a test varies
-pub fn spec(
-    kind: &str,
-    ns: &str,
-    pod: &str,
-    uid: &str,
-    name: &str,
-    sandbox_id: &str,
-    cgroup: &str,
-    mounts: Value,
-) -> Value {
-    let mut ann = serde_json::json!({
-        "io.kubernetes.cri.container-type": kind,
-        "io.kubernetes.cri.sandbox-id": sandbox_id,
-        "io.kubernetes.cri.sandbox-name": pod,
-        "io.kubernetes.cri.sandbox-namespace": ns,
-        "io.kubernetes.cri.sandbox-uid": uid,
-    });
-    if kind == "container" {
-        ann["io.kubernetes.cri.container-name"] = name.into();
-        ann["io.kubernetes.cri.image-name"] = "localhost/wonk-busybox:1".into();
+/// A pod as containerd's CRI plugin records it in its bundles' annotations, to stage bundles with.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub sandbox_id: String,
+}
+
+impl Pod {
+    pub fn new(namespace: &str, name: &str, uid: &str, sandbox_id: &str) -> Pod {
+        Pod {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+            sandbox_id: sandbox_id.into(),
+        }
     }
-    serde_json::json!({
-        "ociVersion": "1.0.2-dev",
-        "root": {"path": "rootfs"},
-        "mounts": mounts,
-        "annotations": ann,
-        "linux": {"cgroupsPath": cgroup},
-    })
+
+    /// The sandbox's config.json.
+    pub fn sandbox(&self) -> Value {
+        self.bundle("sandbox", None, "", serde_json::json!([]))
+    }
+
+    /// One of its containers, to finish with [`Container::spec`].
+    pub fn container(&self, name: &str) -> Container {
+        Container {
+            pod: self.clone(),
+            name: name.into(),
+            cgroup: String::new(),
+            mounts: serde_json::json!([]),
+        }
+    }
+
+    fn bundle(&self, kind: &str, container: Option<&str>, cgroup: &str, mounts: Value) -> Value {
+        let mut ann = serde_json::json!({
+            "io.kubernetes.cri.container-type": kind,
+            "io.kubernetes.cri.sandbox-id": self.sandbox_id,
+            "io.kubernetes.cri.sandbox-name": self.name,
+            "io.kubernetes.cri.sandbox-namespace": self.namespace,
+            "io.kubernetes.cri.sandbox-uid": self.uid,
+        });
+        if let Some(name) = container {
+            ann["io.kubernetes.cri.container-name"] = name.into();
+            ann["io.kubernetes.cri.image-name"] = "localhost/wonk-busybox:1".into();
+        }
+        serde_json::json!({
+            "ociVersion": "1.0.2-dev",
+            "root": {"path": "rootfs"},
+            "mounts": mounts,
+            "annotations": ann,
+            "linux": {"cgroupsPath": cgroup},
+        })
+    }
+}
+
+/// A container of a [`Pod`], as its bundle's config.json says.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pod: Pod,
+    name: String,
+    cgroup: String,
+    mounts: Value,
+}
+
+impl Container {
+    /// `linux.cgroupsPath`.
+    pub fn cgroup(mut self, cgroup: &str) -> Container {
+        self.cgroup = cgroup.into();
+        self
+    }
+
+    /// The OCI `mounts` array.
+    pub fn mounts(mut self, mounts: Value) -> Container {
+        self.mounts = mounts;
+        self
+    }
+
+    pub fn spec(&self) -> Value {
+        self.pod.bundle(
+            "container",
+            Some(&self.name),
+            &self.cgroup,
+            self.mounts.clone(),
+        )
+    }
 }
 
 /// The device byte offset of directory-logical block `lblk` of `rel` (a path inside the filesystem), by

@@ -3,7 +3,7 @@
 //! with another container's id in another containerd namespace, and a cgroup named after another container.
 
 use crate::common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -183,7 +183,10 @@ fn pod_process(s: &mut Scratch, state: &str, uid: &str, cid: &str, pod: &str) ->
     s.bundle(
         state,
         cid,
-        &spec("container", "shop", pod, uid, "app", cid, &cg, json!([])),
+        &Pod::new("shop", pod, uid, cid)
+            .container("app")
+            .cgroup(&cg)
+            .spec(),
     );
     pid
 }
@@ -239,9 +242,7 @@ fn untrusted_containerd(
 /// A process named `containerd` in a pid namespace of its own (see [`untrusted_containerd`]).
 #[test]
 fn containerd_in_another_pid_namespace_is_not_trusted() {
-    if !root_or_skip("containerd_in_another_pid_namespace_is_not_trusted") {
-        return;
-    }
+    require_root!();
     untrusted_containerd(
         "hostile-ctd-pidns",
         "a1",
@@ -253,9 +254,7 @@ fn containerd_in_another_pid_namespace_is_not_trusted() {
 /// The same in the host's pid namespace but a mount namespace of its own, as a hostPID pod's process is.
 #[test]
 fn containerd_in_another_mount_namespace_is_not_trusted() {
-    if !root_or_skip("containerd_in_another_mount_namespace_is_not_trusted") {
-        return;
-    }
+    require_root!();
     untrusted_containerd(
         "hostile-ctd-mntns",
         "a2",
@@ -274,9 +273,7 @@ fn containerd_in_another_mount_namespace_is_not_trusted() {
 /// writable by its group: a container that can write such a file cannot make wonk read its `--state`.
 #[test]
 fn containerd_run_from_a_file_root_does_not_own_alone_is_not_trusted() {
-    if !root_or_skip("containerd_run_from_a_file_root_does_not_own_alone_is_not_trusted") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-ctd-owner");
     let uid = "a3a3a3a3-0000-4000-8000-000000000003";
     let cid = "a3".repeat(32);
@@ -313,10 +310,7 @@ fn containerd_run_from_a_file_root_does_not_own_alone_is_not_trusted() {
 /// the directories from the flags or containerd's defaults.
 #[test]
 fn a_fifo_or_device_where_containerd_config_or_state_should_be_is_a_blind_spot() {
-    if !root_or_skip("a_fifo_or_device_where_containerd_config_or_state_should_be_is_a_blind_spot")
-    {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-ctd-fifo");
     let bin = stand_in(&s, "containerd");
     let (fifo, dev, state_fifo) = (
@@ -376,7 +370,7 @@ fn a_fifo_or_device_where_containerd_config_or_state_should_be_is_a_blind_spot()
 
 /// A config.json of `bytes` bytes that parses: a sandbox spec padded with one long annotation.
 fn big_spec(bytes: usize) -> Vec<u8> {
-    let mut v = spec("sandbox", "shop", "big", "u", "", "x", "", json!([]));
+    let mut v = Pod::new("shop", "big", "u", "x").sandbox();
     v["annotations"]["pad"] = "x".repeat(bytes.saturating_sub(400)).into();
     serde_json::to_vec(&v).unwrap()
 }
@@ -385,9 +379,7 @@ fn big_spec(bytes: usize) -> Vec<u8> {
 /// about 180 MB), and the 199 links are counted in a blind spot.
 #[test]
 fn hard_linked_config_json_files_are_read_once() {
-    if !root_or_skip("hard_linked_config_json_files_are_read_once") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-ctd-links");
     let (pid, _) = pod_member(
         &mut s,
@@ -416,17 +408,14 @@ fn hard_linked_config_json_files_are_read_once() {
 /// many it passed over.
 #[test]
 fn bundles_are_bounded_in_count_and_bytes() {
-    if !root_or_skip("bundles_are_bounded_in_count_and_bytes") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-ctd-many");
     let (pid, _) = pod_member(
         &mut s,
         "a9a9a9a9-0000-4000-8000-000000000009",
         &"a9".repeat(32),
     );
-    let small =
-        serde_json::to_vec(&spec("sandbox", "shop", "p", "u", "", "x", "", json!([]))).unwrap();
+    let small = serde_json::to_vec(&Pod::new("shop", "p", "u", "x").sandbox()).unwrap();
     let many = s.path("many/io.containerd.runtime.v2.task/k8s.io");
     for i in 0..4100 {
         let dir = many.join(format!("{i:064x}"));
@@ -459,9 +448,7 @@ fn bundles_are_bounded_in_count_and_bytes() {
 /// said so; the pod is still named from its cgroup's pod uid and its own sandbox.
 #[test]
 fn a_bundle_with_the_same_id_in_another_namespace_does_not_rename_the_pod() {
-    if !root_or_skip("a_bundle_with_the_same_id_in_another_namespace_does_not_rename_the_pod") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-ctd-nsid");
     let uid = "a4a4a4a4-0000-4000-8000-000000000004";
     let (cid, sid) = ("a4".repeat(32), "b4".repeat(32));
@@ -469,36 +456,24 @@ fn a_bundle_with_the_same_id_in_another_namespace_does_not_rename_the_pod() {
     s.bundle(
         "state",
         &cid,
-        &spec(
-            "container",
-            "shop",
-            "victim-0",
-            uid,
-            "app",
-            &sid,
-            &cg,
-            json!([]),
-        ),
+        &Pod::new("shop", "victim-0", uid, &sid)
+            .container("app")
+            .cgroup(&cg)
+            .spec(),
     );
     s.bundle(
         "state",
         &sid,
-        &spec("sandbox", "shop", "victim-0", uid, "", &sid, "", json!([])),
+        &Pod::new("shop", "victim-0", uid, &sid).sandbox(),
     );
     let fake = s.path(&format!(
         "state/io.containerd.runtime.v1.linux/evil/{cid}/config.json"
     ));
     std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
-    let forged = spec(
-        "container",
-        "kube-system",
-        "forged",
-        "f-uid",
-        "admin",
-        &sid,
-        &cg,
-        json!([]),
-    );
+    let forged = Pod::new("kube-system", "forged", "f-uid", &sid)
+        .container("admin")
+        .cgroup(&cg)
+        .spec();
     std::fs::write(&fake, serde_json::to_vec(&forged).unwrap()).unwrap();
 
     let r = who(&s, pid, Some("state"));
@@ -514,9 +489,7 @@ fn a_bundle_with_the_same_id_in_another_namespace_does_not_rename_the_pod() {
 /// into it: `who` names the container whose cgroup is directly under the pod, not the one the name claims.
 #[test]
 fn a_nested_cgroup_named_after_another_container_does_not_rename_it() {
-    if !root_or_skip("a_nested_cgroup_named_after_another_container_does_not_rename_it") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-ctd-cgroup");
     let (uid_a, uid_b) = (
         "a5a5a5a5-0000-4000-8000-00000000000a",
@@ -526,30 +499,16 @@ fn a_nested_cgroup_named_after_another_container_does_not_rename_it() {
     s.bundle(
         "state",
         &cid_a,
-        &spec(
-            "container",
-            "shop",
-            "attacker-0",
-            uid_a,
-            "app",
-            &cid_a,
-            "",
-            json!([]),
-        ),
+        &Pod::new("shop", "attacker-0", uid_a, &cid_a)
+            .container("app")
+            .spec(),
     );
     s.bundle(
         "state",
         &cid_b,
-        &spec(
-            "container",
-            "bank",
-            "victim-0",
-            uid_b,
-            "vault",
-            &cid_b,
-            "",
-            json!([]),
-        ),
+        &Pod::new("bank", "victim-0", uid_b, &cid_b)
+            .container("vault")
+            .spec(),
     );
     let pid = s.spawn_ns("true");
     let cg = s.cgroup(&format!("kubepods/pod{uid_a}/{cid_a}/{cid_b}"), pid);
@@ -566,16 +525,14 @@ fn a_nested_cgroup_named_after_another_container_does_not_rename_it() {
 /// name them.
 #[test]
 fn a_process_posing_as_a_shim_is_not_trusted() {
-    if !root_or_skip("a_process_posing_as_a_shim_is_not_trusted") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-ctd-shim");
     let uid = "a6a6a6a6-0000-4000-8000-000000000006";
     let sid = "a6".repeat(32);
     s.bundle(
         "state",
         &sid,
-        &spec("sandbox", "shop", "victim-0", uid, "", &sid, "", json!([])),
+        &Pod::new("shop", "victim-0", uid, &sid).sandbox(),
     );
     let sock = s.s("no.sock");
     let shim_args = |bin: &Path| {

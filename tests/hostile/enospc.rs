@@ -11,9 +11,7 @@ use std::process::Command;
 /// read from the right, where the kernel formats them: the finding names its real pid and its whole comm.
 #[test]
 fn a_comm_shaped_like_trace_fields_does_not_change_the_pid() {
-    if !root_or_skip("a_comm_shaped_like_trace_fields_does_not_change_the_pid") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-enospc");
     if !Path::new(TRACEFS).join("instances").is_dir() {
         s.host_mount("-t tracefs nodev", Path::new(TRACEFS));

@@ -134,9 +134,7 @@ fn table(args: &[&str]) -> (i32, String) {
 /// another directory was given too).
 #[test]
 fn bad_hash_version() {
-    if !root_or_skip("hostile::htree::bad_hash_version") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hx-hashv");
     let (d, dev) = fs_with_dir(&mut s, "fs", "", 200, 40);
     let ok = s.path("fs/ok");
@@ -162,9 +160,7 @@ fn bad_hash_version() {
 /// Expected: both are critical findings with expected and found values, in one run over both paths.
 #[test]
 fn bad_limit_and_count() {
-    if !root_or_skip("hostile::htree::bad_limit_and_count") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hx-limit");
     let (d1, dev) = fs_with_dir(&mut s, "fs", "-O ^metadata_csum", 200, 40);
     let d2 = s.path("fs/e");
@@ -202,9 +198,7 @@ fn bad_limit_and_count() {
 /// the block, not "a loop" (nothing goes round).
 #[test]
 fn block_referenced_twice() {
-    if !root_or_skip("hostile::htree::block_referenced_twice") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hx-twice");
     let (d, dev) = fs_with_dir(&mut s, "fs", "-O ^metadata_csum", 200, 40);
     let entries = root_entries(&debugfs(&dev, "htree_dump /d"));
@@ -227,9 +221,7 @@ fn block_referenced_twice() {
 /// it could not list.
 #[test]
 fn bad_leaf_and_node_checksums() {
-    if !root_or_skip("hostile::htree::bad_leaf_and_node_checksums") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hx-csum");
     let (d, dev) = fs_with_dir(&mut s, "fs", "-O metadata_csum", 200, 40);
     let entries = root_entries(&debugfs(&dev, "htree_dump /d"));
@@ -286,9 +278,7 @@ fn bad_leaf_and_node_checksums() {
 /// Expected: a critical finding naming the block as a hole (the old code kept it in `index.problems`, info, exit 0).
 #[test]
 fn hole_in_the_directory() {
-    if !root_or_skip("hostile::htree::hole_in_the_directory") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hx-hole");
     let (d, dev) = fs_with_dir(&mut s, "fs", "-O ^metadata_csum", 200, 40);
     let mnt = s.path("fs");
@@ -317,9 +307,7 @@ fn hole_in_the_directory() {
 /// sample and the leaf's block and range.
 #[test]
 fn names_under_the_wrong_hash() {
-    if !root_or_skip("hostile::htree::names_under_the_wrong_hash") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hx-misfiled");
     let (d, dev) = fs_with_dir(&mut s, "fs", "-O ^metadata_csum", 200, 40);
     let dump = debugfs(&dev, "htree_dump /d");
@@ -368,9 +356,7 @@ fn names_under_the_wrong_hash() {
 /// is named `half_md4_unsigned` and every name hashes into its leaf (read signed, they would not).
 #[test]
 fn unsigned_hash_flag() {
-    if !root_or_skip("hostile::htree::unsigned_hash_flag") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hx-unsigned");
     let (mnt, dev) = s.ext4("fs", "64M", "-b 1024 -O ^metadata_csum -N 4000");
     s.sh(&format!("umount '{}'", mnt.display()));
@@ -398,9 +384,7 @@ fn unsigned_hash_flag() {
 /// fits in one block" and exited 0), for one path and for `--scan`.
 #[test]
 fn no_metadata_csum_after_ls() {
-    if !root_or_skip("hostile::htree::no_metadata_csum_after_ls") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hx-dropped");
     let (d, dev) = fs_with_dir(&mut s, "fs", "-O ^metadata_csum", 200, 40);
     poke(&dev, physical(&dev, "/d", 0, 1024) + 0x1c, &[9]);

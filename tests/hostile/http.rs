@@ -241,9 +241,7 @@ fn head_answers_headers_without_a_body_and_other_methods_get_405() {
 /// it starts.
 #[test]
 fn textfile_is_not_written_through_planted_symlinks() {
-    if !root_or_skip("textfile_is_not_written_through_planted_symlinks") {
-        return;
-    }
+    require_root!();
     let s = Scratch::new("hostile-textfile");
     let dir = s.path("textfile");
     std::fs::create_dir(&dir).unwrap();

@@ -60,9 +60,7 @@ fn mentions(v: &serde_json::Value, tag: &str, pod_uid: &str) -> bool {
 /// pod).
 #[test]
 fn records_written_to_dev_kmsg_from_user_space_are_dropped_and_counted() {
-    if !root_or_skip("records_written_to_dev_kmsg_from_user_space_are_dropped_and_counted") {
-        return;
-    }
+    require_root!();
     let host = Host::open(Path::new("/")).unwrap();
     let tag = format!("wonkforged{}", std::process::id());
     let pod_uid = "0f0f0f0f-1111-2222-3333-444455556666";

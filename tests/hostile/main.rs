@@ -3,6 +3,7 @@
 //! that wonk stays safe: it is not fooled, stalled, crashed or bloated. docs/SECURITY.md is the threat model.
 
 #[path = "../common/mod.rs"]
+#[macro_use]
 mod common;
 mod containerd;
 mod htree;

@@ -26,9 +26,7 @@ fn evidence<'a>(r: &'a Value, subject: &str) -> &'a Value {
 /// followed.
 #[test]
 fn hostpath_files_swapped_for_symlinks_to_etc_shadow() {
-    if !root_or_skip("hostpath_files_swapped_for_symlinks_to_etc_shadow") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-swap");
     for f in ["host/a.txt", "host/b.txt", "host/dir/shadow"] {
         s.write(f, "mine\n");
@@ -82,9 +80,7 @@ fn hostpath_files_swapped_for_symlinks_to_etc_shadow() {
 /// makes it (a relative symlink to a sibling `..<timestamp>` directory), and nothing else is followed.
 #[test]
 fn atomic_writer_data_pointed_outside_the_volume() {
-    if !root_or_skip("atomic_writer_data_pointed_outside_the_volume") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-data");
     let uid = "5eed5eed-0000-4000-8000-000000000001";
     let kubelet = s.path("kubelet");
@@ -163,9 +159,7 @@ fn atomic_writer_data_pointed_outside_the_volume() {
 /// and the disagreement is evidence.
 #[test]
 fn a_bundle_mount_source_naming_etc_shadow() {
-    if !root_or_skip("a_bundle_mount_source_naming_etc_shadow") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-source");
     let uid = "5eed5eed-0000-4000-8000-000000000002";
     let cid = "5eed".repeat(16);
@@ -187,7 +181,11 @@ fn a_bundle_mount_source_naming_etc_shadow() {
     s.bundle(
         "state",
         &cid,
-        &spec("container", "shop", "web-0", uid, "app", &sid, &cg, mounts),
+        &Pod::new("shop", "web-0", uid, &sid)
+            .container("app")
+            .cgroup(&cg)
+            .mounts(mounts)
+            .spec(),
     );
     s.sh(&format!(
         "cd {} && echo v2 > n && mv -f n ghost.txt",
@@ -231,16 +229,10 @@ fn own_overlay_root(s: &mut Scratch, uid: &str, cid: &str) -> u32 {
     s.bundle(
         "state",
         cid,
-        &spec(
-            "container",
-            "evil",
-            "mole-0",
-            uid,
-            "app",
-            cid,
-            &cg,
-            json!([]),
-        ),
+        &Pod::new("evil", "mole-0", uid, cid)
+            .container("app")
+            .cgroup(&cg)
+            .spec(),
     );
     pid
 }
@@ -251,9 +243,7 @@ fn own_overlay_root(s: &mut Scratch, uid: &str, cid: &str) -> u32 {
 /// is; this one is not in the host's table, so it is not walked, and a blind spot says so.
 #[test]
 fn layers_ignore_an_overlay_root_the_container_mounted_itself() {
-    if !root_or_skip("layers_ignore_an_overlay_root_the_container_mounted_itself") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-layers");
     let uid = "5eed5eed-0000-4000-8000-000000000003";
     let pid = own_overlay_root(&mut s, uid, &"3e7c".repeat(16));
@@ -288,9 +278,7 @@ fn layers_ignore_an_overlay_root_the_container_mounted_itself() {
 /// layers, so the pod is not among those who see it.
 #[test]
 fn who_ignores_an_overlay_root_the_container_mounted_itself() {
-    if !root_or_skip("who_ignores_an_overlay_root_the_container_mounted_itself") {
-        return;
-    }
+    require_root!();
     let mut s = Scratch::new("hostile-who");
     let uid = "5eed5eed-0000-4000-8000-000000000004";
     let pid = own_overlay_root(&mut s, uid, &"3e7d".repeat(16));
