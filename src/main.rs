@@ -310,7 +310,7 @@ fn main() {
             exit::OK
         }
         Err(e) => {
-            eprintln!("wonk: error: {e:#}");
+            eprintln!("wonk: error: {}", render::escape(&format!("{e:#}")));
             exit::FAILED
         }
     };
@@ -408,7 +408,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     eprintln!(
                         "{} {} ({}) {} -> errno {}",
                         g.first,
-                        g.comm,
+                        render::escape(&g.comm),
                         g.pid.unwrap_or(g.tid),
                         g.syscall,
                         g.errno

@@ -588,7 +588,12 @@ fn kmsg_loop(s: &Shared) {
                         period_over.store(true, Ordering::Relaxed);
                     });
                     let mut emit = |f: crate::finding::Finding| {
-                        tracing::info!(reason = f.kind, subject = %f.subject, summary = %f.summary, "kernel log");
+                        tracing::info!(
+                            reason = f.kind,
+                            subject = %crate::render::escape(&f.subject),
+                            summary = %crate::render::escape(&f.summary),
+                            "kernel log"
+                        );
                         s.metrics.kmsg_event(&f);
                     };
                     let out = crate::kmsg::follow_with(&ctx, f, &opts, &mut emit);

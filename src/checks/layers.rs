@@ -536,7 +536,7 @@ fn measure(
             if l.elapsed() > Duration::from_millis(200) {
                 eprint!(
                     "\r\x1b[K{}: {} files, {} directories",
-                    node_path.display(),
+                    crate::render::escape(&node_path.display().to_string()),
                     t.files,
                     t.dirs
                 );

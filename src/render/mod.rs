@@ -65,8 +65,38 @@ pub fn json<T: serde::Serialize>(w: &mut dyn Write, value: &T) -> io::Result<()>
 /// The width tables are laid out for.
 pub const WIDTH: usize = 100;
 
-/// Cuts a string to at most `max` characters, marking the cut with `…`.
+/// Makes text safe to print on a terminal: what a pod controls (a comm, a mount point, a kernel-log line) must
+/// not move the cursor, recolour the screen or start a line of its own. C0 controls, DEL and C1 controls are
+/// shown as escapes (`\e` for ESC, `\n`, `\t`, `\r`, others `\xNN`), and a backslash as `\\`, so that
+/// an escape shown is never ambiguous with text that looks like one. Everything wonk prints for people passes
+/// through here once: [`fit`] and [`wrap`] call it, and so must any other line printed raw. Bidirectional
+/// overrides, which reorder what follows them on screen, are shown as `\u{NNNN}`. Bytes that were not UTF-8
+/// reach here as U+FFFD (every reader decodes lossily), which is visible as it is.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let unsafe_char = |c: char| c.is_control() || c == '\\' || bidi(c);
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\x1b' => out.push_str("\\e"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if bidi(c) => out.push_str(&format!("\\u{{{:04x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Cuts a string to at most `max` characters, marking the cut with `…`; control characters escaped ([`escape`]).
 pub fn fit(s: &str, max: usize) -> String {
+    let s = &*escape(s);
     if s.chars().count() <= max {
         return s.to_string();
     }
@@ -75,7 +105,9 @@ pub fn fit(s: &str, max: usize) -> String {
 }
 
 /// Wraps text at spaces to `width` columns; a word longer than the width (a long path) is cut into pieces.
+/// Control characters are escaped first ([`escape`]), so a newline in the text never starts a line of its own.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let text = &*escape(text);
     let width = width.max(1);
     let mut lines = Vec::new();
     let mut cur = String::new();
@@ -139,8 +171,8 @@ fn shims_table(w: &mut dyn Write, details: &Value, style: Style) -> io::Result<(
             w,
             "{:<8} {:<3} {:<18} {:>8} {:>7}M {:>4}  {}",
             s["pid"].as_u64().unwrap_or(0),
-            s["version"].as_str().unwrap_or("-"),
-            s["class"].as_str().unwrap_or("-"),
+            fit(s["version"].as_str().unwrap_or("-"), 3),
+            fit(s["class"].as_str().unwrap_or("-"), 18),
             age,
             s["rss_kib"].as_u64().unwrap_or(0) / 1024,
             s["threads"].as_u64().unwrap_or(0),
@@ -229,7 +261,7 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
             "{} check {} failed: {}",
             style.severity(Severity::Critical),
             c.name,
-            c.error.as_deref().unwrap_or("")
+            escape(c.error.as_deref().unwrap_or(""))
         )?;
     }
     for a in &report.actions {
@@ -237,11 +269,9 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
             w,
             "{} {}",
             style.bold("did:"),
-            a.as_object().map_or(a.to_string(), |o| o
-                .values()
-                .map(scalar)
-                .collect::<Vec<_>>()
-                .join(" "))
+            escape(&a.as_object().map_or(a.to_string(), |o| {
+                o.values().map(scalar).collect::<Vec<_>>().join(" ")
+            }))
         )?;
     }
     if !report.blind_spots.is_empty() {
@@ -366,7 +396,10 @@ pub fn top(w: &mut dyn Write, top: &crate::top::Top, style: Style) -> io::Result
         writeln!(
             w,
             "not seen: {} {} file(s), e.g. {}: {}",
-            u.count, u.file, u.example, u.error
+            u.count,
+            u.file,
+            escape(&u.example),
+            escape(&u.error)
         )?;
     }
     Ok(())
@@ -407,10 +440,10 @@ pub fn filesystems(
             feat("large_dir"),
             feat("metadata_csum"),
             feat("casefold"),
-            v["mount_point"].as_str().unwrap_or("-")
+            escape(v["mount_point"].as_str().unwrap_or("-"))
         )?;
         if let Some(e) = v["error"].as_str() {
-            writeln!(w, "    {} {e}", style.dim("error:"))?;
+            writeln!(w, "    {} {}", style.dim("error:"), escape(e))?;
         }
     }
     Ok(())
@@ -418,7 +451,13 @@ pub fn filesystems(
 
 /// The human rendering of `wonk who`.
 pub fn who(w: &mut dyn Write, who: &crate::who::Who, style: Style) -> io::Result<()> {
-    writeln!(w, "{} {} ({})", style.bold("target:"), who.target, who.kind)?;
+    writeln!(
+        w,
+        "{} {} ({})",
+        style.bold("target:"),
+        escape(&who.target),
+        who.kind
+    )?;
     if let Some(p) = &who.process {
         kv_block(
             w,
@@ -441,8 +480,8 @@ pub fn who(w: &mut dyn Write, who: &crate::who::Who, style: Style) -> io::Result
                 w,
                 "{} {}  container {}",
                 style.bold("pod:"),
-                o.pod_label(),
-                o.container_label()
+                escape(&o.pod_label()),
+                escape(&o.container_label())
             )?;
             kv_block(
                 w,
@@ -479,7 +518,7 @@ pub fn who(w: &mut dyn Write, who: &crate::who::Who, style: Style) -> io::Result
         }
     }
     for n in &who.notes {
-        writeln!(w, "{} {n}", style.dim("note:"))?;
+        writeln!(w, "{} {}", style.dim("note:"), escape(n))?;
     }
     Ok(())
 }
@@ -497,6 +536,18 @@ mod tests {
             wrap("averyverylongword x", 5),
             vec!["avery", "veryl", "ongwo", "rd x"]
         );
+    }
+
+    #[test]
+    fn control_characters_are_shown_as_escapes() {
+        assert_eq!(escape("plain /path"), "plain /path");
+        assert_eq!(
+            escape("a\x1b[31mb\nc\td\re\x7ff\u{9b}g\\h\x00"),
+            "a\\e[31mb\\nc\\td\\re\\x7ff\\x9bg\\\\h\\x00"
+        );
+        assert_eq!(escape("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(fit("a\nb", 10), "a\\nb");
+        assert_eq!(wrap("one\ntwo", 100), vec!["one\\ntwo"]);
     }
 
     #[test]

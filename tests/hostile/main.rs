@@ -2,5 +2,6 @@
 //! command lines, mount tables, cgroups and the kernel-log lines it writes) with real kernel objects, and asserts
 //! that wonk stays safe: it is not fooled, stalled, crashed or bloated. docs/SECURITY.md is the threat model.
 
+mod bounds;
 #[path = "../common/mod.rs"]
 mod common;

@@ -1,0 +1,118 @@
+//! Attacks on what wonk prints and how much it holds: control characters a pod puts in names and kernel-log lines
+//! (they must not reach the terminal raw), attacker-sized input (findings, directories, depth: output and memory
+//! stay bounded), and numeric flags that must be refused, not panic.
+
+use crate::common::{root_or_skip, Scratch};
+use std::process::Command;
+
+/// wonk's stdout, raw bytes, and its exit code.
+fn wonk_raw(args: &[&str]) -> (i32, Vec<u8>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wonk"))
+        .args(args)
+        .args(["--color", "never"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().expect("wonk was killed by a signal"),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// No control byte but the line ends, and no line that begins with a severity label the attacker wrote.
+fn assert_no_raw_control(out: &[u8], forged_line: &str) {
+    if let Some(b) = out.iter().find(|&&b| (b < 0x20 && b != b'\n') || b == 0x7f) {
+        panic!(
+            "raw control byte {b:#04x} on stdout:\n{}",
+            String::from_utf8_lossy(out)
+        );
+    }
+    let text = String::from_utf8_lossy(out);
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "a C1 control reached stdout:\n{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with(forged_line)),
+        "a forged line reached stdout:\n{text}"
+    );
+}
+
+/// Attack: a process renames itself (`/proc/self/comm`, as `prctl(PR_SET_NAME)` does) to a name holding ESC and
+/// a newline; `who PID` and `top` print the comm. They must show `\e` and `\n`, not clear the screen or start a
+/// line of the attacker's.
+#[test]
+fn a_comm_with_escape_and_newline_is_escaped_in_who_and_top() {
+    if !root_or_skip("a_comm_with_escape_and_newline_is_escaped_in_who_and_top") {
+        return;
+    }
+    let mut s = Scratch::new("esc-comm");
+    // Only a process itself may write its comm.
+    let pid = s.spawn_cmd(Command::new("python3").arg("-c").arg(
+        "open('/proc/self/comm', 'wb').write(b'x\\x1b[2J\\nCRIT zz')\nimport time\ntime.sleep(100000)",
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read(format!("/proc/{pid}/comm")).unwrap() != b"x\x1b[2J\nCRIT zz\n" {
+        assert!(std::time::Instant::now() < deadline, "comm not set");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (code, out, err) = wonk_raw(&["who", &pid.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_no_raw_control(&out, "CRIT zz");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("x\\e[2J\\nCRIT zz"), "{text}");
+
+    let (code, out, err) = wonk_raw(&["top", "-d", "0.3", "--states", "S", "-g", "comm"]);
+    assert_eq!(code, 0, "{err}");
+    assert_no_raw_control(&out, "CRIT zz");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("x\\e[2J\\nCRIT zz"), "{text}");
+}
+
+/// Attack: a pod bind-mounts a file on a mount point whose name holds a newline and a whole forged table line
+/// (`CRIT  ghosts    kube-system/...`), then deletes the file. The ghost finding's subject is that mount point;
+/// the table must show it on one line with `\n`.
+#[test]
+fn a_mount_point_with_a_newline_cannot_forge_a_table_line() {
+    if !root_or_skip("a_mount_point_with_a_newline_cannot_forge_a_table_line") {
+        return;
+    }
+    let mut s = Scratch::new("esc-mnt");
+    let forged = "CRIT  ghosts    kube-system/coredns";
+    let mnt = s.path(&format!("root/a\n{forged}/evil"));
+    std::fs::create_dir_all(mnt.parent().unwrap()).unwrap();
+    std::fs::write(&mnt, "").unwrap();
+    let src = s.write("host/data.txt", "x\n");
+    s.spawn_ns(&format!(
+        "mount --bind '{}' '{}'",
+        src.display(),
+        mnt.display()
+    ));
+    std::fs::remove_file(&src).unwrap();
+    let (code, out, err) = wonk_raw(&["ghosts"]);
+    assert_eq!(code, 1, "{err}");
+    assert_no_raw_control(&out, forged);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains(&format!("a\\n{forged}/evil")), "{text}");
+}
+
+/// Attack: a kernel-log line carries a comm with ESC sequences (a hung task, an OOM kill; here from a saved
+/// dmesg, as `wonk kmsg FILE` reads it). The findings quote the comm and the line; both must be escaped.
+#[test]
+fn a_kernel_log_line_with_escapes_is_escaped_in_the_table() {
+    let s = Scratch::new("esc-kmsg");
+    let log = s.path("dmesg.txt");
+    std::fs::write(
+        &log,
+        b"[  100.000000] INFO: task ev\x1b[2Jil:4242 blocked for more than 122 seconds.\n\
+          [  100.000001] Memory cgroup out of memory: Killed process 4243 (ev\x1b]0;x\x07il) total-vm:812340kB, \
+          anon-rss:100kB, file-rss:1024kB, shmem-rss:0kB, UID:33 pgtables:1200kB oom_score_adj:-997\n",
+    )
+    .unwrap();
+    let (code, out, err) = wonk_raw(&["kmsg", &log.display().to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert_no_raw_control(&out, "CRIT");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("pid 4242 (ev\\e[2Jil)"), "{text}");
+    assert!(text.contains("ev\\e]0;x\\x07il"), "{text}");
+}
