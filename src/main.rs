@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
+use wonk::args::Seconds;
 use wonk::checks::{self, Context};
 use wonk::finding::exit;
 use wonk::host::Host;
@@ -177,21 +178,23 @@ struct ShimsArgs {
     #[arg(long, requires = "reap")]
     yes: bool,
     /// Judge only shims at least this many seconds old (younger ones may still be starting a container).
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(i64).range(0..=wonk::args::MAX_SECONDS as i64))]
     min_age: i64,
     /// Milliseconds CRI gets to answer (all calls together); wonk answers from disk without it.
-    #[arg(long, default_value_t = 300, value_name = "MS")]
+    #[arg(long, default_value_t = 300, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
     cri_timeout: u64,
 }
 
 #[derive(clap::Args)]
 struct TopArgs {
-    /// Samples per second.
-    #[arg(long, default_value_t = 20.0)]
+    /// Samples per second (at most 1000).
+    #[arg(long, default_value = "20", value_parser = wonk::args::hz)]
     hz: f64,
     /// Seconds to sample; 0 samples until Ctrl-C.
-    #[arg(short, long, default_value_t = 5.0)]
-    duration: f64,
+    #[arg(short, long, default_value = "5", value_name = "SECONDS", value_parser = Seconds::or_zero)]
+    duration: Seconds,
     /// Columns to group by, comma-separated.
     #[arg(
         short,
@@ -209,8 +212,8 @@ struct TopArgs {
 #[derive(clap::Args)]
 struct EnospcArgs {
     /// Seconds to watch; 0 watches until Ctrl-C.
-    #[arg(short, long, default_value_t = 0.0)]
-    duration: f64,
+    #[arg(short, long, default_value = "0", value_name = "SECONDS", value_parser = Seconds::or_zero)]
+    duration: Seconds,
     /// Errors to catch, by name or number (repeatable): ENOSPC, EDQUOT, ...
     #[arg(long, default_value = "ENOSPC")]
     errno: Vec<String>,
@@ -240,8 +243,8 @@ struct HtreeArgs {
     #[arg(long, default_value_t = 256 << 10, value_name = "BYTES")]
     min_size: u64,
     /// With --scan: stop after this many seconds (0: no limit); what was not read is listed.
-    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-    budget: f64,
+    #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = Seconds::or_zero)]
+    budget: Seconds,
 }
 
 #[derive(clap::Args)]
@@ -250,8 +253,8 @@ struct LayersArgs {
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     max_files: u64,
     /// Stop walking after this many seconds (0: no limit); figures are then lower bounds, marked as such.
-    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-    budget: f64,
+    #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = Seconds::or_zero)]
+    budget: Seconds,
     /// Largest directories to list per layer.
     #[arg(long, default_value_t = 3, value_name = "N")]
     top: usize,
@@ -360,17 +363,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             group_by,
             states,
         }) => {
-            if !(*hz > 0.0 && *hz <= 1000.0) {
-                anyhow::bail!("--hz {hz}: give a rate between 0 and 1000 samples per second");
-            }
-            if !(*duration >= 0.0 && duration.is_finite()) {
-                anyhow::bail!(
-                    "--duration {duration}: give a number of seconds, or 0 for until Ctrl-C"
-                );
-            }
             let opts = wonk::top::Options {
                 hz: *hz,
-                duration: (*duration > 0.0).then(|| std::time::Duration::from_secs_f64(*duration)),
+                duration: duration.limit(),
                 group_by: group_by.clone(),
                 states: states.chars().collect(),
             };
@@ -383,11 +378,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             return Ok(exit::OK);
         }
         Command::Enospc(EnospcArgs { duration, errno }) => {
-            if !(*duration >= 0.0 && duration.is_finite()) {
-                anyhow::bail!(
-                    "--duration {duration}: give a number of seconds, or 0 for until Ctrl-C"
-                );
-            }
             let errnos = errno
                 .iter()
                 .map(|e| {
@@ -399,7 +389,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let opts = wonk::enospc::Options {
-                duration: (*duration > 0.0).then(|| std::time::Duration::from_secs_f64(*duration)),
+                duration: duration.limit(),
                 errnos,
             };
             let json = cli.global.json;
@@ -492,7 +482,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 use std::io::IsTerminal;
                 let opts = checks::htree::ScanOptions {
                     min_dir_size: *min_size,
-                    budget: (*budget > 0.0).then(|| std::time::Duration::from_secs_f64(*budget)),
+                    budget: budget.limit(),
                     progress: !cli.global.json && std::io::stderr().is_terminal(),
                     min_severity: wonk::finding::Severity::Info,
                 };
@@ -541,12 +531,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             exact_bytes,
             dedup_memory,
         }) => {
-            if !(*budget >= 0.0 && budget.is_finite()) {
-                anyhow::bail!("--budget {budget}: give a number of seconds, or 0 for no limit");
-            }
             let check: Box<dyn checks::Check> = Box::new(checks::layers::Layers {
                 max_files: *max_files,
-                budget: (*budget > 0.0).then(|| std::time::Duration::from_secs_f64(*budget)),
+                budget: budget.limit(),
                 top: *top,
                 all: true,
                 progress: !cli.global.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),

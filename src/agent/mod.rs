@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod npd;
 
+use crate::args::Seconds;
 use crate::checks::{self, Check, Context};
 use crate::finding::{CheckOutput, Severity};
 use crate::host::{procfs, Host};
@@ -37,33 +38,33 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Set every check's interval at once (for tests and demos).
-    #[arg(long, value_name = "SECONDS")]
-    pub interval: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub interval: Option<Seconds>,
     /// Seconds between ghost-mount checks [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    pub ghosts_interval: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub ghosts_interval: Option<Seconds>,
     /// Seconds between shim checks [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    pub shims_interval: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub shims_interval: Option<Seconds>,
     /// Seconds between htree scans [default: 3600].
-    #[arg(long, value_name = "SECONDS")]
-    pub htree_interval: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub htree_interval: Option<Seconds>,
     /// Time budget of one htree scan [default: 30].
-    #[arg(long, value_name = "SECONDS")]
-    pub htree_budget: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub htree_budget: Option<Seconds>,
     /// Seconds between layer walks [default: 3600].
-    #[arg(long, value_name = "SECONDS")]
-    pub layers_interval: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub layers_interval: Option<Seconds>,
     /// Time budget of one layer walk [default: 30].
-    #[arg(long, value_name = "SECONDS")]
-    pub layers_budget: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub layers_budget: Option<Seconds>,
     /// Seconds between D-state samples of /proc [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    pub dstate_interval: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub dstate_interval: Option<Seconds>,
     /// The kernel log is followed without pause; every this many seconds the follower restarts with fresh
     /// attribution (new pods) [default: 300].
-    #[arg(long, value_name = "SECONDS")]
-    pub kmsg_interval: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub kmsg_interval: Option<Seconds>,
     /// Export at most N htree directories and N pods' layers [default: 20].
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
@@ -115,26 +116,19 @@ impl Default for Config {
     }
 }
 
-fn secs(key: &str, v: f64) -> anyhow::Result<Duration> {
-    if !(v > 0.0 && v.is_finite() && v < 1e9) {
-        anyhow::bail!("{key} = {v}: give a positive number of seconds");
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
 impl Config {
     /// Applies one `key = value` setting (the config file's keys are the flags' names, with `_` or `-`).
     pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
         let value = value.trim().trim_matches('"');
-        let num = || -> anyhow::Result<f64> {
-            value
-                .parse::<f64>()
-                .map_err(|_| anyhow::anyhow!("{key} = {value}: not a number"))
+        let secs = || -> anyhow::Result<Duration> {
+            Seconds::positive(value)
+                .map(Seconds::duration)
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))
         };
         match key.trim().replace('-', "_").as_str() {
             "listen" => self.listen = value.to_string(),
             "interval" => {
-                let d = secs(key, num()?)?;
+                let d = secs()?;
                 for f in [
                     &mut self.ghosts,
                     &mut self.shims,
@@ -146,14 +140,14 @@ impl Config {
                     *f = d;
                 }
             }
-            "ghosts_interval" => self.ghosts = secs(key, num()?)?,
-            "shims_interval" => self.shims = secs(key, num()?)?,
-            "htree_interval" => self.htree = secs(key, num()?)?,
-            "htree_budget" => self.htree_budget = secs(key, num()?)?,
-            "layers_interval" => self.layers = secs(key, num()?)?,
-            "layers_budget" => self.layers_budget = secs(key, num()?)?,
-            "dstate_interval" => self.dstate = secs(key, num()?)?,
-            "kmsg_interval" => self.kmsg = secs(key, num()?)?,
+            "ghosts_interval" => self.ghosts = secs()?,
+            "shims_interval" => self.shims = secs()?,
+            "htree_interval" => self.htree = secs()?,
+            "htree_budget" => self.htree_budget = secs()?,
+            "layers_interval" => self.layers = secs()?,
+            "layers_budget" => self.layers_budget = secs()?,
+            "dstate_interval" => self.dstate = secs()?,
+            "kmsg_interval" => self.kmsg = secs()?,
             "top" => {
                 self.top = value
                     .parse()
@@ -199,7 +193,7 @@ impl Config {
         if let Some(v) = a.interval {
             c.set("interval", &v.to_string())?;
         }
-        let flags: [(&str, Option<f64>); 8] = [
+        let flags: [(&str, Option<Seconds>); 8] = [
             ("ghosts_interval", a.ghosts_interval),
             ("shims_interval", a.shims_interval),
             ("htree_interval", a.htree_interval),
@@ -679,7 +673,7 @@ mod tests {
         .unwrap();
         let a = Args {
             config: Some(f.clone()),
-            shims_interval: Some(5.0),
+            shims_interval: Some(Seconds::positive("5").unwrap()),
             ..Default::default()
         };
         let c = Config::from_args(&a).unwrap();
@@ -691,7 +685,7 @@ mod tests {
         assert_eq!(c.htree_budget, Duration::from_secs(30));
         let a = Args {
             config: Some(f.clone()),
-            interval: Some(1.0),
+            interval: Some(Seconds::positive("1").unwrap()),
             ..Default::default()
         };
         assert_eq!(Config::from_args(&a).unwrap().htree, Duration::from_secs(1));
@@ -700,8 +694,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("line 1"));
-        std::fs::write(&f, "ghosts_interval = -1\n").unwrap();
-        assert!(Config::from_args(&a).is_err());
+        for bad in ["-1", "inf", "nan", "1e300", "0"] {
+            std::fs::write(&f, format!("ghosts_interval = {bad}\n")).unwrap();
+            let e = Config::from_args(&a).unwrap_err().to_string();
+            assert!(e.contains("line 1: ghosts_interval: "), "{e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(
             Config::from_args(&Args::default()).unwrap(),

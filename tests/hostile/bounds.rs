@@ -116,3 +116,130 @@ fn a_kernel_log_line_with_escapes_is_escaped_in_the_table() {
     assert!(text.contains("pid 4242 (ev\\e[2Jil)"), "{text}");
     assert!(text.contains("ev\\e]0;x\\x07il"), "{text}");
 }
+
+/// Every duration flag of every command, and the numeric flags beside them. Each value must be refused with
+/// clap's error naming the flag and wonk's exit code for bad arguments (3), never a panic (101) or a run (a
+/// duration of 1e-300 s rounds to 0: an agent that spins; `inf` and `1e300` panicked in `Duration`).
+const DURATION_FLAGS: &[(&[&str], &str, &[&str])] = &[
+    (
+        &["top"],
+        "--duration",
+        &["inf", "nan", "-1", "1e300", "1e-300"],
+    ),
+    (
+        &["top"],
+        "--hz",
+        &["inf", "nan", "-1", "0", "1e300", "1001"],
+    ),
+    (&["enospc"], "--duration", &["inf", "nan", "-1", "1e300"]),
+    (
+        &["htree", "--scan", "/tmp"],
+        "--budget",
+        &["inf", "nan", "-1", "1e300"],
+    ),
+    (&["layers"], "--budget", &["inf", "nan", "-1", "1e300"]),
+    (&["shims"], "--min-age", &["inf", "nan", "-1", "1e300"]),
+    (
+        &["shims"],
+        "--cri-timeout",
+        &["inf", "-1", "1e300", "18446744073709551615"],
+    ),
+    (
+        &["agent"],
+        "--interval",
+        &["inf", "nan", "-1", "0", "1e300", "1e-300"],
+    ),
+    (
+        &["agent"],
+        "--ghosts-interval",
+        &["inf", "nan", "-1", "0", "1e300"],
+    ),
+    (
+        &["agent"],
+        "--shims-interval",
+        &["inf", "nan", "-1", "0", "1e300"],
+    ),
+    (
+        &["agent"],
+        "--htree-interval",
+        &["inf", "nan", "-1", "0", "1e300"],
+    ),
+    (
+        &["agent"],
+        "--htree-budget",
+        &["inf", "nan", "-1", "0", "1e300"],
+    ),
+    (
+        &["agent"],
+        "--layers-interval",
+        &["inf", "nan", "-1", "0", "1e300"],
+    ),
+    (
+        &["agent"],
+        "--layers-budget",
+        &["inf", "nan", "-1", "0", "1e300"],
+    ),
+    (
+        &["agent"],
+        "--dstate-interval",
+        &["inf", "nan", "-1", "0", "1e300"],
+    ),
+    (
+        &["agent"],
+        "--kmsg-interval",
+        &["inf", "nan", "-1", "0", "1e300"],
+    ),
+    (&["agent"], "--top", &["inf", "-1", "1e300"]),
+    (&["layers"], "--top", &["-1", "1e300"]),
+    (&["layers"], "--max-files", &["-1", "1e300"]),
+    (&["layers"], "--dedup-memory", &["-1", "1e300"]),
+    (&["htree", "--scan", "/tmp"], "--min-size", &["-1", "1e300"]),
+    (&["htree", "/tmp"], "--name-len", &["-1", "1e300"]),
+];
+
+/// `timeout` bounds a run that the old code accepted (an agent that would run for ever).
+fn wonk_bounded(args: &[String]) -> (i32, String) {
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(env!("CARGO_BIN_EXE_wonk"))
+        .args(args)
+        .args(
+            ["--listen", "127.0.0.1:0"]
+                .iter()
+                .filter(|_| args[0] == "agent"),
+        )
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Attack (of a user's typo, or of a config file a pod can write into a hostPath): `inf`, `nan`, negative, zero
+/// where it means nothing, and huge values on every numeric flag.
+#[test]
+fn every_duration_and_numeric_flag_refuses_what_would_panic() {
+    let mut failures = Vec::new();
+    for (cmd, flag, values) in DURATION_FLAGS {
+        for v in *values {
+            let mut args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+            args.push(format!("{flag}={v}"));
+            let (code, err) = wonk_bounded(&args);
+            if code != 3 || !err.contains(flag) || err.contains("panicked") {
+                failures.push(format!("wonk {}: exit {code}: {err}", args.join(" ")));
+            }
+        }
+    }
+    // The agent's config file goes through the same parser, and its error names the line and the key.
+    let s = Scratch::new("flags");
+    for v in ["inf", "nan", "-1", "0", "1e300"] {
+        let conf = s.write("agent.conf", &format!("htree_budget = {v}\n"));
+        let args = vec!["agent".to_string(), format!("--config={}", conf.display())];
+        let (code, err) = wonk_bounded(&args);
+        if code != 3 || !err.contains("line 1: htree_budget") || err.contains("panicked") {
+            failures.push(format!("config htree_budget = {v}: exit {code}: {err}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
