@@ -243,3 +243,97 @@ fn every_duration_and_numeric_flag_refuses_what_would_panic() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Attack: a pod with CAP_SYS_ADMIN (or a user namespace) bind-mounts one file on 20,000 mount points in its
+/// own mount namespace and deletes the file: 20,000 ghost bind mounts. The report must stay bounded (100 listed
+/// per kind and namespace, the rest folded into one finding with their exact count), in JSON as in the table.
+#[test]
+fn twenty_thousand_deleted_bind_mounts_give_a_bounded_report() {
+    if !root_or_skip("twenty_thousand_deleted_bind_mounts_give_a_bounded_report") {
+        return;
+    }
+    const MOUNTS: usize = 20_000;
+    let mut s = Scratch::new("fold");
+    let src = s.write("host/data.txt", "x\n");
+    let targets = s.path("m");
+    std::fs::create_dir_all(&targets).unwrap();
+    for i in 0..MOUNTS {
+        std::fs::write(targets.join(format!("{i:05}")), "").unwrap();
+    }
+    // mount(2) 20,000 times from one process: a mount(8) per bind would take a minute.
+    let script = format!(
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfor i in range({MOUNTS}):\n    \
+         t = b'{}/%05d' % i\n    \
+         if libc.mount(b'{}', t, None, 4096, None) != 0:\n        raise OSError(ctypes.get_errno(), t)",
+        targets.display(),
+        src.display()
+    );
+    let pid = s.spawn_ns(&format!("python3 -c \"{script}\""));
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let ours = |p: &str| p.starts_with(&format!("{}/", targets.display()));
+    assert_eq!(
+        mountinfo
+            .lines()
+            .filter(|l| l.split(' ').nth(4).is_some_and(ours))
+            .count(),
+        MOUNTS
+    );
+    std::fs::remove_file(&src).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_wonk"))
+        .args(["ghosts", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.len() < 1 << 20,
+        "{} bytes of JSON",
+        out.stdout.len()
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = r["checks"][0]["findings"].as_u64().unwrap() as usize;
+    let folded = r["checks"][0]["folded"].as_u64().unwrap() as usize;
+    let findings = r["findings"].as_array().unwrap();
+    let listed = findings
+        .iter()
+        .filter(|f| f["subject"].as_str().is_some_and(ours))
+        .count();
+    assert_eq!(listed, 100, "{} findings listed", findings.len());
+    assert!(found >= MOUNTS, "{found}");
+    // Every finding is either listed or counted in a fold, exactly once.
+    let folds: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["evidence"]["folded"].is_u64())
+        .collect();
+    assert_eq!(
+        folds
+            .iter()
+            .map(|f| f["evidence"]["folded"].as_u64().unwrap() as usize)
+            .sum::<usize>(),
+        folded
+    );
+    assert_eq!(findings.len() - folds.len() + folded, found);
+    // Our group, namespace-less and of kind `deleted`: 100 listed, the other 19,900 in its fold (plus any
+    // namespace-less ghost of another process on this machine, listed or folded with them).
+    let ours_fold = folds
+        .iter()
+        .find(|f| f["kind"] == "deleted" && f["owner"].is_null())
+        .expect("a fold for the deleted mounts");
+    let others = found - MOUNTS;
+    let n = ours_fold["evidence"]["folded"].as_u64().unwrap() as usize;
+    assert!(
+        (MOUNTS - 100..=MOUNTS - 100 + others).contains(&n),
+        "{n} folded, {others} other findings"
+    );
+    assert!(ours_fold["summary"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("{n} more ghosts deleted findings")));
+
+    let (code, table, err) = wonk_raw(&["ghosts"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(table.len() < 1 << 20, "{} bytes of table", table.len());
+    let table = String::from_utf8_lossy(&table);
+    assert!(table.contains(&format!("{n} more deleted")), "{table}");
+    drop(s);
+}
