@@ -270,7 +270,7 @@ fn walk_dirs(top: &Path, dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
                     candidates
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(v.path.join(e.name));
+                        .push(v.path().join(e.name));
                 }
             }
         }

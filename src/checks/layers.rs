@@ -526,7 +526,7 @@ fn measure(
         }) {
             t.largest.push(DirSize {
                 entries: n,
-                path: v.path.display().to_string(),
+                path: v.path().display().to_string(),
             });
             t.largest.sort_by(|a, b| b.cmp(a));
             t.largest.truncate(opts.top);

@@ -337,3 +337,129 @@ fn twenty_thousand_deleted_bind_mounts_give_a_bounded_report() {
     assert!(table.contains(&format!("{n} more deleted")), "{table}");
     drop(s);
 }
+
+/// An emptyDir of a pod (uid `u1`) under a kubelet root of our own, for `wonk layers --kubelet-root`.
+fn empty_dir(s: &Scratch) -> std::path::PathBuf {
+    let vol = s.path("kubelet/pods/u1/volumes/kubernetes.io~empty-dir/vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    vol
+}
+
+/// Runs wonk (stdout to a file, so that a pipe never holds it up) and returns its exit code, its JSON and its
+/// peak resident memory in KiB, from wait4's rusage of that one child.
+#[allow(clippy::zombie_processes)] // wait4 reaps it, for its rusage
+fn wonk_peak(s: &Scratch, args: &[&str]) -> (i32, serde_json::Value, i64) {
+    let out = s.path("wonk.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_wonk"))
+        .args(args)
+        .arg("--json")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let (mut status, mut ru) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: wait4 on our own child, with valid pointers.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(libc::WIFEXITED(status), "wonk was killed: {status:#x}");
+    let v = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    (libc::WEXITSTATUS(status), v, ru.ru_maxrss)
+}
+
+/// The one layer `wonk layers` measured in our emptyDir.
+fn our_layer(r: &serde_json::Value, vol: &std::path::Path) -> serde_json::Value {
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            f["evidence"]["layers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|l| l["path"] == vol.display().to_string())
+        .unwrap_or_else(|| panic!("no layer {}: {r:#}", vol.display()))
+}
+
+/// Attack: a pod fills its emptyDir with 50,000 empty directories with 240-byte names. `layers` used to queue
+/// every one of them with its full path before reading any (about 20 MB more here, 130 MB for 300,000); the queue
+/// is now bounded, and the rest of a directory's subdirectories are read on from where it stopped.
+#[test]
+fn many_empty_directories_with_long_names_do_not_grow_the_walks_memory() {
+    if !root_or_skip("many_empty_directories_with_long_names_do_not_grow_the_walks_memory") {
+        return;
+    }
+    const DIRS: usize = 50_000;
+    let s = Scratch::new("wide");
+    let vol = empty_dir(&s);
+    let long = "x".repeat(234);
+    for i in 0..DIRS {
+        std::fs::create_dir(vol.join(format!("{i:06}{long}"))).unwrap();
+    }
+    let kubelet = s.s("kubelet");
+    let (code, r, peak_kib) = wonk_peak(&s, &["layers", "--kubelet-root", &kubelet]);
+    assert!(code <= 1, "exit {code}: {r:#}");
+    let l = our_layer(&r, &vol);
+    assert_eq!(
+        (
+            l["dirs"].as_u64(),
+            l["files"].as_u64(),
+            l["unreadable_dirs"].as_u64()
+        ),
+        (Some(DIRS as u64), Some(0), Some(0)),
+        "{l:#}"
+    );
+    assert_eq!(l["lower_bound"], false);
+    // The names alone are 12 MB; queued with their paths they took 30 MB of peak memory here, against 11 MB now.
+    assert!(peak_kib < 20 << 10, "peak RSS {peak_kib} KiB");
+}
+
+/// Attack: a pod makes a chain of directories 20,000 deep with 255-byte names (each made from the one above, so
+/// no path is ever long for the pod). A walk that builds every directory's full path copies 5 MB for the deepest
+/// alone and time quadratic in depth; the walk now keeps names, not paths, and is linear in depth. Its figures
+/// must be exact and it must finish (`timeout` only keeps a broken walk from hanging the test suite).
+#[test]
+fn a_deep_chain_of_long_names_is_walked_whole() {
+    if !root_or_skip("a_deep_chain_of_long_names_is_walked_whole") {
+        return;
+    }
+    const DEPTH: usize = 20_000;
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let s = Scratch::new("deep");
+    let vol = empty_dir(&s);
+    let name = "d".repeat(255);
+    let mut fd = rustix::fs::open(&vol, flags, Mode::empty()).unwrap();
+    for _ in 0..DEPTH {
+        rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        fd = rustix::fs::openat(&fd, name.as_str(), flags, Mode::empty()).unwrap();
+    }
+    let out = Command::new("timeout")
+        .args(["600", env!("CARGO_BIN_EXE_wonk"), "layers", "--json"])
+        .args(["--kubelet-root", &s.s("kubelet")])
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = our_layer(&r, &vol);
+    assert_eq!(
+        (
+            l["dirs"].as_u64(),
+            l["files"].as_u64(),
+            l["unreadable_dirs"].as_u64()
+        ),
+        (Some(DEPTH as u64), Some(0), Some(0)),
+        "{l:#}"
+    );
+    // The chain is removed from the bottom up, each level from the one above; Scratch removes the rest.
+    for _ in 0..DEPTH {
+        let up = rustix::fs::openat(&fd, "..", flags, Mode::empty()).unwrap();
+        rustix::fs::unlinkat(&up, name.as_str(), AtFlags::REMOVEDIR).unwrap();
+        fd = up;
+    }
+}
