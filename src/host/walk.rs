@@ -260,6 +260,30 @@ struct Read<'a> {
     unreadable: u64,
 }
 
+impl<'a> Read<'a> {
+    /// Queues `subdirs`, opened from `held`, and, from the cookie `more_from`, the rest of `node`'s.
+    fn queue(
+        &mut self,
+        node: Arc<Node>,
+        subdirs: Vec<Arc<Node>>,
+        more_from: Option<u64>,
+        held: Option<Arc<Held<'a>>>,
+    ) {
+        self.subdirs = subdirs
+            .into_iter()
+            .map(|node| Item::Read {
+                node,
+                parent: held.clone(),
+            })
+            .collect();
+        self.more = more_from.map(|from| Item::More {
+            node,
+            dir: held,
+            from,
+        });
+    }
+}
+
 fn worker(sh: &Shared) {
     loop {
         let item = {
@@ -393,8 +417,8 @@ fn read_one<'a>(sh: &Shared<'a>, node: Arc<Node>, parent: Option<Arc<Held<'a>>>)
     }
     (r.dirs, r.unreadable) = (1, 0);
     // One getdents64 call fills 64 KiB: a few calls for a directory of thousands of entries.
-    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
-    let mut d = RawDir::new(&fd, &mut buf);
+    let mut buf = Vec::<u8>::with_capacity(64 << 10);
+    let mut d = RawDir::new(&fd, buf.spare_capacity_mut());
     // The names of one part in one buffer: one allocation per part, not one per name.
     let (mut names, mut found) = (Vec::new(), Vec::with_capacity(PART.min(256)));
     let (mut n, mut subdirs, mut room, mut more_from) = (0u64, Vec::new(), room(sh), None);
@@ -446,18 +470,7 @@ fn read_one<'a>(sh: &Shared<'a>, node: Arc<Node>, parent: Option<Arc<Held<'a>>>)
         return r;
     }
     let held = hold(sh, fd);
-    r.subdirs = subdirs
-        .into_iter()
-        .map(|node| Item::Read {
-            node,
-            parent: held.clone(),
-        })
-        .collect();
-    r.more = more_from.map(|from| Item::More {
-        node,
-        dir: held,
-        from,
-    });
+    r.queue(node, subdirs, more_from, held);
     r
 }
 
@@ -502,8 +515,8 @@ fn read_more<'a>(
             r.unreadable = 1;
             return r;
         }
-        let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
-        let mut d = RawDir::new(raw, &mut buf);
+        let mut buf = Vec::<u8>::with_capacity(64 << 10);
+        let mut d = RawDir::new(raw, buf.spare_capacity_mut());
         let room = room(sh).max(1);
         let mut cookie = from;
         while let Some(Ok(e)) = d.next() {
@@ -523,18 +536,7 @@ fn read_more<'a>(
         Handle::Held(h) => Some(h),
         Handle::Own(f) => hold(sh, f),
     };
-    r.subdirs = subdirs
-        .into_iter()
-        .map(|node| Item::Read {
-            node,
-            parent: held.clone(),
-        })
-        .collect();
-    r.more = more_from.map(|from| Item::More {
-        node,
-        dir: held,
-        from,
-    });
+    r.queue(node, subdirs, more_from, held);
     r
 }
 
