@@ -377,7 +377,7 @@ fn job_loop(s: &Shared, job: Job) {
             Ok(Ok(out)) => {
                 s.metrics.record_run(job.name(), took, Ok(out));
                 if let Some(e) = &out.failed {
-                    tracing::warn!(check = job.name(), error = %e, "check failed");
+                    tracing::warn!(check = job.name(), error = %crate::render::escape(e), "check failed");
                 } else {
                     let worst = out.findings.iter().map(|f| f.severity).max();
                     tracing::debug!(
@@ -393,7 +393,7 @@ fn job_loop(s: &Shared, job: Job) {
             }
             Ok(Err(e)) => {
                 s.metrics.record_run(job.name(), took, Err(e));
-                tracing::warn!(check = job.name(), error = %e, "check failed");
+                tracing::warn!(check = job.name(), error = %crate::render::escape(e), "check failed");
             }
             Err(p) => {
                 let msg = p
@@ -402,7 +402,7 @@ fn job_loop(s: &Shared, job: Job) {
                     .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
                 s.metrics.record_run(job.name(), took, Err("panicked"));
-                tracing::error!(check = job.name(), panic = %msg, "check panicked");
+                tracing::error!(check = job.name(), panic = %crate::render::escape(&msg), "check panicked");
             }
         }
         write_textfile(s);
@@ -634,7 +634,7 @@ fn kmsg_loop(s: &Shared) {
             }
         };
         if let Some(e) = failed {
-            tracing::warn!(check = "kmsg", error = %e, "kernel log follower failed; retrying");
+            tracing::warn!(check = "kmsg", error = %crate::render::escape(&e), "kernel log follower failed; retrying");
             // Do not spin on a persistent failure.
             sleep_until(Instant::now() + s.config.kmsg.min(Duration::from_secs(60)));
         }
