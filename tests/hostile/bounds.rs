@@ -90,7 +90,7 @@ fn a_mount_point_with_a_newline_cannot_forge_a_table_line() {
     ));
     std::fs::remove_file(&src).unwrap();
     let (code, out, err) = wonk_raw(&["ghosts"]);
-    assert_eq!(code, 1, "{err}");
+    assert!(matches!(code, 1 | 2), "exit {code}: {err}");
     assert_no_raw_control(&out, forged);
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains(&format!("a\\n{forged}/evil")), "{text}");
@@ -284,7 +284,7 @@ fn twenty_thousand_deleted_bind_mounts_give_a_bounded_report() {
         .args(["ghosts", "--json"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert!(matches!(out.status.code(), Some(1 | 2)), "{:?}", out.status);
     assert!(
         out.stdout.len() < 1 << 20,
         "{} bytes of JSON",
@@ -294,12 +294,24 @@ fn twenty_thousand_deleted_bind_mounts_give_a_bounded_report() {
     let found = r["checks"][0]["findings"].as_u64().unwrap() as usize;
     let folded = r["checks"][0]["folded"].as_u64().unwrap() as usize;
     let findings = r["findings"].as_array().unwrap();
-    let listed = findings
+    assert!(found >= MOUNTS, "{found}");
+    let others = found - MOUNTS;
+    // Our group, namespace-less and of kind `deleted`: 100 listed, the other 19,900 in its fold. Other tests
+    // running beside this one may add namespace-less ghosts of their own to the group, listed or folded.
+    let group: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["kind"] == "deleted" && f["owner"].is_null())
+        .filter(|f| !f["evidence"]["folded"].is_u64())
+        .collect();
+    assert_eq!(group.len(), 100, "{} findings listed", findings.len());
+    let listed = group
         .iter()
         .filter(|f| f["subject"].as_str().is_some_and(ours))
         .count();
-    assert_eq!(listed, 100, "{} findings listed", findings.len());
-    assert!(found >= MOUNTS, "{found}");
+    assert!(
+        listed + others >= 100,
+        "{listed} of ours listed, {others} others"
+    );
     // Every finding is either listed or counted in a fold, exactly once.
     let folds: Vec<&serde_json::Value> = findings
         .iter()
@@ -313,13 +325,10 @@ fn twenty_thousand_deleted_bind_mounts_give_a_bounded_report() {
         folded
     );
     assert_eq!(findings.len() - folds.len() + folded, found);
-    // Our group, namespace-less and of kind `deleted`: 100 listed, the other 19,900 in its fold (plus any
-    // namespace-less ghost of another process on this machine, listed or folded with them).
     let ours_fold = folds
         .iter()
         .find(|f| f["kind"] == "deleted" && f["owner"].is_null())
         .expect("a fold for the deleted mounts");
-    let others = found - MOUNTS;
     let n = ours_fold["evidence"]["folded"].as_u64().unwrap() as usize;
     assert!(
         (MOUNTS - 100..=MOUNTS - 100 + others).contains(&n),
@@ -331,7 +340,7 @@ fn twenty_thousand_deleted_bind_mounts_give_a_bounded_report() {
         .contains(&format!("{n} more ghosts deleted findings")));
 
     let (code, table, err) = wonk_raw(&["ghosts"]);
-    assert_eq!(code, 1, "{err}");
+    assert!(matches!(code, 1 | 2), "exit {code}: {err}");
     assert!(table.len() < 1 << 20, "{} bytes of table", table.len());
     let table = String::from_utf8_lossy(&table);
     assert!(table.contains(&format!("{n} more deleted")), "{table}");
