@@ -7,8 +7,9 @@ use std::time::Duration;
 
 /// The longest duration a flag takes: a year. Longer is a typo, and an `Instant` plus it must not overflow.
 pub const MAX_SECONDS: f64 = 366.0 * 86_400.0;
-/// The shortest non-zero duration: a millisecond. Shorter rounds to a busy loop.
-pub const MIN_SECONDS: f64 = 0.001;
+/// The shortest non-zero duration: a microsecond. Much shorter rounds to a zero `Duration`, which would read as
+/// "no limit" for a budget.
+pub const MIN_SECONDS: f64 = 0.000_001;
 
 /// A number of seconds given by the user: finite, between [`MIN_SECONDS`] and [`MAX_SECONDS`], or zero where the
 /// flag gives zero a meaning ("no limit", "until Ctrl-C").
@@ -40,7 +41,7 @@ impl Seconds {
         }
         if !(MIN_SECONDS..=MAX_SECONDS).contains(&v) {
             return Err(format!(
-                "{s}: give between {MIN_SECONDS} and {MAX_SECONDS} seconds (a year)"
+                "{s}: give between 0.000001 and {MAX_SECONDS} seconds (a year)"
             ));
         }
         Ok(Seconds(Duration::from_secs_f64(v)))
