@@ -646,7 +646,7 @@ mod tests {
     #[test]
     fn a_wide_directory_queues_a_bounded_number_of_subdirectories_and_reads_on_for_the_rest() {
         // 1,000 subdirectories (each with one file) under one directory, walked with a queue of at most 10: every
-        // directory is read once, and the queue never holds more than the bound plus a batch per worker.
+        // directory is read once, and the queue never holds much more than the bound.
         let top = std::env::temp_dir().join(format!("wonk-walk-wide-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&top);
         for i in 0..1000 {
