@@ -10,6 +10,7 @@
 //! Ctrl-C and SIGTERM (through [`crate::stop`]), and panics (through `Drop`). Instances left by a wonk that was
 //! killed outright are removed at the next start.
 
+use crate::args::Seconds;
 use crate::finding::{utc, BlindSpot, CheckOutput, Finding, Severity};
 use crate::host::mountinfo;
 use crate::host::{procfs, Host};
@@ -573,8 +574,8 @@ pub const INVESTIGATION: Investigation = Investigation {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Seconds to watch; 0 watches until Ctrl-C.
-    #[arg(short, long, default_value_t = 0.0)]
-    duration: f64,
+    #[arg(short, long, default_value = "0", value_name = "SECONDS", value_parser = Seconds::or_zero)]
+    duration: Seconds,
     /// Errors to catch, by name or number (repeatable): ENOSPC, EDQUOT, ...
     #[arg(long, default_value = "ENOSPC")]
     errno: Vec<String>,
@@ -582,12 +583,6 @@ pub struct Args {
 
 fn run_command(m: &clap::ArgMatches, env: &mut Env) -> anyhow::Result<i32> {
     let a: Args = clap::FromArgMatches::from_arg_matches(m)?;
-    if !(a.duration >= 0.0 && a.duration.is_finite()) {
-        anyhow::bail!(
-            "--duration {}: give a number of seconds, or 0 for until Ctrl-C",
-            a.duration
-        );
-    }
     let errnos = a
         .errno
         .iter()
@@ -598,7 +593,7 @@ fn run_command(m: &clap::ArgMatches, env: &mut Env) -> anyhow::Result<i32> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = Options {
-        duration: (a.duration > 0.0).then(|| Duration::from_secs_f64(a.duration)),
+        duration: a.duration.limit(),
         errnos,
     };
     let json = env.json;

@@ -114,6 +114,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Value>,
     pub exit_code: i32,
+    /// Findings listed per check, kind and namespace before [`fold`] folds the rest ([`FOLD_AFTER`]).
+    #[serde(skip)]
+    pub fold_after: usize,
 }
 
 /// How one check went.
@@ -124,6 +127,10 @@ pub struct CheckRun {
     pub status: &'static str,
     pub error: Option<String>,
     pub findings: usize,
+    /// Findings beyond [`Report::fold_after`] per (kind, namespace), counted in the folded finding that stands
+    /// for them rather than listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub folded: usize,
     pub duration_ms: u64,
     #[serde(serialize_with = "serialize_pairs")]
     pub stats: Vec<(String, u64)>,
@@ -143,6 +150,120 @@ fn serialize_output<S: serde::Serializer>(
         Some(o) => o.to_json().serialize(s),
         None => s.serialize_none(),
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Findings listed per check, kind and Kubernetes namespace before the rest are folded into one finding.
+pub const FOLD_AFTER: usize = 100;
+
+/// Keeps at most `keep` findings of each (check, kind, namespace) and replaces the rest of each group with one
+/// finding that counts them, so that what a pod can multiply (bind mounts, cgroups, kernel-log lines) cannot make
+/// a report, its table or its JSON grow without bound. The most severe are kept, then by subject. The namespace is
+/// the owner's Kubernetes namespace: one tenant's findings can only fold its own, never another namespace's.
+/// Findings without a namespace (the host's, or a pod not known) share one group. Returns how many were folded.
+pub fn fold(findings: &mut Vec<Finding>, keep: usize) -> usize {
+    use std::collections::HashMap;
+    type Key = (&'static str, &'static str, Option<String>);
+    let key = |f: &Finding| -> Key {
+        (
+            f.check,
+            f.kind,
+            f.owner.as_ref().and_then(|o| o.namespace.clone()),
+        )
+    };
+    let mut sizes: HashMap<Key, usize> = HashMap::new();
+    for f in findings.iter() {
+        *sizes.entry(key(f)).or_default() += 1;
+    }
+    if sizes.values().all(|&n| n <= keep) {
+        return 0;
+    }
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.subject.cmp(&b.subject))
+    });
+    struct Folded {
+        count: usize,
+        worst: Severity,
+        by_severity: [usize; 3],
+        examples: Vec<String>,
+    }
+    let mut listed: HashMap<Key, usize> = HashMap::new();
+    let mut folded: Vec<(Key, Folded)> = Vec::new();
+    let mut index: HashMap<Key, usize> = HashMap::new();
+    let mut total = 0;
+    findings.retain(|f| {
+        let k = key(f);
+        let n = listed.entry(k.clone()).or_default();
+        if *n < keep {
+            *n += 1;
+            return true;
+        }
+        let i = *index.entry(k.clone()).or_insert_with(|| {
+            folded.push((
+                k,
+                Folded {
+                    count: 0,
+                    worst: f.severity,
+                    by_severity: [0; 3],
+                    examples: Vec::new(),
+                },
+            ));
+            folded.len() - 1
+        });
+        let g = &mut folded[i].1;
+        g.count += 1;
+        g.worst = g.worst.max(f.severity);
+        g.by_severity[f.severity as usize] += 1;
+        if g.examples.len() < 3 {
+            g.examples.push(f.subject.clone());
+        }
+        total += 1;
+        false
+    });
+    for ((check, kind, namespace), g) in folded {
+        let in_ns = namespace
+            .as_deref()
+            .map_or("outside any known namespace".to_string(), |n| {
+                format!("in namespace {n}")
+            });
+        findings.push(
+            Finding {
+                check,
+                kind,
+                severity: g.worst,
+                summary: format!(
+                    "{} more {check} {kind} findings {in_ns}, folded: the first {keep} are listed",
+                    g.count
+                ),
+                subject: format!("{} more {kind} ({in_ns})", g.count),
+                owner: namespace.map(|n| Owner {
+                    namespace: Some(n),
+                    ..Default::default()
+                }),
+                evidence: Vec::new(),
+                advice: vec![format!(
+                    "the listed {kind} findings show what the folded ones are; once those are dealt with, run wonk                      again to list the rest"
+                )],
+            }
+            .with("folded", g.count)
+            .with("listed", keep)
+            .with(
+                "folded_by_severity",
+                serde_json::json!({
+                    "critical": g.by_severity[Severity::Critical as usize],
+                    "warning": g.by_severity[Severity::Warning as usize],
+                    "info": g.by_severity[Severity::Info as usize],
+                }),
+            )
+            .with("folded_first_subjects", g.examples),
+        );
+    }
+    total
 }
 
 /// Exit codes, for scripts and monitoring plugins.
@@ -168,16 +289,20 @@ impl Report {
             blind_spots: Vec::new(),
             actions: Vec::new(),
             exit_code: exit::OK,
+            fold_after: FOLD_AFTER,
         }
     }
 
     /// Adds what a check returned and recomputes the exit code.
-    pub fn add(&mut self, name: &'static str, out: CheckOutput, duration: std::time::Duration) {
+    pub fn add(&mut self, name: &'static str, mut out: CheckOutput, duration: std::time::Duration) {
+        let found = out.findings.len();
+        let folded = fold(&mut out.findings, self.fold_after);
         self.checks.push(CheckRun {
             name,
             status: if out.failed.is_some() { "failed" } else { "ok" },
             error: out.failed,
-            findings: out.findings.len(),
+            findings: found,
+            folded,
             duration_ms: duration.as_millis() as u64,
             stats: out.stats,
             output: out.output,
@@ -295,6 +420,65 @@ mod tests {
             Default::default(),
         );
         assert_eq!(r.exit_code, exit::FAILED);
+    }
+
+    #[test]
+    fn findings_beyond_the_cap_fold_per_kind_and_namespace_with_exact_counts() {
+        let of = |ns: Option<&str>, sev: Severity, subject: String| Finding {
+            subject,
+            owner: ns.map(|n| Owner {
+                namespace: Some(n.into()),
+                pod: Some("p".into()),
+                ..Default::default()
+            }),
+            ..finding(sev)
+        };
+        let mut r = Report::new("ghosts", std::path::Path::new("/"));
+        r.fold_after = 10;
+        let mut findings: Vec<Finding> = (0..250)
+            .map(|i| of(Some("attacker"), Severity::Warning, format!("/m{i:04}")))
+            .collect();
+        findings.push(of(Some("attacker"), Severity::Critical, "/zzz".into()));
+        findings.extend((0..3).map(|i| of(Some("victim"), Severity::Warning, format!("/v{i}"))));
+        findings.extend((0..12).map(|i| of(None, Severity::Info, format!("/h{i:02}"))));
+        r.add(
+            "t",
+            CheckOutput {
+                findings,
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        assert_eq!((r.checks[0].findings, r.checks[0].folded), (266, 241 + 2));
+        let count = |ns: Option<&str>| {
+            r.findings
+                .iter()
+                .filter(|f| f.owner.as_ref().and_then(|o| o.namespace.as_deref()) == ns)
+                .count()
+        };
+        // 10 listed and one fold for the attacker; the victim's 3 untouched; the host's 10 and one fold.
+        assert_eq!(
+            (count(Some("attacker")), count(Some("victim")), count(None)),
+            (11, 3, 11)
+        );
+        assert!(
+            r.findings.iter().any(|f| f.subject == "/zzz"),
+            "the most severe is listed"
+        );
+        let fold = r
+            .findings
+            .iter()
+            .find(|f| f.evidence.iter().any(|(k, _)| k == "folded") && f.owner.is_some())
+            .unwrap();
+        let ev = |k: &str| &fold.evidence.iter().find(|(n, _)| n == k).unwrap().1;
+        assert_eq!(ev("folded"), &serde_json::json!(241));
+        assert_eq!(ev("folded_by_severity")["warning"], 241);
+        assert_eq!(ev("folded_first_subjects")[0], "/m0009");
+        assert_eq!(fold.severity, Severity::Warning);
+        assert_eq!(r.exit_code, exit::CRITICAL);
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains("\"folded\":243"));
     }
 
     #[test]

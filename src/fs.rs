@@ -49,10 +49,10 @@ pub fn table(w: &mut dyn Write, fss: &[FsInfo], style: Style) -> io::Result<()> 
             feat("large_dir"),
             feat("metadata_csum"),
             feat("casefold"),
-            v["mount_point"].as_str().unwrap_or("-")
+            crate::term::escape(v["mount_point"].as_str().unwrap_or("-"))
         )?;
         if let Some(e) = v["error"].as_str() {
-            writeln!(w, "    {} {e}", style.dim("error:"))?;
+            writeln!(w, "    {} {}", style.dim("error:"), crate::term::escape(e))?;
         }
     }
     Ok(())

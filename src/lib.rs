@@ -6,6 +6,7 @@
 //! `docs/ARCHITECTURE.md` is the map.
 
 pub mod agent;
+pub mod args;
 pub mod checks;
 #[cfg(feature = "cri")]
 pub mod cri;

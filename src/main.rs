@@ -183,7 +183,7 @@ fn main() {
             exit::OK
         }
         Err(e) => {
-            eprintln!("wonk: error: {e:#}");
+            eprintln!("wonk: error: {}", render::escape(&format!("{e:#}")));
             exit::FAILED
         }
     };

@@ -67,8 +67,9 @@ impl Style {
 /// The width tables are laid out for.
 pub const WIDTH: usize = 100;
 
-/// Cuts a string to at most `max` characters, marking the cut with `…`.
+/// Cuts a string to at most `max` characters, marking the cut with `…`; control characters escaped ([`escape`]).
 pub fn fit(s: &str, max: usize) -> String {
+    let s = &*escape(s);
     if s.chars().count() <= max {
         return s.to_string();
     }
@@ -77,13 +78,18 @@ pub fn fit(s: &str, max: usize) -> String {
 }
 
 /// Wraps text at spaces to `width` columns; a word longer than the width (a long path) is cut into pieces. Leading
-/// spaces (a right-aligned first column) are kept.
+/// spaces (a right-aligned first column) are kept. Control characters are escaped first ([`escape`]), so a
+/// newline in the text never starts a line of its own.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    wrap_escaped(&escape(text), width)
+}
+
+fn wrap_escaped(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let body = text.trim_start_matches(' ');
     let lead = text.len() - body.len();
     if lead > 0 && lead < width {
-        let mut lines = wrap(body, width - lead);
+        let mut lines = wrap_escaped(body, width - lead);
         if let Some(first) = lines.first_mut() {
             first.insert_str(0, &text[..lead]);
         }
@@ -116,11 +122,17 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// Text from the node (a comm, a mount point, a kernel-log line) as a terminal may show it: control characters
-/// are written visibly (`\e`, `\n`, `\t`, `\r`, `\\xNN`), so that no text a pod controls can move the cursor,
-/// colour the screen or forge a line of the table.
+/// Makes text safe to print on a terminal: what a pod controls (a comm, a mount point, a kernel-log line) must
+/// not move the cursor, recolour the screen or start a line of its own. C0 controls, DEL and C1 controls are
+/// shown as escapes (`\e` for ESC, `\n`, `\t`, `\r`, others `\xNN`), and a backslash as `\\`, so that
+/// an escape shown is never ambiguous with text that looks like one. Everything wonk prints for people passes
+/// through here once: [`fit`] and [`wrap`] call it, and so must any other line printed raw. Bidirectional
+/// overrides, which reorder what follows them on screen, are shown as `\u{NNNN}`. Bytes that were not UTF-8
+/// reach here as U+FFFD (every reader decodes lossily), which is visible as it is.
 pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let unsafe_char = |c: char| c.is_control() || c == '\\' || bidi(c);
+    if !s.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -130,7 +142,9 @@ pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if bidi(c) => out.push_str(&format!("\\u{{{:04x}}}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -189,5 +203,19 @@ mod tests {
         assert_eq!(wrap("abcdefgh", 3), ["abc", "def", "gh"]);
         // A right-aligned first column keeps its padding.
         assert_eq!(wrap("      40 | x", 20), ["      40 | x"]);
+        // Escaped once, whatever the indentation.
+        assert_eq!(wrap("  a\\b\nc", 20), ["  a\\\\b\\nc"]);
+    }
+
+    #[test]
+    fn control_characters_are_shown_as_escapes() {
+        assert_eq!(escape("plain /path"), "plain /path");
+        assert_eq!(
+            escape("a\x1b[31mb\nc\td\re\x7ff\u{9b}g\\h\x00"),
+            "a\\e[31mb\\nc\\td\\re\\x7ff\\x9bg\\\\h\\x00"
+        );
+        assert_eq!(escape("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(fit("a\nb", 10), "a\\nb");
+        assert_eq!(wrap("one\ntwo", 100), vec!["one\\ntwo"]);
     }
 }

@@ -6,6 +6,7 @@
 //! `syscall`, `wchan` and `stack` are read only for threads in the selected states, and only when a group
 //! column needs them. Owners are cached per pid.
 
+use crate::args::Seconds;
 use crate::host::{procfs, read_bounded, vanished, Host};
 use crate::investigation::Investigation;
 use crate::owner::{Attributor, Owner};
@@ -405,18 +406,9 @@ pub const INVESTIGATION: Investigation = Investigation {
     args: |c| <Args as clap::Args>::augment_args(c),
     run: |m, env| {
         let a: Args = clap::FromArgMatches::from_arg_matches(m)?;
-        if !(a.hz > 0.0 && a.hz <= 1000.0) {
-            anyhow::bail!("--hz {}: give a rate between 0 and 1000 samples per second", a.hz);
-        }
-        if !(a.duration >= 0.0 && a.duration.is_finite()) {
-            anyhow::bail!(
-                "--duration {}: give a number of seconds, or 0 for until Ctrl-C",
-                a.duration
-            );
-        }
         let opts = Options {
             hz: a.hz,
-            duration: (a.duration > 0.0).then(|| Duration::from_secs_f64(a.duration)),
+            duration: a.duration.limit(),
             group_by: a.group_by,
             states: a.states.chars().collect(),
         };
@@ -429,12 +421,12 @@ pub const INVESTIGATION: Investigation = Investigation {
 /// `wonk top` flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Samples per second.
-    #[arg(long, default_value_t = 20.0)]
+    /// Samples per second (at most 1000).
+    #[arg(long, default_value = "20", value_parser = crate::args::hz)]
     hz: f64,
     /// Seconds to sample; 0 samples until Ctrl-C.
-    #[arg(short, long, default_value_t = 5.0)]
-    duration: f64,
+    #[arg(short, long, default_value = "5", value_name = "SECONDS", value_parser = Seconds::or_zero)]
+    duration: Seconds,
     /// Columns to group by, comma-separated.
     #[arg(
         short,
@@ -478,7 +470,10 @@ pub fn table(w: &mut dyn Write, top: &Top, style: Style) -> io::Result<()> {
         writeln!(
             w,
             "not seen: {} {} file(s), e.g. {}: {}",
-            u.count, u.file, u.example, u.error
+            u.count,
+            u.file,
+            crate::term::escape(&u.example),
+            crate::term::escape(&u.error)
         )?;
     }
     Ok(())

@@ -3,7 +3,7 @@
 
 use crate::investigation::Investigation;
 use crate::owner::locate::{who, Who};
-use crate::term::{kv_block, wrap, Style, WIDTH};
+use crate::term::{escape, kv_block, wrap, Style, WIDTH};
 use serde_json::Value;
 use std::io::{self, Write};
 
@@ -29,7 +29,13 @@ pub struct Args {
 
 /// The human rendering of `wonk who`.
 pub fn table(w: &mut dyn Write, who: &Who, style: Style) -> io::Result<()> {
-    writeln!(w, "{} {} ({})", style.bold("target:"), who.target, who.kind)?;
+    writeln!(
+        w,
+        "{} {} ({})",
+        style.bold("target:"),
+        escape(&who.target),
+        who.kind
+    )?;
     if let Some(p) = &who.process {
         kv_block(
             w,
@@ -52,8 +58,8 @@ pub fn table(w: &mut dyn Write, who: &Who, style: Style) -> io::Result<()> {
                 w,
                 "{} {}  container {}",
                 style.bold("pod:"),
-                o.pod_label(),
-                o.container_label()
+                escape(&o.pod_label()),
+                escape(&o.container_label())
             )?;
             kv_block(
                 w,
@@ -90,7 +96,7 @@ pub fn table(w: &mut dyn Write, who: &Who, style: Style) -> io::Result<()> {
         }
     }
     for n in &who.notes {
-        writeln!(w, "{} {n}", style.dim("note:"))?;
+        writeln!(w, "{} {}", style.dim("note:"), escape(n))?;
     }
     crate::render::not_seen(w, &who.blind_spots, style)
 }

@@ -102,9 +102,12 @@ fn d_state_threads_with_their_kernel_stack() {
 #[test]
 fn bad_rates_are_refused() {
     for (args, named) in [
-        (&["top", "--hz", "0"][..], "--hz 0"),
-        (&["top", "--hz=-3", "-d", "1"][..], "--hz -3"),
-        (&["top", "--duration=-1", "--hz", "5"][..], "--duration -1"),
+        (&["top", "--hz", "0"][..], "'0' for '--hz"),
+        (&["top", "--hz=-3", "-d", "1"][..], "'-3' for '--hz"),
+        (
+            &["top", "--duration=-1", "--hz", "5"][..],
+            "'-1' for '--duration",
+        ),
     ] {
         let (code, _, err) = wonk(args);
         assert_eq!(code, 3, "{args:?}");

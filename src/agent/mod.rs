@@ -13,10 +13,12 @@ pub mod http;
 pub mod metrics;
 pub mod npd;
 
+use crate::args::Seconds;
 use crate::checks::{self, Context, Schedule, Settings, Unit};
 use crate::finding::{CheckOutput, Severity};
 use crate::host::Host;
 use crate::owner::Attributor;
+use crate::term::escape;
 use metrics::Metrics;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +39,8 @@ pub struct Flags {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Set every check's interval at once (for tests and demos).
-    #[arg(long, value_name = "SECONDS")]
-    pub interval: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = Seconds::positive)]
+    pub interval: Option<Seconds>,
     /// Export at most N htree directories and N pods' layers [default: 20].
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
@@ -57,7 +59,7 @@ pub struct Flags {
 #[derive(Debug, Clone, Default)]
 pub struct Args {
     pub flags: Flags,
-    pub seconds: Vec<(&'static str, f64)>,
+    pub seconds: Vec<(&'static str, Seconds)>,
 }
 
 /// Every seconds flag the checks declare, with its help.
@@ -90,7 +92,7 @@ impl clap::Args for Args {
                 clap::Arg::new(flag)
                     .long(flag)
                     .value_name("SECONDS")
-                    .value_parser(clap::value_parser!(f64))
+                    .value_parser(Seconds::positive)
                     .help(help),
             );
         }
@@ -106,7 +108,7 @@ impl clap::FromArgMatches for Args {
         let flags = Flags::from_arg_matches(m)?;
         let seconds = seconds_flags()
             .into_iter()
-            .filter_map(|(flag, _)| m.get_one::<f64>(flag).map(|v| (flag, *v)))
+            .filter_map(|(flag, _)| m.get_one::<Seconds>(flag).map(|v| (flag, *v)))
             .collect();
         Ok(Args { flags, seconds })
     }
@@ -137,26 +139,19 @@ impl Default for Config {
     }
 }
 
-fn secs(key: &str, v: f64) -> anyhow::Result<Duration> {
-    if !(v > 0.0 && v.is_finite() && v < 1e9) {
-        anyhow::bail!("{key} = {v}: give a positive number of seconds");
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
 impl Config {
     /// Applies one `key = value` setting (the config file's keys are the flags' names, with `_` or `-`).
     pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
         let value = value.trim().trim_matches('"');
-        let num = || -> anyhow::Result<f64> {
-            value
-                .parse::<f64>()
-                .map_err(|_| anyhow::anyhow!("{key} = {value}: not a number"))
+        let secs = || -> anyhow::Result<Duration> {
+            Seconds::positive(value)
+                .map(Seconds::duration)
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))
         };
         match key.trim().replace('_', "-").as_str() {
             "listen" => self.listen = value.to_string(),
             "interval" => {
-                let d = secs(key, num()?)?;
+                let d = secs()?;
                 for f in Settings::interval_flags() {
                     self.checks.set(f, d);
                 }
@@ -169,7 +164,7 @@ impl Config {
             "textfile" => self.textfile = Some(PathBuf::from(value)),
             "log-level" => self.log_level = value.to_string(),
             other => {
-                let d = secs(key, num()?)?;
+                let d = secs()?;
                 if !self.checks.set(other, d) {
                     anyhow::bail!("unknown setting {other:?}");
                 }
@@ -352,7 +347,7 @@ fn job_loop(s: &Shared, unit: &'static Unit) {
             Ok(Ok(out)) => {
                 s.metrics.record_run(unit.name, took, Ok(out));
                 if let Some(e) = &out.failed {
-                    tracing::warn!(check = unit.name, error = %e, "check failed");
+                    tracing::warn!(check = unit.name, error = %escape(e), "check failed");
                 } else {
                     let worst = out.findings.iter().map(|f| f.severity).max();
                     tracing::debug!(
@@ -368,7 +363,7 @@ fn job_loop(s: &Shared, unit: &'static Unit) {
             }
             Ok(Err(e)) => {
                 s.metrics.record_run(unit.name, took, Err(e));
-                tracing::warn!(check = unit.name, error = %e, "check failed");
+                tracing::warn!(check = unit.name, error = %escape(e), "check failed");
             }
             Err(p) => {
                 let msg = p
@@ -377,7 +372,7 @@ fn job_loop(s: &Shared, unit: &'static Unit) {
                     .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
                 s.metrics.record_run(unit.name, took, Err("panicked"));
-                tracing::error!(check = unit.name, panic = %msg, "check panicked");
+                tracing::error!(check = unit.name, panic = %escape(&msg), "check panicked");
             }
         }
         write_textfile(s);
@@ -477,7 +472,12 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
                         period_over.store(true, Ordering::Relaxed);
                     });
                     let mut emit = |f: crate::finding::Finding| {
-                        tracing::info!(reason = f.kind, subject = %f.subject, summary = %f.summary, "kernel log");
+                        tracing::info!(
+                            reason = f.kind,
+                            subject = %escape(&f.subject),
+                            summary = %escape(&f.summary),
+                            "kernel log"
+                        );
                         let mut sink = s.metrics.sink();
                         checks::kmsg::event_metrics(&f, &mut sink);
                         s.metrics.add_events(unit, sink);
@@ -512,7 +512,7 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
             }
         };
         if let Some(e) = failed {
-            tracing::warn!(check = unit.name, error = %e, "kernel log follower failed; retrying");
+            tracing::warn!(check = unit.name, error = %escape(&e), "kernel log follower failed; retrying");
             // Do not spin on a persistent failure.
             let period = s.config.checks.seconds(unit.schedule.flag());
             sleep_until(Instant::now() + period.min(Duration::from_secs(60)));
@@ -619,7 +619,7 @@ mod tests {
                 config: Some(f.clone()),
                 ..Default::default()
             },
-            seconds: vec![("shims-interval", 5.0)],
+            seconds: vec![("shims-interval", Seconds::positive("5").unwrap())],
         };
         let c = Config::from_args(&a).unwrap();
         let s = |k| c.checks.seconds(k);
@@ -632,7 +632,7 @@ mod tests {
         let a = Args {
             flags: Flags {
                 config: Some(f.clone()),
-                interval: Some(1.0),
+                interval: Some(Seconds::positive("1").unwrap()),
                 ..Default::default()
             },
             seconds: vec![],
@@ -649,8 +649,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("line 1"));
-        std::fs::write(&f, "ghosts_interval = -1\n").unwrap();
-        assert!(Config::from_args(&a).is_err());
+        for bad in ["-1", "inf", "nan", "1e300", "0"] {
+            std::fs::write(&f, format!("ghosts_interval = {bad}\n")).unwrap();
+            let e = Config::from_args(&a).unwrap_err().to_string();
+            assert!(e.contains("line 1: ghosts_interval: "), "{e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(
             Config::from_args(&Args::default()).unwrap(),

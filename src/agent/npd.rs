@@ -68,10 +68,11 @@ pub fn verdict(name: &str, out: &CheckOutput) -> (i32, String) {
         String::new()
     };
     // The tail (owner, count) matters more than the middle of a long path: cut the subject first.
-    let tail = format!("{who}{more}");
-    let head = format!("{name}: {} {}", f.kind, f.subject);
+    let tail = crate::term::escape(&format!("{who}{more}")).into_owned();
+    let head = crate::term::escape(&format!("{name}: {} {}", f.kind, f.subject)).into_owned();
     let room = MAX_MESSAGE.saturating_sub(tail.chars().count());
-    (PROBLEM, cut(&format!("{}{tail}", cut_to(&head, room))))
+    let message = format!("{}{tail}", cut_to(&head, room));
+    (PROBLEM, cut_to(&message, MAX_MESSAGE))
 }
 
 fn cut_to(s: &str, n: usize) -> String {
@@ -83,8 +84,9 @@ fn cut_to(s: &str, n: usize) -> String {
     t
 }
 
+/// NPD shows the message as the condition's text: control characters escaped, one line, within the limit.
 fn cut(s: &str) -> String {
-    cut_to(&s.replace('\n', " "), MAX_MESSAGE)
+    cut_to(&crate::term::escape(s), MAX_MESSAGE)
 }
 
 #[cfg(test)]
@@ -124,5 +126,33 @@ mod tests {
         let (code, msg) = verdict("htree", &failed);
         assert_eq!(code, UNKNOWN);
         assert_eq!(msg.chars().count(), 80);
+    }
+
+    #[test]
+    fn control_characters_are_escaped_in_the_message() {
+        let f = Finding {
+            check: "ghosts",
+            kind: "deleted",
+            severity: Severity::Warning,
+            summary: String::new(),
+            subject: "/a\x1b[2J\nCRIT x".into(),
+            owner: None,
+            evidence: vec![],
+            advice: vec![],
+        };
+        let out = CheckOutput {
+            findings: vec![f],
+            ..Default::default()
+        };
+        let (_, msg) = verdict("ghosts", &out);
+        assert_eq!(msg, "ghosts: deleted /a\\e[2J\\nCRIT x");
+        let failed = CheckOutput {
+            failed: Some("bad\x07\tname".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict("ghosts", &failed).1,
+            "ghosts: unknown: bad\\x07\\tname"
+        );
     }
 }

@@ -76,21 +76,39 @@ impl GhostKind {
     }
 }
 
-/// One stale bind mount, as the metrics count it.
+/// Stale bind mounts of one kind in one owner's namespaces, as the metrics count them.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Ghost {
+pub struct GhostCount {
     pub kind: GhostKind,
-    pub mount_point: String,
     pub owner: Option<Owner>,
+    pub mounts: u64,
 }
 
-/// What the check looked at.
+/// What the check looked at. Bounded whatever a pod mounts: one count per owner and kind, not one entry per mount
+/// (the findings list the mounts, folded beyond a cap).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct GhostsOutput {
     pub mount_namespaces: u64,
     pub bind_mounts_checked: u64,
     pub bind_mounts_shadowed_or_raced: u64,
-    pub ghosts: Vec<Ghost>,
+    pub ghosts: Vec<GhostCount>,
+}
+
+impl GhostsOutput {
+    fn count(&mut self, kind: GhostKind, owner: Option<&Owner>) {
+        match self
+            .ghosts
+            .iter_mut()
+            .find(|g| g.kind == kind && g.owner.as_ref() == owner)
+        {
+            Some(g) => g.mounts += 1,
+            None => self.ghosts.push(GhostCount {
+                kind,
+                owner: owner.cloned(),
+                mounts: 1,
+            }),
+        }
+    }
 }
 
 impl Output for GhostsOutput {
@@ -99,14 +117,10 @@ impl Output for GhostsOutput {
     }
 
     fn metrics(&self, sink: &mut Sink) {
-        let mut counts: std::collections::BTreeMap<metric::Labels, u64> = Default::default();
         for g in &self.ghosts {
             let mut k = metric::owner_labels(g.owner.as_ref());
             k.push(("kind".into(), g.kind.as_str().into()));
-            *counts.entry(k).or_default() += 1;
-        }
-        for (k, n) in counts {
-            sink.put("ghost_mounts", k, n as f64);
+            sink.put("ghost_mounts", k, g.mounts as f64);
         }
     }
 }
@@ -185,7 +199,7 @@ impl Check for Ghosts {
                 host_mounts,
                 host_stats: &host_stats,
             };
-            match scan.run(&mut out, &mut o.ghosts) {
+            match scan.run(&mut out, &mut o) {
                 Ok(Some(stats)) => {
                     o.mount_namespaces += 1;
                     o.bind_mounts_checked += stats.0;
@@ -249,7 +263,7 @@ impl NsScan<'_> {
     fn run(
         &self,
         out: &mut CheckOutput,
-        ghosts: &mut Vec<Ghost>,
+        counts: &mut GhostsOutput,
     ) -> io::Result<Option<(u64, u64)>> {
         let host = self.ctx.host;
         let Some((pid, data)) = self.read_mountinfo()? else {
@@ -336,11 +350,7 @@ impl NsScan<'_> {
                 if let Some(d) = disowned {
                     f = f.with("bundle_source_disagrees", display_bytes(&d));
                 }
-                ghosts.push(Ghost {
-                    kind,
-                    mount_point: f.subject.clone(),
-                    owner: f.owner.clone(),
-                });
+                counts.count(kind, f.owner.as_ref());
                 out.findings.push(f);
             }
         }

@@ -7,6 +7,7 @@
 //! kubelet's directories, within a time budget.
 
 use super::{Check, Context, Invocation, Npd, Setting, Settings, Unit};
+use crate::args::Seconds;
 use crate::ext4::htree::{self, HtreeReport, IndexReport};
 use crate::ext4::Ext4Error;
 use crate::finding::{BlindSpot, CheckOutput, Finding, Output, Severity};
@@ -80,18 +81,12 @@ pub struct Args {
     #[arg(long, default_value_t = 256 << 10, value_name = "BYTES")]
     min_size: u64,
     /// With --scan: stop after this many seconds (0: no limit); what was not read is listed.
-    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-    budget: f64,
+    #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = Seconds::or_zero)]
+    budget: Seconds,
 }
 
 fn from_args(m: &clap::ArgMatches, inv: &Invocation) -> anyhow::Result<Box<dyn Check>> {
     let a: Args = super::parse_args(m)?;
-    if !(a.budget >= 0.0 && a.budget.is_finite()) {
-        anyhow::bail!(
-            "--budget {}: give a number of seconds, or 0 for no limit",
-            a.budget
-        );
-    }
     let target = match a.scan {
         Some(mount) => Target::Mount(super::absolute(&mount, inv.host_root)?),
         None => Target::Paths(
@@ -106,7 +101,7 @@ fn from_args(m: &clap::ArgMatches, inv: &Invocation) -> anyhow::Result<Box<dyn C
         name_len: a.name_len,
         scan: ScanOptions {
             min_dir_size: a.min_size,
-            budget: (a.budget > 0.0).then(|| Duration::from_secs_f64(a.budget)),
+            budget: a.budget.limit(),
             progress: inv.progress(),
             min_severity: Severity::Info,
         },
@@ -664,7 +659,7 @@ fn walk_dirs(top: &Path, dev: u64, opts: &ScanOptions, start: Instant) -> Walk {
                     candidates
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(v.path.join(e.name));
+                        .push(v.path().join(e.name));
                 }
             }
         }

@@ -11,6 +11,7 @@
 //! are then an estimate, labelled as such with its standard error; `exact_bytes` stats every file.
 
 use super::{Check, Context, Invocation, Setting, Settings, Unit};
+use crate::args::Seconds;
 use crate::finding::{BlindSpot, CheckOutput, Finding, Output, Severity};
 use crate::host::walk::{self, DirVisit};
 use crate::host::{mountinfo, procfs};
@@ -62,8 +63,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     max_files: u64,
     /// Stop walking after this many seconds (0: no limit); figures are then lower bounds, marked as such.
-    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-    budget: f64,
+    #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = Seconds::or_zero)]
+    budget: Seconds,
     /// Largest directories to list per layer.
     #[arg(long, default_value_t = 3, value_name = "N")]
     top: usize,
@@ -79,15 +80,9 @@ pub struct Args {
 
 fn from_args(m: &clap::ArgMatches, inv: &Invocation) -> anyhow::Result<Box<dyn Check>> {
     let a: Args = super::parse_args(m)?;
-    if !(a.budget >= 0.0 && a.budget.is_finite()) {
-        anyhow::bail!(
-            "--budget {}: give a number of seconds, or 0 for no limit",
-            a.budget
-        );
-    }
     Ok(Box::new(Layers {
         max_files: a.max_files,
-        budget: (a.budget > 0.0).then(|| Duration::from_secs_f64(a.budget)),
+        budget: a.budget.limit(),
         top: a.top,
         all: true,
         progress: inv.progress(),
@@ -702,7 +697,7 @@ fn measure(
         }) {
             t.largest.push(DirSize {
                 entries: n,
-                path: v.path.display().to_string(),
+                path: v.path().display().to_string(),
             });
             t.largest.sort_by(|a, b| b.cmp(a));
             t.largest.truncate(opts.top);
@@ -712,7 +707,7 @@ fn measure(
             if l.elapsed() > Duration::from_millis(200) {
                 eprint!(
                     "\r\x1b[K{}: {} files, {} directories",
-                    node_path.display(),
+                    crate::term::escape(&node_path.display().to_string()),
                     t.files,
                     t.dirs
                 );

@@ -91,10 +91,12 @@ pub struct Args {
     #[arg(long, requires = "reap")]
     yes: bool,
     /// Judge only shims at least this many seconds old (younger ones may still be starting a container).
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(i64).range(0..=crate::args::MAX_SECONDS as i64))]
     min_age: i64,
     /// Milliseconds CRI gets to answer (all calls together); wonk answers from disk without it.
-    #[arg(long, default_value_t = 300, value_name = "MS")]
+    #[arg(long, default_value_t = 300, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
     cri_timeout: u64,
 }
 

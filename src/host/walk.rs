@@ -44,22 +44,38 @@ impl AsRef<Path> for Name<'_> {
     }
 }
 
-/// A directory being visited: its path, an open handle for `*at` calls, and its entries. A large directory is
-/// visited in several parts of at most [`PART`] entries each, one after another on the same thread, so that
-/// memory stays bounded however many entries a directory has; the last part carries the directory's total.
+/// A directory being visited: its place in the tree, an open handle for `*at` calls, and its entries. A large
+/// directory is visited in several parts of at most [`PART`] entries each, one after another on the same thread,
+/// so that memory stays bounded however many entries a directory has; the last part carries the directory's
+/// total.
 pub struct DirVisit<'a> {
-    pub path: &'a Path,
+    node: &'a Node,
     pub fd: &'a OwnedFd,
     pub entries: &'a [Entry<'a>],
     /// On the directory's last part: how many entries it has in all.
     pub total: Option<u64>,
 }
 
-/// Unreadable directories named in [`WalkStats::unreadable_sample`] at most.
-pub const UNREADABLE_SHOWN: usize = 16;
+impl DirVisit<'_> {
+    /// The directory's path, built from its ancestors' names when asked for (it costs as much as the directory
+    /// is deep; building it for every directory would make a deep chain cost time quadratic in its depth).
+    pub fn path(&self) -> PathBuf {
+        self.node.path()
+    }
+}
 
 /// Entries handed to a visitor at once.
 pub const PART: usize = 4096;
+
+/// Subdirectories waiting to be read, across the walk, beyond which a directory's further subdirectories are
+/// left where they are (in the directory, found again from a getdents cookie) instead of queued: a directory of
+/// a million subdirectories with long names costs the walk no more memory than one of a thousand.
+const MAX_PENDING: usize = 4096;
+/// Subdirectories queued from one directory at a time.
+const BATCH: usize = 256;
+
+/// Unreadable directories named in [`WalkStats::unreadable_sample`] at most.
+pub const UNREADABLE_SHOWN: usize = 16;
 
 /// What a walk saw of its own progress.
 #[derive(Debug, Default, Clone)]
@@ -73,10 +89,52 @@ pub struct WalkStats {
     pub other_fs: u64,
     /// The deadline stopped the walk: what was counted is a lower bound.
     pub stopped: bool,
+    /// The most directories (and continuations) that waited at once.
+    pub peak_pending: usize,
 }
 
-/// An open directory kept for its subdirectories' `openat`; counted, so that a wide and deep tree cannot hold
-/// more than `MAX_HELD` descriptors at once.
+/// A directory's place in the tree: its name and its parent. Paths are built from it only on request.
+pub struct Node {
+    parent: Option<Arc<Node>>,
+    /// The top's path for the top; one name below it.
+    name: Box<OsStr>,
+}
+
+impl Node {
+    fn path(&self) -> PathBuf {
+        let mut names = vec![&*self.name];
+        let mut n = self;
+        while let Some(p) = &n.parent {
+            names.push(&p.name);
+            n = p;
+        }
+        names.iter().rev().collect()
+    }
+
+    /// The path below the top, for `openat2` from the top's handle.
+    fn relative(&self) -> PathBuf {
+        let mut names = Vec::new();
+        let mut n = self;
+        while let Some(p) = &n.parent {
+            names.push(&*n.name);
+            n = p;
+        }
+        names.iter().rev().collect()
+    }
+}
+
+impl Drop for Node {
+    /// Without this, dropping the last node of a chain 100,000 directories deep would recurse 100,000 times.
+    fn drop(&mut self) {
+        let mut next = self.parent.take();
+        while let Some(p) = next {
+            next = Arc::into_inner(p).and_then(|mut n| n.parent.take());
+        }
+    }
+}
+
+/// An open directory kept for its subdirectories' `openat` and for reading its further subdirectories; counted,
+/// so that a wide and deep tree cannot hold more than `MAX_HELD` descriptors at once.
 struct Held<'a> {
     fd: OwnedFd,
     count: &'a AtomicUsize,
@@ -92,10 +150,19 @@ impl Drop for Held<'_> {
 /// (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`).
 const MAX_HELD: usize = 256;
 
-/// A directory to read: its path, and its parent's handle when one is held.
-struct Item<'a> {
-    path: PathBuf,
-    parent: Option<Arc<Held<'a>>>,
+/// Work for a worker.
+enum Item<'a> {
+    /// A directory to read, with its parent's handle when one is held.
+    Read {
+        node: Arc<Node>,
+        parent: Option<Arc<Held<'a>>>,
+    },
+    /// A directory read already, whose subdirectories from the getdents cookie `from` on are still to be queued.
+    More {
+        node: Arc<Node>,
+        dir: Option<Arc<Held<'a>>>,
+        from: u64,
+    },
 }
 
 struct Queue<'a> {
@@ -109,12 +176,14 @@ struct Queue<'a> {
 /// What every worker shares.
 struct Shared<'a> {
     q: Mutex<Queue<'a>>,
+    /// `q.pending.len()`, readable without the lock.
+    queued: AtomicUsize,
     cv: Condvar,
-    top: &'a Path,
     top_fd: OwnedFd,
     dev: u64,
     held: &'a AtomicUsize,
     max_held: usize,
+    max_pending: usize,
     deadline: Option<Instant>,
     visit: &'a (dyn Fn(&DirVisit) + Sync),
 }
@@ -125,22 +194,24 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC);
 
 /// Walks `top` with `threads` workers until done or `deadline`. `visit` runs on the workers; it may be called
-/// for different directories at once.
+/// for different directories at once. Directories are taken depth first, and memory is bounded: at most
+/// [`MAX_PENDING`] (plus a batch per worker) subdirectories wait, each as its name and its parent's node.
 pub fn walk(
     top: &Path,
     threads: usize,
     deadline: Option<Instant>,
     visit: &(dyn Fn(&DirVisit) + Sync),
 ) -> WalkStats {
-    walk_holding(top, threads, deadline, visit, MAX_HELD)
+    walk_with(top, threads, deadline, visit, MAX_HELD, MAX_PENDING)
 }
 
-fn walk_holding(
+fn walk_with(
     top: &Path,
     threads: usize,
     deadline: Option<Instant>,
     visit: &(dyn Fn(&DirVisit) + Sync),
     max_held: usize,
+    max_pending: usize,
 ) -> WalkStats {
     let unreadable = WalkStats {
         unreadable: 1,
@@ -155,20 +226,24 @@ fn walk_holding(
     let held = AtomicUsize::new(0);
     let sh = Shared {
         q: Mutex::new(Queue {
-            pending: vec![Item {
-                path: top.to_path_buf(),
+            pending: vec![Item::Read {
+                node: Arc::new(Node {
+                    parent: None,
+                    name: top.as_os_str().into(),
+                }),
                 parent: None,
             }],
             active: 0,
             idle: 0,
             stats: WalkStats::default(),
         }),
+        queued: AtomicUsize::new(1),
         cv: Condvar::new(),
-        top,
         top_fd,
         dev: st.st_dev,
         held: &held,
         max_held,
+        max_pending,
         deadline,
         visit,
     };
@@ -181,6 +256,45 @@ fn walk_holding(
     q.stats
 }
 
+/// What reading one directory (or more of one) gave: its subdirectories to queue, then, when it had more than
+/// could be queued, where to go on; its entry count; whether it was a directory read (not a continuation) and
+/// could be read.
+struct Read<'a> {
+    subdirs: Vec<Item<'a>>,
+    more: Option<Item<'a>>,
+    entries: u64,
+    dirs: u64,
+    unreadable: u64,
+    /// Why the directory could not be read (or not to the end), when it could not.
+    failed: Option<(Arc<Node>, String)>,
+    /// Another filesystem is mounted on it.
+    other_fs: bool,
+}
+
+impl<'a> Read<'a> {
+    /// Queues `subdirs`, opened from `held`, and, from the cookie `more_from`, the rest of `node`'s.
+    fn queue(
+        &mut self,
+        node: Arc<Node>,
+        subdirs: Vec<Arc<Node>>,
+        more_from: Option<u64>,
+        held: Option<Arc<Held<'a>>>,
+    ) {
+        self.subdirs = subdirs
+            .into_iter()
+            .map(|node| Item::Read {
+                node,
+                parent: held.clone(),
+            })
+            .collect();
+        self.more = more_from.map(|from| Item::More {
+            node,
+            dir: held,
+            from,
+        });
+    }
+}
+
 fn worker(sh: &Shared) {
     loop {
         let item = {
@@ -190,6 +304,7 @@ fn worker(sh: &Shared) {
                     if !g.pending.is_empty() {
                         g.stats.stopped = true;
                         g.pending.clear();
+                        sh.queued.store(0, Ordering::Relaxed);
                     }
                     sh.cv.notify_all();
                     if g.active == 0 {
@@ -197,6 +312,7 @@ fn worker(sh: &Shared) {
                     }
                 }
                 if let Some(d) = g.pending.pop() {
+                    sh.queued.store(g.pending.len(), Ordering::Relaxed);
                     g.active += 1;
                     break d;
                 }
@@ -209,25 +325,32 @@ fn worker(sh: &Shared) {
                 g.idle -= 1;
             }
         };
-        let (subdirs, n, failed) = read_one(sh, item);
+        let mut r = match item {
+            Item::Read { node, parent } => read_one(sh, node, parent),
+            Item::More { node, dir, from } => read_more(sh, node, dir, from),
+        };
         let mut g = sh.q.lock().unwrap_or_else(|e| e.into_inner());
         g.active -= 1;
-        g.stats.entries += n;
-        match failed {
-            Outcome::Read => g.stats.dirs += 1,
-            Outcome::OtherFs => g.stats.other_fs += 1,
-            Outcome::Failed(path, why) => {
-                g.stats.unreadable += 1;
-                if g.stats.unreadable_sample.len() < UNREADABLE_SHOWN {
-                    g.stats.unreadable_sample.push((path, why));
-                }
+        g.stats.dirs += r.dirs;
+        g.stats.entries += r.entries;
+        g.stats.unreadable += r.unreadable;
+        g.stats.other_fs += u64::from(r.other_fs);
+        if let Some((node, why)) = r.failed.take() {
+            if g.stats.unreadable_sample.len() < UNREADABLE_SHOWN {
+                g.stats.unreadable_sample.push((node.path(), why));
             }
         }
-        // One idle worker per new directory beyond the one this worker takes next; everyone when the walk is over.
-        for _ in 0..g.idle.min(subdirs.len().saturating_sub(1)) {
+        let new = r.subdirs.len() + usize::from(r.more.is_some());
+        // One idle worker per new item beyond the one this worker takes next; everyone when the walk is over.
+        for _ in 0..g.idle.min(new.saturating_sub(1)) {
             sh.cv.notify_one();
         }
-        g.pending.extend(subdirs);
+        // The continuation goes under the subdirectories: they (and what is below them) are taken first, so
+        // that what waits stays bounded.
+        g.pending.extend(r.more);
+        g.pending.extend(r.subdirs);
+        sh.queued.store(g.pending.len(), Ordering::Relaxed);
+        g.stats.peak_pending = g.stats.peak_pending.max(g.pending.len());
         if g.active == 0 && g.pending.is_empty() {
             sh.cv.notify_all();
         }
@@ -236,11 +359,11 @@ fn worker(sh: &Shared) {
 
 /// Opens a directory from its parent's handle, or, for the top and when no parent is held, without following
 /// any symlink below the top.
-fn open_dir(sh: &Shared, item: &Item) -> Option<OwnedFd> {
-    if let (Some(p), Some(name)) = (&item.parent, item.path.file_name()) {
-        return rustix::fs::openat(&p.fd, name, DIR_FLAGS, Mode::empty()).ok();
+fn open_dir(sh: &Shared, node: &Node, parent: Option<&Held>) -> Option<OwnedFd> {
+    if let (Some(p), Some(_)) = (parent, &node.parent) {
+        return rustix::fs::openat(&p.fd, &*node.name, DIR_FLAGS, Mode::empty()).ok();
     }
-    let rel = item.path.strip_prefix(sh.top).ok()?;
+    let rel = node.relative();
     if rel.as_os_str().is_empty() {
         return rustix::fs::openat(&sh.top_fd, ".", DIR_FLAGS, Mode::empty()).ok();
     }
@@ -248,43 +371,84 @@ fn open_dir(sh: &Shared, item: &Item) -> Option<OwnedFd> {
         | ResolveFlags::NO_SYMLINKS
         | ResolveFlags::NO_XDEV
         | ResolveFlags::NO_MAGICLINKS;
-    match rustix::fs::openat2(&sh.top_fd, rel, DIR_FLAGS, Mode::empty(), resolve) {
+    match rustix::fs::openat2(&sh.top_fd, &rel, DIR_FLAGS, Mode::empty(), resolve) {
         // Before Linux 5.6: as safe as a path can be opened without openat2 (the last component not followed).
         Err(rustix::io::Errno::NOSYS) => {
-            rustix::fs::openat(&sh.top_fd, rel, DIR_FLAGS, Mode::empty()).ok()
+            rustix::fs::openat(&sh.top_fd, &rel, DIR_FLAGS, Mode::empty()).ok()
         }
         r => r.ok(),
     }
 }
 
-/// How reading a directory went.
-enum Outcome {
-    Read,
-    /// Another filesystem is mounted on it.
-    OtherFs,
-    /// It could not be opened or listed to the end: its path, and why.
-    Failed(PathBuf, String),
+/// How many subdirectories a directory may queue now: a batch, less when the queue is near its bound.
+fn room(sh: &Shared) -> usize {
+    BATCH.min(
+        sh.max_pending
+            .saturating_sub(sh.queued.load(Ordering::Relaxed)),
+    )
 }
 
-/// Reads one directory; returns its subdirectories on the same device, its entry count, and how it went.
-fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, Outcome) {
-    let Some(fd) = open_dir(sh, &item) else {
-        let why = "cannot open it".to_string();
-        return (Vec::new(), 0, Outcome::Failed(item.path, why));
+/// The handle a directory's subdirectories are opened from and its continuation reads, when one may be held.
+fn hold<'a>(sh: &Shared<'a>, fd: OwnedFd) -> Option<Arc<Held<'a>>> {
+    if sh.held.fetch_add(1, Ordering::Relaxed) < sh.max_held {
+        return Some(Arc::new(Held { fd, count: sh.held }));
+    }
+    sh.held.fetch_sub(1, Ordering::Relaxed);
+    None
+}
+
+fn child(node: &Arc<Node>, name: &[u8]) -> Arc<Node> {
+    Arc::new(Node {
+        parent: Some(node.clone()),
+        name: OsStr::from_bytes(name).into(),
+    })
+}
+
+/// The entry's type, from getdents or, where the filesystem does not say, from `statat`.
+fn kind_of(fd: &OwnedFd, e: &rustix::fs::RawDirEntry) -> FileType {
+    let kind = e.file_type();
+    if kind != FileType::Unknown {
+        return kind;
+    }
+    rustix::fs::statat(fd, e.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+        .map_or(kind, |st| FileType::from_raw_mode(st.st_mode))
+}
+
+/// Reads one directory: hands its entries to the visitor, queues up to [`room`] of its subdirectories, and when
+/// it has more, returns where to go on reading them.
+fn read_one<'a>(sh: &Shared<'a>, node: Arc<Node>, parent: Option<Arc<Held<'a>>>) -> Read<'a> {
+    let mut r = Read {
+        subdirs: Vec::new(),
+        more: None,
+        entries: 0,
+        dirs: 0,
+        unreadable: 1,
+        failed: None,
+        other_fs: false,
     };
-    drop(item.parent);
-    let dir = item.path;
+    let Some(fd) = open_dir(sh, &node, parent.as_deref()) else {
+        r.failed = Some((node, "cannot open it".into()));
+        return r;
+    };
+    drop(parent);
     match rustix::fs::fstat(&fd) {
         Ok(st) if st.st_dev == sh.dev => {}
-        Ok(_) => return (Vec::new(), 0, Outcome::OtherFs),
-        Err(e) => return (Vec::new(), 0, Outcome::Failed(dir, format!("stat: {e}"))),
+        Ok(_) => {
+            (r.unreadable, r.other_fs) = (0, true);
+            return r;
+        }
+        Err(e) => {
+            r.failed = Some((node, format!("stat: {e}")));
+            return r;
+        }
     }
+    (r.dirs, r.unreadable) = (1, 0);
     // One getdents64 call fills 64 KiB: a few calls for a directory of thousands of entries.
-    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 << 10];
-    let mut d = RawDir::new(&fd, &mut buf);
+    let mut buf = Vec::<u8>::with_capacity(64 << 10);
+    let mut d = RawDir::new(&fd, buf.spare_capacity_mut());
     // The names of one part in one buffer: one allocation per part, not one per name.
     let (mut names, mut found) = (Vec::new(), Vec::with_capacity(PART.min(256)));
-    let (mut n, mut subdirs) = (0u64, Vec::new());
+    let (mut n, mut subdirs, mut room, mut more_from) = (0u64, Vec::new(), room(sh), None);
     let visit = |names: &[u8], found: &[(usize, usize, FileType, u64)], total: Option<u64>| {
         let entries: Vec<Entry> = found
             .iter()
@@ -295,12 +459,14 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, Outcome
             })
             .collect();
         (sh.visit)(&DirVisit {
-            path: &dir,
+            node: &node,
             fd: &fd,
             entries: &entries,
             total,
         });
     };
+    // The cookie after the last entry looked at: where a continuation starts when the queue is full.
+    let mut cookie = 0;
     let mut failed = None;
     while let Some(e) = d.next() {
         let e = match e {
@@ -312,17 +478,18 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, Outcome
             }
         };
         let name = e.file_name().to_bytes();
+        let at = std::mem::replace(&mut cookie, e.next_entry_cookie());
         if name == b"." || name == b".." {
             continue;
         }
-        let mut kind = e.file_type();
-        if kind == FileType::Unknown {
-            if let Ok(st) = rustix::fs::statat(&fd, e.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
-                kind = FileType::from_raw_mode(st.st_mode);
+        let kind = kind_of(&fd, &e);
+        if kind == FileType::Directory && more_from.is_none() {
+            if room > 0 {
+                subdirs.push(child(&node, name));
+                room -= 1;
+            } else {
+                more_from = Some(at);
             }
-        }
-        if kind == FileType::Directory {
-            subdirs.push(dir.join(OsStr::from_bytes(name)));
         }
         found.push((names.len(), name.len(), kind, e.ino()));
         names.extend_from_slice(name);
@@ -334,26 +501,85 @@ fn read_one<'a>(sh: &Shared<'a>, item: Item<'a>) -> (Vec<Item<'a>>, u64, Outcome
         }
     }
     visit(&names, &found, Some(n));
-    let failed = match failed {
-        None => Outcome::Read,
-        Some(why) => Outcome::Failed(dir.clone(), why),
+    r.entries = n;
+    if let Some(why) = failed {
+        (r.dirs, r.unreadable) = (0, 1);
+        r.failed = Some((node.clone(), why));
+    }
+    if subdirs.is_empty() && more_from.is_none() {
+        return r;
+    }
+    let held = hold(sh, fd);
+    r.queue(node, subdirs, more_from, held);
+    r
+}
+
+/// A directory's handle: shared with its subdirectories, or this worker's alone.
+enum Handle<'a> {
+    Held(Arc<Held<'a>>),
+    Own(OwnedFd),
+}
+
+/// Reads on in a directory from the cookie `from`, for the subdirectories it could not queue before: queues at
+/// least one, at most [`BATCH`], and returns where to go on when there are more.
+fn read_more<'a>(
+    sh: &Shared<'a>,
+    node: Arc<Node>,
+    dir: Option<Arc<Held<'a>>>,
+    from: u64,
+) -> Read<'a> {
+    let mut r = Read {
+        subdirs: Vec::new(),
+        more: None,
+        entries: 0,
+        dirs: 0,
+        unreadable: 0,
+        failed: None,
+        other_fs: false,
     };
-    if subdirs.is_empty() {
-        return (Vec::new(), n, failed);
+    let fd = match dir {
+        Some(h) => Handle::Held(h),
+        None => match open_dir(sh, &node, None) {
+            Some(fd) => Handle::Own(fd),
+            None => {
+                r.unreadable = 1;
+                return r;
+            }
+        },
+    };
+    let (mut subdirs, mut more_from) = (Vec::new(), None);
+    {
+        let raw = match &fd {
+            Handle::Held(h) => &h.fd,
+            Handle::Own(f) => f,
+        };
+        if rustix::fs::seek(raw, rustix::fs::SeekFrom::Start(from)).is_err() {
+            r.unreadable = 1;
+            return r;
+        }
+        let mut buf = Vec::<u8>::with_capacity(64 << 10);
+        let mut d = RawDir::new(raw, buf.spare_capacity_mut());
+        let room = room(sh).max(1);
+        let mut cookie = from;
+        while let Some(Ok(e)) = d.next() {
+            let name = e.file_name().to_bytes();
+            let at = std::mem::replace(&mut cookie, e.next_entry_cookie());
+            if name == b"." || name == b".." || kind_of(raw, &e) != FileType::Directory {
+                continue;
+            }
+            if subdirs.len() == room {
+                more_from = Some(at);
+                break;
+            }
+            subdirs.push(child(&node, name));
+        }
     }
-    let parent = (sh.held.fetch_add(1, Ordering::Relaxed) < sh.max_held)
-        .then(|| Arc::new(Held { fd, count: sh.held }));
-    if parent.is_none() {
-        sh.held.fetch_sub(1, Ordering::Relaxed);
-    }
-    let subdirs = subdirs
-        .into_iter()
-        .map(|path| Item {
-            path,
-            parent: parent.clone(),
-        })
-        .collect();
-    (subdirs, n, failed)
+    let held = match fd {
+        Handle::Held(h) => Some(h),
+        Handle::Own(f) => hold(sh, f),
+    };
+    r.queue(node, subdirs, more_from, held);
+    r
 }
 
 #[cfg(test)]
@@ -405,7 +631,7 @@ mod tests {
         }
         let parts = Mutex::new(Vec::new());
         let st = walk(&top, 2, None, &|v: &DirVisit| {
-            if v.path == top {
+            if v.path() == top {
                 parts.lock().unwrap().push((v.entries.len(), v.total));
             }
         });
@@ -435,21 +661,108 @@ mod tests {
         }
         std::fs::create_dir_all(&d).unwrap();
         std::os::unix::fs::symlink(&top, top.join("a/a/loop")).unwrap();
-        for max_held in [MAX_HELD, 0] {
+        for (max_held, max_pending) in [
+            (MAX_HELD, MAX_PENDING),
+            (0, MAX_PENDING),
+            (MAX_HELD, 0),
+            (0, 0),
+        ] {
             let seen = AtomicU64::new(0);
-            let st = walk_holding(
+            let st = walk_with(
                 &top,
                 3,
                 None,
                 &|v: &DirVisit| {
-                    assert!(v.path.starts_with(&top));
+                    assert!(v.path().starts_with(&top));
                     seen.fetch_add(1, Ordering::Relaxed);
                 },
                 max_held,
+                max_pending,
             );
             assert_eq!((st.dirs, st.unreadable), (801, 0), "{st:?}");
             assert_eq!(seen.load(Ordering::Relaxed), 801);
         }
         std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn a_wide_directory_queues_a_bounded_number_of_subdirectories_and_reads_on_for_the_rest() {
+        // 1,000 subdirectories (each with one file) under one directory, walked with a queue of at most 10: every
+        // directory is read once, and the queue never holds much more than the bound.
+        let top = std::env::temp_dir().join(format!("wonk-walk-wide-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        for i in 0..1000 {
+            std::fs::create_dir_all(top.join(format!("d{i:04}"))).unwrap();
+            std::fs::write(top.join(format!("d{i:04}/f")), b"").unwrap();
+        }
+        let paths = Mutex::new(std::collections::HashSet::new());
+        let files = AtomicU64::new(0);
+        let st = walk_with(
+            &top,
+            2,
+            None,
+            &|v: &DirVisit| {
+                assert!(
+                    paths.lock().unwrap().insert(v.path()),
+                    "{:?} twice",
+                    v.path()
+                );
+                files.fetch_add(
+                    v.entries
+                        .iter()
+                        .filter(|e| e.kind == FileType::RegularFile)
+                        .count() as u64,
+                    Ordering::Relaxed,
+                );
+            },
+            MAX_HELD,
+            10,
+        );
+        assert_eq!(
+            (st.dirs, st.unreadable, st.entries),
+            (1001, 0, 2000),
+            "{st:?}"
+        );
+        // The bound, plus at most one item from each worker that read while the queue was near it, plus the
+        // continuation.
+        assert!(st.peak_pending <= 10 + 2 + 1, "{st:?}");
+        assert_eq!(files.load(Ordering::Relaxed), 1000);
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn a_deep_chain_is_walked_whole_and_dropped_without_recursion() {
+        // 20,000 levels, made with mkdirat from the level above so that no path is ever long.
+        let top = std::env::temp_dir().join(format!("wonk-walk-chain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        std::fs::create_dir_all(&top).unwrap();
+        const DEPTH: u64 = 20_000;
+        let mut fd = rustix::fs::open(&top, DIR_FLAGS, Mode::empty()).unwrap();
+        for _ in 0..DEPTH {
+            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", DIR_FLAGS, Mode::empty()).unwrap();
+        }
+        let deepest = AtomicU64::new(0);
+        let st = walk(&top, 3, None, &|v: &DirVisit| {
+            if v.total == Some(0) {
+                deepest.store(v.path().components().count() as u64, Ordering::Relaxed);
+            }
+        });
+        assert_eq!(
+            (st.dirs, st.entries, st.unreadable),
+            (DEPTH + 1, DEPTH, 0),
+            "{st:?}"
+        );
+        assert_eq!(
+            deepest.load(Ordering::Relaxed),
+            top.components().count() as u64 + DEPTH
+        );
+        // Removed from the bottom up, each level from the one above it.
+        for _ in 0..DEPTH {
+            let up = rustix::fs::openat(&fd, "..", DIR_FLAGS, Mode::empty()).unwrap();
+            rustix::fs::unlinkat(&up, "d", AtFlags::REMOVEDIR).unwrap();
+            fd = up;
+        }
+        std::fs::remove_dir(&top).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 //! machines. The text primitives are [`crate::term`]'s; a check's own view is its `Output::table`.
 
 use crate::finding::{BlindSpot, Finding, Report, Severity};
-pub use crate::term::{fit, kv_block, wrap, ColorChoice, Style, WIDTH};
+pub use crate::term::{escape, fit, kv_block, wrap, ColorChoice, Style, WIDTH};
 use crate::term::{scalar, Tone};
 use serde_json::Value;
 use std::io::{self, Write};
@@ -81,7 +81,7 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
             "{} check {} failed: {}",
             severity(style, Severity::Critical),
             c.name,
-            c.error.as_deref().unwrap_or("")
+            escape(c.error.as_deref().unwrap_or(""))
         )?;
     }
     for a in &report.actions {
@@ -89,11 +89,9 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
             w,
             "{} {}",
             style.bold("did:"),
-            a.as_object().map_or(a.to_string(), |o| o
-                .values()
-                .map(scalar)
-                .collect::<Vec<_>>()
-                .join(" "))
+            escape(&a.as_object().map_or(a.to_string(), |o| {
+                o.values().map(scalar).collect::<Vec<_>>().join(" ")
+            }))
         )?;
     }
     not_seen(w, &report.blind_spots, style)

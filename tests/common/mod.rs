@@ -28,6 +28,25 @@ pub fn test_name(closure: &str) -> &str {
     closure.trim_end_matches("::{{closure}}")
 }
 
+/// A command that reports its own peak resident memory: run under GNU time (`/usr/bin/time -f %M -o FILE`), read
+/// back with [`peak_rss_kib`]. A child's own `ru_maxrss` cannot tell it: the kernel keeps, across exec, the
+/// high-water mark of the process it was forked from, and a test binary running many tests at once can be larger
+/// than anything wonk does; time forks wonk from its own small process.
+pub fn measured(rss_file: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("/usr/bin/time");
+    c.arg("-f").arg("%M").arg("-o").arg(rss_file).arg(program);
+    c
+}
+
+/// The peak resident memory in KiB that [`measured`] wrote.
+pub fn peak_rss_kib(rss_file: &Path) -> i64 {
+    let text = std::fs::read_to_string(rss_file).unwrap();
+    text.lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no peak RSS in {}: {text}", rss_file.display()))
+}
+
 /// True when the test can run. Root-only tests skip without root, except in CI, where they must run.
 pub fn root_or_skip(test: &str) -> bool {
     if rustix::process::geteuid().is_root() {

@@ -4,6 +4,7 @@
 
 use crate::common::*;
 use serde_json::Value;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,7 +26,10 @@ fn watched(s: &Scratch, args: &[&str]) -> Run {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let out_path = s.path(&format!("wonk-{n}.out"));
     let err_path = s.path(&format!("wonk-{n}.err"));
-    let child = Command::new(env!("CARGO_BIN_EXE_wonk"))
+    let rss_path = s.path(&format!("wonk-{n}.rss"));
+    // Its own process group, so that the watchdog kills time and wonk together.
+    let child = measured(&rss_path, env!("CARGO_BIN_EXE_wonk"))
+        .process_group(0)
         .args(args)
         .arg("--json")
         .stdin(Stdio::null())
@@ -48,7 +52,7 @@ fn watched(s: &Scratch, args: &[&str]) -> Run {
         if t.elapsed() > WATCHDOG {
             // SAFETY: kill(2) and wait4 of our own child, not yet reaped.
             unsafe {
-                libc::kill(pid, libc::SIGKILL);
+                libc::kill(-pid, libc::SIGKILL);
                 libc::wait4(pid, &mut status, 0, std::ptr::null_mut());
             }
             panic!("wonk {args:?} did not finish within {WATCHDOG:?}: it blocked");
@@ -70,10 +74,11 @@ fn watched(s: &Scratch, args: &[&str]) -> Run {
             String::from_utf8_lossy(&out)
         )
     });
+    let _ = usage;
     Run {
         code,
         json,
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib: peak_rss_kib(&rss_path),
     }
 }
 

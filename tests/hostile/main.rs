@@ -2,13 +2,15 @@
 //! command lines, mount tables, cgroups and the kernel-log lines it writes) with real kernel objects, and asserts
 //! that wonk stays safe: it is not fooled, stalled, crashed or bloated. docs/SECURITY.md is the threat model.
 
-#[path = "../common/mod.rs"]
+// First: its macros are in scope for the modules below it.
 #[macro_use]
+#[path = "../common/mod.rs"]
 mod common;
-mod containerd;
-mod htree;
-mod paths;
 
+mod bounds;
+mod containerd;
 mod enospc;
+mod htree;
 mod http;
 mod kmsg;
+mod paths;
