@@ -76,6 +76,19 @@ pub fn fit(s: &str, max: usize) -> String {
     format!("{keep}…")
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary: for limits counted in
+/// bytes (node-problem-detector's `max_output_length`, label values).
+pub fn cut_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Wraps text at spaces to `width` columns; a word longer than the width (a long path) is cut into pieces.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);

@@ -125,7 +125,7 @@ fn agent_metrics_through_prometheus() {
             && value(
                 m,
                 "wonk_kmsg_events_total",
-                &[("reason", "htree-full"), ("pod", "")],
+                &[("reason", "htree-full")],
             )
             .is_some_and(|v| v >= 1.0)
     });

@@ -467,6 +467,7 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
                 };
                 let period_over = opts.stop.clone().expect("set above");
                 let end = start + s.config.checks.seconds(unit.schedule.flag());
+                let mut period_findings = Vec::new();
                 let out = std::thread::scope(|sc| {
                     // Ends the period, and meanwhile keeps the records counters current.
                     sc.spawn(|| {
@@ -477,13 +478,29 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
                         period_over.store(true, Ordering::Relaxed);
                     });
                     let mut emit = |f: crate::finding::Finding| {
-                        tracing::info!(reason = f.kind, subject = %f.subject, summary = %f.summary, "kernel log");
+                        let o = f.owner.as_ref();
+                        let of = |g: fn(&crate::owner::Owner) -> &Option<String>| {
+                            o.and_then(|o| g(o).as_deref()).unwrap_or("")
+                        };
+                        tracing::info!(
+                            reason = f.kind,
+                            subject = %f.subject,
+                            namespace = of(|o| &o.namespace),
+                            pod = of(|o| &o.pod),
+                            container = of(|o| &o.container),
+                            summary = %f.summary,
+                            "kernel log"
+                        );
                         let mut sink = s.metrics.sink();
                         checks::kmsg::event_metrics(&f, &mut sink);
                         s.metrics.add_events(unit, sink);
+                        s.metrics.add_findings(unit.name, std::slice::from_ref(&f));
+                        period_findings.push(f);
                     };
-                    let out = crate::kmsg::follow_with(&ctx, f, &opts, &mut emit);
+                    let mut out = crate::kmsg::follow_with(&ctx, f, &opts, &mut emit);
                     flag.store(true, Ordering::Relaxed);
+                    // The period's events are the check's current findings until the next period ends.
+                    out.findings = period_findings;
                     out
                 });
                 publish(&totals);

@@ -30,8 +30,8 @@ pub const UNIT: Unit = Unit {
     metrics: &[
         Family::counter(
             "kmsg_events",
-            "Kernel-log events by reason (htree-full, oom-kill, task-hung, ...) and owner, counting every folded \
-             message",
+            "Kernel-log events by reason (htree-full, oom-kill, task-hung, ...), counting every folded message; \
+             the subject and pod of each are in wonk_finding{check=\"kmsg\"} and the agent's log",
         ),
         Family::counter("kmsg_records_read", "Kernel-log records read"),
         Family::counter(
@@ -133,7 +133,8 @@ impl Check for Kmsg {
     }
 }
 
-/// The counters one settled kernel-log finding adds to: its `count` folded messages, by reason.
+/// The counters one settled kernel-log finding adds to: its `count` folded messages, by reason only (a counter
+/// never forgets a label set, so it names no pod).
 pub fn event_metrics(f: &Finding, sink: &mut Sink) {
     let n = f
         .evidence
@@ -141,9 +142,7 @@ pub fn event_metrics(f: &Finding, sink: &mut Sink) {
         .find(|(k, _)| k == "count")
         .and_then(|(_, v)| v.as_u64())
         .unwrap_or(1);
-    let mut l = labels(&[("reason", f.kind)]);
-    l.extend(crate::metric::owner_labels(f.owner.as_ref()));
-    sink.put("kmsg_events", l, n as f64);
+    sink.put("kmsg_events", labels(&[("reason", f.kind)]), n as f64);
 }
 
 /// The reading counters since the last call.
