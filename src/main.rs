@@ -206,6 +206,20 @@ fn run(g: &Globals, name: &str, sub: &clap::ArgMatches) -> anyhow::Result<i32> {
         let a = wonk::agent::Args::from_arg_matches(sub)?;
         return wonk::agent::run(&g.host_root, &g.kubelet_root, &g.containerd_state, &a);
     }
+    if name == "check" {
+        // Before the node is opened: NPD shows stdout only, so even a wrong --host-root is a line there.
+        let a = wonk::agent::npd::CheckArgs::from_arg_matches(sub)?;
+        let node = wonk::agent::npd::Node {
+            host_root: &g.host_root,
+            kubelet_root: &g.kubelet_root,
+            containerd_state: &g.containerd_state,
+        };
+        let (code, message) = wonk::agent::npd::run(&node, &a);
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{message}")?;
+        out.flush()?;
+        return Ok(code);
+    }
     let host = Host::open(&g.host_root)?;
     let owners = Attributor::new(&host, g.kubelet_root.clone(), &g.containerd_state);
     let ctx = Context {
@@ -218,13 +232,6 @@ fn run(g: &Globals, name: &str, sub: &clap::ArgMatches) -> anyhow::Result<i32> {
     // One write at the end rather than one per line: output to a pipe costs a syscall per write.
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    if name == "check" {
-        let a = wonk::agent::npd::CheckArgs::from_arg_matches(sub)?;
-        let (code, message) = wonk::agent::npd::check(&ctx, &a.name);
-        writeln!(out, "{message}")?;
-        out.flush()?;
-        return Ok(code);
-    }
     if let Some(i) = investigation::registry().iter().find(|i| i.name == name) {
         let mut env = Env {
             host: &host,

@@ -122,12 +122,8 @@ fn agent_metrics_through_prometheus() {
     let m = wait_metrics(port, 60, "ghost, htree and kmsg series", |m| {
         value(m, "wonk_ghost_mounts", GHOST) == Some(1.0)
             && value(m, "wonk_htree_failing_ratio", &htree).is_some_and(|v| v > 0.0)
-            && value(
-                m,
-                "wonk_kmsg_events_total",
-                &[("reason", "htree-full")],
-            )
-            .is_some_and(|v| v >= 1.0)
+            && value(m, "wonk_kmsg_events_total", &[("reason", "htree-full")])
+                .is_some_and(|v| v >= 1.0)
     });
     let root = value(&m, "wonk_htree_root_fill_ratio", &htree).unwrap();
     let node = value(&m, "wonk_htree_node_fill_ratio", &htree).unwrap();
@@ -364,4 +360,66 @@ fn npd_plugin_protocol() {
     assert!(code <= 1 && out.trim_end().chars().count() <= 80, "{out}");
     let (code, _, _) = wonk(&["check", "nosuch"]);
     assert_ne!(code, 0);
+    // A wrong --host-root: NPD shows stdout only, so the reason is there, and the verdict is unknown (2).
+    let (code, out, _) = wonk(&["check", "ghosts", "--host-root", "/nonexistent/wonk-host"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.starts_with("ghosts: unknown: cannot open --host-root /nonexistent/wonk-host")
+            && out.len() <= 81,
+        "{out}"
+    );
+    let (code, out, _) = wonk(&["check", "ghosts", "--window", "60"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (2, "ghosts: unknown: --window: ghosts reads no log\n")
+    );
+}
+
+/// `wonk check kmsg --window`: a full directory index the kernel logged a moment ago is a problem within an hour's
+/// window, and outside a window that starts after it (it no longer keeps the condition set until the ring
+/// buffer rolls over).
+#[test]
+fn npd_kmsg_window() {
+    if !root_or_skip("npd_kmsg_window") {
+        return;
+    }
+    let mut s = Scratch::new("agent-npd-kmsg");
+    let (mnt, _) = s.ext4("fs", "64M", "-b 1024 -N 60000 -O ^large_dir");
+    let dir = mnt.join("full");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The kernel log's clock (µs since boot) before our records: other tests log full indexes too.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec that we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let t0 = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000;
+    fill_to_enospc(&dir);
+    let ours = |v: &serde_json::Value| {
+        v["findings"].as_array().map_or(0, |fs| {
+            fs.iter()
+                .filter(|f| {
+                    f["kind"] == "htree-full"
+                        && f["evidence"]["first_ts_usec"]
+                            .as_u64()
+                            .is_some_and(|t| t >= t0)
+                })
+                .count()
+        })
+    };
+    let (code, out, _) = wonk(&["check", "kmsg", "--window", "3600"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.len() <= 81, "{out}");
+    let (_, json, err) = wonk(&["kmsg", "--since", "3600", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json} {err}"));
+    assert!(ours(&v) >= 1, "{v:#}");
+    // Once a second has passed, a window of one second no longer holds it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, json, _) = wonk(&["kmsg", "--since", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(ours(&v), 0, "{v:#}");
+    let outside = v["checks"][0]["stats"]["outside_window"].as_u64().unwrap();
+    assert!(outside > 0, "{v:#}");
 }

@@ -51,6 +51,10 @@ pub struct Args {
     /// Keep reading /dev/kmsg and report each burst once it has been quiet for 5 s (until Ctrl-C).
     #[arg(short, long, conflicts_with = "file")]
     follow: bool,
+    /// Only records the kernel logged in the last SECONDS (/dev/kmsg only; its clock, like CLOCK_MONOTONIC,
+    /// stops during suspend). `wonk check kmsg --window SECONDS` uses it.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["file", "follow"])]
+    since: Option<u64>,
 }
 
 fn from_args(m: &clap::ArgMatches, _: &Invocation) -> anyhow::Result<Box<dyn Check>> {
@@ -64,12 +68,17 @@ fn from_args(m: &clap::ArgMatches, _: &Invocation) -> anyhow::Result<Box<dyn Che
             Source::File(p)
         }
     };
-    Ok(Box::new(Kmsg { source }))
+    Ok(Box::new(Kmsg {
+        source,
+        window: a.since.map(std::time::Duration::from_secs),
+    }))
 }
 
 /// The check: the log `source` holds, as findings.
 pub struct Kmsg {
     pub source: Source,
+    /// Only records of this last stretch of time (/dev/kmsg).
+    pub window: Option<std::time::Duration>,
 }
 
 impl Default for Kmsg {
@@ -77,6 +86,7 @@ impl Default for Kmsg {
     fn default() -> Kmsg {
         Kmsg {
             source: Source::DevKmsg { follow: false },
+            window: None,
         }
     }
 }
@@ -87,7 +97,11 @@ impl Check for Kmsg {
     }
 
     fn run(&self, ctx: &Context) -> CheckOutput {
-        let (mut out, err) = kmsg::scan_all(ctx, &self.source, &Options::default());
+        let opts = Options {
+            min_ts_usec: self.window.map(kmsg::usec_since_boot_before),
+            ..Default::default()
+        };
+        let (mut out, err) = kmsg::scan_all(ctx, &self.source, &opts);
         // Without root (kernel.dmesg_restrict) or without the host's /dev mounted, the rest of a scan still runs.
         let may_not_read = |e: &std::io::Error| {
             matches!(

@@ -54,6 +54,9 @@ pub struct Options {
     pub stop: Option<Arc<AtomicBool>>,
     /// With `follow`: a group is reported once it has been quiet this long, so a burst becomes one finding.
     pub settle: Duration,
+    /// Only records logged at or after this time (µs since boot, the kernel's clock); others are counted in
+    /// `outside_window`.
+    pub min_ts_usec: Option<u64>,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             from_end: false,
             stop: None,
             settle: Duration::from_secs(5),
+            min_ts_usec: None,
         }
     }
 }
@@ -140,6 +144,7 @@ fn scan_inner(
     let resolver = Resolver::new(ctx, if kmsg { boot_usec() } else { None });
     let mut engine = Engine::new();
     let stop = opts.stop.as_deref();
+    let outside_window;
     let result = {
         let mut sink = EngineSink {
             engine: &mut engine,
@@ -147,8 +152,10 @@ fn scan_inner(
             follow,
             settle: opts.settle,
             emit: &mut *emit,
+            min_ts_usec: opts.min_ts_usec,
+            outside_window: 0,
         };
-        match input {
+        let r = match input {
             Input::Source(Source::DevKmsg { follow: false }) => reader::read_kmsg(
                 ctx.host,
                 &KmsgOptions {
@@ -171,7 +178,9 @@ fn scan_inner(
             Input::Source(Source::Stdin) => {
                 reader::read_text(io::stdin().lock(), &mut stats, &mut sink)
             }
-        }
+        };
+        outside_window = sink.outside_window;
+        r
     };
     for g in engine.take_all() {
         emit(resolver.finding(&g));
@@ -185,6 +194,7 @@ fn scan_inner(
         ("records_lost".into(), stats.lost),
         ("records_dropped".into(), stats.dropped),
         ("skipped_old".into(), stats.skipped_old),
+        ("outside_window".into(), outside_window),
     ];
     out.stats.extend(engine.stats());
     if stats.lost > 0 || stats.overwritten > 0 {
@@ -218,10 +228,18 @@ struct EngineSink<'e, 'r, 'a> {
     follow: bool,
     settle: Duration,
     emit: &'e mut dyn FnMut(Finding),
+    min_ts_usec: Option<u64>,
+    outside_window: u64,
 }
 
 impl Sink for EngineSink<'_, '_, '_> {
     fn record(&mut self, r: &Record<'_>) {
+        if let (Some(min), Some(ts)) = (self.min_ts_usec, r.ts_usec) {
+            if ts < min {
+                self.outside_window += 1;
+                return;
+            }
+        }
         self.engine.push(r);
     }
 
@@ -232,6 +250,20 @@ impl Sink for EngineSink<'_, '_, '_> {
             }
         }
     }
+}
+
+/// The kernel log's time (µs since boot, CLOCK_MONOTONIC) `ago` before now; 0 when that is before boot.
+pub fn usec_since_boot_before(ago: Duration) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec that we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    let now = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000;
+    now.saturating_sub(ago.as_micros() as u64)
 }
 
 /// The wall-clock time of boot in µs since the epoch, to date kmsg timestamps. printk's clock, like
