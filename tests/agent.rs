@@ -305,7 +305,7 @@ fn agent_metrics_through_prometheus() {
 #[test]
 fn promtool_tests_the_alert_rules() {
     let rules = std::fs::read_to_string(repo("deploy/prometheus/wonk-rules.yaml")).unwrap();
-    let crd = std::fs::read_to_string(repo("deploy/prometheusrule.yaml")).unwrap();
+    let crd = std::fs::read_to_string(repo("deploy/base/prometheusrule.yaml")).unwrap();
     let groups = &rules[rules.find("groups:").unwrap()..];
     let indented: String = groups
         .lines()
@@ -319,8 +319,33 @@ fn promtool_tests_the_alert_rules() {
         .collect();
     assert!(
         crd.contains(&indented),
-        "deploy/prometheusrule.yaml must hold deploy/prometheus/wonk-rules.yaml's groups, indented by 2"
+        "deploy/base/prometheusrule.yaml must hold deploy/prometheus/wonk-rules.yaml's groups, indented by 2"
     );
+    // Every alert has a summary, a description and a runbook_url pointing at its own section of docs/RUNBOOK.md.
+    let runbook = std::fs::read_to_string(repo("docs/RUNBOOK.md")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for a in &alerts {
+        let body = &rules[rules.find(&format!("- alert: {a}\n")).unwrap()..];
+        let body = &body[..body[2..].find("- alert: ").map_or(body.len(), |i| i + 2)];
+        for key in ["summary: ", "description: "] {
+            assert!(body.contains(key), "{a} has no {key}");
+        }
+        assert!(
+            body.contains(&format!(
+                "runbook_url: \"docs/RUNBOOK.md#{}\"",
+                a.to_lowercase()
+            )),
+            "{a}: runbook_url"
+        );
+        assert!(
+            runbook.contains(&format!("\n## {a}\n")),
+            "docs/RUNBOOK.md has no section {a}"
+        );
+    }
     if !have("promtool", "promtool_tests_the_alert_rules") {
         return;
     }
