@@ -8,60 +8,8 @@ mod common;
 use common::agent::*;
 use common::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn have(tool: &str, test: &str) -> bool {
-    if Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs {tool} (Debian package prometheus), and CI=true");
-    }
-    eprintln!("skipping {test}: {tool} is not installed (apt-get install prometheus)");
-    false
-}
-
-/// Stages a ghost file mount in a pod (namespace shop, pod web-0, container app) and returns the sleeping pid.
-fn stage_ghost(s: &mut Scratch) -> u32 {
-    let uid = "6f1c2b3a-0000-4d5e-8f90-aabbccddeeff";
-    let cid = "c".repeat(56) + "0badcafe";
-    let sid = "d".repeat(64);
-    s.write("host/data.txt", "v1\n");
-    s.write("root/data.txt", "");
-    let pid = s.spawn_ns(&format!(
-        "mount --bind {}/data.txt {}/data.txt",
-        s.s("host"),
-        s.s("root")
-    ));
-    let cg = s.cgroup(&format!("kubepods/burstable/pod{uid}/{cid}"), pid);
-    let mounts = json!([{"destination": s.s("root/data.txt"), "type": "bind",
-                          "source": s.s("host/data.txt"), "options": ["rbind"]}]);
-    s.bundle(
-        "state",
-        &cid,
-        &spec("container", "shop", "web-0", uid, "app", &sid, &cg, mounts),
-    );
-    s.bundle(
-        "state",
-        &sid,
-        &spec("sandbox", "shop", "web-0", uid, "", &sid, "", json!([])),
-    );
-    s.write("host/new.txt", "v2\n");
-    s.sh(&format!("mv -f {0}/new.txt {0}/data.txt", s.s("host")));
-    pid
-}
 
 const GHOST: &[(&str, &str)] = &[
     ("namespace", "shop"),
@@ -181,7 +129,6 @@ fn agent_metrics_through_prometheus() {
         "prometheus",
         "agent_metrics_through_prometheus (Prometheus part)",
     ) {
-        let prom_port = free_port();
         let cfg = s.write(
             "prom/prometheus.yml",
             &format!(
@@ -189,34 +136,8 @@ fn agent_metrics_through_prometheus() {
                 repo("deploy/prometheus/wonk-rules.yaml").display()
             ),
         );
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", s.s("prom/data")))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(s.path("prom/log")).unwrap())
-            .spawn()
-            .unwrap();
-        let _prom = Proc {
-            child: Some(child),
-            name: "prometheus",
-        };
-        let query = |q: &str| -> serde_json::Value {
-            let enc: String = q
-                .bytes()
-                .map(|b| match b {
-                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            get(prom_port, &format!("/api/v1/query?query={enc}"), "*/*")
-                .ok()
-                .and_then(|(_, b)| serde_json::from_str(&b).ok())
-                .unwrap_or(serde_json::Value::Null)
-        };
+        let (_prom, prom_port) = prometheus(&s, &cfg);
+        let query = |q: &str| prom_query(prom_port, q);
         let q_ghost = r#"wonk_ghost_mounts{namespace="shop",pod="web-0",container="app",kind="deleted",job="wonk"}"#;
         let q_htree = format!(r#"wonk_htree_failing_ratio{{path="{dirs}",large_dir="false"}}"#);
         let end = Instant::now() + Duration::from_secs(60);
@@ -259,10 +180,7 @@ fn agent_metrics_through_prometheus() {
             })
         };
         while Instant::now() < end {
-            alerts = get(prom_port, "/api/v1/alerts", "*/*")
-                .ok()
-                .and_then(|(_, b)| serde_json::from_str(&b).ok())
-                .unwrap_or(json!(null));
+            alerts = prom_alerts(prom_port);
             if want.iter().all(|(n, st)| has(&alerts, n, st)) {
                 break;
             }

@@ -1,9 +1,12 @@
 //! Driving `wonk agent` from a test: a free port, the agent as a child killed by its pid when dropped, plain
-//! HTTP GETs of /metrics and one series' value, and a directory filled until its htree index is full.
+//! HTTP GETs of /metrics and one series' value, a directory filled until its htree index is full, a ghost
+//! bind mount in a pod, and a real Prometheus (Debian's package) with its query API.
 
+use super::{spec, Scratch};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -135,4 +138,101 @@ pub fn fill_to_enospc(dir: &Path) -> usize {
         }
     }
     panic!("no ENOSPC after 200,000 creates");
+}
+
+/// A file of this repository.
+pub fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Whether `tool` is installed; skips (or fails with CI=true) otherwise.
+pub fn have(tool: &str, test: &str) -> bool {
+    if Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs {tool} (Debian package prometheus), and CI=true");
+    }
+    eprintln!("skipping {test}: {tool} is not installed (apt-get install prometheus)");
+    false
+}
+
+/// Stages a ghost file mount in a pod (namespace shop, pod web-0, container app) and returns the sleeping pid.
+pub fn stage_ghost(s: &mut Scratch) -> u32 {
+    let uid = "6f1c2b3a-0000-4d5e-8f90-aabbccddeeff";
+    let cid = "c".repeat(56) + "0badcafe";
+    let sid = "d".repeat(64);
+    s.write("host/data.txt", "v1\n");
+    s.write("root/data.txt", "");
+    let pid = s.spawn_ns(&format!(
+        "mount --bind {}/data.txt {}/data.txt",
+        s.s("host"),
+        s.s("root")
+    ));
+    let cg = s.cgroup(&format!("kubepods/burstable/pod{uid}/{cid}"), pid);
+    let mounts = json!([{"destination": s.s("root/data.txt"), "type": "bind",
+                          "source": s.s("host/data.txt"), "options": ["rbind"]}]);
+    s.bundle(
+        "state",
+        &cid,
+        &spec("container", "shop", "web-0", uid, "app", &sid, &cg, mounts),
+    );
+    s.bundle(
+        "state",
+        &sid,
+        &spec("sandbox", "shop", "web-0", uid, "", &sid, "", json!([])),
+    );
+    s.write("host/new.txt", "v2\n");
+    s.sh(&format!("mv -f {0}/new.txt {0}/data.txt", s.s("host")));
+    pid
+}
+
+/// Prometheus with `cfg`, its data and log under `s`; killed by its pid when the returned `Proc` is dropped.
+pub fn prometheus(s: &Scratch, cfg: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", s.s("prom/data")))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(s.path("prom/log")).unwrap())
+        .spawn()
+        .unwrap();
+    (
+        Proc {
+            child: Some(child),
+            name: "prometheus",
+        },
+        port,
+    )
+}
+
+/// An instant query through Prometheus's HTTP API; null when it did not answer.
+pub fn prom_query(port: u16, q: &str) -> serde_json::Value {
+    let enc: String = q
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    get(port, &format!("/api/v1/query?query={enc}"), "*/*")
+        .ok()
+        .and_then(|(_, b)| serde_json::from_str(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Prometheus's alerts (`/api/v1/alerts`); null when it did not answer.
+pub fn prom_alerts(port: u16) -> serde_json::Value {
+    get(port, "/api/v1/alerts", "*/*")
+        .ok()
+        .and_then(|(_, b)| serde_json::from_str(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
