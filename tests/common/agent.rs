@@ -163,11 +163,19 @@ pub fn have(tool: &str, test: &str) -> bool {
     false
 }
 
+/// The pod uid of [`stage_ghost`]'s pod (shop/web-0).
+pub const GHOST_UID: &str = "6f1c2b3a-0000-4d5e-8f90-aabbccddeeff";
+
+/// The sandbox id of that pod.
+pub fn ghost_sandbox() -> String {
+    "d".repeat(64)
+}
+
 /// Stages a ghost file mount in a pod (namespace shop, pod web-0, container app) and returns the sleeping pid.
 pub fn stage_ghost(s: &mut Scratch) -> u32 {
-    let uid = "6f1c2b3a-0000-4d5e-8f90-aabbccddeeff";
+    let uid = GHOST_UID;
     let cid = "c".repeat(56) + "0badcafe";
-    let sid = "d".repeat(64);
+    let sid = ghost_sandbox();
     s.write("host/data.txt", "v1\n");
     s.write("root/data.txt", "");
     let pid = s.spawn_ns(&format!(
