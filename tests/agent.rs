@@ -33,29 +33,16 @@ fn agent_metrics_through_prometheus() {
     std::fs::create_dir_all(&dir).unwrap();
     let dirs = dir.display().to_string();
     std::fs::create_dir_all(s.path("textfile")).unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let log = s.path("agent.log");
-    let mut a = agent(
-        &[
-            "--listen",
-            &listen,
-            "--interval",
-            "1",
-            "--kubelet-root",
-            &mnt.display().to_string(),
-            "--containerd-state",
-            &s.s("state"),
-            "--textfile",
-            &s.s("textfile"),
-            "--fail-check",
-            "layers",
-        ],
-        &log,
+    let Staged {
+        proc: mut a,
+        port,
+        listen,
+        log,
+    } = staged_agent(
+        &s,
+        &mnt,
+        &["--textfile", &s.s("textfile"), "--fail-check", "layers"],
     );
-    wait_metrics(port, 20, "first runs", |m| {
-        value(m, "wonk_check_runs_total", &[("check", "ghosts")]).is_some_and(|v| v >= 1.0)
-    });
     let (status, body) = get(port, "/healthz", "*/*").unwrap();
     assert!(status.contains("200") && body == "ok\n", "{status} {body}");
     assert!(get(port, "/nope", "*/*").unwrap().0.contains("404"));
@@ -327,10 +314,12 @@ fn npd_kmsg_window() {
         return;
     }
     let mut s = Scratch::new("agent-npd-kmsg");
-    let (mnt, _) = s.ext4("fs", "64M", "-b 1024 -N 60000 -O ^large_dir");
+    let (mnt, dev) = s.ext4("fs", "64M", "-b 1024 -N 60000 -O ^large_dir");
+    let dev = dev.trim_start_matches("/dev/").to_string();
     let dir = mnt.join("full");
     std::fs::create_dir_all(&dir).unwrap();
-    // The kernel log's clock (µs since boot) before our records: other tests log full indexes too.
+    // Our records: our loop device, logged after this (µs since boot): other tests log full indexes too, and
+    // loop devices are reused.
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -344,6 +333,7 @@ fn npd_kmsg_window() {
             fs.iter()
                 .filter(|f| {
                     f["kind"] == "htree-full"
+                        && f["evidence"]["device"] == dev.as_str()
                         && f["evidence"]["first_ts_usec"]
                             .as_u64()
                             .is_some_and(|t| t >= t0)

@@ -99,25 +99,12 @@ fn a_staged_node_through_the_servicemonitor_alerts_and_dashboard() {
         ),
     );
 
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let log = s.path("agent.log");
-    let mut a = agent(
-        &[
-            "--listen",
-            &listen,
-            "--interval",
-            "1",
-            "--kubelet-root",
-            &mnt.display().to_string(),
-            "--containerd-state",
-            &s.s("state"),
-        ],
-        &log,
-    );
-    wait_metrics(port, 20, "first runs", |m| {
-        value(m, "wonk_check_runs_total", &[("check", "ghosts")]).is_some_and(|v| v >= 1.0)
-    });
+    let Staged {
+        proc: mut a,
+        port,
+        listen,
+        log,
+    } = staged_agent(&s, &mnt, &[]);
     // After the agent started, so that its kernel-log follower sees the index fill up.
     fill_to_enospc(&cache);
     let subject = cache.display().to_string();

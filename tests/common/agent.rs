@@ -73,6 +73,45 @@ pub fn agent(args: &[&str], log: &Path) -> Proc {
     }
 }
 
+/// A started agent on a staged node: its process, port, `127.0.0.1:PORT` and log file.
+pub struct Staged {
+    pub proc: Proc,
+    pub port: u16,
+    pub listen: String,
+    pub log: PathBuf,
+}
+
+/// `wonk agent` with every interval at 1 s, kubelet's root at `kubelet_root` and `s`'s containerd state, plus
+/// `extra`; returns once every check has run.
+pub fn staged_agent(s: &Scratch, kubelet_root: &Path, extra: &[&str]) -> Staged {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log = s.path("agent.log");
+    let root = kubelet_root.display().to_string();
+    let state = s.s("state");
+    let mut args = vec![
+        "--listen",
+        &listen,
+        "--interval",
+        "1",
+        "--kubelet-root",
+        &root,
+        "--containerd-state",
+        &state,
+    ];
+    args.extend_from_slice(extra);
+    let proc = agent(&args, &log);
+    wait_metrics(port, 20, "first runs", |m| {
+        value(m, "wonk_check_runs_total", &[("check", "ghosts")]).is_some_and(|v| v >= 1.0)
+    });
+    Staged {
+        proc,
+        port,
+        listen,
+        log,
+    }
+}
+
 /// GET over plain HTTP/1.0 (no chunked replies); returns status line and body. Connecting and each read give up
 /// after 10 s.
 pub fn get(port: u16, target: &str, accept: &str) -> std::io::Result<(String, String)> {
