@@ -212,19 +212,22 @@ pub fn ghost_sandbox() -> String {
 
 /// Stages a ghost file mount in a pod (namespace shop, pod web-0, container app) and returns the sleeping pid.
 pub fn stage_ghost(s: &mut Scratch) -> u32 {
+    stage_ghost_named(s, "data.txt")
+}
+
+/// [`stage_ghost`] with the mounted file named `name` (any bytes but `/`, NUL and `'`): `root/NAME`, from
+/// `host/NAME`, which is then replaced.
+pub fn stage_ghost_named(s: &mut Scratch, name: &str) -> u32 {
     let uid = GHOST_UID;
     let cid = "c".repeat(56) + "0badcafe";
     let sid = ghost_sandbox();
-    s.write("host/data.txt", "v1\n");
-    s.write("root/data.txt", "");
-    let pid = s.spawn_ns(&format!(
-        "mount --bind {}/data.txt {}/data.txt",
-        s.s("host"),
-        s.s("root")
-    ));
+    let (host, root) = (s.s(&format!("host/{name}")), s.s(&format!("root/{name}")));
+    s.write(&format!("host/{name}"), "v1\n");
+    s.write(&format!("root/{name}"), "");
+    let pid = s.spawn_ns(&format!("mount --bind '{host}' '{root}'"));
     let cg = s.cgroup(&format!("kubepods/burstable/pod{uid}/{cid}"), pid);
-    let mounts = json!([{"destination": s.s("root/data.txt"), "type": "bind",
-                          "source": s.s("host/data.txt"), "options": ["rbind"]}]);
+    let mounts = json!([{"destination": root, "type": "bind",
+                          "source": host, "options": ["rbind"]}]);
     s.bundle(
         "state",
         &cid,
@@ -235,8 +238,8 @@ pub fn stage_ghost(s: &mut Scratch) -> u32 {
         &sid,
         &spec("sandbox", "shop", "web-0", uid, "", &sid, "", json!([])),
     );
-    s.write("host/new.txt", "v2\n");
-    s.sh(&format!("mv -f {0}/new.txt {0}/data.txt", s.s("host")));
+    s.write("host/new.tmp", "v2\n");
+    s.sh(&format!("mv -f '{}' '{host}'", s.s("host/new.tmp")));
     pid
 }
 
