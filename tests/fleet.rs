@@ -1,10 +1,14 @@
 //! wonk as a platform team runs it: `wonk agent` on a staged node (a ghost bind mount, a directory index filled
-//! until creates fail, threads in D state, all in pod shop/web-0), scraped by a real Prometheus (Debian's
+//! until creates fail, threads in D state, all in pod shop/web-0, and a containerd shim leaked by a real
+//! containerd, tests/node, from pod shop/leaky-0), scraped by a real Prometheus (Debian's
 //! package) with the scrape job the Prometheus Operator generates for deploy/'s ServiceMonitor (its target labels
 //! name the wonk pod, `wonk/wonk-x7k2p`), wonk's alert rules loaded, and every query of the Grafana dashboard
 //! (deploy/grafana/wonk-dashboard.json) evaluated through Prometheus's HTTP API.
 
+#![cfg(feature = "cri")]
+
 mod common;
+mod node;
 
 use common::agent::*;
 use common::*;
@@ -70,6 +74,14 @@ fn a_staged_node_through_the_servicemonitor_alerts_and_dashboard() {
         return;
     }
     let mut s = Scratch::new("fleet");
+    // A shim leaked by a real containerd (tests/node), whose pod is gone.
+    let node = node::Node::get();
+    let victim = node.pod(node::PodOpts::new(
+        "leaky-0",
+        "shop",
+        node::Handler::Cgroupfs,
+    ));
+    let shim = node.leak_shim(&victim);
     // kubelet's root on a small ext4 without large_dir: the pod's emptyDir is there.
     let (mnt, _) = s.ext4("kubelet", "256M", "-b 1024 -O ^large_dir");
     stage_ghost(&mut s);
@@ -108,8 +120,17 @@ fn a_staged_node_through_the_servicemonitor_alerts_and_dashboard() {
     // After the agent started, so that its kernel-log follower sees the index fill up.
     fill_to_enospc(&cache);
     let subject = cache.display().to_string();
+    let shim_subject = format!("pid {}", shim.pid);
     wait_metrics(port, 60, "the staged node's findings", |m| {
-        value(m, "wonk_finding", &[("check", "ghosts"), ("pod", "web-0")]).is_some()
+        values(
+            m,
+            "wonk_finding",
+            &[("check", "shims"), ("kind", "leaked"), ("pod", "leaky-0")],
+        )
+        .len()
+            == 1
+            && value(m, "wonk_shims_leaked_resident_bytes", &[]).is_some_and(|v| v > 0.0)
+            && value(m, "wonk_finding", &[("check", "ghosts"), ("pod", "web-0")]).is_some()
             && value(m, "wonk_htree_failing_ratio", &[("path", &subject)]).is_some_and(|v| v > 0.0)
             && value(
                 m,
@@ -212,38 +233,55 @@ fn a_staged_node_through_the_servicemonitor_alerts_and_dashboard() {
         );
     }
 
-    // The alerts name the finding's pod and subject.
+    // The alerts name the finding's pod and subject (other tests on this machine may raise alerts of their own:
+    // ours are found by subject).
     let want = [
-        ("WonkHtreeIndexFull", "firing"),
-        ("WonkKernelIndexFullEvents", "firing"),
-        ("WonkGhostMount", "pending"),
+        ("WonkHtreeIndexFull", "firing", "web-0"),
+        ("WonkKernelIndexFullEvents", "firing", "web-0"),
+        ("WonkGhostMount", "pending", "web-0"),
+        ("WonkLeakedShims", "pending", "leaky-0"),
     ];
+    let ours = [ghost_path.as_str(), subject.as_str(), shim_subject.as_str()];
     let find = |alerts: &Value, name: &str, state: &str| -> Option<Value> {
         alerts["data"]["alerts"]
             .as_array()?
             .iter()
-            .find(|x| x["labels"]["alertname"] == name && x["state"] == state)
+            .find(|x| {
+                x["labels"]["alertname"] == name
+                    && x["state"] == state
+                    && ours
+                        .iter()
+                        .any(|o| x["labels"]["subject"] == *o || x["labels"]["path"] == *o)
+            })
             .cloned()
     };
     let end = Instant::now() + Duration::from_secs(60);
     let mut alerts = Value::Null;
     while Instant::now() < end {
         alerts = prom_alerts(pp);
-        if want.iter().all(|(n, st)| find(&alerts, n, st).is_some()) {
+        if want.iter().all(|(n, st, _)| find(&alerts, n, st).is_some()) {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    for (name, state) in want {
+    for (name, state, pod) in want {
         let a =
             find(&alerts, name, state).unwrap_or_else(|| panic!("{name} not {state}: {alerts:#}"));
-        assert_eq!(a["labels"]["pod"], "web-0", "{name}: {a:#}");
+        assert_eq!(a["labels"]["pod"], pod, "{name}: {a:#}");
         assert_eq!(a["labels"]["namespace"], "shop", "{name}: {a:#}");
         let d = a["annotations"]["description"].as_str().unwrap();
-        assert!(d.contains("shop/web-0"), "{name}: {d}");
+        assert!(d.contains(&format!("shop/{pod}")), "{name}: {d}");
         let runbook = a["annotations"]["runbook_url"].as_str().unwrap();
         assert_eq!(runbook, format!("docs/RUNBOOK.md#{}", name.to_lowercase()));
     }
+    let shim_alert = find(&alerts, "WonkLeakedShims", "pending").unwrap();
+    assert!(
+        shim_alert["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("The containerd shim {shim_subject} ")),
+        "{shim_alert:#}"
+    );
     let ghost_alert = find(&alerts, "WonkGhostMount", "pending").unwrap();
     assert!(
         ghost_alert["annotations"]["description"]
