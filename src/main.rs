@@ -329,6 +329,7 @@ fn run(g: &Globals, name: &str, sub: &clap::ArgMatches) -> anyhow::Result<i32> {
             json: g.json,
             style,
             host_root: &g.host_root,
+            scope: g.scope(),
             out: &mut out,
         };
         let code = (i.run)(sub, &mut env)?;

@@ -355,3 +355,69 @@ fn npd_kmsg_window() {
     assert_eq!(ours(&v), 0, "{v:#}");
     assert!(v["checks"][0]["stats"]["outside_window"].is_u64(), "{v:#}");
 }
+
+/// kubectl's habits on a real finding: `-n`/`--pod` keep a pod's findings (and the exit code follows what is
+/// listed), `-o wide` shows the namespace and kind, `-o json` is `--json`.
+#[test]
+fn namespace_and_pod_filters_and_wide_output() {
+    if !root_or_skip("namespace_and_pod_filters_and_wide_output") {
+        return;
+    }
+    let mut s = Scratch::new("agent-filters");
+    stage_ghost(&mut s);
+    let state = s.s("state");
+    let subject = s.s("root/data.txt");
+    let ours = |v: &serde_json::Value| findings_for(v, &subject).len();
+    let (code, v) = wonk_json(&[
+        "ghosts",
+        "--containerd-state",
+        &state,
+        "-n",
+        "shop",
+        "--pod",
+        "web-0",
+    ]);
+    assert_eq!((code, ours(&v)), (1, 1), "{v:#}");
+    for f in v["findings"].as_array().unwrap() {
+        assert_eq!(f["owner"]["pod"], "web-0", "{f:#}");
+    }
+    assert_eq!(v["scope"]["namespace"], "shop");
+    let (code, v) = wonk_json(&["-n", "elsewhere", "ghosts", "--containerd-state", &state]);
+    assert_eq!(ours(&v), 0, "{v:#}");
+    assert!(v["scope"]["hidden"].as_u64().unwrap() >= 1, "{v:#}");
+    assert_eq!(code, 0, "nothing listed, nothing wrong: {v:#}");
+    let (code, v) = wonk_json(&[
+        "ghosts",
+        "--containerd-state",
+        &state,
+        "-n",
+        "elsewhere",
+        "-A",
+    ]);
+    assert_eq!((code, ours(&v)), (1, 1), "-A overrides -n: {v:#}");
+    let (_, wide, _) = wonk(&[
+        "ghosts",
+        "--containerd-state",
+        &state,
+        "--pod",
+        "web-0",
+        "-o",
+        "wide",
+    ]);
+    let head = wide
+        .lines()
+        .find(|l| l.starts_with("SEV"))
+        .unwrap_or_else(|| panic!("{wide}"));
+    assert!(
+        head.contains("KIND") && head.contains("NAMESPACE"),
+        "{head}"
+    );
+    assert!(
+        wide.lines()
+            .any(|l| l.contains("ghosts  deleted") && l.contains("shop") && l.ends_with(&subject)),
+        "{wide}"
+    );
+    let (_, out, _) = wonk(&["ghosts", "--containerd-state", &state, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ours(&v), 1);
+}
