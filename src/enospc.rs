@@ -614,6 +614,7 @@ fn run_command(m: &clap::ArgMatches, env: &mut Env) -> anyhow::Result<i32> {
     let output = run(env.host, env.owners, &opts, &mut live)?;
     let mut report = crate::finding::Report::new(INVESTIGATION.name, env.host.root());
     report.add(INVESTIGATION.name, output, t.elapsed());
+    report.narrow(&env.scope);
     env.emit(&report, crate::render::table)?;
     Ok(report.exit_code)
 }

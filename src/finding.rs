@@ -110,6 +110,10 @@ pub struct Report {
     pub checks: Vec<CheckRun>,
     pub findings: Vec<Finding>,
     pub blind_spots: Vec<BlindSpot>,
+    /// The pods the findings were narrowed to (`-n`, `--pod`), and how many findings that hid; absent when every
+    /// finding is listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeApplied>,
     /// What wonk changed on the host, only when asked to (`wonk shims --reap`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Value>,
@@ -117,6 +121,38 @@ pub struct Report {
     /// Findings listed per check, kind and namespace before [`fold`] folds the rest ([`FOLD_AFTER`]).
     #[serde(skip)]
     pub fold_after: usize,
+}
+
+/// Which pods' findings a command lists: every one (kubectl's `-A`, the default), or those of one namespace
+/// (`-n`) and/or of pods of one name (`--pod`). A finding that belongs to no pod is listed only for every pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+}
+
+impl Scope {
+    pub fn is_all(&self) -> bool {
+        self.namespace.is_none() && self.pod.is_none()
+    }
+
+    pub fn selects(&self, f: &Finding) -> bool {
+        let owner = f.owner.as_ref();
+        let is = |want: &Option<String>, got: Option<&String>| {
+            want.as_ref().map_or(true, |w| got == Some(w))
+        };
+        is(&self.namespace, owner.and_then(|o| o.namespace.as_ref()))
+            && is(&self.pod, owner.and_then(|o| o.pod.as_ref()))
+    }
+}
+
+/// A [`Scope`] as the report records it.
+#[derive(Debug, Serialize)]
+pub struct ScopeApplied {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    /// Findings of the run that the scope hid.
+    pub hidden: usize,
 }
 
 /// How one check went.
@@ -287,10 +323,30 @@ impl Report {
             checks: Vec::new(),
             findings: Vec::new(),
             blind_spots: Vec::new(),
+            scope: None,
             actions: Vec::new(),
             exit_code: exit::OK,
             fold_after: FOLD_AFTER,
         }
+    }
+
+    /// Keeps only the findings `scope` selects (kubectl's `-n NAMESPACE` and `--pod POD`); the exit code and each
+    /// check's count then speak of what is listed, and `scope` says how many were hidden.
+    pub fn narrow(&mut self, scope: &Scope) {
+        if scope.is_all() {
+            return;
+        }
+        let before = self.findings.len();
+        self.findings.retain(|f| scope.selects(f));
+        for c in &mut self.checks {
+            c.findings = self.findings.iter().filter(|f| f.check == c.name).count();
+        }
+        self.scope = Some(ScopeApplied {
+            namespace: scope.namespace.clone(),
+            pod: scope.pod.clone(),
+            hidden: before - self.findings.len(),
+        });
+        self.exit_code = self.compute_exit();
     }
 
     /// Adds what a check returned and recomputes the exit code.
@@ -479,6 +535,69 @@ mod tests {
         assert!(serde_json::to_string(&r)
             .unwrap()
             .contains("\"folded\":243"));
+    }
+
+    #[test]
+    fn a_scope_narrows_findings_counts_and_exit_code() {
+        let owned = |sev, ns: &str, pod: &str| Finding {
+            owner: Some(Owner {
+                namespace: Some(ns.into()),
+                pod: Some(pod.into()),
+                ..Default::default()
+            }),
+            ..finding(sev)
+        };
+        let mut r = Report::new("scan", std::path::Path::new("/"));
+        r.add(
+            "t",
+            CheckOutput {
+                findings: vec![
+                    owned(Severity::Critical, "shop", "web-0"),
+                    owned(Severity::Warning, "shop", "db-0"),
+                    owned(Severity::Warning, "kube-system", "web-0"),
+                    finding(Severity::Critical),
+                ],
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        let mut all = Report::new("scan", std::path::Path::new("/"));
+        all.narrow(&Scope::default());
+        assert!(all.scope.is_none());
+        let scoped = |ns: Option<&str>, pod: Option<&str>| {
+            let mut r2 = Report::new("scan", std::path::Path::new("/"));
+            r2.add(
+                "t",
+                CheckOutput {
+                    findings: r.findings.clone(),
+                    ..Default::default()
+                },
+                Default::default(),
+            );
+            r2.narrow(&Scope {
+                namespace: ns.map(Into::into),
+                pod: pod.map(Into::into),
+            });
+            r2
+        };
+        let s = scoped(Some("shop"), None);
+        assert_eq!(s.findings.len(), 2);
+        assert_eq!(s.checks[0].findings, 2);
+        assert_eq!(s.exit_code, exit::CRITICAL);
+        let s = scoped(Some("shop"), Some("db-0"));
+        assert_eq!(s.findings.len(), 1);
+        assert_eq!(
+            s.exit_code,
+            exit::WARNING,
+            "the exit code speaks of what is listed"
+        );
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            j["scope"],
+            serde_json::json!({"namespace": "shop", "pod": "db-0", "hidden": 3})
+        );
+        assert_eq!(scoped(None, Some("web-0")).findings.len(), 2);
+        assert_eq!(scoped(Some("nope"), None).exit_code, exit::OK);
     }
 
     #[test]

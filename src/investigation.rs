@@ -17,6 +17,8 @@ pub struct Env<'a> {
     pub style: Style,
     /// The node's root as given (`--host-root`), for paths given on the command line.
     pub host_root: &'a std::path::Path,
+    /// The pods whose findings to list (`-n`, `--pod`), for investigations that report findings.
+    pub scope: crate::finding::Scope,
     pub out: &'a mut dyn Write,
 }
 

@@ -15,6 +15,7 @@ pub mod ext4;
 pub mod finding;
 pub mod fs;
 pub mod host;
+pub mod install;
 pub mod investigation;
 pub mod kmsg;
 pub mod metric;

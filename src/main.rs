@@ -24,9 +24,21 @@ struct Globals {
     /// Read the node's /proc, /sys, /dev, /run and /var/lib under DIR (as in a DaemonSet mounting the host's / at /host).
     #[arg(long, value_name = "DIR", default_value = "/")]
     host_root: PathBuf,
-    /// Print JSON (one stable shape, see docs/OUTPUT.md) instead of a table.
+    /// Print JSON (one stable shape, see docs/OUTPUT.md) instead of a table; the same as -o json.
     #[arg(long)]
     json: bool,
+    /// Output format: table, json (as --json) or wide (a table with every column, nothing cut).
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+    output: Option<Format>,
+    /// Only findings of pods in this namespace.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Only findings of pods of this name.
+    #[arg(long, value_name = "POD")]
+    pod: Option<String>,
+    /// Findings of every namespace (the default); overrides -n.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
     /// When to colour the table.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
@@ -37,6 +49,14 @@ struct Globals {
     /// found by themselves.
     #[arg(long, value_name = "DIR")]
     containerd_state: Vec<PathBuf>,
+}
+
+/// `-o`'s formats, as kubectl names them.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+    Wide,
 }
 
 /// The options of `wonk agent` and `wonk check`, which print neither JSON nor a table.
@@ -55,6 +75,20 @@ struct NodeOptions {
 }
 
 impl Globals {
+    /// Which pods' findings to list.
+    fn scope(&self) -> wonk::finding::Scope {
+        if self.all_namespaces {
+            return wonk::finding::Scope {
+                namespace: None,
+                pod: self.pod.clone(),
+            };
+        }
+        wonk::finding::Scope {
+            namespace: self.namespace.clone(),
+            pod: self.pod.clone(),
+        }
+    }
+
     /// Takes what was given after the subcommand's name over what was given before it; `--containerd-state`
     /// directories from both places add up. `sub` holds the subcommand's matches.
     fn merge(&mut self, sub: &clap::ArgMatches) -> Result<(), clap::Error> {
@@ -70,6 +104,27 @@ impl Globals {
         }
         if sub.try_get_one::<bool>("json").ok().flatten() == Some(&true) {
             self.json = true;
+        }
+        if let Ok(Some(f)) = sub.try_get_one::<Format>("output") {
+            self.output = Some(*f);
+        }
+        if let Ok(Some(n)) = sub.try_get_one::<String>("namespace") {
+            self.namespace = Some(n.clone());
+        }
+        if let Ok(Some(p)) = sub.try_get_one::<String>("pod") {
+            self.pod = Some(p.clone());
+        }
+        if sub.try_get_one::<bool>("all_namespaces").ok().flatten() == Some(&true) {
+            self.all_namespaces = true;
+        }
+        // --json and -o json are one thing; -o table after --json wins.
+        match self.output {
+            Some(Format::Json) => self.json = true,
+            Some(_) if given("output") => self.json = false,
+            _ => {}
+        }
+        if self.json {
+            self.output = Some(Format::Json);
         }
         if given("color") {
             if let Some(c) = sub.get_one::<ColorChoice>("color") {
@@ -131,6 +186,22 @@ fn cli_command() -> clap::Command {
         "check",
         "Run one check as a node-problem-detector custom plugin: exit 0 OK, 1 problem, 2 unknown; one short line",
     ))
+    .subcommand(sub(
+        "install",
+        "Copy this binary to DIR/wonk (atomically, mode 0755), for node-problem-detector's initContainer",
+    ))
+    .subcommand(sub(
+        "completions",
+        "Print shell completions: wonk completions bash|zsh|fish (e.g. >/etc/bash_completion.d/wonk)",
+    ))
+}
+
+/// `wonk completions` arguments.
+#[derive(clap::Args)]
+struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 /// A subcommand's arguments, found by its name in the registries: its own first, then the common options.
@@ -147,6 +218,8 @@ fn arguments(c: clap::Command) -> clap::Command {
         match name.as_str() {
             "agent" => NodeOptions::augment_args(wonk::agent::Args::augment_args(c)),
             "check" => NodeOptions::augment_args(wonk::agent::npd::CheckArgs::augment_args(c)),
+            "install" => wonk::install::Args::augment_args(c),
+            "completions" => CompletionsArgs::augment_args(c),
             _ => Globals::augment_args(c),
         }
     };
@@ -205,6 +278,37 @@ fn run(g: &Globals, name: &str, sub: &clap::ArgMatches) -> anyhow::Result<i32> {
         let a = wonk::agent::Args::from_arg_matches(sub)?;
         return wonk::agent::run(&g.host_root, &g.kubelet_root, &g.containerd_state, &a);
     }
+    if name == "install" {
+        let a = wonk::install::Args::from_arg_matches(sub)?;
+        let p = wonk::install::install(&a.to)?;
+        println!("installed {}", p.display());
+        return Ok(exit::OK);
+    }
+    if name == "completions" {
+        let a = CompletionsArgs::from_arg_matches(sub)?;
+        let mut cmd = cli_command();
+        // Every subcommand's arguments, which are otherwise defined only when used.
+        cmd.build();
+        for s in cmd.get_subcommands_mut() {
+            s.build();
+        }
+        clap_complete::generate(a.shell, &mut cmd, "wonk", &mut std::io::stdout());
+        return Ok(exit::OK);
+    }
+    if name == "check" {
+        // Before the node is opened: NPD shows stdout only, so even a wrong --host-root is a line there.
+        let a = wonk::agent::npd::CheckArgs::from_arg_matches(sub)?;
+        let node = wonk::agent::npd::Node {
+            host_root: &g.host_root,
+            kubelet_root: &g.kubelet_root,
+            containerd_state: &g.containerd_state,
+        };
+        let (code, message) = wonk::agent::npd::run(&node, &a);
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{message}")?;
+        out.flush()?;
+        return Ok(code);
+    }
     let host = Host::open(&g.host_root)?;
     let owners = Attributor::new(&host, g.kubelet_root.clone(), &g.containerd_state);
     let ctx = Context {
@@ -217,13 +321,6 @@ fn run(g: &Globals, name: &str, sub: &clap::ArgMatches) -> anyhow::Result<i32> {
     // One write at the end rather than one per line: output to a pipe costs a syscall per write.
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    if name == "check" {
-        let a = wonk::agent::npd::CheckArgs::from_arg_matches(sub)?;
-        let (code, message) = wonk::agent::npd::check(&ctx, &a.name);
-        writeln!(out, "{message}")?;
-        out.flush()?;
-        return Ok(code);
-    }
     if let Some(i) = investigation::registry().iter().find(|i| i.name == name) {
         let mut env = Env {
             host: &host,
@@ -231,6 +328,7 @@ fn run(g: &Globals, name: &str, sub: &clap::ArgMatches) -> anyhow::Result<i32> {
             json: g.json,
             style,
             host_root: &g.host_root,
+            scope: g.scope(),
             out: &mut out,
         };
         let code = (i.run)(sub, &mut env)?;
@@ -247,12 +345,14 @@ fn run(g: &Globals, name: &str, sub: &clap::ArgMatches) -> anyhow::Result<i32> {
         };
         vec![(unit.from_args)(sub, &inv)?]
     };
+    let scope = g.scope();
     if let [check] = selected.as_slice() {
         if check.follows() {
-            return follow(&ctx, check.as_ref(), g.json, style);
+            return follow(&ctx, check.as_ref(), g.json, style, &scope);
         }
     }
     let mut report = checks::run(&ctx, name, &selected);
+    report.narrow(&scope);
     if !rustix::process::geteuid().is_root() {
         report.blind_spots.insert(
             0,
@@ -271,7 +371,7 @@ fn run(g: &Globals, name: &str, sub: &clap::ArgMatches) -> anyhow::Result<i32> {
     if g.json {
         render::json(&mut out, &report)?;
     } else {
-        render::table(&mut out, &report, style)?;
+        render::table_with(&mut out, &report, style, g.output == Some(Format::Wide))?;
     }
     out.flush()?;
     Ok(report.exit_code)
@@ -284,9 +384,13 @@ fn follow(
     check: &dyn checks::Check,
     json: bool,
     style: Style,
+    scope: &wonk::finding::Scope,
 ) -> anyhow::Result<i32> {
     let t = std::time::Instant::now();
     let mut emit = |f: wonk::finding::Finding| {
+        if !scope.selects(&f) {
+            return;
+        }
         let mut o = std::io::stdout().lock();
         let _ = if json {
             serde_json::to_writer(&mut o, &f)
@@ -300,6 +404,7 @@ fn follow(
     let output = check.follow(ctx, &mut emit);
     let mut report = wonk::finding::Report::new(check.name(), ctx.host.root());
     report.add(check.name(), output, t.elapsed());
+    report.narrow(scope);
     Ok(report.exit_code)
 }
 
@@ -361,6 +466,34 @@ mod tests {
             parse(&["wonk", "agent", "--json"]).is_err(),
             "the agent prints no JSON: it does not take --json"
         );
+    }
+
+    #[test]
+    fn kubectl_habits_namespace_pod_all_and_output() {
+        let (g, _) = parse(&[
+            "wonk", "-n", "shop", "ghosts", "--pod", "web-0", "-o", "wide",
+        ])
+        .unwrap();
+        assert_eq!(
+            g.scope(),
+            wonk::finding::Scope {
+                namespace: Some("shop".into()),
+                pod: Some("web-0".into())
+            }
+        );
+        assert_eq!((g.output, g.json), (Some(Format::Wide), false));
+        let (g, _) = parse(&["wonk", "scan", "-n", "shop", "-A"]).unwrap();
+        assert!(g.scope().is_all(), "-A overrides -n");
+        let (g, _) = parse(&["wonk", "shims", "-o", "json"]).unwrap();
+        assert!(g.json, "-o json is --json");
+        let (g, _) = parse(&["wonk", "--json", "htree", "--scan", "/x", "-o", "table"]).unwrap();
+        assert!(!g.json, "the later -o table wins over --json");
+        let (g, _) = parse(&["wonk", "--namespace=kube-system", "layers"]).unwrap();
+        assert_eq!(g.scope().namespace.as_deref(), Some("kube-system"));
+        assert!(parse(&["wonk", "scan", "-o", "yaml"]).is_err());
+        assert!(parse(&["wonk", "completions", "fish"]).is_ok());
+        assert!(parse(&["wonk", "install", "--to", "/opt/wonk"]).is_ok());
+        assert!(parse(&["wonk", "install"]).is_err(), "--to is required");
     }
 
     #[test]

@@ -77,6 +77,19 @@ pub fn fit(s: &str, max: usize) -> String {
     format!("{keep}…")
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary: for limits counted in
+/// bytes (node-problem-detector's `max_output_length`, label values).
+pub fn cut_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Wraps text at spaces to `width` columns; a word longer than the width (a long path) is cut into pieces. Leading
 /// spaces (a right-aligned first column) are kept. Control characters are escaped first ([`escape`]), so a
 /// newline in the text never starts a line of its own.

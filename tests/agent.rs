@@ -9,64 +9,8 @@ mod common;
 use common::agent::*;
 use common::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn have(tool: &str, test: &str) -> bool {
-    if Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs {tool} (Debian package prometheus), and CI=true");
-    }
-    eprintln!("skipping {test}: {tool} is not installed (apt-get install prometheus)");
-    false
-}
-
-/// Stages a ghost file mount in a pod (namespace shop, pod web-0, container app) and returns the sleeping pid.
-fn stage_ghost(s: &mut Scratch) -> u32 {
-    let uid = "6f1c2b3a-0000-4d5e-8f90-aabbccddeeff";
-    let cid = "c".repeat(56) + "0badcafe";
-    let sid = "d".repeat(64);
-    s.write("host/data.txt", "v1\n");
-    s.write("root/data.txt", "");
-    let pid = s.spawn_ns(&format!(
-        "mount --bind {}/data.txt {}/data.txt",
-        s.s("host"),
-        s.s("root")
-    ));
-    let cg = s.cgroup(&format!("kubepods/burstable/pod{uid}/{cid}"), pid);
-    let mounts = json!([{"destination": s.s("root/data.txt"), "type": "bind",
-                          "source": s.s("host/data.txt"), "options": ["rbind"]}]);
-    s.bundle(
-        "state",
-        &cid,
-        &Pod::new("shop", "web-0", uid, &sid)
-            .container("app")
-            .cgroup(&cg)
-            .mounts(mounts)
-            .spec(),
-    );
-    s.bundle(
-        "state",
-        &sid,
-        &Pod::new("shop", "web-0", uid, &sid).sandbox(),
-    );
-    s.write("host/new.txt", "v2\n");
-    s.sh(&format!("mv -f {0}/new.txt {0}/data.txt", s.s("host")));
-    pid
-}
 
 const GHOST: &[(&str, &str)] = &[
     ("namespace", "shop"),
@@ -88,29 +32,16 @@ fn agent_metrics_through_prometheus() {
     std::fs::create_dir_all(&dir).unwrap();
     let dirs = dir.display().to_string();
     std::fs::create_dir_all(s.path("textfile")).unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let log = s.path("agent.log");
-    let mut a = agent(
-        &[
-            "--listen",
-            &listen,
-            "--interval",
-            "1",
-            "--kubelet-root",
-            &mnt.display().to_string(),
-            "--containerd-state",
-            &s.s("state"),
-            "--textfile",
-            &s.s("textfile"),
-            "--fail-check",
-            "layers",
-        ],
-        &log,
+    let Staged {
+        proc: mut a,
+        port,
+        listen,
+        log,
+    } = staged_agent(
+        &s,
+        &mnt,
+        &["--textfile", &s.s("textfile"), "--fail-check", "layers"],
     );
-    wait_metrics(port, 20, "first runs", |m| {
-        value(m, "wonk_check_runs_total", &[("check", "ghosts")]).is_some_and(|v| v >= 1.0)
-    });
     let (status, body) = get(port, "/healthz", "*/*").unwrap();
     assert!(status.contains("200") && body == "ok\n", "{status} {body}");
     assert!(get(port, "/nope", "*/*").unwrap().0.contains("404"));
@@ -125,12 +56,8 @@ fn agent_metrics_through_prometheus() {
     let m = wait_metrics(port, 60, "ghost, htree and kmsg series", |m| {
         value(m, "wonk_ghost_mounts", GHOST) == Some(1.0)
             && value(m, "wonk_htree_failing_ratio", &htree).is_some_and(|v| v > 0.0)
-            && value(
-                m,
-                "wonk_kmsg_events_total",
-                &[("reason", "htree-full"), ("pod", "")],
-            )
-            .is_some_and(|v| v >= 1.0)
+            && value(m, "wonk_kmsg_events_total", &[("reason", "htree-full")])
+                .is_some_and(|v| v >= 1.0)
     });
     let root = value(&m, "wonk_htree_root_fill_ratio", &htree).unwrap();
     let node = value(&m, "wonk_htree_node_fill_ratio", &htree).unwrap();
@@ -188,7 +115,6 @@ fn agent_metrics_through_prometheus() {
         "prometheus",
         "agent_metrics_through_prometheus (Prometheus part)",
     ) {
-        let prom_port = free_port();
         let cfg = s.write(
             "prom/prometheus.yml",
             &format!(
@@ -196,34 +122,8 @@ fn agent_metrics_through_prometheus() {
                 repo("deploy/prometheus/wonk-rules.yaml").display()
             ),
         );
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", s.s("prom/data")))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(s.path("prom/log")).unwrap())
-            .spawn()
-            .unwrap();
-        let _prom = Proc {
-            child: Some(child),
-            name: "prometheus",
-        };
-        let query = |q: &str| -> serde_json::Value {
-            let enc: String = q
-                .bytes()
-                .map(|b| match b {
-                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            get(prom_port, &format!("/api/v1/query?query={enc}"), "*/*")
-                .ok()
-                .and_then(|(_, b)| serde_json::from_str(&b).ok())
-                .unwrap_or(serde_json::Value::Null)
-        };
+        let (_prom, prom_port) = prometheus(&s, &cfg);
+        let query = |q: &str| prom_query(prom_port, q);
         let q_ghost = r#"wonk_ghost_mounts{namespace="shop",pod="web-0",container="app",kind="deleted",job="wonk"}"#;
         let q_htree = format!(r#"wonk_htree_failing_ratio{{path="{dirs}",large_dir="false"}}"#);
         let end = Instant::now() + Duration::from_secs(60);
@@ -266,10 +166,7 @@ fn agent_metrics_through_prometheus() {
             })
         };
         while Instant::now() < end {
-            alerts = get(prom_port, "/api/v1/alerts", "*/*")
-                .ok()
-                .and_then(|(_, b)| serde_json::from_str(&b).ok())
-                .unwrap_or(json!(null));
+            alerts = prom_alerts(prom_port);
             if want.iter().all(|(n, st)| has(&alerts, n, st)) {
                 break;
             }
@@ -312,7 +209,7 @@ fn agent_metrics_through_prometheus() {
 #[test]
 fn promtool_tests_the_alert_rules() {
     let rules = std::fs::read_to_string(repo("deploy/prometheus/wonk-rules.yaml")).unwrap();
-    let crd = std::fs::read_to_string(repo("deploy/prometheusrule.yaml")).unwrap();
+    let crd = std::fs::read_to_string(repo("deploy/base/prometheusrule.yaml")).unwrap();
     let groups = &rules[rules.find("groups:").unwrap()..];
     let indented: String = groups
         .lines()
@@ -326,8 +223,33 @@ fn promtool_tests_the_alert_rules() {
         .collect();
     assert!(
         crd.contains(&indented),
-        "deploy/prometheusrule.yaml must hold deploy/prometheus/wonk-rules.yaml's groups, indented by 2"
+        "deploy/base/prometheusrule.yaml must hold deploy/prometheus/wonk-rules.yaml's groups, indented by 2"
     );
+    // Every alert has a summary, a description and a runbook_url pointing at its own section of docs/RUNBOOK.md.
+    let runbook = std::fs::read_to_string(repo("docs/RUNBOOK.md")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for a in &alerts {
+        let body = &rules[rules.find(&format!("- alert: {a}\n")).unwrap()..];
+        let body = &body[..body[2..].find("- alert: ").map_or(body.len(), |i| i + 2)];
+        for key in ["summary: ", "description: "] {
+            assert!(body.contains(key), "{a} has no {key}");
+        }
+        assert!(
+            body.contains(&format!(
+                "runbook_url: \"docs/RUNBOOK.md#{}\"",
+                a.to_lowercase()
+            )),
+            "{a}: runbook_url"
+        );
+        assert!(
+            runbook.contains(&format!("\n## {a}\n")),
+            "docs/RUNBOOK.md has no section {a}"
+        );
+    }
     if !have("promtool", "promtool_tests_the_alert_rules") {
         return;
     }
@@ -365,4 +287,130 @@ fn npd_plugin_protocol() {
     assert!(code <= 1 && out.trim_end().chars().count() <= 80, "{out}");
     let (code, _, _) = wonk(&["check", "nosuch"]);
     assert_ne!(code, 0);
+    // A wrong --host-root: NPD shows stdout only, so the reason is there, and the verdict is unknown (2).
+    let (code, out, _) = wonk(&["check", "ghosts", "--host-root", "/nonexistent/wonk-host"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.starts_with("ghosts: unknown: cannot open --host-root /nonexistent/wonk-host")
+            && out.len() <= 81,
+        "{out}"
+    );
+    let (code, out, _) = wonk(&["check", "ghosts", "--window", "60"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (2, "ghosts: unknown: --window: ghosts reads no log\n")
+    );
+}
+
+/// `wonk check kmsg --window`: a full directory index the kernel logged a moment ago is a problem within an hour's
+/// window, and outside a window that starts after it (it no longer keeps the condition set until the ring
+/// buffer rolls over).
+#[test]
+fn npd_kmsg_window() {
+    require_root!();
+    let mut s = Scratch::new("agent-npd-kmsg");
+    let (mnt, dev) = s.ext4("fs", "64M", "-b 1024 -N 60000 -O ^large_dir");
+    let dev = dev.trim_start_matches("/dev/").to_string();
+    let dir = mnt.join("full");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Our records: our loop device, logged after this (µs since boot): other tests log full indexes too, and
+    // loop devices are reused.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec that we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let t0 = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000;
+    fill_to_enospc(&dir);
+    let ours = |v: &serde_json::Value| {
+        v["findings"].as_array().map_or(0, |fs| {
+            fs.iter()
+                .filter(|f| {
+                    f["kind"] == "htree-full"
+                        && f["evidence"]["device"] == dev.as_str()
+                        && f["evidence"]["first_ts_usec"]
+                            .as_u64()
+                            .is_some_and(|t| t >= t0)
+                })
+                .count()
+        })
+    };
+    let (code, out, _) = wonk(&["check", "kmsg", "--window", "3600"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.len() <= 81, "{out}");
+    let (_, json, err) = wonk(&["kmsg", "--since", "3600", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json} {err}"));
+    assert!(ours(&v) >= 1, "{v:#}");
+    // Once a second has passed, a window of one second no longer holds it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, json, _) = wonk(&["kmsg", "--since", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(ours(&v), 0, "{v:#}");
+    assert!(v["checks"][0]["stats"]["outside_window"].is_u64(), "{v:#}");
+}
+
+/// kubectl's habits on a real finding: `-n`/`--pod` keep a pod's findings (and the exit code follows what is
+/// listed), `-o wide` shows the namespace and kind, `-o json` is `--json`.
+#[test]
+fn namespace_and_pod_filters_and_wide_output() {
+    require_root!();
+    let mut s = Scratch::new("agent-filters");
+    stage_ghost(&mut s);
+    let state = s.s("state");
+    let subject = s.s("root/data.txt");
+    let ours = |v: &serde_json::Value| findings_for(v, &subject).len();
+    let (code, v) = wonk_json(&[
+        "ghosts",
+        "--containerd-state",
+        &state,
+        "-n",
+        "shop",
+        "--pod",
+        "web-0",
+    ]);
+    assert_eq!((code, ours(&v)), (1, 1), "{v:#}");
+    for f in v["findings"].as_array().unwrap() {
+        assert_eq!(f["owner"]["pod"], "web-0", "{f:#}");
+    }
+    assert_eq!(v["scope"]["namespace"], "shop");
+    let (code, v) = wonk_json(&["-n", "elsewhere", "ghosts", "--containerd-state", &state]);
+    assert_eq!(ours(&v), 0, "{v:#}");
+    assert!(v["scope"]["hidden"].as_u64().unwrap() >= 1, "{v:#}");
+    assert_eq!(code, 0, "nothing listed, nothing wrong: {v:#}");
+    let (code, v) = wonk_json(&[
+        "ghosts",
+        "--containerd-state",
+        &state,
+        "-n",
+        "elsewhere",
+        "-A",
+    ]);
+    assert_eq!((code, ours(&v)), (1, 1), "-A overrides -n: {v:#}");
+    let (_, wide, _) = wonk(&[
+        "ghosts",
+        "--containerd-state",
+        &state,
+        "--pod",
+        "web-0",
+        "-o",
+        "wide",
+    ]);
+    let head = wide
+        .lines()
+        .find(|l| l.starts_with("SEV"))
+        .unwrap_or_else(|| panic!("{wide}"));
+    assert!(
+        head.contains("KIND") && head.contains("NAMESPACE"),
+        "{head}"
+    );
+    assert!(
+        wide.lines()
+            .any(|l| l.contains("ghosts  deleted") && l.contains("shop") && l.ends_with(&subject)),
+        "{wide}"
+    );
+    let (_, out, _) = wonk(&["ghosts", "--containerd-state", &state, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ours(&v), 1);
 }

@@ -10,30 +10,7 @@ mod node;
 use common::*;
 use node::{Handler, Node, PodOpts};
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Kills a process we started (strace) or caused (the leaked shim) by pid, if it is still the one we mean.
-struct KillOnDrop {
-    pid: u32,
-    cmdline_has: &'static str,
-    child: Option<Child>,
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            return;
-        }
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(self.cmdline_has) {
-            // SAFETY: kill(2) of a pid we recorded and just checked.
-            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
-        }
-    }
-}
 
 fn shims(node: &Node, extra: &[&str]) -> (i32, Value) {
     let kr = node.kubelet_root.display().to_string();
@@ -64,61 +41,10 @@ fn a_leaked_shim_is_found_and_reaped_and_nothing_else() {
         victim.shim_pids
     );
     let shim = victim.shim_pids[0];
-    let _shim_guard = KillOnDrop {
-        pid: shim,
-        cmdline_has: "containerd-shim",
-        child: None,
-    };
-
     let (_, before) = shims(node, &[]);
     assert_eq!(shim_by_pid(&before, shim)["class"], "healthy", "{before:#}");
-
-    // Delay every umount2 of the shim, so that containerd's task deletion times out and forgets it.
-    let log = node.dir.join(format!("strace-{shim}.log"));
-    let strace = Command::new("strace")
-        .args([
-            "-p",
-            &shim.to_string(),
-            "-f",
-            "--detach-on=execve",
-            "--trace=umount2",
-        ])
-        .args(["-e", "inject=umount2:delay_enter=12s", "-o"])
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("strace");
-    let strace = KillOnDrop {
-        pid: strace.id(),
-        cmdline_has: "strace",
-        child: Some(strace),
-    };
-    std::thread::sleep(Duration::from_millis(500));
+    let _shim_guard = node.leak_shim(&victim);
     let cri = node.cri();
-    let t = Instant::now();
-    while cri.stop_pod_sandbox(&victim.sandbox_id).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "StopPodSandbox never succeeded\n{}",
-            node.log_tail()
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    while cri.remove_pod_sandbox(&victim.sandbox_id).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "RemovePodSandbox never succeeded\n{}",
-            node.log_tail()
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    drop(strace);
-    assert!(
-        std::path::Path::new(&format!("/proc/{shim}")).exists(),
-        "the shim did not leak this time"
-    );
     let listed = cri.list_pod_sandbox(None).unwrap();
     assert!(
         !listed.iter().any(|s| s.id == victim.sandbox_id),

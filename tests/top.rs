@@ -5,45 +5,12 @@ mod common;
 
 use common::*;
 
-/// A parent blocked in vfork() sits in D state until its child execs or exits; the child sleeps first.
-const VFORK_HELPER: &str = r#"
-#include <unistd.h>
-int main(void) {
-    if (vfork() == 0) { pause(); _exit(0); }
-    return 0;
-}
-"#;
-
 #[test]
 fn d_state_threads_with_their_kernel_stack() {
     require_root!();
     let mut s = Scratch::new("top");
-    let src = s.write("vfork_d.c", VFORK_HELPER);
-    let bin = s.path("wonk-vfork-d");
-    let cc = std::process::Command::new("cc")
-        .arg("-O")
-        .arg("-o")
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .expect("cc");
-    assert!(cc.success());
     let n = 4;
-    let mut parents = Vec::new();
-    for _ in 0..n {
-        let pid = s.spawn_cmd(&mut std::process::Command::new(&bin));
-        parents.push(pid);
-    }
-    // The vfork children are not ours to spawn, but we record them to kill them.
-    for &p in &parents {
-        let child: u32 = s
-            .sh(&format!("for i in $(seq 100); do c=$(cat /proc/{p}/task/{p}/children 2>/dev/null); [ -n \"$c\" ] && echo $c && break; sleep 0.02; done"))
-            .trim()
-            .parse()
-            .expect("vfork child");
-        s.record_pid(child);
-        s.sh(&format!("for i in $(seq 100); do [ \"$(cut -d' ' -f3 /proc/{p}/stat)\" = D ] && break; sleep 0.02; done"));
-    }
+    s.d_state(n);
 
     let (code, v) = wonk_json(&[
         "top",

@@ -402,6 +402,12 @@ fn run_job(s: &Shared, unit: &Unit) -> Result<CheckOutput, String> {
     Ok(out)
 }
 
+/// How long a kernel-log finding stays in `wonk_finding` after it settled (a kmsg period, if that is longer):
+/// an event is not a state, and an alert on it must see it in a few scrapes and evaluations.
+pub const EVENT_HOLD: Duration = Duration::from_secs(600);
+/// At most this many kernel-log findings are held.
+const RECENT_EVENTS: usize = 1000;
+
 /// Follows /dev/kmsg for ever. One [`Follower`](crate::kmsg::Follower) reads it, on a thread of its own, from the
 /// agent's start; its records go through the rules in periods of `kmsg_interval`, each with fresh attribution (so
 /// that new pods are seen), the groups still open reported at each period's end. Reading never waits for a period
@@ -411,6 +417,8 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
     let mut follower: Option<crate::kmsg::Follower> = None;
     let mut since: Option<u64> = None;
     let mut first = true;
+    // Kernel-log findings of the last EVENT_HOLD (or period), newest last: the check's current findings.
+    let mut recent: Vec<(Instant, crate::finding::Finding)> = Vec::new();
     // The follower's totals already added to the counters.
     let published = Mutex::new((0u64, 0u64));
     let publish = |t: &crate::kmsg::reader::FollowTotals| {
@@ -462,6 +470,8 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
                 };
                 let period_over = opts.stop.clone().expect("set above");
                 let end = start + s.config.checks.seconds(unit.schedule.flag());
+                let mut period_findings = Vec::new();
+                let hold = EVENT_HOLD.max(s.config.checks.seconds(unit.schedule.flag()));
                 let out = std::thread::scope(|sc| {
                     // Ends the period, and meanwhile keeps the records counters current.
                     sc.spawn(|| {
@@ -472,18 +482,34 @@ fn kmsg_loop(s: &Shared, unit: &Unit) {
                         period_over.store(true, Ordering::Relaxed);
                     });
                     let mut emit = |f: crate::finding::Finding| {
+                        let o = f.owner.as_ref();
+                        let of = |g: fn(&crate::owner::Owner) -> &Option<String>| {
+                            escape(o.and_then(|o| g(o).as_deref()).unwrap_or("")).into_owned()
+                        };
                         tracing::info!(
                             reason = f.kind,
                             subject = %escape(&f.subject),
+                            namespace = %of(|o| &o.namespace),
+                            pod = %of(|o| &o.pod),
+                            container = %of(|o| &o.container),
                             summary = %escape(&f.summary),
                             "kernel log"
                         );
                         let mut sink = s.metrics.sink();
                         checks::kmsg::event_metrics(&f, &mut sink);
                         s.metrics.add_events(unit, sink);
+                        s.metrics.add_findings(unit.name, std::slice::from_ref(&f));
+                        period_findings.push(f);
                     };
-                    let out = crate::kmsg::follow_with(ctx.owners, f, &opts, &mut emit);
+                    let mut out = crate::kmsg::follow_with(ctx.owners, f, &opts, &mut emit);
                     flag.store(true, Ordering::Relaxed);
+                    let now = Instant::now();
+                    recent.retain(|(t, _)| now.duration_since(*t) < hold);
+                    recent.extend(period_findings.into_iter().map(|f| (now, f)));
+                    // Bounded whatever the kernel logs: the oldest go first.
+                    let over = recent.len().saturating_sub(RECENT_EVENTS);
+                    recent.drain(..over);
+                    out.findings = recent.iter().map(|(_, f)| f.clone()).collect();
                     out
                 });
                 publish(&totals);

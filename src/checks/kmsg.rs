@@ -30,8 +30,8 @@ pub const UNIT: Unit = Unit {
     metrics: &[
         Family::counter(
             "kmsg_events",
-            "Kernel-log events by reason (htree-full, oom-kill, task-hung, ...) and owner, counting every folded \
-             message",
+            "Kernel-log events by reason (htree-full, oom-kill, task-hung, ...), counting every folded message; \
+             the subject and pod of each are in wonk_finding{check=\"kmsg\"} and the agent's log",
         ),
         Family::counter("kmsg_records_read", "Kernel-log records read"),
         Family::counter(
@@ -55,6 +55,10 @@ pub struct Args {
     /// that the log is from this host's current boot.
     #[arg(long, requires = "file")]
     resolve_here: bool,
+    /// Only records the kernel logged in the last SECONDS (/dev/kmsg only; its clock, like CLOCK_MONOTONIC,
+    /// stops during suspend). `wonk check kmsg --window SECONDS` uses it.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["file", "follow"])]
+    since: Option<u64>,
 }
 
 fn from_args(m: &clap::ArgMatches, _: &Invocation) -> anyhow::Result<Box<dyn Check>> {
@@ -68,6 +72,7 @@ fn from_args(m: &clap::ArgMatches, _: &Invocation) -> anyhow::Result<Box<dyn Che
     Ok(Box::new(Kmsg {
         source,
         resolve_here: a.resolve_here,
+        window: a.since.map(std::time::Duration::from_secs),
     }))
 }
 
@@ -76,12 +81,15 @@ pub struct Kmsg {
     pub source: Source,
     /// Look up what a saved log names on this host even without evidence that it is this boot's.
     pub resolve_here: bool,
+    /// Only records of this last stretch of time (/dev/kmsg).
+    pub window: Option<std::time::Duration>,
 }
 
 impl Kmsg {
     fn options(&self) -> Options {
         Options {
             resolve_here: self.resolve_here,
+            min_ts_usec: self.window.map(kmsg::usec_since_boot_before),
             ..Default::default()
         }
     }
@@ -93,6 +101,7 @@ impl Default for Kmsg {
         Kmsg {
             source: Source::DevKmsg { follow: false },
             resolve_here: false,
+            window: None,
         }
     }
 }
@@ -149,7 +158,8 @@ impl Check for Kmsg {
     }
 }
 
-/// The counters one settled kernel-log finding adds to: its `count` folded messages, by reason.
+/// The counters one settled kernel-log finding adds to: its `count` folded messages, by reason only (a counter
+/// never forgets a label set, so it names no pod).
 pub fn event_metrics(f: &Finding, sink: &mut Sink) {
     let n = f
         .evidence
@@ -157,9 +167,7 @@ pub fn event_metrics(f: &Finding, sink: &mut Sink) {
         .find(|(k, _)| k == "count")
         .and_then(|(_, v)| v.as_u64())
         .unwrap_or(1);
-    let mut l = labels(&[("reason", f.kind)]);
-    l.extend(crate::metric::owner_labels(f.owner.as_ref()));
-    sink.put("kmsg_events", l, n as f64);
+    sink.put("kmsg_events", labels(&[("reason", f.kind)]), n as f64);
 }
 
 /// The reading counters since the last call.

@@ -101,7 +101,7 @@ pub struct Setting {
     pub default_secs: u64,
 }
 
-/// node-problem-detector's view of a check: the condition `wonk check NAME` sets (deploy/npd/*.json), and its
+/// node-problem-detector's view of a check: the condition `wonk check NAME` sets (deploy/components/npd/*.json), and its
 /// reason and message while nothing is wrong.
 #[derive(Debug, Clone, Copy)]
 pub struct Npd {

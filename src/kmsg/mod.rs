@@ -57,6 +57,9 @@ pub struct Options {
     /// A saved log (a file or standard input): look up the devices, inodes and pids it names on this host even
     /// without evidence that it is from this host's current boot.
     pub resolve_here: bool,
+    /// Only records logged at or after this time (µs since boot, the kernel's clock); others are counted in
+    /// `outside_window`.
+    pub min_ts_usec: Option<u64>,
 }
 
 impl Default for Options {
@@ -67,6 +70,7 @@ impl Default for Options {
             stop: None,
             settle: Duration::from_secs(5),
             resolve_here: false,
+            min_ts_usec: None,
         }
     }
 }
@@ -148,6 +152,7 @@ fn scan_inner(
     );
     let mut engine = Engine::new();
     let stop = opts.stop.as_deref();
+    let outside_window;
     let result = {
         let mut sink = EngineSink {
             engine: &mut engine,
@@ -155,8 +160,10 @@ fn scan_inner(
             follow,
             settle: opts.settle,
             emit: &mut *emit,
+            min_ts_usec: opts.min_ts_usec,
+            outside_window: 0,
         };
-        match input {
+        let r = match input {
             Input::Source(Source::DevKmsg { follow: false }) => reader::read_kmsg(
                 owners.host(),
                 &KmsgOptions {
@@ -179,7 +186,9 @@ fn scan_inner(
             Input::Source(Source::Stdin) => {
                 reader::read_text(io::stdin().lock(), &mut stats, &mut sink)
             }
-        }
+        };
+        outside_window = sink.outside_window;
+        r
     };
     if !resolver.here() && !stats.boot_ids.is_empty() {
         // A journal whose every boot marker names this host's current boot.
@@ -210,6 +219,7 @@ fn scan_inner(
         ("records_lost".into(), stats.lost),
         ("records_dropped".into(), stats.dropped),
         ("skipped_old".into(), stats.skipped_old),
+        ("outside_window".into(), outside_window),
     ];
     out.stats.extend(engine.stats());
     let (from_user, unknown) = engine.provenance();
@@ -298,10 +308,18 @@ struct EngineSink<'e, 'r, 'a> {
     follow: bool,
     settle: Duration,
     emit: &'e mut dyn FnMut(Finding),
+    min_ts_usec: Option<u64>,
+    outside_window: u64,
 }
 
 impl Sink for EngineSink<'_, '_, '_> {
     fn record(&mut self, r: &Record<'_>) {
+        if let (Some(min), Some(ts)) = (self.min_ts_usec, r.ts_usec) {
+            if ts < min {
+                self.outside_window += 1;
+                return;
+            }
+        }
         self.engine.push(r);
     }
 
@@ -318,6 +336,20 @@ impl Sink for EngineSink<'_, '_, '_> {
 fn current_boot_id(host: &crate::host::Host) -> Option<String> {
     let b = crate::host::read_bounded(&host.path("/proc/sys/kernel/random/boot_id"), 64).ok()?;
     record::boot_marker(format!("-- Boot {} --", String::from_utf8_lossy(&b).trim()).as_bytes())
+}
+
+/// The kernel log's time (µs since boot, CLOCK_MONOTONIC) `ago` before now; 0 when that is before boot.
+pub fn usec_since_boot_before(ago: Duration) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec that we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    let now = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000;
+    now.saturating_sub(ago.as_micros() as u64)
 }
 
 /// The wall-clock time of boot in µs since the epoch, to date kmsg timestamps. printk's clock, like

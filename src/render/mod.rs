@@ -37,6 +37,12 @@ pub fn confirm(n: usize, what: &str, verb: &str) -> bool {
 
 /// The human rendering of a report: a summary table, each finding's evidence, then what wonk could not see.
 pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()> {
+    table_with(w, report, style, false)
+}
+
+/// [`table`], or with `wide` (`-o wide`) a summary with the kind and namespace columns and nothing cut, wider
+/// than the terminal if it must be.
+pub fn table_with(w: &mut dyn Write, report: &Report, style: Style, wide: bool) -> io::Result<()> {
     // A check run alone (its subcommand) shows its own view first: every shim, healthy or not.
     if let [only] = report.checks.as_slice() {
         if let Some(o) = &only.output {
@@ -46,6 +52,12 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
     if report.findings.is_empty() && report.checks.iter().all(|c| c.error.is_none()) {
         let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
         writeln!(w, "no findings ({} checked)", names.join(", "))?;
+    } else if wide && !report.findings.is_empty() {
+        wide_summary(w, &report.findings, style)?;
+        for f in &report.findings {
+            writeln!(w)?;
+            finding_details(w, f, style)?;
+        }
     } else if !report.findings.is_empty() {
         writeln!(
             w,
@@ -95,6 +107,53 @@ pub fn table(w: &mut dyn Write, report: &Report, style: Style) -> io::Result<()>
         )?;
     }
     not_seen(w, &report.blind_spots, style)
+}
+
+/// `-o wide`'s summary: every column at the width of its longest value, control characters escaped.
+fn wide_summary(w: &mut dyn Write, findings: &[Finding], style: Style) -> io::Result<()> {
+    let rows: Vec<[String; 6]> = findings
+        .iter()
+        .map(|f| {
+            let o = f.owner.as_ref();
+            let get = |v: Option<&String>| {
+                v.map_or("-".to_string(), |s| crate::term::escape(s).into_owned())
+            };
+            [
+                f.check.to_string(),
+                f.kind.to_string(),
+                get(o.and_then(|o| o.namespace.as_ref())),
+                o.map_or("-".into(), |o| {
+                    crate::term::escape(&o.pod_label()).into_owned()
+                }),
+                o.map_or("-".into(), |o| {
+                    crate::term::escape(&o.container_label()).into_owned()
+                }),
+                crate::term::escape(&f.subject).into_owned(),
+            ]
+        })
+        .collect();
+    let heads = ["CHECK", "KIND", "NAMESPACE", "POD", "CONTAINER", "SUBJECT"];
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([heads[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..5).map(width).collect();
+    let mut head = format!("{:<4}", "SEV");
+    for (i, h) in heads.iter().enumerate().take(5) {
+        head.push_str(&format!("  {h:<0$}", widths[i]));
+    }
+    writeln!(w, "{}", style.bold(&format!("{head}  {}", heads[5])))?;
+    for (f, r) in findings.iter().zip(&rows) {
+        let mut line = severity(style, f.severity);
+        for (i, v) in r.iter().enumerate().take(5) {
+            line.push_str(&format!("  {v:<0$}", widths[i]));
+        }
+        writeln!(w, "{line}  {}", r[5])?;
+    }
+    Ok(())
 }
 
 /// The blind spots, under `not seen:`; nothing when there are none.

@@ -1,9 +1,12 @@
 //! Driving `wonk agent` from a test: a free port, the agent as a child killed by its pid when dropped, plain
-//! HTTP GETs of /metrics and one series' value, and a directory filled until its htree index is full.
+//! HTTP GETs of /metrics and one series' value, a directory filled until its htree index is full, a ghost
+//! bind mount in a pod, and a real Prometheus (Debian's package) with its query API.
 
+use super::{Pod, Scratch};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,6 +70,45 @@ pub fn agent(args: &[&str], log: &Path) -> Proc {
     Proc {
         child: Some(child),
         name: "wonk agent",
+    }
+}
+
+/// A started agent on a staged node: its process, port, `127.0.0.1:PORT` and log file.
+pub struct Staged {
+    pub proc: Proc,
+    pub port: u16,
+    pub listen: String,
+    pub log: PathBuf,
+}
+
+/// `wonk agent` with every interval at 1 s, kubelet's root at `kubelet_root` and `s`'s containerd state, plus
+/// `extra`; returns once every check has run.
+pub fn staged_agent(s: &Scratch, kubelet_root: &Path, extra: &[&str]) -> Staged {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log = s.path("agent.log");
+    let root = kubelet_root.display().to_string();
+    let state = s.s("state");
+    let mut args = vec![
+        "--listen",
+        &listen,
+        "--interval",
+        "1",
+        "--kubelet-root",
+        &root,
+        "--containerd-state",
+        &state,
+    ];
+    args.extend_from_slice(extra);
+    let proc = agent(&args, &log);
+    wait_metrics(port, 20, "first runs", |m| {
+        value(m, "wonk_check_runs_total", &[("check", "ghosts")]).is_some_and(|v| v >= 1.0)
+    });
+    Staged {
+        proc,
+        port,
+        listen,
+        log,
     }
 }
 
@@ -135,4 +177,116 @@ pub fn fill_to_enospc(dir: &Path) -> usize {
         }
     }
     panic!("no ENOSPC after 200,000 creates");
+}
+
+/// A file of this repository.
+pub fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Whether `tool` is installed; skips (or fails with CI=true) otherwise.
+pub fn have(tool: &str, test: &str) -> bool {
+    if Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs {tool} (Debian package prometheus), and CI=true");
+    }
+    eprintln!("skipping {test}: {tool} is not installed (apt-get install prometheus)");
+    false
+}
+
+/// The pod uid of [`stage_ghost`]'s pod (shop/web-0).
+pub const GHOST_UID: &str = "6f1c2b3a-0000-4d5e-8f90-aabbccddeeff";
+
+/// The sandbox id of that pod.
+pub fn ghost_sandbox() -> String {
+    "d".repeat(64)
+}
+
+/// Stages a ghost file mount in a pod (namespace shop, pod web-0, container app) and returns the sleeping pid.
+pub fn stage_ghost(s: &mut Scratch) -> u32 {
+    stage_ghost_named(s, "data.txt")
+}
+
+/// [`stage_ghost`] with the mounted file named `name` (any bytes but `/`, NUL and `'`): `root/NAME`, from
+/// `host/NAME`, which is then replaced.
+pub fn stage_ghost_named(s: &mut Scratch, name: &str) -> u32 {
+    let uid = GHOST_UID;
+    let cid = "c".repeat(56) + "0badcafe";
+    let sid = ghost_sandbox();
+    let (host, root) = (s.s(&format!("host/{name}")), s.s(&format!("root/{name}")));
+    s.write(&format!("host/{name}"), "v1\n");
+    s.write(&format!("root/{name}"), "");
+    let pid = s.spawn_ns(&format!("mount --bind '{host}' '{root}'"));
+    let cg = s.cgroup(&format!("kubepods/burstable/pod{uid}/{cid}"), pid);
+    let mounts = json!([{"destination": root, "type": "bind",
+                          "source": host, "options": ["rbind"]}]);
+    s.bundle(
+        "state",
+        &cid,
+        &Pod::new("shop", "web-0", uid, &sid)
+            .container("app")
+            .cgroup(&cg)
+            .mounts(mounts)
+            .spec(),
+    );
+    s.bundle(
+        "state",
+        &sid,
+        &Pod::new("shop", "web-0", uid, &sid).sandbox(),
+    );
+    s.write("host/new.tmp", "v2\n");
+    s.sh(&format!("mv -f '{}' '{host}'", s.s("host/new.tmp")));
+    pid
+}
+
+/// Prometheus with `cfg`, its data and log under `s`; killed by its pid when the returned `Proc` is dropped.
+pub fn prometheus(s: &Scratch, cfg: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", s.s("prom/data")))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(s.path("prom/log")).unwrap())
+        .spawn()
+        .unwrap();
+    (
+        Proc {
+            child: Some(child),
+            name: "prometheus",
+        },
+        port,
+    )
+}
+
+/// An instant query through Prometheus's HTTP API; null when it did not answer.
+pub fn prom_query(port: u16, q: &str) -> serde_json::Value {
+    let enc: String = q
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    get(port, &format!("/api/v1/query?query={enc}"), "*/*")
+        .ok()
+        .and_then(|(_, b)| serde_json::from_str(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Prometheus's alerts (`/api/v1/alerts`); null when it did not answer.
+pub fn prom_alerts(port: u16) -> serde_json::Value {
+    get(port, "/api/v1/alerts", "*/*")
+        .ok()
+        .and_then(|(_, b)| serde_json::from_str(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
 }

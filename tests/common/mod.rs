@@ -209,6 +209,40 @@ impl Scratch {
         pid
     }
 
+    /// Starts `n` processes (named `wonk-vfork-d`) that sit in D state until killed: each is a parent blocked in
+    /// vfork() while its child pauses. Returns the parents' pids, once each is in D state; the children are
+    /// recorded too.
+    pub fn d_state(&mut self, n: usize) -> Vec<u32> {
+        const HELPER: &str = "#include <unistd.h>\nint main(void) {\n    if (vfork() == 0) { pause(); _exit(0); }\n    return 0;\n}\n";
+        let src = self.write("vfork_d.c", HELPER);
+        let bin = self.path("wonk-vfork-d");
+        if !bin.exists() {
+            let cc = Command::new("cc")
+                .arg("-O")
+                .arg("-o")
+                .arg(&bin)
+                .arg(&src)
+                .status()
+                .expect("cc");
+            assert!(cc.success());
+        }
+        let mut parents = Vec::new();
+        for _ in 0..n {
+            parents.push(self.spawn_cmd(&mut Command::new(&bin)));
+        }
+        // The vfork children are not ours to spawn, but we record them to kill them.
+        for &p in &parents {
+            let child: u32 = self
+                .sh(&format!("for i in $(seq 100); do c=$(cat /proc/{p}/task/{p}/children 2>/dev/null); [ -n \"$c\" ] && echo $c && break; sleep 0.02; done"))
+                .trim()
+                .parse()
+                .expect("vfork child");
+            self.record_pid(child);
+            self.sh(&format!("for i in $(seq 100); do [ \"$(cut -d' ' -f3 /proc/{p}/stat)\" = D ] && break; sleep 0.02; done"));
+        }
+        parents
+    }
+
     /// Records a process that we did not spawn ourselves but caused, so that Drop kills it (SIGKILL, by pid).
     pub fn record_pid(&mut self, pid: u32) {
         self.extra_pids.push(pid);

@@ -10,6 +10,7 @@ mod common;
 mod bounds;
 mod containerd;
 mod enospc;
+mod fleet;
 mod htree;
 mod http;
 mod kmsg;

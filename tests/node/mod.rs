@@ -233,6 +233,71 @@ impl Node {
     }
 
     /// Runs a pod with one container named `app`, the way kubelet would. See [`PodOpts`].
+    /// Leaks `victim`'s shim the way the seed's were (containerd's own PR 9004 reproduction): strace delays the
+    /// shim's umount2 while the pod is stopped and removed through CRI, so that containerd's task deletion times
+    /// out and forgets the shim, which lives on. Returns a guard that kills the shim (by its pid, if it is still a
+    /// shim) when dropped.
+    pub fn leak_shim(&'static self, victim: &Pod) -> KillOnDrop {
+        assert_eq!(
+            victim.shim_pids.len(),
+            1,
+            "one v2 shim per pod: {:?}",
+            victim.shim_pids
+        );
+        let shim = victim.shim_pids[0];
+        let guard = KillOnDrop {
+            pid: shim,
+            cmdline_has: "containerd-shim",
+            child: None,
+        };
+        let log = self.dir.join(format!("strace-{shim}.log"));
+        let strace = Command::new("strace")
+            .args([
+                "-p",
+                &shim.to_string(),
+                "-f",
+                "--detach-on=execve",
+                "--trace=umount2",
+            ])
+            .args(["-e", "inject=umount2:delay_enter=12s", "-o"])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("strace");
+        let strace = KillOnDrop {
+            pid: strace.id(),
+            cmdline_has: "strace",
+            child: Some(strace),
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let cri = self.cri();
+        let t = Instant::now();
+        while cri.stop_pod_sandbox(&victim.sandbox_id).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(180),
+                "StopPodSandbox never succeeded\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        while cri.remove_pod_sandbox(&victim.sandbox_id).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(180),
+                "RemovePodSandbox never succeeded\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        drop(strace);
+        assert!(
+            Path::new(&format!("/proc/{shim}")).exists(),
+            "the shim did not leak this time"
+        );
+        guard
+    }
+
     pub fn pod(&'static self, opts: PodOpts) -> Pod {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let uid = format!(
@@ -448,6 +513,28 @@ impl PodOpts {
     pub fn shared_dir(mut self, dir: &Path) -> PodOpts {
         self.shared_dir = Some(dir.to_path_buf());
         self
+    }
+}
+
+/// Kills a process we started (strace) or caused (a leaked shim) by pid, if it is still the one we mean.
+pub struct KillOnDrop {
+    pub pid: u32,
+    cmdline_has: &'static str,
+    child: Option<Child>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            return;
+        }
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(self.cmdline_has) {
+            // SAFETY: kill(2) of a pid we recorded and just checked.
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        }
     }
 }
 

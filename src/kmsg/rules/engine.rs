@@ -498,13 +498,8 @@ impl Engine {
 }
 
 pub(super) fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    let end = crate::term::cut_bytes(s, max).len();
+    s.truncate(end);
 }
 
 /// A line that can belong to a hung-task or oops report: indented, or a `Header:` line.
