@@ -94,4 +94,3 @@ pub fn table(w: &mut dyn Write, who: &Who, style: Style) -> io::Result<()> {
     }
     crate::render::not_seen(w, &who.blind_spots, style)
 }
-

@@ -14,6 +14,7 @@ pub mod ghosts;
 pub mod htree;
 pub mod kmsg;
 pub mod layers;
+pub mod pressure;
 pub mod shims;
 
 use crate::finding::{BlindSpot, CheckOutput, Finding, Report};
@@ -207,6 +208,7 @@ pub fn registry() -> &'static [Unit] {
         htree::UNIT,
         layers::UNIT,
         dstate::UNIT,
+        pressure::UNIT,
     ]
 }
 

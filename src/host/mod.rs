@@ -5,6 +5,7 @@
 //! Submodules hold the readers for each kind of kernel-provided input: [`procfs`] for processes,
 //! [`mountinfo`] for mount tables and [`resolve`] for opening paths inside an untrusted root.
 
+pub mod cgroupfs;
 pub mod mountinfo;
 pub mod procfs;
 pub mod resolve;

@@ -3,12 +3,12 @@
 //! see it and how. `wonk who` prints it; checks and the kernel-log resolver use it to name the pod behind a
 //! directory, an inode or a device.
 
-use crate::host::BlindSpot;
+use super::{cgroup, Attributor, Owner, PrefixMatch};
 use crate::host::mountinfo::{self, Mount};
 use crate::host::procfs;
 use crate::host::resolve::{self, DevNum, Identity};
+use crate::host::BlindSpot;
 use crate::host::{bytes_path, display_bytes, Host};
-use super::{cgroup, Attributor, Owner, PrefixMatch};
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -10,9 +10,9 @@ pub mod containerd;
 pub mod kubelet;
 pub mod locate;
 
-use crate::host::BlindSpot;
 use crate::host::mountinfo::{self, Mount};
 use crate::host::procfs::{MountNs, Unreadable};
+use crate::host::BlindSpot;
 use crate::host::{procfs, resolve, Host};
 use cgroup::{CgroupRef, Qos};
 use containerd::{Bundle, Instance};

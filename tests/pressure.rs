@@ -1,0 +1,131 @@
+//! `wonk pressure` against real cgroup v2 pressure files: a kubelet-shaped tree under a private cgroup root, one
+//! pod syncing every write to a loop-mounted ext4, one pod asleep.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+const BUSY_UID: &str = "7a1c0de0-0000-4000-8000-00000000b051";
+const IDLE_UID: &str = "7a1c0de0-0000-4000-8000-0000000001d1";
+const BUSY_CID: &str = "b05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05a";
+const IDLE_CID: &str = "1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e";
+
+fn pod<'a>(details: &'a Value, uid: &str) -> &'a Value {
+    details["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["owner"]["pod_uid"] == uid)
+        .unwrap_or_else(|| panic!("pod {uid} not in {details:#}"))
+}
+
+fn share(p: &Value, resource: &str) -> f64 {
+    p["stalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["resource"] == resource)
+        .unwrap_or_else(|| panic!("no {resource} stall in {p:#}"))["some"]["share"]
+        .as_f64()
+        .unwrap()
+}
+
+/// Two pods, one per kubelet cgroup driver: the busy one (cgroupfs layout) writes with O_DSYNC to a
+/// loop-mounted ext4, so its tasks wait for the device; the idle one (systemd layout) sleeps. Read from PSI and
+/// from D-state samples, the busy pod leads and the idle one shows nothing.
+#[test]
+fn busy_pod_leads_idle_pod_shows_little() {
+    if !root_or_skip("busy_pod_leads_idle_pod_shows_little")
+        || !present_or_skip(
+            "busy_pod_leads_idle_pod_shows_little",
+            Scratch::has_unified_psi(),
+            "cgroup v2 with PSI at /sys/fs/cgroup/unified",
+        )
+    {
+        return;
+    }
+    let mut s = Scratch::new("pressure");
+    let (mnt, _dev) = s.ext4("fs", "64M", "");
+    let busy_cg = s.cgroup_in(
+        "unified",
+        &format!("kubepods/burstable/pod{BUSY_UID}/{BUSY_CID}"),
+        None,
+    );
+    let idle_uid_ = IDLE_UID.replace('-', "_");
+    let idle_cg = s.cgroup_in(
+        "unified",
+        &format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{idle_uid_}.slice/cri-containerd-{IDLE_CID}.scope"
+        ),
+        None,
+    );
+    // One process (sh execs perl) that rewrites 16 MiB in 64 KiB writes, each synced (O_SYNC) before the next.
+    let file = mnt.join("f");
+    let writer = s.spawn_cmd(Command::new("sh").arg("-c").arg(format!(
+        "echo $$ > /sys/fs/cgroup/unified{busy_cg}/cgroup.procs && exec perl -MFcntl -e '\
+         sysopen(my $f, \"{}\", O_WRONLY|O_CREAT|O_SYNC) or die; my $b = \"x\" x 65536; \
+         while (1) {{ sysseek($f, 0, 0); syswrite($f, $b) for 1..256 }}'",
+        file.display()
+    )));
+    let sleeper = s.spawn_cmd(Command::new("sleep").arg("1000"));
+    std::fs::write(
+        format!("/sys/fs/cgroup/unified{idle_cg}/cgroup.procs"),
+        sleeper.to_string(),
+    )
+    .unwrap();
+    // The writer moved itself into its cgroup before it wrote its first byte.
+    while std::fs::metadata(&file).map_or(0, |m| m.len()) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let root = s.cgroup_parent();
+
+    let (_, r) = wonk_json(&["pressure", "--cgroup-root", &root, "--window", "2"]);
+    let d = &r["checks"][0]["details"];
+    assert_eq!(d["source"], "psi", "{d:#}");
+    let busy = pod(d, BUSY_UID);
+    let idle = pod(d, IDLE_UID);
+    assert_eq!(d["pods"][0]["owner"]["pod_uid"], BUSY_UID, "{d:#}");
+    assert_eq!(busy["worst"], "io", "{busy:#}");
+    let (b, i) = (share(busy, "io"), share(idle, "io"));
+    assert!(b > 0.0 && i < b / 10.0, "busy io {b}, idle io {i}");
+    assert_eq!(i, 0.0, "a sleeping pod waits for no IO: {idle:#}");
+    // Its container is read too, in the systemd layout as in the cgroupfs one.
+    assert_eq!(busy["containers"][0]["owner"]["container_id"], BUSY_CID);
+    assert_eq!(idle["containers"][0]["owner"]["container_id"], IDLE_CID);
+    assert!(
+        share(&busy["containers"][0], "io") > 0.0,
+        "{:#}",
+        busy["containers"][0]
+    );
+    // The node's own pressure is the baseline, and the stall it shows includes the busy pod's.
+    let node_io = d["node"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["resource"] == "io")
+        .unwrap();
+    assert!(node_io["some"]["share"].as_f64().unwrap() > 0.0);
+
+    let (_, r) = wonk_json(&[
+        "pressure",
+        "--cgroup-root",
+        &root,
+        "--window",
+        "2",
+        "--source",
+        "d-state",
+    ]);
+    let d = &r["checks"][0]["details"];
+    assert_eq!(d["source"], "d-state", "{d:#}");
+    let busy = pod(d, BUSY_UID);
+    let idle = pod(d, IDLE_UID);
+    assert_eq!(idle["dstate_samples"], 0, "{idle:#}");
+    assert!(
+        busy["dstate_samples"].as_u64().unwrap() > 0,
+        "the writer waits for the device in D state: {busy:#}"
+    );
+    assert_eq!(d["pods"][0]["owner"]["pod_uid"], BUSY_UID, "{d:#}");
+    s.kill(writer);
+}
