@@ -9,11 +9,13 @@
 //! may run for a while and answer a question rather than judge the node. They are not checks (see
 //! docs/ARCHITECTURE.md).
 
+pub mod cgroups;
 pub mod dstate;
 pub mod ghosts;
 pub mod htree;
 pub mod kmsg;
 pub mod layers;
+pub mod pids;
 pub mod pressure;
 pub mod shims;
 
@@ -209,6 +211,8 @@ pub fn registry() -> &'static [Unit] {
         layers::UNIT,
         dstate::UNIT,
         pressure::UNIT,
+        pids::UNIT,
+        cgroups::UNIT,
     ]
 }
 
@@ -245,6 +249,14 @@ pub fn absolute(p: &Path, host_root: &Path) -> anyhow::Result<std::path::PathBuf
 /// A subcommand with no arguments of its own.
 #[derive(clap::Args, Debug, Default)]
 pub struct NoArgs {}
+
+/// A subcommand whose one argument is where kubelet puts the pods' cgroups.
+#[derive(clap::Args, Debug, Default)]
+pub struct CgroupRootArgs {
+    /// kubelet's --cgroup-root: the pods' cgroups are under CGROUP/kubepods or CGROUP/kubepods.slice [default: /].
+    #[arg(long, value_name = "CGROUP")]
+    pub cgroup_root: Option<String>,
+}
 
 /// Runs checks into one report, together with what the attribution layer could not see.
 pub fn run(ctx: &Context, command: &str, checks: &[Box<dyn Check>]) -> Report {
