@@ -191,7 +191,9 @@ pub struct Unit {
     pub from_args: fn(&clap::ArgMatches, &Invocation) -> anyhow::Result<Box<dyn Check>>,
     /// The check as `wonk scan` and `wonk check` run it.
     pub scan: fn() -> Box<dyn Check>,
-    /// The check as the agent runs it, with its settings.
+    /// The check as the agent runs it, with its settings. The agent builds it once and runs it at every interval
+    /// (again after a panic), so a check may keep what it learns from one run for the next, behind `&self`
+    /// (htree's history of each directory's entries).
     pub agent: fn(&Settings) -> Box<dyn Check>,
     /// Whether `wonk scan` runs it.
     pub in_scan: bool,
