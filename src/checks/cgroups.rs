@@ -109,10 +109,7 @@ impl Output for CgroupsOutput {
             );
         }
         for p in self.pods.iter().take(sink.top) {
-            let mut l = metric::owner_labels(p.owner.as_ref());
-            if let Some(c) = l.iter_mut().find(|(k, _)| k == "container") {
-                c.1.clear();
-            }
+            let l = metric::pod_labels(p.owner.as_ref());
             sink.put("cgroups_pod_dying", l, p.dying as f64);
         }
     }

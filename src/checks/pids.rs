@@ -133,10 +133,7 @@ impl Output for PidsOutput {
 
     fn metrics(&self, sink: &mut Sink) {
         for p in self.pods.iter().take(sink.top) {
-            let mut l = metric::owner_labels(p.owner.as_ref());
-            if let Some(c) = l.iter_mut().find(|(k, _)| k == "container") {
-                c.1.clear();
-            }
+            let l = metric::pod_labels(p.owner.as_ref());
             if let Some(c) = p.pids_current {
                 sink.put("pids_current", l.clone(), c as f64);
             }

@@ -295,11 +295,7 @@ impl Output for PressureOutput {
     fn metrics(&self, sink: &mut Sink) {
         let src = self.source.as_str();
         for p in self.pods.iter().take(sink.top) {
-            let mut base = metric::owner_labels(p.pod.owner.as_ref());
-            // Pods only: containers would multiply the series.
-            if let Some(c) = base.iter_mut().find(|(k, _)| k == "container") {
-                c.1.clear();
-            }
+            let base = metric::pod_labels(p.pod.owner.as_ref());
             let put = |sink: &mut Sink, resource: &str, kind: &str, v: f64| {
                 let mut l = base.clone();
                 l.extend(metric::labels(&[
