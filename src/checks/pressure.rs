@@ -889,7 +889,7 @@ fn findings(o: &PressureOutput) -> Vec<Finding> {
                 cause.push(format!(
                     "the heaviest writer is pid {} ({}) of {}: {} bytes/s",
                     w.pid,
-                    w.comm,
+                    crate::term::escape(&w.comm),
                     w.owner.as_ref().map_or("no pod".into(), |o| o.pod_label()),
                     w.bytes_per_second as u64
                 ));

@@ -2,6 +2,7 @@
 //! command lines, mount tables, cgroups and the kernel-log lines it writes) with real kernel objects, and asserts
 //! that wonk stays safe: it is not fooled, stalled, crashed or bloated. docs/SECURITY.md is the threat model.
 
+mod cgroups;
 #[path = "../common/mod.rs"]
 mod common;
 mod containerd;
