@@ -99,12 +99,7 @@ fn zombies_of_a_container_init_near_the_pid_limit_and_the_dying_cgroups_they_hol
     assert_eq!(code, 1, "a warning: {r:#}");
     let d = &r["checks"][0]["details"];
     assert_eq!(d["source"], "cgroup1 pids");
-    let p = d["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["owner"]["pod_uid"] == UID)
-        .unwrap_or_else(|| panic!("{d:#}"));
+    let p = pod_by_uid(d, UID);
     // unshare, its child (the namespace's init) and 12 zombies.
     assert_eq!(p["pids_current"], 2 + CHILDREN, "{p:#}");
     assert_eq!(p["pids_max"], 16);
@@ -114,12 +109,7 @@ fn zombies_of_a_container_init_near_the_pid_limit_and_the_dying_cgroups_they_hol
     assert_eq!(p["reapers"][0]["zombies"], CHILDREN);
     assert_eq!(p["reapers"][0]["ns_init"], true);
     assert_eq!(p["reapers"][0]["container"], &CID[..13]);
-    let idle_pod = d["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["owner"]["pod_uid"] == IDLE_UID)
-        .unwrap();
+    let idle_pod = pod_by_uid(d, IDLE_UID);
     assert_eq!(idle_pod["pids_current"], 1);
     assert_eq!(
         idle_pod["pids_max"],
@@ -141,12 +131,7 @@ fn zombies_of_a_container_init_near_the_pid_limit_and_the_dying_cgroups_they_hol
 
     let (_, r) = wonk_json(&["cgroups", "--cgroup-root", &root]);
     let d = &r["checks"][0]["details"];
-    let p = d["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["owner"]["pod_uid"] == UID)
-        .unwrap_or_else(|| panic!("{d:#}"));
+    let p = pod_by_uid(d, UID);
     assert_eq!(p["dying"], CHILDREN, "{p:#}");
     assert_eq!(p["live"], 1, "the container's cgroup: {p:#}");
     let f = findings_for(&r, &format!("pod {UID}"));

@@ -12,15 +12,6 @@ const IDLE_UID: &str = "7a1c0de0-0000-4000-8000-0000000001d1";
 const BUSY_CID: &str = "b05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05ab05a";
 const IDLE_CID: &str = "1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e1d1e";
 
-fn pod<'a>(details: &'a Value, uid: &str) -> &'a Value {
-    details["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["owner"]["pod_uid"] == uid)
-        .unwrap_or_else(|| panic!("pod {uid} not in {details:#}"))
-}
-
 fn share(p: &Value, resource: &str) -> f64 {
     p["stalls"]
         .as_array()
@@ -84,8 +75,8 @@ fn busy_pod_leads_idle_pod_shows_little() {
     let (_, r) = wonk_json(&["pressure", "--cgroup-root", &root, "--window", "2"]);
     let d = &r["checks"][0]["details"];
     assert_eq!(d["source"], "psi", "{d:#}");
-    let busy = pod(d, BUSY_UID);
-    let idle = pod(d, IDLE_UID);
+    let busy = pod_by_uid(d, BUSY_UID);
+    let idle = pod_by_uid(d, IDLE_UID);
     assert_eq!(d["pods"][0]["owner"]["pod_uid"], BUSY_UID, "{d:#}");
     assert_eq!(busy["worst"], "io", "{busy:#}");
     let (b, i) = (share(busy, "io"), share(idle, "io"));
@@ -119,8 +110,8 @@ fn busy_pod_leads_idle_pod_shows_little() {
     ]);
     let d = &r["checks"][0]["details"];
     assert_eq!(d["source"], "d-state", "{d:#}");
-    let busy = pod(d, BUSY_UID);
-    let idle = pod(d, IDLE_UID);
+    let busy = pod_by_uid(d, BUSY_UID);
+    let idle = pod_by_uid(d, IDLE_UID);
     assert_eq!(idle["dstate_samples"], 0, "{idle:#}");
     assert!(
         busy["dstate_samples"].as_u64().unwrap() > 0,

@@ -315,6 +315,16 @@ impl Drop for Scratch {
     }
 }
 
+/// The pod with `uid` in a check's `details.pods` (pressure, pids, cgroups).
+pub fn pod_by_uid<'a>(details: &'a Value, uid: &str) -> &'a Value {
+    details["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["owner"]["pod_uid"] == uid)
+        .unwrap_or_else(|| panic!("pod {uid} not in {details:#}"))
+}
+
 /// Runs wonk with `--json` and returns its exit code and parsed output.
 pub fn wonk_json(args: &[&str]) -> (i32, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_wonk"))
