@@ -120,3 +120,106 @@ fn busy_pod_leads_idle_pod_shows_little() {
     assert_eq!(d["pods"][0]["owner"]["pod_uid"], BUSY_UID, "{d:#}");
     s.kill(writer);
 }
+
+/// A write rate limit on one block device in the root blkio cgroup (v1), removed in Drop.
+struct Throttle(String);
+
+impl Throttle {
+    fn new(dev: &str, bytes_per_second: u64) -> Throttle {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(dev).unwrap().rdev();
+        let t = Throttle(format!("{}:{}", libc::major(rdev), libc::minor(rdev)));
+        t.set(bytes_per_second);
+        t
+    }
+    fn set(&self, bytes_per_second: u64) {
+        std::fs::write(
+            "/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device",
+            format!("{} {bytes_per_second}", self.0),
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// A node-wide IO stall with a visible cause: a pod's `syncfs` waits for 16 MiB of dirty data to be written
+/// to a loop device throttled to 1 MiB/s. The node's IO stall finding names the thread waiting in
+/// `sync_filesystem` and its pod.
+#[test]
+fn node_io_stall_names_the_thread_in_sync_filesystem() {
+    let t = "node_io_stall_names_the_thread_in_sync_filesystem";
+    if !root_or_skip(t)
+        || !present_or_skip(
+            t,
+            Scratch::has_unified_psi()
+                && std::path::Path::new("/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device")
+                    .exists(),
+            "cgroup v2 with PSI at /sys/fs/cgroup/unified and v1 blkio throttling",
+        )
+    {
+        return;
+    }
+    let mut s = Scratch::new("pressure-sync");
+    let (mnt, dev) = s.ext4("fs", "128M", "");
+    let cg = s.cgroup_in(
+        "unified",
+        &format!("kubepods/burstable/pod{BUSY_UID}/{BUSY_CID}"),
+        None,
+    );
+    let throttle = Throttle::new(&dev, 1 << 20);
+    s.sh(&format!(
+        "dd if=/dev/urandom of={}/f bs=1M count=16 2>/dev/null",
+        mnt.display()
+    ));
+    let sync = s.spawn_cmd(Command::new("sh").arg("-c").arg(format!(
+        "echo $$ > /sys/fs/cgroup/unified{cg}/cgroup.procs && exec sync -f {}/f",
+        mnt.display()
+    )));
+    // Wait until it waits: D state with sync_filesystem on its stack.
+    let stack = format!("/proc/{sync}/stack");
+    while !std::fs::read_to_string(&stack)
+        .unwrap_or_default()
+        .contains("sync_filesystem")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (_, r) = wonk_json(&[
+        "pressure",
+        "--cgroup-root",
+        &s.cgroup_parent(),
+        "--window",
+        "1",
+    ]);
+    drop(throttle);
+    let d = &r["checks"][0]["details"];
+    let w = d["sync_waiters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"] == sync)
+        .unwrap_or_else(|| panic!("pid {sync} not among the sync waiters: {d:#}"));
+    assert!(
+        ["sync_filesystem", "__writeback_inodes_sb_nr"].contains(&w["function"].as_str().unwrap()),
+        "{w:#}"
+    );
+    assert_eq!(w["comm"], "sync");
+    assert_eq!(w["owner"]["pod_uid"], BUSY_UID);
+    let busy = pod_by_uid(d, BUSY_UID);
+    assert_eq!(busy["worst"], "io", "{busy:#}");
+    let f = findings_for(&r, "node");
+    assert_eq!(f.len(), 1, "{r:#}");
+    assert_eq!(f[0]["kind"], "node-io-stalled");
+    let summary = f[0]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!(
+            "thread(s) in D state in {} (pod {BUSY_UID})",
+            w["function"].as_str().unwrap()
+        )),
+        "{summary}"
+    );
+}
