@@ -92,3 +92,10 @@ pub fn owner_labels(o: Option<&Owner>) -> Labels {
         ("container".into(), g(|o| &o.container)),
     ]
 }
+
+/// namespace and pod of an owner, for a family about pods rather than containers (no container label).
+pub fn pod_labels(o: Option<&Owner>) -> Labels {
+    let mut l = owner_labels(o);
+    l.retain(|(k, _)| k != "container");
+    l
+}

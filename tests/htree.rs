@@ -689,3 +689,88 @@ fn analysis_races_live_creates() {
     );
     assert!(!reports.is_empty());
 }
+
+/// The agent's htree check (built once, run twice, as the agent runs it) on a kubelet root on a loop-mounted
+/// ext4: 2,000 entries are added to an indexed directory between the two runs. The second run reports that growth
+/// from the real counts and time between the runs, and the time until the first ENOSPC at that rate.
+#[test]
+fn time_to_full_from_growth_between_two_agent_runs() {
+    require_root!();
+    let mut s = Scratch::new("htree-growth");
+    let (mnt, _) = s.ext4("fs", "64M", "-b 4096");
+    let dir = mnt.join("pods/spool");
+    std::fs::create_dir_all(&dir).unwrap();
+    // 12,000 names of 60 bytes: a two-level index of well over 256 KiB, a candidate of the scan.
+    fill(&dir, 0, 12_000, 60);
+    let host = host();
+    let mut settings = wonk::checks::Settings::defaults();
+    // Other containerd roots on this machine are scanned first; their walk must not take the kubelet root's time.
+    settings.set("htree-budget", std::time::Duration::from_secs(600));
+    let check = (wonk::checks::htree::UNIT.agent)(&settings);
+    let run = || {
+        let owners = wonk::owner::Attributor::new(&host, mnt.clone(), &[]);
+        let ctx = wonk::checks::Context {
+            host: &host,
+            owners: &owners,
+        };
+        let out = check.run(&ctx);
+        let json = out.output.as_ref().unwrap().to_json();
+        let d = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["path"] == dir.display().to_string())
+            .unwrap_or_else(|| panic!("{} not among {json:#}", dir.display()))
+            .clone();
+        let f = out
+            .findings
+            .into_iter()
+            .find(|f| f.subject == dir.display().to_string())
+            .unwrap();
+        (d, f)
+    };
+    let (d1, f1) = run();
+    assert!(
+        d1.get("seconds_to_full").is_none(),
+        "one run has no rate: {d1:#}"
+    );
+    assert!(
+        !f1.summary.contains("at the current rate"),
+        "{}",
+        f1.summary
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    fill(&dir, 12_000, 14_000, 60);
+    let (d2, f2) = run();
+
+    let e1 = d1["entries"].as_u64().unwrap() as f64;
+    let e2 = d2["entries"].as_u64().unwrap() as f64;
+    let ev = |k: &str| {
+        f2.evidence
+            .iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| panic!("no {k} in {:?}", f2.evidence))
+            .1
+            .as_f64()
+            .unwrap()
+    };
+    let secs = ev("seconds_between");
+    assert!(secs >= 2.0, "{secs}");
+    assert_eq!(ev("entries_then"), e1);
+    // The entry counts are estimates from the leaves read; the growth is what they say, close to the 2,000 made.
+    assert!((e2 - e1 - 2000.0).abs() <= 200.0, "{e1} then {e2}");
+    let rate = (e2 - e1) / secs;
+    assert!((ev("growth_per_hour") - rate * 3600.0).abs() < 1e-6);
+    let left = d2["entries_left"].as_u64().unwrap() as f64;
+    let t = d2["seconds_to_full"].as_f64().unwrap();
+    assert!((t - left / rate).abs() < 1e-6 * t, "{t} vs {left} / {rate}");
+    assert_eq!(ev("seconds_to_full"), t);
+    assert!(
+        f2.summary.ends_with(&format!(
+            "; at the current rate, {}",
+            wonk::checks::htree::about(t)
+        )),
+        "{}",
+        f2.summary
+    );
+}

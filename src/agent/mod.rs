@@ -337,11 +337,19 @@ pub fn run(
     Ok(0)
 }
 
+/// Runs one check at its interval. The check is built once and run again at every interval, so that it may keep
+/// what it learns between runs (htree's history of each directory); after a panic it is built afresh.
 fn job_loop(s: &Shared, unit: &'static Unit) {
     let interval = s.config.checks.seconds(unit.schedule.flag());
+    let mut check: Option<Box<dyn checks::Check>> = None;
     while !stopped() {
         let start = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(s, unit)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(s, unit, &mut check)
+        }));
+        if result.is_err() {
+            check = None;
+        }
         let took = start.elapsed();
         match &result {
             Ok(Ok(out)) => {
@@ -380,8 +388,12 @@ fn job_loop(s: &Shared, unit: &'static Unit) {
     }
 }
 
-/// One run of one check, its metrics updated.
-fn run_job(s: &Shared, unit: &Unit) -> Result<CheckOutput, String> {
+/// One run of one check (built on first need), its metrics updated.
+fn run_job(
+    s: &Shared,
+    unit: &Unit,
+    check: &mut Option<Box<dyn checks::Check>>,
+) -> Result<CheckOutput, String> {
     if s.fail.iter().any(|f| f == unit.name) {
         panic!("--fail-check {}", unit.name);
     }
@@ -391,7 +403,9 @@ fn run_job(s: &Shared, unit: &Unit) -> Result<CheckOutput, String> {
         host: &host,
         owners: &owners,
     };
-    let out = (unit.agent)(&s.config.checks).run(&ctx);
+    let out = check
+        .get_or_insert_with(|| (unit.agent)(&s.config.checks))
+        .run(&ctx);
     if out.failed.is_none() {
         let mut sink = s.metrics.sink();
         if let Some(o) = &out.output {

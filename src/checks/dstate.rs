@@ -5,7 +5,7 @@
 
 use super::{Check, Context, NoArgs, Unit};
 use crate::finding::{CheckOutput, Finding, Output, Severity};
-use crate::host::{procfs, vanished};
+use crate::host::procfs;
 use crate::metric::{self, Family, Sink};
 use crate::owner::Owner;
 use crate::term::{fit, Style, WIDTH};
@@ -38,6 +38,36 @@ pub const UNIT: Unit = Unit {
 
 /// The check.
 pub struct Dstate;
+
+/// One pass over the threads of `pids`: how many were read, and the (pid, tid) of each in D state now. Threads
+/// that exit meanwhile are left out.
+pub fn d_threads(host: &crate::host::Host, pids: Vec<u32>) -> (u64, Vec<(u32, u32)>) {
+    let mut read = 0;
+    let mut d = Vec::new();
+    let mut buf = Vec::with_capacity(512);
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(host.proc_pid(pid).join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            buf.clear();
+            let got = std::fs::File::open(t.path().join("stat"))
+                .and_then(|mut f| f.read_to_end(&mut buf));
+            if got.is_err() {
+                // Gone (vanished) or unreadable: either way not a thread whose state is known.
+                continue;
+            }
+            read += 1;
+            if procfs::comm_state(&buf).map(|(_, s)| s) == Some('D') {
+                d.push((pid, tid));
+            }
+        }
+    }
+    (read, d)
+}
 
 /// The threads of one owner (or of no pod) in D state.
 #[derive(Debug, Clone, Serialize)]
@@ -118,40 +148,24 @@ impl Check for Dstate {
         let mut o = DstateOutput::default();
         let mut owners: HashMap<u32, Option<Owner>> = HashMap::new();
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-        let mut buf = Vec::with_capacity(512);
-        for pid in pids {
-            let Ok(tasks) = std::fs::read_dir(ctx.host.proc_pid(pid).join("task")) else {
-                continue;
-            };
-            for t in tasks.flatten() {
-                buf.clear();
-                let read = std::fs::File::open(t.path().join("stat"))
-                    .and_then(|mut f| f.read_to_end(&mut buf));
-                match read {
-                    Ok(_) => {}
-                    Err(e) if vanished(&e) => continue,
-                    Err(_) => continue,
-                }
-                o.threads += 1;
-                if procfs::comm_state(&buf).map(|(_, s)| s) != Some('D') {
-                    continue;
-                }
-                let owner = owners
-                    .entry(pid)
-                    .or_insert_with(|| ctx.owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty()))
-                    .clone();
-                let key = owner.as_ref().map_or(String::new(), |o| {
-                    format!("{}/{}", o.pod_label(), o.container_label())
-                });
-                let g = groups.entry(key).or_insert_with(|| Group {
-                    owner,
-                    threads: 0,
-                    pids: Vec::new(),
-                });
-                g.threads += 1;
-                if g.pids.len() < EXAMPLE_PIDS && !g.pids.contains(&pid) {
-                    g.pids.push(pid);
-                }
+        let (threads, d) = d_threads(ctx.host, pids);
+        o.threads = threads;
+        for (pid, _tid) in d {
+            let owner = owners
+                .entry(pid)
+                .or_insert_with(|| ctx.owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty()))
+                .clone();
+            let key = owner.as_ref().map_or(String::new(), |o| {
+                format!("{}/{}", o.pod_label(), o.container_label())
+            });
+            let g = groups.entry(key).or_insert_with(|| Group {
+                owner,
+                threads: 0,
+                pids: Vec::new(),
+            });
+            g.threads += 1;
+            if g.pids.len() < EXAMPLE_PIDS && !g.pids.contains(&pid) {
+                g.pids.push(pid);
             }
         }
         o.groups = groups.into_values().collect();

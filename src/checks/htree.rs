@@ -16,8 +16,10 @@ use crate::metric::{self, Family, Sink};
 use crate::owner::Owner;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The check's registration.
@@ -56,6 +58,11 @@ pub const UNIT: Unit = Unit {
         Family::gauge(
             "htree_failing_ratio",
             "Share of the hash space for which a create fails with ENOSPC now",
+        ),
+        Family::gauge(
+            "htree_seconds_to_full",
+            "Estimated seconds until the first ENOSPC from a full index, at the growth the agent saw over its last \
+             runs (only for growing directories)",
         ),
     ],
     npd: Some(Npd {
@@ -114,6 +121,7 @@ fn agent(s: &Settings) -> Box<dyn Check> {
     Box::new(HtreeRisk {
         budget: s.seconds("htree-budget"),
         min_severity: Severity::Info,
+        history: Some(Mutex::new(History::default())),
     })
 }
 
@@ -184,6 +192,7 @@ pub struct HtreeOutput {
 pub struct IndexedDir {
     pub path: String,
     pub device: String,
+    pub inode: u64,
     pub large_dir: bool,
     pub owner: Option<Owner>,
     /// count/limit of the root block.
@@ -193,6 +202,13 @@ pub struct IndexedDir {
     pub entries: u64,
     pub entries_left: Option<u64>,
     pub failing_share: f64,
+    /// The agent only, from its history of this directory: entries added per second since its oldest sample
+    /// (negative when it shrank).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth_per_second: Option<f64>,
+    /// `entries_left` at `growth_per_second`, when it grows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds_to_full: Option<f64>,
 }
 
 impl IndexedDir {
@@ -204,6 +220,7 @@ impl IndexedDir {
         Some(IndexedDir {
             path: f.subject.clone(),
             device: r.device.name.clone(),
+            inode: r.inode,
             large_dir: r.large_dir,
             owner: f.owner.clone(),
             root_fill: ratio(ix.root.count, ix.root.limit)?,
@@ -214,6 +231,8 @@ impl IndexedDir {
             entries: ix.entries.estimate,
             entries_left: ix.headroom.entries_left,
             failing_share: ix.create_failure.failing_share,
+            growth_per_second: None,
+            seconds_to_full: None,
         })
     }
 }
@@ -244,6 +263,9 @@ impl Output for HtreeOutput {
             sink.put("htree_entries", labels.clone(), d.entries as f64);
             if let Some(left) = d.entries_left {
                 sink.put("htree_entries_left", labels.clone(), left as f64);
+            }
+            if let Some(t) = d.seconds_to_full {
+                sink.put("htree_seconds_to_full", labels.clone(), t);
             }
             sink.put("htree_failing_ratio", labels, d.failing_share);
         }
@@ -693,6 +715,8 @@ pub struct HtreeRisk {
     pub budget: Duration,
     /// Report directories at this severity or above (the agent keeps every indexed one, to export its fill).
     pub min_severity: Severity,
+    /// The agent's: each directory's entries at its last runs, for the growth rate and the time to full.
+    pub history: Option<Mutex<History>>,
 }
 
 impl Default for HtreeRisk {
@@ -700,8 +724,90 @@ impl Default for HtreeRisk {
         HtreeRisk {
             budget: Duration::from_secs(10),
             min_severity: Severity::Warning,
+            history: None,
         }
     }
+}
+
+/// Samples kept per directory, and directories kept: a directory not seen in a run is forgotten.
+const HISTORY_SAMPLES: usize = 8;
+const HISTORY_DIRS: usize = 4096;
+/// A growing index expected to be full sooner than this is a warning.
+const WARN_SECONDS_TO_FULL: f64 = 7.0 * 86_400.0;
+
+/// Each indexed directory's entries at the agent's last runs, keyed by (device, inode): a path can be renamed
+/// or reused, an inode on its device cannot while the directory lives. Bounded in directories and samples.
+#[derive(Debug, Default)]
+pub struct History {
+    dirs: HashMap<(String, u64), VecDeque<(Instant, u64)>>,
+}
+
+impl History {
+    /// Adds this run's entries of each directory at `now`, forgets the directories not seen, and sets each
+    /// directory's growth since its oldest sample and, when it grows, its time to full; the finding of a
+    /// growing directory (same subject) says it, and is a warning when that is less than a week away.
+    pub fn record(&mut self, now: Instant, dirs: &mut [IndexedDir], findings: &mut [Finding]) {
+        let mut kept = HashMap::with_capacity(dirs.len().min(HISTORY_DIRS));
+        for d in dirs.iter_mut() {
+            let key = (d.device.clone(), d.inode);
+            let mut h = self.dirs.remove(&key).unwrap_or_default();
+            if kept.len() >= HISTORY_DIRS {
+                continue;
+            }
+            if let Some(&(then, old)) = h.front() {
+                let secs = now.saturating_duration_since(then).as_secs_f64();
+                if secs > 0.0 {
+                    let rate = (d.entries as f64 - old as f64) / secs;
+                    d.growth_per_second = Some(rate);
+                    d.seconds_to_full = d
+                        .entries_left
+                        .filter(|_| rate > 0.0)
+                        .map(|left| left as f64 / rate);
+                    if let Some(f) = findings.iter_mut().find(|f| f.subject == d.path) {
+                        grown(f, d, old, secs);
+                    }
+                }
+            }
+            h.push_back((now, d.entries));
+            while h.len() > HISTORY_SAMPLES {
+                h.pop_front();
+            }
+            kept.insert(key, h);
+        }
+        self.dirs = kept;
+    }
+}
+
+/// Adds a directory's growth to its finding.
+fn grown(f: &mut Finding, d: &IndexedDir, then: u64, secs: f64) {
+    let Some(rate) = d.growth_per_second else {
+        return;
+    };
+    f.evidence.push(("entries_then".into(), Value::from(then)));
+    let mut ev = |k: &str, v: f64| f.evidence.push((k.to_string(), Value::from(v)));
+    ev("seconds_between", secs);
+    ev("growth_per_hour", rate * 3600.0);
+    let Some(t) = d.seconds_to_full else {
+        return;
+    };
+    ev("seconds_to_full", t);
+    f.summary
+        .push_str(&format!("; at the current rate, {}", about(t)));
+    if t < WARN_SECONDS_TO_FULL && f.severity < Severity::Warning {
+        f.severity = Severity::Warning;
+        f.kind = "index-filling";
+    }
+}
+
+/// A duration for people: "about 9 days", "about 5 hours", "about 40 minutes", "about 30 seconds".
+pub fn about(secs: f64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 2.0 * 86_400.0 => (s / 86_400.0, "days"),
+        s if s >= 2.0 * 3600.0 => (s / 3600.0, "hours"),
+        s if s >= 120.0 => (s / 60.0, "minutes"),
+        s => (s, "seconds"),
+    };
+    format!("about {} {unit}", n.round() as u64)
 }
 
 impl Check for HtreeRisk {
@@ -746,6 +852,13 @@ impl Check for HtreeRisk {
                 }
             }
         }
+        if let Some(h) = &self.history {
+            h.lock().unwrap_or_else(|e| e.into_inner()).record(
+                Instant::now(),
+                &mut dirs,
+                &mut out.findings,
+            );
+        }
         out.stats = stats;
         out.output = Some(Box::new(HtreeOutput { dirs }));
         out
@@ -755,4 +868,63 @@ impl Check for HtreeRisk {
 fn is_ext4(host: &Host, path: &Path) -> bool {
     #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64 and i32 or u32 elsewhere.
     rustix::fs::statfs(host.path(path)).is_ok_and(|s| s.f_type as i64 == 0xEF53)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(inode: u64, entries: u64) -> IndexedDir {
+        IndexedDir {
+            path: format!("/d{inode}"),
+            device: "loop0".into(),
+            inode,
+            large_dir: false,
+            owner: None,
+            root_fill: 0.5,
+            node_fill: None,
+            entries,
+            entries_left: Some(1000),
+            failing_share: 0.0,
+            growth_per_second: None,
+            seconds_to_full: None,
+        }
+    }
+
+    #[test]
+    fn about_in_the_largest_fitting_unit() {
+        assert_eq!(about(9.0 * 86_400.0 + 100.0), "about 9 days");
+        assert_eq!(about(5.0 * 3600.0), "about 5 hours");
+        assert_eq!(about(40.0 * 60.0), "about 40 minutes");
+        assert_eq!(about(30.0), "about 30 seconds");
+    }
+
+    #[test]
+    fn history_rates_from_the_oldest_sample_and_forgets_what_it_no_longer_sees() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        h.record(t0, &mut [dir(1, 100), dir(2, 500)], &mut []);
+        let mut now = [dir(1, 200)];
+        h.record(t0 + Duration::from_secs(10), &mut now, &mut []);
+        assert_eq!(now[0].growth_per_second, Some(10.0));
+        assert_eq!(now[0].seconds_to_full, Some(100.0));
+        // Directory 2 was not seen: forgotten, so it starts again without a rate.
+        let mut again = [dir(2, 900)];
+        h.record(t0 + Duration::from_secs(20), &mut again, &mut []);
+        assert_eq!(again[0].growth_per_second, None);
+        // A shrinking directory has a rate but no time to full.
+        let mut shrunk = [dir(2, 800)];
+        h.record(t0 + Duration::from_secs(30), &mut shrunk, &mut []);
+        assert_eq!(shrunk[0].growth_per_second, Some(-10.0));
+        assert_eq!(shrunk[0].seconds_to_full, None);
+        // Samples are bounded: the rate is over the last HISTORY_SAMPLES runs.
+        for i in 0..20u64 {
+            h.record(
+                t0 + Duration::from_secs(40 + i),
+                &mut [dir(2, 1000 + i)],
+                &mut [],
+            );
+        }
+        assert_eq!(h.dirs[&("loop0".to_string(), 2)].len(), HISTORY_SAMPLES);
+    }
 }

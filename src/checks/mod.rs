@@ -9,11 +9,14 @@
 //! may run for a while and answer a question rather than judge the node. They are not checks (see
 //! docs/ARCHITECTURE.md).
 
+pub mod cgroups;
 pub mod dstate;
 pub mod ghosts;
 pub mod htree;
 pub mod kmsg;
 pub mod layers;
+pub mod pids;
+pub mod pressure;
 pub mod shims;
 
 use crate::finding::{BlindSpot, CheckOutput, Finding, Report};
@@ -188,7 +191,9 @@ pub struct Unit {
     pub from_args: fn(&clap::ArgMatches, &Invocation) -> anyhow::Result<Box<dyn Check>>,
     /// The check as `wonk scan` and `wonk check` run it.
     pub scan: fn() -> Box<dyn Check>,
-    /// The check as the agent runs it, with its settings.
+    /// The check as the agent runs it, with its settings. The agent builds it once and runs it at every interval
+    /// (again after a panic), so a check may keep what it learns from one run for the next, behind `&self`
+    /// (htree's history of each directory's entries).
     pub agent: fn(&Settings) -> Box<dyn Check>,
     /// Whether `wonk scan` runs it.
     pub in_scan: bool,
@@ -207,6 +212,9 @@ pub fn registry() -> &'static [Unit] {
         htree::UNIT,
         layers::UNIT,
         dstate::UNIT,
+        pressure::UNIT,
+        pids::UNIT,
+        cgroups::UNIT,
     ]
 }
 
@@ -243,6 +251,14 @@ pub fn absolute(p: &Path, host_root: &Path) -> anyhow::Result<std::path::PathBuf
 /// A subcommand with no arguments of its own.
 #[derive(clap::Args, Debug, Default)]
 pub struct NoArgs {}
+
+/// A subcommand whose one argument is where kubelet puts the pods' cgroups.
+#[derive(clap::Args, Debug, Default)]
+pub struct CgroupRootArgs {
+    /// kubelet's --cgroup-root: the pods' cgroups are under CGROUP/kubepods or CGROUP/kubepods.slice [default: /].
+    #[arg(long, value_name = "CGROUP")]
+    pub cgroup_root: Option<String>,
+}
 
 /// Runs checks into one report, together with what the attribution layer could not see.
 pub fn run(ctx: &Context, command: &str, checks: &[Box<dyn Check>]) -> Report {

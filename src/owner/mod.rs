@@ -6,6 +6,7 @@
 //! nothing is guessed.
 
 pub mod cgroup;
+pub mod cgroupfs;
 pub mod containerd;
 pub mod kubelet;
 pub mod locate;

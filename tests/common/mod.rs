@@ -305,7 +305,21 @@ impl Scratch {
     /// Creates `rel` (slash-separated) under a private directory of the cgroup v1 memory hierarchy, moves `pid`
     /// into it, and returns the cgroup path as /proc/PID/cgroup shows it.
     pub fn cgroup(&mut self, rel: &str, pid: u32) -> String {
-        let base = Path::new("/sys/fs/cgroup/memory").join(self.dir.file_name().unwrap());
+        self.cgroup_in("memory", rel, Some(pid))
+    }
+
+    /// The private directory this test's cgroups are made under, as a cgroup path (`/wonk-test-NAME-PID`): what
+    /// kubelet calls its --cgroup-root.
+    pub fn cgroup_parent(&self) -> String {
+        format!("/{}", self.dir.file_name().unwrap().to_str().unwrap())
+    }
+
+    /// Creates `rel` under [`Scratch::cgroup_parent`] of the hierarchy mounted at /sys/fs/cgroup/HIERARCHY
+    /// (`unified` is cgroup v2 on the test machine, `pids` and `memory` v1), moves `pid` into it when given, and
+    /// returns the cgroup path as /proc/PID/cgroup shows it. Removed in Drop, deepest first.
+    pub fn cgroup_in(&mut self, hierarchy: &str, rel: &str, pid: Option<u32>) -> String {
+        let mount = Path::new("/sys/fs/cgroup").join(hierarchy);
+        let base = mount.join(self.dir.file_name().unwrap());
         let mut p = base.clone();
         for comp in std::iter::once("").chain(rel.split('/')) {
             if !comp.is_empty() {
@@ -316,11 +330,19 @@ impl Scratch {
                 self.cgroups.push(p.clone());
             }
         }
-        std::fs::write(p.join("cgroup.procs"), pid.to_string()).unwrap();
+        if let Some(pid) = pid {
+            std::fs::write(p.join("cgroup.procs"), pid.to_string()).unwrap();
+        }
         Path::new("/")
-            .join(p.strip_prefix("/sys/fs/cgroup/memory").unwrap())
+            .join(p.strip_prefix(&mount).unwrap())
             .display()
             .to_string()
+    }
+
+    /// Whether cgroup v2 is mounted at /sys/fs/cgroup/unified with pressure files (a hybrid layout).
+    pub fn has_unified_psi() -> bool {
+        Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+            && Path::new("/sys/fs/cgroup/unified/io.pressure").exists()
     }
 
     /// Writes a containerd task bundle's config.json under `state` (shim v2 layout).
@@ -353,7 +375,13 @@ impl Drop for Scratch {
             let _ = Command::new("losetup").arg("-d").arg(&l).status();
         }
         for c in self.cgroups.drain(..).rev() {
-            let _ = std::fs::remove_dir(&c);
+            // A killed process leaves its cgroup once it is reaped, and its orphans once init reaps them.
+            for _ in 0..50 {
+                if std::fs::remove_dir(&c).is_ok() || !c.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -366,6 +394,16 @@ pub fn stat(out: &wonk::finding::CheckOutput, name: &str) -> u64 {
         .find(|(k, _)| k == name)
         .unwrap_or_else(|| panic!("no stat {name}: {:?}", out.stats))
         .1
+}
+
+/// The pod with `uid` in a check's `details.pods` (pressure, pids, cgroups).
+pub fn pod_by_uid<'a>(details: &'a Value, uid: &str) -> &'a Value {
+    details["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["owner"]["pod_uid"] == uid)
+        .unwrap_or_else(|| panic!("pod {uid} not in {details:#}"))
 }
 
 /// Runs wonk with `--json` and returns its exit code and parsed output.

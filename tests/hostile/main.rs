@@ -8,6 +8,7 @@
 mod common;
 
 mod bounds;
+mod cgroups;
 mod containerd;
 mod enospc;
 mod fleet;
