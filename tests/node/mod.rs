@@ -580,6 +580,18 @@ impl Pod {
     fn init_pid(&mut self, id: &str) -> u32 {
         let p = self.bundle(id).join("init.pid");
         let pid = read_pid(&p).unwrap_or_else(|| panic!("no pid in {}", p.display()));
+        // StartContainer can return while runc's init is still about to exec the container's command (its comm
+        // is then `runc:[2:INIT]`): wait for the exec, so that tests see the container's own process.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.starts_with("runc:"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "container {id}: pid {pid} did not exec its command within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let ppid = ppid(pid).unwrap_or_else(|| panic!("container {id}: its pid {pid} is gone"));
         append_line(&self.node.dir.join("shim-pids"), &format!("{ppid} {id}"));
         if !self.shim_pids.contains(&ppid) {
