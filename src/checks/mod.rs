@@ -9,6 +9,7 @@
 //! may run for a while and answer a question rather than judge the node. They are not checks (see
 //! docs/ARCHITECTURE.md).
 
+pub mod deleted;
 pub mod dstate;
 pub mod ghosts;
 pub mod htree;
@@ -207,6 +208,7 @@ pub fn registry() -> &'static [Unit] {
         htree::UNIT,
         layers::UNIT,
         dstate::UNIT,
+        deleted::UNIT,
     ]
 }
 

@@ -5,5 +5,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod containerd;
+mod deleted;
 mod htree;
 mod paths;
