@@ -571,7 +571,7 @@ struct Tally {
 }
 
 /// Walks one layer.
-fn measure(
+pub(crate) fn measure(
     ctx: &Context,
     opts: &Layers,
     kind: &'static str,

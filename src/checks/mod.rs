@@ -15,6 +15,7 @@ pub mod ghosts;
 pub mod htree;
 pub mod kmsg;
 pub mod layers;
+pub mod orphans;
 pub mod shims;
 
 use crate::finding::{BlindSpot, CheckOutput, Finding, Report};
@@ -209,6 +210,7 @@ pub fn registry() -> &'static [Unit] {
         layers::UNIT,
         dstate::UNIT,
         deleted::UNIT,
+        orphans::UNIT,
     ]
 }
 

@@ -1,0 +1,144 @@
+//! `wonk orphans` on real objects: a kubelet-shaped pod directory whose pod has no sandbox and no process, with a
+//! tmpfs volume still mounted under it and a mount namespace holding a copy of that mount; a task bundle that no
+//! shim serves; mount tables over a limit.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn finding<'a>(r: &'a Value, kind: &str, subject: &str) -> &'a Value {
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == kind && f["subject"] == subject)
+        .unwrap_or_else(|| panic!("no {kind} finding for {subject}: {r:#}"))
+}
+
+#[test]
+fn a_gone_pods_dir_with_a_volume_still_mounted_and_a_bundle_without_shim() {
+    if !root_or_skip("a_gone_pods_dir_with_a_volume_still_mounted_and_a_bundle_without_shim") {
+        return;
+    }
+    let mut s = Scratch::new("orphans");
+    let gone = "0a0a0a0a-1111-4222-8333-444444444444";
+    let live = "1b1b1b1b-1111-4222-8333-444444444444";
+    let sandbox = "5a5a".repeat(16);
+    // The gone pod: an emptyDir of 3 files (10, 20 and 30 bytes) and a secret-like tmpfs volume still mounted.
+    let pod = format!("kubelet/pods/{gone}");
+    for (f, n) in [("a", 10), ("b", 20), ("sub/c", 30)] {
+        s.write(
+            &format!("{pod}/volumes/kubernetes.io~empty-dir/cache/{f}"),
+            &"x".repeat(n),
+        );
+    }
+    let vol = s.path(&format!("{pod}/volumes/kubernetes.io~secret/token"));
+    s.host_mount("-t tmpfs -o size=1m tmpfs", &vol);
+    std::fs::write(vol.join("token"), "secret").unwrap();
+    // A namespace made now keeps a copy of that mount.
+    let holder = s.spawn_ns("true");
+    // The live pod: its sandbox is in containerd's state (and no shim serves the bundle).
+    s.write(
+        &format!("kubelet/pods/{live}/etc-hosts"),
+        "127.0.0.1 localhost\n",
+    );
+    s.bundle(
+        "state",
+        &sandbox,
+        &spec(
+            "sandbox",
+            "shop",
+            "web-0",
+            live,
+            "",
+            &sandbox,
+            "/kubepods/pod1b1b",
+            json!([]),
+        ),
+    );
+
+    let (state, kubelet) = (s.s("state"), s.s("kubelet"));
+    let (code, r) = wonk_json(&[
+        "orphans",
+        "--min-age",
+        "0",
+        "--max-mounts",
+        "1",
+        "--containerd-state",
+        &state,
+        "--kubelet-root",
+        &kubelet,
+    ]);
+    assert_eq!(code, 1, "{r:#}");
+    let pod_path = s.s(&pod);
+    let f = finding(&r, "orphaned-pod-volumes", &pod_path);
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(f["owner"]["pod_uid"], gone);
+    let ev = &f["evidence"];
+    assert_eq!(ev["pod_uid"], gone);
+    let mounts = ev["mounts"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["mount_point"] == vol.display().to_string() && m["fs_type"] == "tmpfs"),
+        "{ev:#}"
+    );
+    let holders = ev["holders"].as_array().unwrap();
+    assert!(
+        holders.iter().any(|h| h["pid"] == holder as u64),
+        "pid {holder} holds a copy: {ev:#}"
+    );
+    // The walk of the pod's directory stays on its own filesystem: the emptyDir's 3 files, not the tmpfs's.
+    assert_eq!(ev["size"]["files"], 3, "{ev:#}");
+    assert_eq!(ev["size"]["bytes"], 60, "{ev:#}");
+    assert!(f["advice"][0].as_str().unwrap().contains("umount"));
+    // The live pod's directory is not an orphan: its sandbox is in containerd's state.
+    assert!(
+        !r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["subject"] == s.s(&format!("kubelet/pods/{live}"))),
+        "{r:#}"
+    );
+    // Its bundle has no shim.
+    let bdir = s.s(&format!(
+        "state/io.containerd.runtime.v2.task/k8s.io/{sandbox}"
+    ));
+    let b = finding(&r, "bundle-without-shim", &bdir);
+    assert_eq!(b["evidence"]["id"], sandbox);
+    assert_eq!(b["evidence"]["container_type"], "sandbox");
+    assert_eq!(b["owner"]["pod"], "web-0");
+    assert_eq!(b["severity"], "info");
+    // Every mount table is over a limit of 1: the host's, and the holder's namespace.
+    let host = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "mount-table" && f["evidence"]["scope"] == "host")
+        .unwrap_or_else(|| panic!("{r:#}"));
+    assert!(host["evidence"]["mounts"].as_u64().unwrap() > 1);
+    let details = &r["checks"][0]["details"];
+    assert!(details["mount_tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["scope"] == "namespace" && t["mounts"].as_u64().unwrap() > 1));
+
+    // Once the volume is unmounted (everywhere), the directory is only an info leftover.
+    s.kill(holder);
+    s.sh(&format!("umount '{}'", vol.display()));
+    let (_, r) = wonk_json(&[
+        "orphans",
+        "--min-age",
+        "0",
+        "--containerd-state",
+        &state,
+        "--kubelet-root",
+        &kubelet,
+    ]);
+    let f = finding(&r, "orphaned-pod-dir", &pod_path);
+    assert_eq!(f["severity"], "info");
+    assert_eq!(f["evidence"]["mounts_total"], 0);
+}
