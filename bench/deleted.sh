@@ -94,14 +94,6 @@ run_wonk() {
 run_lsof() { lsof +L1 >/dev/null 2>&1 || true; }
 run_find() { sh -c 'find /proc/[0-9]*/fd -lname "*(deleted)" >/dev/null 2>&1' || true; }
 
-measure() {
-    local name=$1 fn=$2 r walls=() cpus=()
-    for ((r = 0; r < REPS; r++)); do
-        timed_rusage "$fn"
-        walls+=("$last_wall") cpus+=("$last_cpu")
-    done
-    echo "$name $(median "${walls[@]}") $(median "${cpus[@]}")" >>"$dir/results"
-}
 echo "measuring ($REPS repetitions each)..." >&2
 measure wonk run_wonk
 measure lsof-L1 run_lsof
