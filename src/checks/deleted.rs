@@ -251,7 +251,8 @@ pub struct Process {
     pub size_bytes: u64,
 }
 
-/// The deleted files held by one pod and container (or by no pod).
+/// The deleted files held by one pod and container (or by no pod), each file once: a file counts for the groups of
+/// its first 8 holders.
 #[derive(Debug, Clone, Serialize)]
 pub struct Group {
     pub owner: Option<Owner>,
@@ -850,10 +851,12 @@ impl Deleted {
             e.size_bytes += p.size;
         }
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        let mut group_of: HashMap<u32, String> = HashMap::new();
         for p in procs.values() {
             let key = p.owner.as_ref().map_or(String::new(), |o| {
                 format!("{}/{}", o.pod_label(), o.container_label())
             });
+            group_of.insert(p.pid, key.clone());
             let g = groups.entry(key).or_insert_with(|| Group {
                 owner: p.owner.as_ref().map(|o| Owner {
                     pid: None,
@@ -864,8 +867,20 @@ impl Deleted {
                 allocated_bytes: 0,
             });
             g.processes += 1;
-            g.files += p.files;
-            g.allocated_bytes += p.allocated_bytes;
+        }
+        // A file counts once per group, whichever of the group's processes (among its first holders) hold it.
+        for f in scan.files.values() {
+            let keys: HashSet<&String> = f
+                .held_by
+                .iter()
+                .filter_map(|h| group_of.get(&h.pid))
+                .collect();
+            for k in keys {
+                if let Some(g) = groups.get_mut(k) {
+                    g.files += 1;
+                    g.allocated_bytes += f.allocated;
+                }
+            }
         }
         // Findings: on each filesystem judged a warning, its largest holders.
         for f in fs.values().filter(|f| f.verdict.is_some()) {
