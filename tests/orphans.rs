@@ -142,3 +142,47 @@ fn a_gone_pods_dir_with_a_volume_still_mounted_and_a_bundle_without_shim() {
     assert_eq!(f["severity"], "info");
     assert_eq!(f["evidence"]["mounts_total"], 0);
 }
+
+#[cfg(feature = "cri")]
+#[path = "node/mod.rs"]
+mod node;
+
+/// A pod whose sandbox is stopped but not removed (as a completed Job's is) has no bundle and no process, yet is
+/// not orphaned: CRI still lists it. Once removed, its leftover directory is.
+#[cfg(feature = "cri")]
+#[test]
+fn a_stopped_sandbox_is_not_an_orphan_until_it_is_removed() {
+    if !root_or_skip("a_stopped_sandbox_is_not_an_orphan_until_it_is_removed") {
+        return;
+    }
+    let node = node::Node::get();
+    let pod = node.pod(node::PodOpts::new(
+        "job-0",
+        "batch",
+        node::Handler::Cgroupfs,
+    ));
+    let cri = node.cri();
+    cri.stop_pod_sandbox(&pod.sandbox_id)
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", node.log_tail()));
+    assert!(
+        !pod.bundle(&pod.sandbox_id).exists(),
+        "the stopped sandbox's bundle is gone"
+    );
+    let kr = node.kubelet_root.display().to_string();
+    let subject = pod.pod_dir.display().to_string();
+    let run = || wonk_json(&["orphans", "--min-age", "0", "--kubelet-root", &kr]).1;
+    let r = run();
+    assert!(
+        !r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["subject"] == subject),
+        "{r:#}"
+    );
+    cri.remove_pod_sandbox(&pod.sandbox_id)
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", node.log_tail()));
+    let r = run();
+    let f = finding(&r, "orphaned-pod-dir", &subject);
+    assert_eq!(f["evidence"]["pod_uid"], pod.uid.as_str());
+}

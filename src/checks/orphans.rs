@@ -548,12 +548,22 @@ impl Orphans {
             .collect();
         uids.sort();
         o.pod_dirs = uids.len() as u64;
-        for (uid, node) in uids {
-            if known.contains(&uid) || known.contains(&uid.replace('-', "_")) {
-                continue;
-            }
-            let age = age_of(&ctx.host.path(&node));
-            if age.is_some_and(|a| a < self.min_age.as_secs()) {
+        let age_ok = |node: &Path| {
+            let age = age_of(&ctx.host.path(node));
+            (!age.is_some_and(|a| a < self.min_age.as_secs())).then_some(age)
+        };
+        let candidates: Vec<(String, PathBuf, Option<u64>)> = uids
+            .into_iter()
+            .filter(|(uid, _)| !known.contains(uid) && !known.contains(&uid.replace('-', "_")))
+            .filter_map(|(uid, node)| age_ok(&node).map(|age| (uid, node, age)))
+            .collect();
+        // A stopped sandbox that was not removed (a completed Job's pod) has no task bundle and no process, but
+        // CRI still lists it.
+        if !candidates.is_empty() {
+            known.extend(cri_uids(ctx, out));
+        }
+        for (uid, node, age) in candidates {
+            if known.contains(&uid) {
                 continue;
             }
             let prefix = node.as_os_str().as_encoded_bytes();
@@ -678,6 +688,60 @@ impl Orphans {
             o.orphan_bundles.push(ob);
         }
     }
+}
+
+/// The pod uids CRI lists, in any state, on each running containerd, within [`super::shims::CRI_BUDGET`] for
+/// all of them together; what did not answer is a blind spot.
+#[cfg(feature = "cri")]
+fn cri_uids(ctx: &Context, out: &mut CheckOutput) -> Vec<String> {
+    let budget = super::shims::CRI_BUDGET;
+    let deadline = Instant::now() + budget;
+    let mut uids = Vec::new();
+    if ctx.owners.instances().iter().all(|i| i.pid.is_none()) {
+        out.blind_spots.push(BlindSpot::new(
+            UNIT.name,
+            "whether a stopped sandbox is still recorded for the orphaned pods",
+            "no running containerd was found to ask through CRI: a stopped sandbox not yet removed (a completed \
+             Job's pod) has no bundle and no process, and may be reported as orphaned",
+        ));
+    }
+    for inst in ctx.owners.instances().iter().filter(|i| i.pid.is_some()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let sock = ctx.host.path(&inst.address);
+        let r = (|| {
+            if left.is_zero() {
+                return Err("no time left in wonk's budget".to_string());
+            }
+            let mut c = crate::cri::Client::connect(&sock, left).map_err(|e| e.to_string())?;
+            c.timeout = deadline.saturating_duration_since(Instant::now());
+            c.list_pod_sandbox(None).map_err(|e| e.to_string())
+        })();
+        match r {
+            Ok(list) => uids.extend(list.into_iter().filter_map(|s| s.metadata.map(|m| m.uid))),
+            Err(e) => out.blind_spots.push(BlindSpot::new(
+                UNIT.name,
+                format!("whether CRI at {} lists the orphaned pods' sandboxes", inst.address.display()),
+                format!(
+                    "{e} (within {} ms): a stopped sandbox not yet removed (a completed Job's pod) has no bundle \
+                     and no process, and may be reported as orphaned",
+                    budget.as_millis()
+                ),
+            )),
+        }
+    }
+    uids
+}
+
+/// Without the `cri` feature, CRI is not asked.
+#[cfg(not(feature = "cri"))]
+fn cri_uids(_: &Context, out: &mut CheckOutput) -> Vec<String> {
+    out.blind_spots.push(BlindSpot::new(
+        UNIT.name,
+        "whether CRI lists the orphaned pods' sandboxes",
+        "this wonk was built without the `cri` feature: a stopped sandbox not yet removed (a completed Job's pod) \
+         has no bundle and no process, and may be reported as orphaned",
+    ));
+    Vec::new()
 }
 
 fn pod_mount(m: &Mount) -> PodMount {
