@@ -186,3 +186,67 @@ fn a_stopped_sandbox_is_not_an_orphan_until_it_is_removed() {
     let f = finding(&r, "orphaned-pod-dir", &subject);
     assert_eq!(f["evidence"]["pod_uid"], pod.uid.as_str());
 }
+
+/// containerd's real bolt databases, read offline while it runs: a snapshot directory the snapshotter does not
+/// know and an active snapshot no container uses (`ctr snapshots prepare`) are orphaned; the running pod's own
+/// snapshot and the image's committed layers are not.
+#[cfg(feature = "cri")]
+#[test]
+fn snapshots_no_container_uses_are_found_in_containerds_bolt_databases() {
+    if !root_or_skip("snapshots_no_container_uses_are_found_in_containerds_bolt_databases") {
+        return;
+    }
+    let node = node::Node::get();
+    let pod = node.pod(node::PodOpts::new("web-0", "shop", node::Handler::Cgroupfs));
+    let snaps = node
+        .root
+        .join("io.containerd.snapshotter.v1.overlayfs/snapshots");
+    let stray = snaps.join("987654");
+    std::fs::create_dir_all(stray.join("fs")).unwrap();
+    std::fs::write(stray.join("fs/junk"), "0123456789").unwrap();
+    let key = format!("wonk-stray-{}", std::process::id());
+    let sock = node.socket.display().to_string();
+    let ctr = |args: &[&str]| {
+        let out = std::process::Command::new("ctr")
+            .args(["-a", &sock, "-n", "k8s.io", "snapshots"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctr(&["prepare", &key]);
+
+    let kr = node.kubelet_root.display().to_string();
+    let (_, r) = wonk_json(&["orphans", "--min-age", "0", "--kubelet-root", &kr]);
+    ctr(&["rm", &key]);
+    let _ = std::fs::remove_dir_all(&stray);
+    let details = &r["checks"][0]["details"];
+    let ours = details["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["dir"] == snaps.display().to_string())
+        .unwrap_or_else(|| panic!("{r:#}"));
+    assert!(ours["metadata_error"].is_null(), "{ours:#}");
+    let orphaned = ours["orphaned"].as_array().unwrap();
+    let f = finding(&r, "orphaned-snapshot", &stray.display().to_string());
+    assert_eq!(f["evidence"]["reason"], "not-in-metadata");
+    assert_eq!(f["evidence"]["size"]["files"], 1);
+    assert_eq!(f["evidence"]["size"]["bytes"], 10);
+    let active = orphaned
+        .iter()
+        .find(|o| o["reason"] == "active-unused")
+        .unwrap_or_else(|| panic!("{ours:#}"));
+    assert_eq!(active["snapshot_key"], key.as_str());
+    assert_eq!(active["namespace"], "k8s.io");
+    // The pod's writable layer is in use, and the image's layers are committed: neither is an orphan.
+    let upper = pod.upperdir();
+    let pod_snap = upper.parent().unwrap().display().to_string();
+    assert!(!orphaned.iter().any(|o| o["path"] == pod_snap), "{ours:#}");
+    assert_eq!(orphaned.len(), 2, "{ours:#}");
+    assert!(ours["known"].as_u64().unwrap() >= 1, "{ours:#}");
+}

@@ -18,11 +18,11 @@ use crate::finding::{BlindSpot, CheckOutput, Finding, Output, Severity};
 use crate::host::mountinfo::{self, Mount};
 use crate::host::procfs;
 use crate::metric::{self, Family, Sink};
-use crate::owner::{cgroup, kubelet, Owner};
+use crate::owner::{bolt, cgroup, kubelet, Owner};
 use crate::term::{escape, fit, human_age, human_bytes, Style, WIDTH};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -204,13 +204,35 @@ pub struct OrphanBundle {
     pub size: Option<Size>,
 }
 
-/// One containerd's overlay snapshots, as far as wonk can tell offline.
+/// One containerd's overlay snapshots, read offline from its bolt databases.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshots {
     pub dir: String,
     pub total: u64,
     /// Used as an upper or lower dir by an overlay in the host's mount table.
     pub mounted: u64,
+    /// Not mounted, and in containerd's metadata.
+    pub known: u64,
+    /// In the snapshotter's metadata but removed from containerd's: its garbage collector removes them next.
+    pub pending_gc: u64,
+    pub orphaned: Vec<OrphanSnapshot>,
+    /// Why the databases could not be read; then nothing is called orphaned.
+    pub metadata_error: Option<String>,
+}
+
+/// A snapshot directory that no container uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrphanSnapshot {
+    pub id: String,
+    pub path: String,
+    /// `not-in-metadata`: the snapshotter's metadata.db has no snapshot of this id; `active-unused`: an active
+    /// snapshot that no container in meta.db uses.
+    pub reason: &'static str,
+    pub backend_key: Option<String>,
+    pub namespace: Option<String>,
+    pub snapshot_key: Option<String>,
+    pub age_seconds: Option<u64>,
+    pub size: Option<Size>,
 }
 
 /// One mount table.
@@ -400,7 +422,15 @@ impl Check for Orphans {
             &mut out,
         );
         self.bundles(ctx, &walk, deadline, host_mounts, &mut o, &mut out);
-        snapshots(ctx, host_mounts, &mut o, &mut out);
+        snapshots(
+            ctx,
+            &walk,
+            deadline,
+            self.min_age,
+            host_mounts,
+            &mut o,
+            &mut out,
+        );
         // Mount tables.
         o.mount_namespaces = tables.len() as u64;
         let host_pid = tables
@@ -873,9 +903,144 @@ fn bundle_finding(b: &OrphanBundle) -> Finding {
     .with("size", &b.size)
 }
 
-/// Overlay snapshots per containerd, and how many an overlay in the host's table uses. Which of the rest a
-/// container or an image references is in containerd's bolt databases only.
-fn snapshots(ctx: &Context, host_mounts: &[Mount], o: &mut OrphansOutput, out: &mut CheckOutput) {
+/// The most of a bolt database read (containerd's meta.db grows with images and containers).
+const BOLT_LIMIT: u64 = 256 << 20;
+
+/// Reads a bolt database of the node, a regular file of at most [`BOLT_LIMIT`] bytes, again if a transaction
+/// committed while it was read (the meta pages' txid then differs): bolt may reuse a freed page right after.
+fn read_bolt(ctx: &Context, node: &Path) -> Result<bolt::Db, String> {
+    let path = ctx.host.path(node);
+    let read = |limit: u64| -> Result<Vec<u8>, String> {
+        let (fd, id) = crate::host::open_regular_at(&rustix::fs::CWD, &path, u64::MAX)
+            .map_err(|e| e.to_string())?;
+        if limit == BOLT_LIMIT && id.size > BOLT_LIMIT {
+            return Err(format!(
+                "{} bytes, more than the {BOLT_LIMIT} wonk reads",
+                id.size
+            ));
+        }
+        crate::host::read_fd_bounded(&fd, limit).map_err(|e| e.to_string())
+    };
+    for _ in 0..3 {
+        let db = bolt::Db::open(read(BOLT_LIMIT)?)?;
+        // The meta pages again (pages 0 and 1; a page is at most 64 KiB).
+        let again = read(128 << 10)
+            .ok()
+            .and_then(|d| bolt::Db::open(d).ok())
+            .map(|d| d.txid);
+        if again == Some(db.txid) {
+            return Ok(db);
+        }
+    }
+    Err("it changed while it was read, three times".into())
+}
+
+/// What containerd's databases say about its overlay snapshots: id -> (backend key, kind), and the backend keys
+/// that a container of some namespace uses as its snapshot (its `snapshotKey`, through the metadata's `name`).
+struct SnapshotMeta {
+    by_id: HashMap<String, (String, u8)>,
+    used_keys: HashSet<String>,
+    /// backend key -> (containerd namespace, snapshot key), for advice.
+    names: HashMap<String, (String, String)>,
+}
+
+fn snapshot_meta(ctx: &Context, root: &Path) -> Result<SnapshotMeta, String> {
+    let sdb_path = root.join("io.containerd.snapshotter.v1.overlayfs/metadata.db");
+    let sdb = read_bolt(ctx, &sdb_path).map_err(|e| format!("{}: {e}", sdb_path.display()))?;
+    let mut by_id = HashMap::new();
+    if let Some(snaps) = sdb.path(&[b"v1", b"snapshots"])? {
+        for e in sdb.entries(&snaps)?.into_iter().filter(|e| e.bucket) {
+            let Some(b) = sdb.bucket(&snaps, &e.key)? else {
+                continue;
+            };
+            let Some(id) = sdb.get(&b, b"id")?.and_then(|v| bolt::uvarint(&v)) else {
+                continue;
+            };
+            let kind = sdb
+                .get(&b, b"kind")?
+                .and_then(|v| v.first().copied())
+                .unwrap_or(0);
+            by_id.insert(
+                id.to_string(),
+                (String::from_utf8_lossy(&e.key).into_owned(), kind),
+            );
+        }
+    }
+    let mdb_path = root.join("io.containerd.metadata.v1.bolt/meta.db");
+    let mdb = read_bolt(ctx, &mdb_path).map_err(|e| format!("{}: {e}", mdb_path.display()))?;
+    let mut used_keys = HashSet::new();
+    let mut names = HashMap::new();
+    if let Some(v1) = mdb.path(&[b"v1"])? {
+        for ns in mdb.entries(&v1)?.into_iter().filter(|e| e.bucket) {
+            let Some(nsb) = mdb.bucket(&v1, &ns.key)? else {
+                continue;
+            };
+            let ns_name = String::from_utf8_lossy(&ns.key).into_owned();
+            // snapshot key (in this namespace) -> backend key
+            let mut backend: HashMap<Vec<u8>, String> = HashMap::new();
+            if let Some(ov) = mdb
+                .bucket(&nsb, b"snapshots")?
+                .map(|s| mdb.bucket(&s, b"overlayfs"))
+                .transpose()?
+                .flatten()
+            {
+                for snap in mdb.entries(&ov)?.into_iter().filter(|e| e.bucket) {
+                    let Some(sb) = mdb.bucket(&ov, &snap.key)? else {
+                        continue;
+                    };
+                    if let Some(name) = mdb.get(&sb, b"name")? {
+                        let name = String::from_utf8_lossy(&name).into_owned();
+                        names.insert(
+                            name.clone(),
+                            (
+                                ns_name.clone(),
+                                String::from_utf8_lossy(&snap.key).into_owned(),
+                            ),
+                        );
+                        backend.insert(snap.key.clone(), name);
+                    }
+                }
+            }
+            if let Some(cs) = mdb.bucket(&nsb, b"containers")? {
+                for c in mdb.entries(&cs)?.into_iter().filter(|e| e.bucket) {
+                    let Some(cb) = mdb.bucket(&cs, &c.key)? else {
+                        continue;
+                    };
+                    let snapshotter = mdb.get(&cb, b"snapshotter")?;
+                    if snapshotter.as_deref().is_some_and(|s| s != b"overlayfs") {
+                        continue;
+                    }
+                    if let Some(k) = mdb.get(&cb, b"snapshotKey")? {
+                        if let Some(b) = backend.get(&k) {
+                            used_keys.insert(b.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(SnapshotMeta {
+        by_id,
+        used_keys,
+        names,
+    })
+}
+
+/// containerd's snapshot kinds (`snapshots.Kind`).
+const KIND_ACTIVE: u8 = 2;
+
+/// Overlay snapshots per containerd: those an overlay in the host's table uses, and, from containerd's bolt
+/// databases, the directories containerd no longer knows and the active snapshots no container uses.
+#[allow(clippy::too_many_arguments)]
+fn snapshots(
+    ctx: &Context,
+    walk: &Layers,
+    deadline: Option<Instant>,
+    min_age: Duration,
+    host_mounts: &[Mount],
+    o: &mut OrphansOutput,
+    out: &mut CheckOutput,
+) {
     let mut used: HashSet<Vec<u8>> = HashSet::new();
     for m in host_mounts.iter().filter(|m| m.fs_type == "overlay") {
         for key in ["upperdir", "lowerdir"] {
@@ -891,41 +1056,138 @@ fn snapshots(ctx: &Context, host_mounts: &[Mount], o: &mut OrphansOutput, out: &
             }
         }
     }
-    let mut seen_roots = BTreeMap::new();
-    for inst in ctx.owners.instances() {
-        seen_roots.insert(inst.root.clone(), ());
-    }
-    for root in seen_roots.keys() {
+    let roots: BTreeSet<PathBuf> = ctx
+        .owners
+        .instances()
+        .iter()
+        .map(|i| i.root.clone())
+        .collect();
+    for root in &roots {
         let node = root.join("io.containerd.snapshotter.v1.overlayfs/snapshots");
-        let dir = ctx.host.path(&node);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = std::fs::read_dir(ctx.host.path(&node)) else {
             continue;
         };
-        let (mut total, mut mounted) = (0, 0);
-        for e in entries.flatten() {
-            total += 1;
-            let p = node.join(e.file_name());
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        let meta = snapshot_meta(ctx, root);
+        let mut s = Snapshots {
+            dir: node.display().to_string(),
+            total: ids.len() as u64,
+            mounted: 0,
+            known: 0,
+            pending_gc: 0,
+            orphaned: Vec::new(),
+            metadata_error: meta.as_ref().err().cloned(),
+        };
+        for id in ids {
+            let p = node.join(&id);
             if used.contains(p.as_os_str().as_encoded_bytes()) {
-                mounted += 1;
+                s.mounted += 1;
+                continue;
+            }
+            let Ok(meta) = &meta else {
+                continue;
+            };
+            let (reason, key) = match meta.by_id.get(&id) {
+                None => ("not-in-metadata", None),
+                // Removed from containerd's metadata already: its garbage collector removes the directory next.
+                Some((k, _)) if !meta.names.contains_key(k) => {
+                    s.pending_gc += 1;
+                    continue;
+                }
+                Some((k, kind)) if *kind == KIND_ACTIVE && !meta.used_keys.contains(k) => {
+                    ("active-unused", Some(k.clone()))
+                }
+                Some(_) => {
+                    s.known += 1;
+                    continue;
+                }
+            };
+            s.known += u64::from(key.is_some());
+            let age = age_of(&ctx.host.path(&p));
+            if age.is_some_and(|a| a < min_age.as_secs()) {
+                continue;
+            }
+            let size = (!deadline.is_some_and(|d| Instant::now() >= d))
+                .then(|| Size::from(&layers::measure(ctx, walk, "snapshot", &p, None, deadline)));
+            let (namespace, snapshot_key) = key
+                .as_ref()
+                .and_then(|k| meta.names.get(k).cloned())
+                .map_or((None, None), |(n, k)| (Some(n), Some(k)));
+            let orphan = OrphanSnapshot {
+                id,
+                path: p.display().to_string(),
+                reason,
+                backend_key: key,
+                namespace,
+                snapshot_key,
+                age_seconds: age,
+                size,
+            };
+            out.findings.push(snapshot_finding(&orphan));
+            s.orphaned.push(orphan);
+        }
+        if let Err(e) = &meta {
+            let unmounted = s.total - s.mounted;
+            if unmounted > 0 {
+                out.blind_spots.push(BlindSpot::new(
+                    UNIT.name,
+                    format!("{unmounted} overlay snapshots under {} that no overlay mounts", node.display()),
+                    format!(
+                        "whether a container or an image still references them is recorded in containerd's bolt \
+                         databases, which wonk could not read ({e}); none is reported as orphaned"
+                    ),
+                ));
             }
         }
-        let unmounted = total - mounted;
-        if unmounted > 0 {
-            out.blind_spots.push(BlindSpot::new(
-                UNIT.name,
-                format!("{unmounted} overlay snapshots under {} that no overlay mounts", node.display()),
-                format!(
-                    "whether a container or an image still references them is recorded only in {} and in the \
-                     snapshotter's metadata.db (bolt databases), which wonk does not read; none is reported as \
-                     orphaned (`ctr -n k8s.io snapshots ls` lists them with their parents)",
-                    root.join("io.containerd.metadata.v1.bolt/meta.db").display()
-                ),
-            ));
-        }
-        o.snapshots.push(Snapshots {
-            dir: node.display().to_string(),
-            total,
-            mounted,
-        });
+        o.snapshots.push(s);
     }
+}
+
+fn snapshot_finding(s: &OrphanSnapshot) -> Finding {
+    let (summary, advice) = match s.reason {
+        "not-in-metadata" => (
+            format!("overlay snapshot directory {} is not in containerd's snapshotter metadata", s.path),
+            vec![format!(
+                "containerd will never use it again; `rm -rf {}` is safe (no overlay in the host's mount table uses it)",
+                s.path
+            )],
+        ),
+        _ => (
+            format!(
+                "active overlay snapshot {} ({}) is used by no container",
+                s.path,
+                s.snapshot_key.as_deref().or(s.backend_key.as_deref()).unwrap_or("?")
+            ),
+            vec![match (&s.namespace, &s.snapshot_key) {
+                (Some(n), Some(k)) => format!(
+                    "remove it through containerd, which also forgets it: `ctr -n {n} snapshots rm {k}`"
+                ),
+                _ => "remove it through containerd (`ctr snapshots rm`), never by hand while containerd knows it".into(),
+            }],
+        ),
+    };
+    let size = s.size.as_ref().map_or(String::new(), |z| {
+        format!(", {} in {} files", human_bytes(z.bytes), z.files)
+    });
+    Finding {
+        check: UNIT.name,
+        kind: "orphaned-snapshot",
+        severity: Severity::Info,
+        summary: format!("{summary}{size}"),
+        subject: s.path.clone(),
+        owner: None,
+        evidence: Vec::new(),
+        advice,
+    }
+    .with("id", &s.id)
+    .with("reason", s.reason)
+    .with("backend_key", &s.backend_key)
+    .with("namespace", &s.namespace)
+    .with("snapshot_key", &s.snapshot_key)
+    .with("age_seconds", s.age_seconds)
+    .with("size", &s.size)
 }
