@@ -6,5 +6,6 @@
 mod common;
 mod containerd;
 mod deleted;
+mod orphans;
 mod htree;
 mod paths;
