@@ -220,6 +220,44 @@ pub struct Snapshots {
     pub metadata_error: Option<String>,
 }
 
+/// Why a snapshot directory is orphaned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotReason {
+    /// The snapshotter's metadata.db has no snapshot of this id.
+    NotInMetadata,
+    /// An active snapshot that no container in meta.db uses.
+    ActiveUnused,
+}
+
+impl SnapshotReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotReason::NotInMetadata => "not-in-metadata",
+            SnapshotReason::ActiveUnused => "active-unused",
+        }
+    }
+}
+
+/// Whose mount table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// The host's (pid 1's).
+    Host,
+    /// Another mount namespace's.
+    Namespace,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Host => "host",
+            Scope::Namespace => "namespace",
+        }
+    }
+}
+
 /// A snapshot directory that no container uses.
 #[derive(Debug, Clone, Serialize)]
 pub struct OrphanSnapshot {
@@ -227,7 +265,7 @@ pub struct OrphanSnapshot {
     pub path: String,
     /// `not-in-metadata`: the snapshotter's metadata.db has no snapshot of this id; `active-unused`: an active
     /// snapshot that no container in meta.db uses.
-    pub reason: &'static str,
+    pub reason: SnapshotReason,
     pub backend_key: Option<String>,
     pub namespace: Option<String>,
     pub snapshot_key: Option<String>,
@@ -239,7 +277,7 @@ pub struct OrphanSnapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct MountTable {
     /// `host`, or `namespace`.
-    pub scope: &'static str,
+    pub scope: Scope,
     pub mnt_ns: Option<u64>,
     pub pid: u32,
     pub owner: Option<Owner>,
@@ -287,7 +325,7 @@ impl Output for OrphansOutput {
             self.orphan_bundles.len() as f64,
         );
         for t in self.mount_tables.iter().take(sink.top.max(1)) {
-            let mut l = metric::labels(&[("scope", t.scope)]);
+            let mut l = metric::labels(&[("scope", t.scope.as_str())]);
             l.extend(metric::owner_labels(t.owner.as_ref()));
             sink.put("mount_table_entries", l, t.mounts as f64);
         }
@@ -350,7 +388,7 @@ impl Output for OrphansOutput {
                 w,
                 "{:>8} {:<10} {:>8}  {}",
                 t.mounts,
-                t.scope,
+                t.scope.as_str(),
                 t.pid,
                 fit(&who, WIDTH - 30)
             )?;
@@ -438,7 +476,7 @@ impl Check for Orphans {
             .find(|t| Some(t.inode) == host_ns)
             .map_or(1, |t| t.pid);
         let mut list = vec![MountTable {
-            scope: "host",
+            scope: Scope::Host,
             mnt_ns: host_ns,
             pid: host_pid,
             owner: None,
@@ -449,7 +487,7 @@ impl Check for Orphans {
         others.sort_by_key(|t| std::cmp::Reverse(t.mounts.len()));
         for t in others.into_iter().take(TOP_TABLES) {
             list.push(MountTable {
-                scope: "namespace",
+                scope: Scope::Namespace,
                 mnt_ns: Some(t.inode),
                 pid: t.pid,
                 owner: ctx
@@ -462,7 +500,7 @@ impl Check for Orphans {
         }
         for t in list.iter().filter(|t| t.mounts > self.max_mounts) {
             let whose = match (&t.owner, t.scope) {
-                (_, "host") => "the host's mount table".to_string(),
+                (_, Scope::Host) => "the host's mount table".to_string(),
                 (Some(o), _) => format!("the mount table of {} (pid {})", o.pod_label(), t.pid),
                 (None, _) => format!("the mount table of pid {}", t.pid),
             };
@@ -484,7 +522,7 @@ impl Check for Orphans {
                          `rshared` hostPath volumes) or volumes left by orphaned pods (see this check's other findings)".into(),
                     ],
                 }
-                .with("scope", t.scope)
+                .with("scope", t.scope.as_str())
                 .with("mnt_ns", t.mnt_ns)
                 .with("pid", t.pid)
                 .with("mounts", t.mounts)
@@ -1092,14 +1130,14 @@ fn snapshots(
                 continue;
             };
             let (reason, key) = match meta.by_id.get(&id) {
-                None => ("not-in-metadata", None),
+                None => (SnapshotReason::NotInMetadata, None),
                 // Removed from containerd's metadata already: its garbage collector removes the directory next.
                 Some((k, _)) if !meta.names.contains_key(k) => {
                     s.pending_gc += 1;
                     continue;
                 }
                 Some((k, kind)) if *kind == KIND_ACTIVE && !meta.used_keys.contains(k) => {
-                    ("active-unused", Some(k.clone()))
+                    (SnapshotReason::ActiveUnused, Some(k.clone()))
                 }
                 Some(_) => {
                     s.known += 1;
@@ -1149,7 +1187,7 @@ fn snapshots(
 
 fn snapshot_finding(s: &OrphanSnapshot) -> Finding {
     let (summary, advice) = match s.reason {
-        "not-in-metadata" => (
+        SnapshotReason::NotInMetadata => (
             format!("overlay snapshot directory {} is not in containerd's snapshotter metadata", s.path),
             vec![format!(
                 "containerd will never use it again; `rm -rf {}` is safe (no overlay in the host's mount table uses it)",
@@ -1184,7 +1222,7 @@ fn snapshot_finding(s: &OrphanSnapshot) -> Finding {
         advice,
     }
     .with("id", &s.id)
-    .with("reason", s.reason)
+    .with("reason", s.reason.as_str())
     .with("backend_key", &s.backend_key)
     .with("namespace", &s.namespace)
     .with("snapshot_key", &s.snapshot_key)
