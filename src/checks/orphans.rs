@@ -92,6 +92,9 @@ pub struct Args {
     /// before its sandbox, containerd a bundle before its shim).
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     min_age: u64,
+    /// Read containerd's bolt databases (to judge overlay snapshots) only up to this size each, in MiB.
+    #[arg(long, default_value_t = BOLT_LIMIT >> 20, value_name = "MIB")]
+    bolt_limit: u64,
 }
 
 fn from_args(m: &clap::ArgMatches, _: &super::Invocation) -> anyhow::Result<Box<dyn Check>> {
@@ -106,6 +109,7 @@ fn from_args(m: &clap::ArgMatches, _: &super::Invocation) -> anyhow::Result<Box<
         max_mounts: a.max_mounts,
         budget: (a.budget > 0.0).then(|| Duration::from_secs_f64(a.budget)),
         min_age: Duration::from_secs(a.min_age),
+        bolt_limit: a.bolt_limit.saturating_mul(1 << 20),
     }))
 }
 
@@ -113,6 +117,8 @@ fn agent(s: &Settings) -> Box<dyn Check> {
     Box::new(Orphans {
         max_mounts: s.seconds("orphans-max-mounts").as_secs().max(1),
         budget: Some(s.seconds("orphans-budget")),
+        // The agent's memory limit is small: a larger database is a blind spot there.
+        bolt_limit: AGENT_BOLT_LIMIT,
         ..Default::default()
     })
 }
@@ -122,6 +128,8 @@ pub struct Orphans {
     pub max_mounts: u64,
     pub budget: Option<Duration>,
     pub min_age: Duration,
+    /// The largest bolt database read whole (bytes), each of containerd's two.
+    pub bolt_limit: u64,
 }
 
 impl Default for Orphans {
@@ -130,6 +138,7 @@ impl Default for Orphans {
             max_mounts: DEFAULT_MAX_MOUNTS,
             budget: Some(Duration::from_secs(10)),
             min_age: Duration::from_secs(60),
+            bolt_limit: BOLT_LIMIT,
         }
     }
 }
@@ -465,6 +474,7 @@ impl Check for Orphans {
             &walk,
             deadline,
             self.min_age,
+            self.bolt_limit,
             host_mounts,
             &mut o,
             &mut out,
@@ -943,24 +953,26 @@ fn bundle_finding(b: &OrphanBundle) -> Finding {
 
 /// The most of a bolt database read (containerd's meta.db grows with images and containers).
 const BOLT_LIMIT: u64 = 256 << 20;
+/// The same in `wonk agent`, whose memory stays small.
+const AGENT_BOLT_LIMIT: u64 = 16 << 20;
 
-/// Reads a bolt database of the node, a regular file of at most [`BOLT_LIMIT`] bytes, again if a transaction
+/// Reads a bolt database of the node, a regular file of at most `limit` bytes, again if a transaction
 /// committed while it was read (the meta pages' txid then differs): bolt may reuse a freed page right after.
-fn read_bolt(ctx: &Context, node: &Path) -> Result<bolt::Db, String> {
+fn read_bolt(ctx: &Context, node: &Path, max: u64) -> Result<bolt::Db, String> {
     let path = ctx.host.path(node);
     let read = |limit: u64| -> Result<Vec<u8>, String> {
         let (fd, id) = crate::host::open_regular_at(&rustix::fs::CWD, &path, u64::MAX)
             .map_err(|e| e.to_string())?;
-        if limit == BOLT_LIMIT && id.size > BOLT_LIMIT {
+        if limit == max && id.size > max {
             return Err(format!(
-                "{} bytes, more than the {BOLT_LIMIT} wonk reads",
+                "{} bytes, more than the {max} wonk reads (--bolt-limit)",
                 id.size
             ));
         }
         crate::host::read_fd_bounded(&fd, limit).map_err(|e| e.to_string())
     };
     for _ in 0..3 {
-        let db = bolt::Db::open(read(BOLT_LIMIT)?)?;
+        let db = bolt::Db::open(read(max)?)?;
         // The meta pages again (pages 0 and 1; a page is at most 64 KiB).
         let again = read(128 << 10)
             .ok()
@@ -982,9 +994,9 @@ struct SnapshotMeta {
     names: HashMap<String, (String, String)>,
 }
 
-fn snapshot_meta(ctx: &Context, root: &Path) -> Result<SnapshotMeta, String> {
+fn snapshot_meta(ctx: &Context, root: &Path, max: u64) -> Result<SnapshotMeta, String> {
     let sdb_path = root.join("io.containerd.snapshotter.v1.overlayfs/metadata.db");
-    let sdb = read_bolt(ctx, &sdb_path).map_err(|e| format!("{}: {e}", sdb_path.display()))?;
+    let sdb = read_bolt(ctx, &sdb_path, max).map_err(|e| format!("{}: {e}", sdb_path.display()))?;
     let mut by_id = HashMap::new();
     if let Some(snaps) = sdb.path(&[b"v1", b"snapshots"])? {
         for e in sdb.entries(&snaps)?.into_iter().filter(|e| e.bucket) {
@@ -1005,7 +1017,7 @@ fn snapshot_meta(ctx: &Context, root: &Path) -> Result<SnapshotMeta, String> {
         }
     }
     let mdb_path = root.join("io.containerd.metadata.v1.bolt/meta.db");
-    let mdb = read_bolt(ctx, &mdb_path).map_err(|e| format!("{}: {e}", mdb_path.display()))?;
+    let mdb = read_bolt(ctx, &mdb_path, max).map_err(|e| format!("{}: {e}", mdb_path.display()))?;
     let mut used_keys = HashSet::new();
     let mut names = HashMap::new();
     if let Some(v1) = mdb.path(&[b"v1"])? {
@@ -1075,6 +1087,7 @@ fn snapshots(
     walk: &Layers,
     deadline: Option<Instant>,
     min_age: Duration,
+    bolt_limit: u64,
     host_mounts: &[Mount],
     o: &mut OrphansOutput,
     out: &mut CheckOutput,
@@ -1110,7 +1123,7 @@ fn snapshots(
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         ids.sort();
-        let meta = snapshot_meta(ctx, root);
+        let meta = snapshot_meta(ctx, root, bolt_limit);
         let mut s = Snapshots {
             dir: node.display().to_string(),
             total: ids.len() as u64,
