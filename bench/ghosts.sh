@@ -97,17 +97,6 @@ rc=0
 floor_cat_each
 floor_cat_once
 
-# measure NAME FUNCTION: runs FUNCTION REPS times; appends "NAME median_wall_ms median_cpu_ms" to results.
-# bash's `time` keyword reports the shell's own and its waited-for children's CPU time (getrusage), in ms.
-measure() {
-    local name=$1 fn=$2 r walls=() cpus=()
-    for ((r = 0; r < REPS; r++)); do
-        timed_rusage "$fn"
-        walls+=("$last_wall") cpus+=("$last_cpu")
-    done
-    echo "$name $(median "${walls[@]}") $(median "${cpus[@]}")" >>"$dir/results"
-}
-
 echo "measuring ($REPS repetitions each)..." >&2
 measure wonk run_wonk
 measure floor-cat-each floor_cat_each

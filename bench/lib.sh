@@ -33,6 +33,8 @@
 #   timed_rusage CMD ARGS...    runs it once under bash's `time`; last_wall and last_cpu: wall and CPU (user + sys,
 #                               waited-for children included) in ms, with bench_decimals digits after the point
 #   median NUMBER...            their median, with bench_decimals digits after the point
+#   measure NAME FUNCTION       runs FUNCTION REPS times under timed_rusage; appends "NAME median_wall_ms
+#                               median_cpu_ms" to $dir/results
 #   secs_since MICROSECONDS     seconds (one decimal) since that EPOCHREALTIME, in microseconds
 #   bad MESSAGE / exit_if_wrong record a wrong result (wrong=1, $dir/wrong) / at the end, list them and exit 1
 #   report_wonk_stderr          what wonk wrote to $dir/wonk.stderr, counted, if anything
@@ -263,6 +265,16 @@ timed_rusage() {
 median() {
     printf '%s\n' "$@" | sort -g | awk -v f="%.${bench_decimals}f" '{ v[NR] = $1 } END {
         printf f, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# bash's `time` keyword reports the shell's own and its waited-for children's CPU time (getrusage), in ms.
+measure() {
+    local name=$1 fn=$2 r walls=() cpus=()
+    for ((r = 0; r < REPS; r++)); do
+        timed_rusage "$fn"
+        walls+=("$last_wall") cpus+=("$last_cpu")
+    done
+    echo "$name $(median "${walls[@]}") $(median "${cpus[@]}")" >>"$dir/results"
 }
 
 secs_since() { awk -v a="$1" -v b="${EPOCHREALTIME//[.,]/}" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }

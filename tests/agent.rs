@@ -77,7 +77,9 @@ fn agent_metrics_through_prometheus() {
         value(&m, "wonk_check_errors_total", &[("check", "ghosts")]),
         Some(0.0)
     );
-    for c in ["ghosts", "shims", "htree", "dstate", "kmsg"] {
+    for c in [
+        "ghosts", "shims", "htree", "dstate", "kmsg", "deleted", "orphans",
+    ] {
         let t = value(
             &m,
             "wonk_check_last_success_timestamp_seconds",

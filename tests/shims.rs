@@ -96,6 +96,68 @@ fn a_leaked_shim_is_found_and_reaped_and_nothing_else() {
     assert_eq!(findings[0]["evidence"]["pid"], shim);
     assert_eq!(findings[0]["evidence"]["cri_lists"], false);
 
+    // Why it leaked: containerd's own log (its output, captured by the node in a box) names the shim's ids in
+    // the lines that tell of the timeout, and the finding quotes them with their times.
+    let log = node.dir.join("containerd.log");
+    let (_, r) = shims(node, &["--containerd-log", &log.display().to_string()]);
+    let s = shim_by_pid(&r, shim);
+    let lines = s["containerd_log"]["lines"].as_array().unwrap_or_else(|| {
+        panic!(
+            "no containerd_log for the leaked shim: {s:#}\n{}",
+            node.log_tail()
+        )
+    });
+    let timeout = lines
+        .iter()
+        .find(|l| l["timeout"] == true)
+        .unwrap_or_else(|| panic!("no timeout line: {s:#}"));
+    assert!(
+        timeout["line"]
+            .as_str()
+            .unwrap()
+            .contains("context deadline exceeded"),
+        "{timeout:#}"
+    );
+    assert!(
+        timeout["time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{timeout:#}"
+    );
+    assert!(
+        timeout["line"]
+            .as_str()
+            .unwrap()
+            .contains(victim.sandbox_id.as_str())
+            || s["bundles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| timeout["line"]
+                    .as_str()
+                    .unwrap()
+                    .contains(b["id"].as_str().unwrap())),
+        "{timeout:#}"
+    );
+    let f = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["evidence"]["pid"] == shim)
+        .unwrap();
+    assert!(
+        f["advice"][0]
+            .as_str()
+            .unwrap()
+            .contains("context deadline exceeded"),
+        "{f:#}"
+    );
+    assert_eq!(f["evidence"]["containerd_log"], s["containerd_log"]);
+    // The healthy pod's shim gets no log lines.
+    for p in &healthy.shim_pids {
+        assert!(shim_by_pid(&r, *p).get("containerd_log").is_none(), "{r:#}");
+    }
+
     // Without --yes and without a terminal, --reap refuses and kills nothing.
     let (_, r) = shims(node, &["--reap"]);
     assert!(r.get("actions").is_none(), "{r:#}");

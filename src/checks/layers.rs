@@ -17,6 +17,7 @@ use crate::host::walk::{self, DirVisit};
 use crate::host::{mountinfo, procfs};
 use crate::metric::{self, Family, Sink};
 use crate::owner::Owner;
+use crate::term;
 use rustix::fs::{AtFlags, FileType};
 use serde::Serialize;
 use serde_json::Value;
@@ -324,11 +325,11 @@ fn finding(key: &str, owner: &Owner, layers: &[Layer], max_files: u64) -> Findin
     let size = if estimated > 0 {
         format!(
             "about {} (estimated from the sizes of {statted} of {} files)",
-            human_bytes(bytes),
+            term::human_bytes(bytes),
             statted + estimated
         )
     } else {
-        human_bytes(bytes)
+        term::human_bytes(bytes)
     };
     let mut f = Finding {
         check: "layers",
@@ -373,21 +374,6 @@ fn owner_label(key: &str, owner: &Owner) -> String {
         key.to_string()
     } else {
         owner.pod_label()
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
@@ -600,7 +586,7 @@ struct Tally {
 }
 
 /// Walks one layer.
-fn measure(
+pub(crate) fn measure(
     ctx: &Context,
     opts: &Layers,
     kind: &'static str,
@@ -773,7 +759,7 @@ mod tests {
 
     #[test]
     fn bytes_for_people() {
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_bytes(242 << 30), "242.0 GiB");
+        assert_eq!(term::human_bytes(12), "12 B");
+        assert_eq!(term::human_bytes(242 << 30), "242.0 GiB");
     }
 }

@@ -10,11 +10,13 @@
 //! docs/ARCHITECTURE.md).
 
 pub mod cgroups;
+pub mod deleted;
 pub mod dstate;
 pub mod ghosts;
 pub mod htree;
 pub mod kmsg;
 pub mod layers;
+pub mod orphans;
 pub mod pids;
 pub mod pressure;
 pub mod shims;
@@ -215,6 +217,8 @@ pub fn registry() -> &'static [Unit] {
         pressure::UNIT,
         pids::UNIT,
         cgroups::UNIT,
+        deleted::UNIT,
+        orphans::UNIT,
     ]
 }
 

@@ -32,6 +32,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod log;
 mod reap;
 pub use reap::{reap, Reaped};
 
@@ -49,10 +50,16 @@ pub const UNIT: Unit = Unit {
     args: super::args_of::<Args>,
     from_args: |m, _| {
         let a: Args = super::parse_args(m)?;
+        let containerd_log = a.containerd_log.as_deref().map(log::Source::parse);
+        if let Some(log::Source::File(p)) = &containerd_log {
+            crate::host::open_regular_at(&rustix::fs::CWD, p, u64::MAX)
+                .map_err(|e| anyhow::anyhow!("--containerd-log {}: {e}", p.display()))?;
+        }
         Ok(Box::new(Shims {
             min_age_seconds: a.min_age,
             cri_budget: Duration::from_millis(a.cri_timeout),
             reap: a.reap.then_some(Reap { yes: a.yes }),
+            containerd_log,
         }))
     },
     scan: || Box::new(Shims::default()),
@@ -98,6 +105,10 @@ pub struct Args {
     #[arg(long, default_value_t = 300, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     cri_timeout: u64,
+    /// containerd's log (plain lines, or `journalctl -o export`; `-` for standard input): attach to each leaked
+    /// shim the failures it logged about the shim's ids, with their times.
+    #[arg(long, value_name = "FILE|-")]
+    containerd_log: Option<PathBuf>,
 }
 
 /// The check. A shim younger than `min_age_seconds` may still be starting its first container, and is not judged.
@@ -107,6 +118,8 @@ pub struct Shims {
     pub cri_budget: Duration,
     /// `--reap`: kill the leaked shims after the run ([`reap`]), asking first unless `yes`.
     pub reap: Option<Reap>,
+    /// `--containerd-log`: where to read why shims leaked.
+    pub containerd_log: Option<log::Source>,
 }
 
 /// How `--reap` was asked for.
@@ -121,6 +134,7 @@ impl Default for Shims {
             min_age_seconds: 60,
             cri_budget: CRI_BUDGET,
             reap: None,
+            containerd_log: None,
         }
     }
 }
@@ -268,6 +282,9 @@ pub struct Shim {
     /// Whether CRI still lists the shim's sandbox or one of its containers; `None` when CRI was not asked or
     /// did not answer in time (see the blind spots), or the shim is not in CRI's namespace.
     pub cri_lists: Option<bool>,
+    /// What containerd's log (`--containerd-log`) says about its ids, for a leaked or orphaned shim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containerd_log: Option<log::ShimLog>,
     #[serde(skip)]
     pub start_time: u64,
 }
@@ -305,6 +322,36 @@ impl Check for Shims {
         };
         out.blind_spots
             .extend(ask_cri(ctx, &mut shims, self.cri_budget));
+        if let Some(src) = &self.containerd_log {
+            match log::read(src) {
+                Ok(l) => {
+                    if l.skipped_bytes > 0 {
+                        out.blind_spots.push(BlindSpot::new(
+                            "shims",
+                            format!("the first {} bytes of {}", l.skipped_bytes, src.name()),
+                            format!(
+                                "only the last {} bytes of containerd's log are read",
+                                log::LOG_LIMIT
+                            ),
+                        ));
+                    }
+                    for s in shims.iter_mut().filter(|s| {
+                        matches!(s.class, ShimClass::Leaked | ShimClass::OrphanedWorkload)
+                    }) {
+                        let ids: Vec<&str> =
+                            s.id.iter()
+                                .map(String::as_str)
+                                .chain(s.bundles.iter().map(|b| b.id.as_str()))
+                                .collect();
+                        s.containerd_log = log::about(&l, &ids);
+                    }
+                }
+                Err(e) => {
+                    out.failed = Some(format!("--containerd-log {}: {e}", src.name()));
+                    return out;
+                }
+            }
+        }
         let o = ShimsOutput { shims };
         let leaked_sum = |f: fn(&Shim) -> u64| o.leaked().map(f).sum::<u64>();
         out.stats = vec![
@@ -407,6 +454,21 @@ fn finding(s: &Shim) -> Option<Finding> {
         .with("rss_kib", s.rss_kib)
         .with("threads", s.threads)
         .with("cri_lists", s.cri_lists);
+    if let Some(l) = &s.containerd_log {
+        // The first line that tells of a timeout, else the first failure: the cause; later lines repeat it.
+        if let Some(first) = l.lines.iter().find(|x| x.timeout).or(l.lines.first()) {
+            f.advice.insert(
+                0,
+                format!(
+                    "containerd logged about it ({}, {}): {}",
+                    first.time.as_deref().unwrap_or("time unknown"),
+                    first.kind.as_str(),
+                    crate::term::escape(&first.line)
+                ),
+            );
+        }
+        f = f.with("containerd_log", l);
+    }
     Some(f)
 }
 
@@ -561,6 +623,7 @@ fn parse_shim(st: &Stat, args: &[Vec<u8>]) -> Option<Shim> {
         why: String::new(),
         owner: None,
         cri_lists: None,
+        containerd_log: None,
         start_time: st.start_time,
     })
 }

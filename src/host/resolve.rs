@@ -20,6 +20,9 @@ pub struct Identity {
     pub ino: u64,
     pub nlink: u32,
     pub size: u64,
+    /// 512-byte blocks allocated (`st_blocks`).
+    #[serde(skip)]
+    pub blocks: u64,
     /// Seconds since the epoch.
     pub mtime: i64,
     pub mtime_nsec: u32,
@@ -249,6 +252,7 @@ fn statx_identity<P: rustix::path::Arg>(
         ino: st.stx_ino,
         nlink: st.stx_nlink,
         size: st.stx_size,
+        blocks: st.stx_blocks,
         mtime: st.stx_mtime.tv_sec,
         mtime_nsec: st.stx_mtime.tv_nsec,
         mode: st.stx_mode,

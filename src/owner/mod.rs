@@ -5,6 +5,7 @@
 //! exactly when containerd is too slow to answer. When a name cannot be found, the known ids are shown and
 //! nothing is guessed.
 
+pub mod bolt;
 pub mod cgroup;
 pub mod cgroupfs;
 pub mod containerd;
