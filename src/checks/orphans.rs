@@ -86,8 +86,8 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_MOUNTS, value_name = "N")]
     max_mounts: u64,
     /// Seconds to spend sizing leftovers (0: no limit); figures cut short are lower bounds, marked as such.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    budget: f64,
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = crate::args::Seconds::or_zero)]
+    budget: crate::args::Seconds,
     /// Judge only pod directories and bundles at least this many seconds old (kubelet makes a pod's directory
     /// before its sandbox, containerd a bundle before its shim).
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
@@ -99,15 +99,9 @@ pub struct Args {
 
 fn from_args(m: &clap::ArgMatches, _: &super::Invocation) -> anyhow::Result<Box<dyn Check>> {
     let a: Args = super::parse_args(m)?;
-    if !(a.budget >= 0.0 && a.budget.is_finite()) {
-        anyhow::bail!(
-            "--budget {}: give a number of seconds, or 0 for no limit",
-            a.budget
-        );
-    }
     Ok(Box::new(Orphans {
         max_mounts: a.max_mounts,
-        budget: (a.budget > 0.0).then(|| Duration::from_secs_f64(a.budget)),
+        budget: a.budget.limit(),
         min_age: Duration::from_secs(a.min_age),
         bolt_limit: a.bolt_limit.saturating_mul(1 << 20),
     }))

@@ -65,9 +65,9 @@ pub const UNIT: Unit = Unit {
 /// `wonk pressure` flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Seconds between the two reads of each pressure file.
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
-    window: f64,
+    /// Seconds between the two reads of each pressure file (at most 60).
+    #[arg(long, default_value = "1", value_name = "SECONDS", value_parser = crate::args::Seconds::positive)]
+    window: crate::args::Seconds,
     /// kubelet's --cgroup-root: the pods' cgroups are under CGROUP/kubepods or CGROUP/kubepods.slice.
     #[arg(long, default_value = "/", value_name = "CGROUP")]
     cgroup_root: String,
@@ -85,11 +85,11 @@ pub enum SourceChoice {
 
 fn from_args(m: &clap::ArgMatches, _: &Invocation) -> anyhow::Result<Box<dyn Check>> {
     let a: Args = super::parse_args(m)?;
-    if !(a.window > 0.0 && a.window <= 60.0) {
+    if a.window.duration() > Duration::from_secs(60) {
         anyhow::bail!("--window {}: give seconds between 0 and 60", a.window);
     }
     Ok(Box::new(Pressure {
-        window: Duration::from_secs_f64(a.window),
+        window: a.window.duration(),
         cgroup_root: a.cgroup_root,
         source: a.source,
     }))

@@ -466,3 +466,61 @@ fn a_deep_chain_of_long_names_is_walked_whole() {
         fd = up;
     }
 }
+
+/// The same attack on every numeric flag wonk has now, found in each subcommand's `--help` (so that a flag added
+/// later is covered without a line here): `inf`, `nan`, `-1` and `1e300` never make wonk panic, and a duration
+/// (`<SECONDS>`) refuses each of them with an error naming the flag.
+#[test]
+fn every_numeric_flag_in_the_help_refuses_what_would_panic() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wonk"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    let subs: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect();
+    let numeric = ["SECONDS", "N", "MIB", "BYTES", "MS", "PERCENT", "HZ"];
+    let mut tried = 0;
+    let mut failures = Vec::new();
+    for sub in &subs {
+        for line in help(&[sub, "--help"]).lines() {
+            let Some((flag, value)) = line
+                .split_whitespace()
+                .find(|w| w.starts_with("--"))
+                .and_then(|f| {
+                    let v = line.split('<').nth(1)?.split('>').next()?;
+                    Some((f.trim_end_matches(',').to_string(), v.to_string()))
+                })
+            else {
+                continue;
+            };
+            if !numeric.contains(&value.as_str()) {
+                continue;
+            }
+            for v in ["inf", "nan", "-1", "1e300"] {
+                tried += 1;
+                let args = vec![sub.clone(), format!("{flag}={v}")];
+                let (code, err) = wonk_bounded(&args);
+                let refused = code == 3 && err.contains(&flag);
+                if err.contains("panicked") || code == 101 || (value == "SECONDS" && !refused) {
+                    failures.push(format!("wonk {}: exit {code}: {err}", args.join(" ")));
+                }
+            }
+        }
+    }
+    assert!(
+        tried >= 100,
+        "only {tried} values tried: is the help parsed?"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
