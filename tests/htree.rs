@@ -705,7 +705,7 @@ fn time_to_full_from_growth_between_two_agent_runs() {
     let host = host();
     let mut settings = wonk::checks::Settings::defaults();
     // Other containerd roots on this machine are scanned first; their walk must not take the kubelet root's time.
-    settings.set("htree-budget", std::time::Duration::from_secs(600));
+    settings.set("htree-budget", "600").unwrap();
     let check = (wonk::checks::htree::UNIT.agent)(&settings);
     let run = || {
         let owners = wonk::owner::Attributor::new(&host, mnt.clone(), &[]);

@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod npd;
 
 use crate::args::Seconds;
-use crate::checks::{self, Context, Schedule, Settings, Unit};
+use crate::checks::{self, Context, Schedule, SettingUnit, Settings, Unit};
 use crate::finding::{CheckOutput, Severity};
 use crate::host::Host;
 use crate::owner::Attributor;
@@ -55,15 +55,16 @@ pub struct Flags {
     pub fail_check: Vec<String>,
 }
 
-/// `wonk agent` flags: its own, and each check's interval and settings in seconds, by flag name.
+/// `wonk agent` flags: its own, and each check's interval and settings, by flag name, as given (each parsed in
+/// its unit).
 #[derive(Debug, Clone, Default)]
 pub struct Args {
     pub flags: Flags,
-    pub seconds: Vec<(&'static str, Seconds)>,
+    pub settings: Vec<(&'static str, String)>,
 }
 
-/// Every seconds flag the checks declare, with its help.
-fn seconds_flags() -> Vec<(&'static str, String)> {
+/// Every interval and setting the checks declare: flag, unit and help.
+fn setting_flags() -> Vec<(&'static str, SettingUnit, String)> {
     let mut v = Vec::new();
     for u in checks::registry() {
         let help = match u.schedule {
@@ -76,9 +77,13 @@ fn seconds_flags() -> Vec<(&'static str, String)> {
                 u.name
             ),
         };
-        v.push((u.schedule.flag(), help));
+        v.push((u.schedule.flag(), SettingUnit::Seconds, help));
         for s in u.settings {
-            v.push((s.flag, format!("{} [default: {}]", s.help, s.default_secs)));
+            v.push((
+                s.flag,
+                s.unit,
+                format!("{} [default: {}]", s.help, s.default),
+            ));
         }
     }
     v
@@ -87,12 +92,13 @@ fn seconds_flags() -> Vec<(&'static str, String)> {
 impl clap::Args for Args {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         let mut cmd = Flags::augment_args(cmd);
-        for (flag, help) in seconds_flags() {
+        for (flag, unit, help) in setting_flags() {
             cmd = cmd.arg(
                 clap::Arg::new(flag)
                     .long(flag)
-                    .value_name("SECONDS")
-                    .value_parser(Seconds::positive)
+                    .value_name(unit.value_name())
+                    // Checked here, so that a wrong value is clap's error naming the flag; kept as text.
+                    .value_parser(move |v: &str| unit.parse(v).map(|_| v.to_string()))
                     .help(help),
             );
         }
@@ -106,11 +112,11 @@ impl clap::Args for Args {
 impl clap::FromArgMatches for Args {
     fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
         let flags = Flags::from_arg_matches(m)?;
-        let seconds = seconds_flags()
+        let settings = setting_flags()
             .into_iter()
-            .filter_map(|(flag, _)| m.get_one::<Seconds>(flag).map(|v| (flag, *v)))
+            .filter_map(|(flag, _, _)| m.get_one::<String>(flag).map(|v| (flag, v.clone())))
             .collect();
-        Ok(Args { flags, seconds })
+        Ok(Args { flags, settings })
     }
     fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
         *self = Self::from_arg_matches(m)?;
@@ -143,17 +149,13 @@ impl Config {
     /// Applies one `key = value` setting (the config file's keys are the flags' names, with `_` or `-`).
     pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
         let value = value.trim().trim_matches('"');
-        let secs = || -> anyhow::Result<Duration> {
-            Seconds::positive(value)
-                .map(Seconds::duration)
-                .map_err(|e| anyhow::anyhow!("{key}: {e}"))
-        };
+        let fail = |e: String| anyhow::anyhow!("{key}: {e}");
         match key.trim().replace('_', "-").as_str() {
             "listen" => self.listen = value.to_string(),
             "interval" => {
-                let d = secs()?;
+                SettingUnit::Seconds.parse(value).map_err(fail)?;
                 for f in Settings::interval_flags() {
-                    self.checks.set(f, d);
+                    self.checks.set(f, value).map_err(fail)?;
                 }
             }
             "top" => {
@@ -163,12 +165,7 @@ impl Config {
             }
             "textfile" => self.textfile = Some(PathBuf::from(value)),
             "log-level" => self.log_level = value.to_string(),
-            other => {
-                let d = secs()?;
-                if !self.checks.set(other, d) {
-                    anyhow::bail!("unknown setting {other:?}");
-                }
-            }
+            other => self.checks.set(other, value).map_err(fail)?,
         }
         Ok(())
     }
@@ -207,8 +204,8 @@ impl Config {
         if let Some(v) = f.interval {
             c.set("interval", &v.to_string())?;
         }
-        for (k, v) in &a.seconds {
-            c.set(k, &v.to_string())?;
+        for (k, v) in &a.settings {
+            c.set(k, v)?;
         }
         if let Some(l) = &f.listen {
             c.listen = l.clone();
@@ -300,7 +297,7 @@ pub fn run(
     let settings: Vec<String> = config
         .checks
         .iter()
-        .map(|(k, v)| format!("{k}={}", v.as_secs_f64()))
+        .map(|(k, v)| format!("{k}={}", v))
         .collect();
     tracing::info!(
         listen = %listener.local_addr().map_or(config.listen.clone(), |a| a.to_string()),
@@ -659,7 +656,7 @@ mod tests {
                 config: Some(f.clone()),
                 ..Default::default()
             },
-            seconds: vec![("shims-interval", Seconds::positive("5").unwrap())],
+            settings: vec![("shims-interval", "5".into())],
         };
         let c = Config::from_args(&a).unwrap();
         let s = |k| c.checks.seconds(k);
@@ -675,7 +672,7 @@ mod tests {
                 interval: Some(Seconds::positive("1").unwrap()),
                 ..Default::default()
             },
-            seconds: vec![],
+            settings: vec![],
         };
         assert_eq!(
             Config::from_args(&a)
@@ -702,8 +699,34 @@ mod tests {
     }
 
     #[test]
+    fn settings_are_parsed_in_their_unit() {
+        let mut c = Config::default();
+        c.set("deleted_share", "12.5").unwrap();
+        assert_eq!(c.checks.value("deleted-share"), 12.5);
+        c.set("orphans-max-mounts", "20000").unwrap();
+        assert_eq!(c.checks.value("orphans-max-mounts"), 20000.0);
+        for (k, bad) in [
+            ("deleted_share", "0"),
+            ("deleted_share", "101"),
+            ("deleted_share", "inf"),
+            ("orphans_max_mounts", "1.5"),
+            ("orphans_max_mounts", "0"),
+            ("htree_budget", "nan"),
+        ] {
+            let e = c.set(k, bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{k}: {bad}: ")), "{e}");
+        }
+        let units: Vec<(&str, SettingUnit)> = setting_flags()
+            .into_iter()
+            .map(|(f, u, _)| (f, u))
+            .collect();
+        assert!(units.contains(&("deleted-share", SettingUnit::Percent)));
+        assert!(units.contains(&("orphans-max-mounts", SettingUnit::Count)));
+    }
+
+    #[test]
     fn every_check_has_an_interval_flag() {
-        let flags: Vec<&str> = seconds_flags().into_iter().map(|(f, _)| f).collect();
+        let flags: Vec<&str> = setting_flags().into_iter().map(|(f, _, _)| f).collect();
         for u in checks::registry() {
             assert!(flags.contains(&u.schedule.flag()), "{}", u.name);
         }

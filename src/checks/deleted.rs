@@ -41,9 +41,9 @@ pub const UNIT: Unit = Unit {
     },
     settings: &[Setting {
         flag: "deleted-share",
-        help: "deleted: warn when deleted-but-open files hold more than this PERCENT of a filesystem (a percent, \
-               not seconds)",
-        default_secs: DEFAULT_SHARE_PERCENT as u64,
+        help: "deleted: warn when deleted-but-open files hold more than this percent of a filesystem",
+        unit: super::SettingUnit::Percent,
+        default: DEFAULT_SHARE_PERCENT,
     }],
     metrics: &[
         Family::gauge(
@@ -109,7 +109,7 @@ fn from_args(m: &clap::ArgMatches, _: &super::Invocation) -> anyhow::Result<Box<
 }
 
 fn agent(s: &Settings) -> Box<dyn Check> {
-    let share = s.seconds("deleted-share").as_secs_f64();
+    let share = s.value("deleted-share");
     Box::new(Deleted {
         share_percent: if share > 0.0 && share <= 100.0 {
             share

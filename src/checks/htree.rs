@@ -39,7 +39,8 @@ pub const UNIT: Unit = Unit {
     settings: &[Setting {
         flag: "htree-budget",
         help: "Time budget of one htree scan",
-        default_secs: 30,
+        unit: super::SettingUnit::Seconds,
+        default: 30.0,
     }],
     metrics: &[
         Family::gauge(

@@ -42,7 +42,8 @@ pub const UNIT: Unit = Unit {
     settings: &[Setting {
         flag: "layers-budget",
         help: "Time budget of one layer walk",
-        default_secs: 30,
+        unit: super::SettingUnit::Seconds,
+        default: 30.0,
     }],
     metrics: &[
         Family::gauge(

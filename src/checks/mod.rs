@@ -97,13 +97,53 @@ impl Schedule {
     }
 }
 
-/// A setting of `wonk agent` that a check declares beyond its interval (a time budget): a flag of the agent
-/// and a key of its config file.
+/// A setting of `wonk agent` that a check declares beyond its interval (a time budget, a threshold): a flag of the
+/// agent and a key of its config file.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
     pub flag: &'static str,
     pub help: &'static str,
-    pub default_secs: u64,
+    pub unit: SettingUnit,
+    pub default: f64,
+}
+
+/// What a [`Setting`]'s number is, which decides how it is parsed and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingUnit {
+    /// Seconds, through [`crate::args::Seconds`] (positive).
+    Seconds,
+    /// A percent, above 0 and at most 100.
+    Percent,
+    /// A whole number, at least 1.
+    Count,
+}
+
+impl SettingUnit {
+    /// The value name in `wonk agent --help`.
+    pub fn value_name(self) -> &'static str {
+        match self {
+            SettingUnit::Seconds => "SECONDS",
+            SettingUnit::Percent => "PERCENT",
+            SettingUnit::Count => "N",
+        }
+    }
+
+    /// Parses a value of this unit; the error says what was wrong, for a message that names the flag or key.
+    pub fn parse(self, v: &str) -> Result<f64, String> {
+        match self {
+            SettingUnit::Seconds => {
+                crate::args::Seconds::positive(v).map(|s| s.duration().as_secs_f64())
+            }
+            SettingUnit::Percent => match v.trim().parse::<f64>() {
+                Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+                _ => Err(format!("{v}: give a percent above 0 and at most 100")),
+            },
+            SettingUnit::Count => match v.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(n as f64),
+                _ => Err(format!("{v}: give a whole number of at least 1")),
+            },
+        }
+    }
 }
 
 /// node-problem-detector's view of a check: the condition `wonk check NAME` sets (deploy/components/npd/*.json), and its
@@ -115,10 +155,11 @@ pub struct Npd {
     pub ok_message: &'static str,
 }
 
-/// The settings the agent runs checks with: every interval and declared [`Setting`] in seconds, by flag name.
+/// The settings the agent runs checks with: every interval (seconds) and declared [`Setting`] (in its unit), by
+/// flag name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    seconds: BTreeMap<&'static str, Duration>,
+    values: BTreeMap<&'static str, (SettingUnit, f64)>,
     /// How many subjects (directories, pods) a check exports per metric family.
     pub top: usize,
 }
@@ -126,33 +167,42 @@ pub struct Settings {
 impl Settings {
     /// The defaults every check declares.
     pub fn defaults() -> Settings {
-        let mut seconds = BTreeMap::new();
+        let mut values = BTreeMap::new();
         for u in registry() {
-            seconds.insert(
+            values.insert(
                 u.schedule.flag(),
-                Duration::from_secs(u.schedule.default_secs()),
+                (SettingUnit::Seconds, u.schedule.default_secs() as f64),
             );
             for s in u.settings {
-                seconds.insert(s.flag, Duration::from_secs(s.default_secs));
+                values.insert(s.flag, (s.unit, s.default));
             }
         }
-        Settings { seconds, top: 20 }
+        Settings { values, top: 20 }
     }
 
-    /// A setting in seconds, by its flag name. Every name a unit declares has a value.
+    /// An interval or a setting in seconds, by its flag name. Every name a unit declares has a value.
     pub fn seconds(&self, flag: &str) -> Duration {
-        self.seconds.get(flag).copied().unwrap_or(Duration::ZERO)
+        Duration::from_secs_f64(self.value(flag))
     }
 
-    /// Sets a declared setting; `false` if no check declares `flag`.
-    pub fn set(&mut self, flag: &str, d: Duration) -> bool {
-        match self.seconds.get_mut(flag) {
-            Some(v) => {
-                *v = d;
-                true
-            }
-            None => false,
-        }
+    /// A setting's number (a percent, a count), by its flag name.
+    pub fn value(&self, flag: &str) -> f64 {
+        self.values.get(flag).map_or(0.0, |(_, v)| *v)
+    }
+
+    /// The unit of a declared setting; `None` if no check declares `flag`.
+    pub fn unit(&self, flag: &str) -> Option<SettingUnit> {
+        self.values.get(flag).map(|(u, _)| *u)
+    }
+
+    /// Sets a declared setting from its text, parsed in its unit; an error if no check declares `flag` or the
+    /// value is not one of its unit.
+    pub fn set(&mut self, flag: &str, v: &str) -> Result<(), String> {
+        let Some((unit, value)) = self.values.get_mut(flag) else {
+            return Err(format!("unknown setting {flag:?}"));
+        };
+        *value = unit.parse(v)?;
+        Ok(())
     }
 
     /// Every interval flag, for `--interval`, which sets them all at once.
@@ -161,8 +211,8 @@ impl Settings {
     }
 
     /// Every declared name, with its value.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Duration)> + '_ {
-        self.seconds.iter().map(|(k, v)| (*k, *v))
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        self.values.iter().map(|(k, (_, v))| (*k, *v))
     }
 }
 

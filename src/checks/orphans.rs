@@ -43,13 +43,15 @@ pub const UNIT: Unit = Unit {
     settings: &[
         Setting {
             flag: "orphans-max-mounts",
-            help: "orphans: warn when a mount table holds more than this many MOUNTS (a count, not seconds)",
-            default_secs: DEFAULT_MAX_MOUNTS,
+            help: "orphans: warn when a mount table holds more than this many mounts",
+            unit: super::SettingUnit::Count,
+        default: DEFAULT_MAX_MOUNTS as f64,
         },
         Setting {
             flag: "orphans-budget",
             help: "Time budget for sizing leftovers in one orphans run",
-            default_secs: 10,
+            unit: super::SettingUnit::Seconds,
+        default: 10.0,
         },
     ],
     metrics: &[
@@ -109,7 +111,7 @@ fn from_args(m: &clap::ArgMatches, _: &super::Invocation) -> anyhow::Result<Box<
 
 fn agent(s: &Settings) -> Box<dyn Check> {
     Box::new(Orphans {
-        max_mounts: s.seconds("orphans-max-mounts").as_secs().max(1),
+        max_mounts: (s.value("orphans-max-mounts") as u64).max(1),
         budget: Some(s.seconds("orphans-budget")),
         // The agent's memory limit is small: a larger database is a blind spot there.
         bolt_limit: AGENT_BOLT_LIMIT,

@@ -38,7 +38,8 @@ pub const UNIT: Unit = Unit {
     settings: &[Setting {
         flag: "pressure-window",
         help: "Seconds between the two reads of each pressure file (the stall share is measured over it)",
-        default_secs: 2,
+        unit: super::SettingUnit::Seconds,
+        default: 2.0,
     }],
     metrics: &[
         Family::gauge(
