@@ -404,7 +404,11 @@ fn bracketed(line: &[u8], pri: Option<u64>) -> Line<'_> {
     // short-monotonic: "host kernel: msg", or "host ident[pid]: msg" from another program. A host name has no
     // colon, which most kernel messages' first word has ("IPv6:", "audit:").
     let head = &r.message[..r.message.len().min(72)];
-    if let Some(sp) = memchr::memchr(b' ', head).filter(|&i| i > 0 && !head[..i].contains(&b':')) {
+    let first_space = head
+        .iter()
+        .position(|&c| c == b' ' || c == b':')
+        .filter(|&i| i > 0 && head[i] == b' ');
+    if let Some(sp) = first_space {
         let after = &r.message[sp + 1..];
         if after.starts_with(b"kernel: ") {
             r.message = match r.message {
@@ -418,19 +422,22 @@ fn bracketed(line: &[u8], pri: Option<u64>) -> Line<'_> {
     Line::Record(r)
 }
 
-/// `ident[pid]: ` at the start of `b`: a syslog program tag.
+/// `ident[pid]: ` at the start of `b`: a syslog program tag. Judged from the first word alone, which most lines
+/// end within a few bytes.
 fn program_tag(b: &[u8]) -> bool {
-    let Some(open) = memchr::memchr(b'[', &b[..b.len().min(64)]) else {
+    let Some(end) = b[..b.len().min(64)].iter().position(|&c| c == b' ') else {
         return false;
     };
-    let Some(close) = memchr::memchr(b']', &b[open..]).map(|c| c + open) else {
+    let Some(w) = b[..end].strip_suffix(b"]:") else {
+        return false;
+    };
+    let Some(open) = w.iter().position(|&c| c == b'[') else {
         return false;
     };
     open > 0
-        && close > open + 1
-        && b[open + 1..close].iter().all(u8::is_ascii_digit)
-        && b[close + 1..].starts_with(b": ")
-        && b[..open].iter().all(|c| c.is_ascii_graphic())
+        && w.len() > open + 1
+        && w[open + 1..].iter().all(u8::is_ascii_digit)
+        && w[..open].iter().all(|c| c.is_ascii_graphic())
 }
 
 /// `[ 1234.567890] msg`, `[Tue Nov 27 16:38:56 2026] msg`, with an optional caller id (`[    T1] `); also the
@@ -438,8 +445,9 @@ fn program_tag(b: &[u8]) -> bool {
 /// (`[Nov27 16:38]`, then `[  +0.000072]`), which give no time since boot. `pri` comes from a `<N>` prefix
 /// already stripped.
 fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
-    // Every stamp fits in 64 bytes (see the 48-byte bound below).
-    let close = memchr::memchr(b']', &line[..line.len().min(64)])?;
+    // Every stamp fits in 64 bytes (see the 48-byte bound below). A plain loop: memchr's setup costs more than
+    // the dozen bytes of a usual stamp.
+    let close = line[..line.len().min(64)].iter().position(|&c| c == b']')?;
     let inside = trim(&line[1..close]);
     let mut r = Record::default();
     if let Some(us) = seconds_to_usec(inside) {
@@ -522,7 +530,7 @@ fn trim(mut b: &[u8]) -> &[u8] {
 
 /// `1234.567890` -> 1234567890 µs.
 fn seconds_to_usec(b: &[u8]) -> Option<u64> {
-    let dot = memchr::memchr(b'.', b)?;
+    let dot = b.iter().position(|&c| c == b'.')?;
     let secs = num(&b[..dot])?;
     let frac = &b[dot + 1..];
     if frac.len() > 9 {
