@@ -360,7 +360,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        for pid in self.extra_pids.drain(..) {
+        let killed: Vec<u32> = self.extra_pids.drain(..).collect();
+        for &pid in &killed {
             // SAFETY: kill(2) with a pid this test recorded.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
@@ -368,8 +369,39 @@ impl Drop for Scratch {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A killed process holds its files and mappings until it has exited (a zombie holds none): wait for that,
+        // or the filesystems they are on cannot be unmounted yet.
+        for pid in killed {
+            for _ in 0..250 {
+                let gone_or_zombie =
+                    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+                        st.rsplit(')')
+                            .next()
+                            .unwrap_or("")
+                            .trim_start()
+                            .starts_with('Z')
+                    });
+                if gone_or_zombie {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         for m in self.host_mounts.drain(..).rev() {
-            let _ = Command::new("umount").arg(&m).status();
+            // Busy for a moment after its last user exits (a lazy close, a reaped process's last reference).
+            let unmounted = (0..50).any(|i| {
+                if i > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Command::new("umount")
+                    .arg(&m)
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            });
+            if !unmounted {
+                eprintln!("scratch: {} is still mounted (busy)", m.display());
+            }
         }
         for l in self.loops.drain(..) {
             let _ = Command::new("losetup").arg("-d").arg(&l).status();
