@@ -32,7 +32,8 @@ fn bpf() {
     let src = "src/host/tasks/task.bpf.c";
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=CLANG");
-    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("task.bpf.o");
+    let out =
+        std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("task.bpf.o");
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     // bpf_tracing.h's name for the architecture, and Debian's multiarch directory of <asm/types.h>.
     let (bpf_arch, multiarch) = match arch.as_str() {

@@ -250,7 +250,12 @@ pub fn kstack(frames: &[String]) -> String {
     if frames.is_empty() {
         return "-".into();
     }
-    frames.iter().rev().map(String::as_str).collect::<Vec<_>>().join("->")
+    frames
+        .iter()
+        .rev()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("->")
 }
 
 /// `wonk top`'s registration.

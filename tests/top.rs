@@ -73,12 +73,19 @@ fn start_idle(s: &mut Scratch, n: usize, name: &str) -> u32 {
 }
 
 /// The rows of a `wonk top --json` run whose comm (first value) starts with `prefix`, by values.
-fn helper_rows(v: &serde_json::Value, prefix: &str) -> std::collections::BTreeMap<Vec<String>, f64> {
+fn helper_rows(
+    v: &serde_json::Value,
+    prefix: &str,
+) -> std::collections::BTreeMap<Vec<String>, f64> {
     v["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["values"][0].as_str().is_some_and(|c| c.starts_with(prefix)))
+        .filter(|r| {
+            r["values"][0]
+                .as_str()
+                .is_some_and(|c| c.starts_with(prefix))
+        })
         .map(|r| {
             let values = r["values"]
                 .as_array()
@@ -203,7 +210,10 @@ fn bpf_and_proc_samplers_report_the_same_threads() {
     };
     let group = "comm,state,syscall,wchan,kstack";
     let (bpf, proc) = (run("bpf", "RD", group), run("proc", "RD", group));
-    let (b, p) = (helper_rows(&bpf, "wonkcmp-"), helper_rows(&proc, "wonkcmp-"));
+    let (b, p) = (
+        helper_rows(&bpf, "wonkcmp-"),
+        helper_rows(&proc, "wonkcmp-"),
+    );
     assert_eq!(
         b.keys().collect::<Vec<_>>(),
         p.keys().collect::<Vec<_>>(),
@@ -225,14 +235,23 @@ fn bpf_and_proc_samplers_report_the_same_threads() {
     );
 
     // The idle threads, asked for by state: the same count from both.
-    let (bs, ps) = (run("bpf", "S", "comm,state"), run("proc", "S", "comm,state"));
+    let (bs, ps) = (
+        run("bpf", "S", "comm,state"),
+        run("proc", "S", "comm,state"),
+    );
     let key = vec!["wonkcmp-idle".to_string(), "Sleeping".to_string()];
     let (bi, pi) = (
         helper_rows(&bs, "wonkcmp-")[&key],
         helper_rows(&ps, "wonkcmp-")[&key],
     );
-    assert!((bi - idle as f64).abs() <= 0.5, "bpf: {bi} idle threads, expected {idle}");
-    assert!((pi - idle as f64).abs() <= 0.5, "proc: {pi} idle threads, expected {idle}");
+    assert!(
+        (bi - idle as f64).abs() <= 0.5,
+        "bpf: {bi} idle threads, expected {idle}"
+    );
+    assert!(
+        (pi - idle as f64).abs() <= 0.5,
+        "proc: {pi} idle threads, expected {idle}"
+    );
 
     // The D-state check over both samplers: the same helpers.
     let pids_of = |source: &str| {
@@ -243,7 +262,13 @@ fn bpf_and_proc_samplers_report_the_same_threads() {
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|g| g["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()))
+            .flat_map(|g| {
+                g["pids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_u64().unwrap())
+            })
             .filter(|p| parents.contains(&(*p as u32)))
             .collect();
         pids.sort();
@@ -266,7 +291,10 @@ fn without_bpf_auto_says_why_it_runs_proc() {
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["source"], "proc");
     assert!(
-        v["fallback"].as_str().unwrap().contains("built without the BPF sampler"),
+        v["fallback"]
+            .as_str()
+            .unwrap()
+            .contains("built without the BPF sampler"),
         "{v:#}"
     );
 }

@@ -234,7 +234,8 @@ impl ThreadOwners {
         if let Some(id) = t.cgroup_id {
             let o = self.by_cgroup.entry(id).or_insert_with(|| {
                 let r = cgroup::parse_path(&sampler.cgroup_path(id)?);
-                (r.pod_uid.is_some() || r.container_id.is_some()).then(|| owners.owner_of_cgroup(&r))
+                (r.pod_uid.is_some() || r.container_id.is_some())
+                    .then(|| owners.owner_of_cgroup(&r))
             });
             if let Some(o) = o {
                 return o.clone();

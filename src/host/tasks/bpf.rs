@@ -43,9 +43,13 @@ impl BpfSampler {
     /// iterator's pids are the ones wonk's /proc shows. The error is the reason, for `--source auto` to show.
     pub(super) fn open(host: &Host, states: &[char], want: Want) -> Result<BpfSampler, String> {
         if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-            return Err("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing: CONFIG_DEBUG_INFO_BTF)".into());
+            return Err(
+                "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing: CONFIG_DEBUG_INFO_BTF)"
+                    .into(),
+            );
         }
-        let btf = Btf::from_sys_fs().map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))?;
+        let btf =
+            Btf::from_sys_fs().map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))?;
         let mask = state_mask(states);
         let stack = u32::from(want.kstack || want.wchan);
         let mut ebpf = EbpfLoader::new()
@@ -276,10 +280,13 @@ struct Kallsyms {
 impl Kallsyms {
     fn read(host: &Host) -> Result<Kallsyms, String> {
         let path = host.path("/proc/kallsyms");
-        let data = read_bounded(&path, 256 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
+        let data =
+            read_bounded(&path, 256 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut syms: Vec<(u64, String)> = Vec::with_capacity(200_000);
         for line in data.split(|&b| b == b'\n') {
-            let mut w = line.split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty());
+            let mut w = line
+                .split(|&b| b == b' ' || b == b'\t')
+                .filter(|w| !w.is_empty());
             let (Some(addr), Some(kind), Some(name)) = (w.next(), w.next(), w.next()) else {
                 continue;
             };
@@ -353,5 +360,9 @@ fn cgroup_by_id(mount: &File, at: &str, id: u64) -> Option<String> {
     let seen = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
     let seen = seen.to_str()?;
     let rest = seen.strip_prefix(at.trim_end_matches('/'))?;
-    Some(if rest.is_empty() { "/".into() } else { rest.into() })
+    Some(if rest.is_empty() {
+        "/".into()
+    } else {
+        rest.into()
+    })
 }
