@@ -3,8 +3,8 @@
 //! - `cri`: compiles proto/cri.proto into the CRI v1 client (needs `protoc`, from Debian's protobuf-compiler, or
 //!   the path in $PROTOC).
 //! - `bpf`: compiles src/host/tasks/task.bpf.c, wonk top's task iterator, with clang (`-target bpf`, or the compiler
-//!   in $CLANG) against libbpf's headers (Debian: clang, libbpf-dev) into $OUT_DIR/task.bpf.o. The object keeps
-//!   its BTF (the loader needs it for CO-RE relocations) and loses its DWARF when llvm-strip is there.
+//!   in $CLANG) against libbpf's headers (Debian: clang, libbpf-dev) into $OUT_DIR/task.bpf.o, which
+//!   src/host/tasks/bpf.rs embeds and loads (no BTF or debug information: the loader needs neither).
 
 fn main() {
     #[cfg(feature = "cri")]
@@ -35,16 +35,15 @@ fn bpf() {
     let out =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("task.bpf.o");
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    // bpf_tracing.h's name for the architecture, and Debian's multiarch directory of <asm/types.h>.
-    let (bpf_arch, multiarch) = match arch.as_str() {
-        "x86_64" => ("x86", "x86_64-linux-gnu"),
-        "aarch64" => ("arm64", "aarch64-linux-gnu"),
+    // Debian's multiarch directory of <asm/types.h>.
+    let multiarch = match arch.as_str() {
+        "x86_64" => "x86_64-linux-gnu",
+        "aarch64" => "aarch64-linux-gnu",
         other => panic!("the `bpf` feature supports x86_64 and aarch64, not {other}"),
     };
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let status = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
-        .arg(format!("-D__TARGET_ARCH_{bpf_arch}"))
+        .args(["-O2", "-target", "bpf", "-Wall", "-Werror"])
         .arg(format!("-I/usr/include/{multiarch}"))
         .args(["-c", src, "-o"])
         .arg(&out)
@@ -57,6 +56,4 @@ fn bpf() {
              clang libbpf-dev, or set CLANG)"
         ),
     }
-    // DWARF is a third of the object and nothing reads it; the BTF sections stay.
-    let _ = Command::new("llvm-strip").arg("-g").arg(&out).status();
 }

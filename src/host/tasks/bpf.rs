@@ -1,22 +1,22 @@
-//! The BPF sampler: `task.bpf.c`, an `iter/task` program, loaded once (aya: ELF, CO-RE relocations against the
-//! kernel's BTF, the verifier) and linked; each round opens a new iterator on the link and reads it to the end.
-//! The kernel walks every task and writes a record only for those in the states asked for, so a round costs
-//! about one read of a few records however many threads the node has.
+//! The BPF sampler: `task.bpf.c`, an `iter/task` program, loaded once and linked; each round opens a new
+//! iterator on the link and reads it to the end. The kernel walks every task and writes a record only for those
+//! in the states asked for, so a round costs about one read of a few records however many threads the node has.
 //!
-//! What user space adds: kernel stacks symbolised from `/proc/kallsyms` (read once), and cgroup ids turned into
-//! cgroup v2 paths with `open_by_handle_at` on the cgroup2 mount (the id is the kernfs node id, which a
-//! `FILEID_KERNFS` handle carries), cached.
+//! The loader is wonk's own and small, for this one program: the kernel's BTF is read once to find the iterator's
+//! attach point and the offsets of the few fields the program reads (it gets them in its `config` map instead of
+//! being relocated), the two maps are created and their references patched into the code, and the program is
+//! loaded as a tracing program. User space adds kernel stacks symbolised from `/proc/kallsyms` (read once), and
+//! cgroup ids turned into cgroup v2 paths with `open_by_handle_at` on the cgroup2 mount (the id is the kernfs
+//! node id, which a `FILEID_KERNFS` handle carries), cached.
 
 use super::{state_mask, Thread, Want, STATE_LETTERS};
 use crate::host::{mountinfo, procfs, read_bounded, Host};
-use aya::programs::Iter;
-use aya::{Btf, Ebpf, EbpfLoader};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/task.bpf.o"));
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/task.bpf.o"));
 
 /// `struct rec` in task.bpf.c: the fixed part, then `stack_len` bytes of return addresses.
 const HEAD_LEN: usize = 56;
@@ -27,10 +27,10 @@ const KIND_END: u32 = 3;
 const CGROUP_CACHE: usize = 16_384;
 
 pub(super) struct BpfSampler {
-    /// Owns the loaded program and its maps.
-    _ebpf: Ebpf,
     link: OwnedFd,
     want: Want,
+    /// Whether the kernel's `pt_regs` has a field the program reads the syscall number from.
+    syscall_known: bool,
     buf: Vec<u8>,
     syms: Option<Kallsyms>,
     cgroup2: Option<(File, String)>,
@@ -42,52 +42,56 @@ impl BpfSampler {
     /// Loads and links the program, reads kallsyms when stacks are wanted, and runs one walk to check that the
     /// iterator's pids are the ones wonk's /proc shows. The error is the reason, for `--source auto` to show.
     pub(super) fn open(host: &Host, states: &[char], want: Want) -> Result<BpfSampler, String> {
-        if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-            return Err(
-                "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing: CONFIG_DEBUG_INFO_BTF)"
-                    .into(),
-            );
-        }
-        let btf =
-            Btf::from_sys_fs().map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))?;
-        let mask = state_mask(states);
-        let stack = u32::from(want.kstack || want.wchan);
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .override_global("state_mask", &mask, true)
-            .override_global("want_stack", &stack, true)
-            .load(OBJECT)
-            .map_err(|e| format!("loading the task iterator: {}", chain(&e)))?;
-        let prog: &mut Iter = ebpf
-            .program_mut("sample")
-            .ok_or("the task iterator's object has no program `sample`")?
-            .try_into()
-            .map_err(|e| format!("the task iterator's program: {e}"))?;
-        prog.load("task", &btf).map_err(|e| {
-            let e = chain(&e);
-            if e.contains("bpf_iter_task") {
-                format!("the kernel has no BPF task iterator (Linux 5.8 or later): {e}")
-            } else if e.contains("EPERM") || e.contains("Operation not permitted") {
-                format!("the kernel refused to load the task iterator (needs CAP_BPF and CAP_PERFMON, or root): {e}")
-            } else {
-                format!("the kernel refused the task iterator: {e}")
+        const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+        let data = match std::fs::read(VMLINUX) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "the kernel has no BTF ({VMLINUX} is missing: CONFIG_DEBUG_INFO_BTF)"
+                ))
             }
-        })?;
-        let prog_fd = prog
-            .fd()
-            .map_err(|e| format!("the task iterator's program: {e}"))?
-            .as_fd()
-            .as_raw_fd();
-        let link = link_create(prog_fd).map_err(|e| format!("linking the task iterator: {e}"))?;
-        let syms = if stack != 0 {
+            Err(e) => return Err(format!("{VMLINUX}: {e}")),
+        };
+        let btf = Btf::parse(&data).map_err(|e| format!("{VMLINUX}: {e}"))?;
+        let attach = btf.func("bpf_iter_task").ok_or(
+            "the kernel has no BPF task iterator (no bpf_iter_task in its BTF; Linux 5.8 or later)",
+        )?;
+        let field = |s: &str, f: &str| {
+            btf.member_offset(s, f)
+                .ok_or_else(|| format!("the kernel's BTF has no {s}.{f}"))
+        };
+        let regs_syscall = if cfg!(target_arch = "x86_64") {
+            btf.member_offset("pt_regs", "orig_ax")
+        } else {
+            None
+        };
+        let config: [u32; 13] = [
+            state_mask(states),
+            u32::from(want.kstack || want.wchan),
+            field("task_struct", "__state")?,
+            field("task_struct", "flags")?,
+            field("task_struct", "exit_state")?,
+            field("task_struct", "pid")?,
+            field("task_struct", "tgid")?,
+            field("task_struct", "comm")?,
+            field("task_struct", "cgroups")?,
+            field("css_set", "dfl_cgrp")?,
+            field("cgroup", "kn")?,
+            field("kernfs_node", "id")?,
+            regs_syscall.unwrap_or(u32::MAX),
+        ];
+        drop(btf);
+        drop(data);
+        let link = load(&config, attach)?;
+        let syms = if want.kstack || want.wchan {
             Some(Kallsyms::read(host)?)
         } else {
             None
         };
         let mut s = BpfSampler {
-            _ebpf: ebpf,
             link,
             want,
+            syscall_known: regs_syscall.is_some(),
             buf: Vec::with_capacity(64 << 10),
             syms,
             cgroup2: cgroup2_mount(host),
@@ -146,7 +150,7 @@ impl BpfSampler {
                 tid: r.tid,
                 comm: String::from_utf8_lossy(r.comm).into_owned(),
                 state,
-                syscall: self.want.syscall.then(|| {
+                syscall: (self.want.syscall && self.syscall_known).then(|| {
                     if state == 'R' {
                         "running".to_string()
                     } else {
@@ -180,18 +184,6 @@ impl BpfSampler {
         self.cgroups.insert(id, p.clone());
         p
     }
-}
-
-/// An error and its sources, on one line (aya's errors keep the verifier's reason in their sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 struct Record<'a> {
@@ -235,27 +227,173 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Creates the maps, fills `config`, patches the maps into the program, loads it and links it: the link is what
+/// each round opens an iterator on (it keeps the program, and the program its maps).
+fn load(config: &[u32; 13], attach_btf_id: u32) -> Result<OwnedFd, String> {
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+    let cfg = map_create(
+        BPF_MAP_TYPE_ARRAY,
+        std::mem::size_of_val(config) as u32,
+        "wonk_cfg",
+    )
+    .map_err(|e| denied("creating the task iterator's config map", e))?;
+    let scratch = map_create(
+        BPF_MAP_TYPE_PERCPU_ARRAY,
+        (HEAD_LEN + 512) as u32,
+        "wonk_scratch",
+    )
+    .map_err(|e| denied("creating the task iterator's buffer map", e))?;
+    map_update(&cfg, config).map_err(|e| format!("filling the task iterator's config map: {e}"))?;
+    let mut insns = program(&[("config", &cfg), ("scratch", &scratch)])?;
+    let prog = prog_load(&mut insns, attach_btf_id)?;
+    link_create(&prog).map_err(|e| format!("linking the task iterator: {e}"))
+}
+
+fn denied(what: &str, e: io::Error) -> String {
+    if e.raw_os_error() == Some(libc::EPERM) {
+        format!("{what}: {e} (the BPF sampler needs CAP_BPF and CAP_PERFMON, or root)")
+    } else {
+        format!("{what}: {e}")
+    }
+}
+
+/// The program's instructions from the object build.rs made, with each map reference (a 64-bit immediate load
+/// relocated against a map's symbol) turned into that map's descriptor.
+fn program(maps: &[(&str, &OwnedFd)]) -> Result<Vec<[u8; 8]>, String> {
+    let elf =
+        Elf::parse(OBJECT).ok_or("the task iterator's object is not the ELF build.rs makes")?;
+    let code = elf
+        .section("iter/task")
+        .ok_or("the task iterator's object has no iter/task section")?;
+    let mut insns: Vec<[u8; 8]> = code
+        .chunks_exact(8)
+        .map(|c| c.try_into().expect("8 bytes"))
+        .collect();
+    for (offset, symbol) in elf.relocations(".reliter/task") {
+        let fd = maps
+            .iter()
+            .find(|(name, _)| *name == symbol)
+            .map(|(_, fd)| fd.as_raw_fd())
+            .ok_or_else(|| format!("the task iterator refers to an unknown symbol {symbol}"))?;
+        let i = (offset / 8) as usize;
+        if i + 1 >= insns.len() || insns[i][0] != 0x18 {
+            return Err(format!(
+                "the task iterator's relocation at {offset} is not a 64-bit load"
+            ));
+        }
+        // src_reg = BPF_PSEUDO_MAP_FD; imm = the descriptor; the second half's imm stays 0.
+        insns[i][1] = (insns[i][1] & 0x0f) | (1 << 4);
+        insns[i][4..8].copy_from_slice(&fd.to_ne_bytes());
+        insns[i + 1][4..8].copy_from_slice(&0u32.to_ne_bytes());
+    }
+    Ok(insns)
+}
+
+/// `union bpf_attr` as the commands used here fill it (144 bytes, the rest zero).
+type Attr = [u32; 36];
+
+fn ptr(attr: &mut Attr, at: usize, p: u64) {
+    attr[at / 4] = p as u32;
+    attr[at / 4 + 1] = (p >> 32) as u32;
+}
+
+fn name(attr: &mut Attr, at: usize, name: &str) {
+    for (i, chunk) in name.as_bytes()[..name.len().min(15)].chunks(4).enumerate() {
+        let mut w = [0u8; 4];
+        w[..chunk.len()].copy_from_slice(chunk);
+        attr[at / 4 + i] = u32::from_ne_bytes(w);
+    }
+}
+
+fn map_create(map_type: u32, value_size: u32, map_name: &str) -> io::Result<OwnedFd> {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    let mut attr: Attr = [0; 36];
+    attr[0] = map_type;
+    attr[1] = 4; // key_size
+    attr[2] = value_size;
+    attr[3] = 1; // max_entries
+    name(&mut attr, 28, map_name);
+    bpf(BPF_MAP_CREATE, &mut attr).map(|fd| fd.expect("a map descriptor"))
+}
+
+fn map_update(map: &OwnedFd, value: &[u32; 13]) -> io::Result<()> {
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    let key = 0u32;
+    let mut attr: Attr = [0; 36];
+    attr[0] = map.as_raw_fd() as u32;
+    ptr(&mut attr, 8, &key as *const u32 as u64);
+    ptr(&mut attr, 16, value.as_ptr() as u64);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+}
+
+/// `bpf(BPF_PROG_LOAD)` as a tracing program attached to the task iterator; on refusal, loads again with the
+/// verifier's log and keeps its last lines for the message.
+fn prog_load(insns: &mut [[u8; 8]], attach_btf_id: u32) -> Result<OwnedFd, String> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_TRACING: u32 = 26;
+    const BPF_TRACE_ITER: u32 = 28;
+    let license = b"GPL\0";
+    let attempt = |log: Option<&mut Vec<u8>>| {
+        let mut attr: Attr = [0; 36];
+        attr[0] = BPF_PROG_TYPE_TRACING;
+        attr[1] = insns.len() as u32;
+        ptr(&mut attr, 8, insns.as_ptr() as u64);
+        ptr(&mut attr, 16, license.as_ptr() as u64);
+        if let Some(log) = log {
+            attr[6] = 1; // log_level
+            attr[7] = log.len() as u32;
+            ptr(&mut attr, 32, log.as_mut_ptr() as u64);
+        }
+        name(&mut attr, 48, "wonk_tasks");
+        attr[68 / 4] = BPF_TRACE_ITER; // expected_attach_type
+        attr[108 / 4] = attach_btf_id;
+        bpf(BPF_PROG_LOAD, &mut attr).map(|fd| fd.expect("a program descriptor"))
+    };
+    match attempt(None) {
+        Ok(fd) => Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            Err(denied("loading the task iterator", e))
+        }
+        Err(e) => {
+            let mut log = vec![0u8; 1 << 20];
+            let _ = attempt(Some(&mut log));
+            let text =
+                String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)])
+                    .into_owned();
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(format!(
+                "the kernel refused the task iterator: {e}; verifier: {}",
+                tail.join(" / ")
+            ))
+        }
+    }
+}
+
 /// `bpf(BPF_LINK_CREATE)` for an iterator program over every task.
-fn link_create(prog_fd: i32) -> io::Result<OwnedFd> {
+fn link_create(prog: &OwnedFd) -> io::Result<OwnedFd> {
     const BPF_LINK_CREATE: libc::c_long = 28;
     const BPF_TRACE_ITER: u32 = 28;
-    let mut attr = [0u32; 32];
-    attr[0] = prog_fd as u32; // link_create.prog_fd
+    let mut attr: Attr = [0; 36];
+    attr[0] = prog.as_raw_fd() as u32; // link_create.prog_fd
     attr[2] = BPF_TRACE_ITER; // link_create.attach_type
-    bpf(BPF_LINK_CREATE, &mut attr)
+    bpf(BPF_LINK_CREATE, &mut attr).map(|fd| fd.expect("a link descriptor"))
 }
 
 /// `bpf(BPF_ITER_CREATE)`: a new walk of the linked iterator, read like a file.
 fn iter_create(link: &OwnedFd) -> io::Result<OwnedFd> {
     const BPF_ITER_CREATE: libc::c_long = 33;
-    let mut attr = [0u32; 32];
+    let mut attr: Attr = [0; 36];
     attr[0] = link.as_raw_fd() as u32; // iter_create.link_fd
-    bpf(BPF_ITER_CREATE, &mut attr)
+    bpf(BPF_ITER_CREATE, &mut attr).map(|fd| fd.expect("an iterator descriptor"))
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut [u32; 32]) -> io::Result<OwnedFd> {
-    // SAFETY: attr is a zeroed `union bpf_attr` (128 bytes) with the command's fields set; the kernel reads at
-    // most the size passed.
+/// The bpf(2) system call; `Some(descriptor)` for the commands that return one.
+fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: attr is a zeroed `union bpf_attr` with the command's fields set; every pointer in it points to
+    // memory that outlives the call (the kernel reads the instructions, license, key and value, and writes at
+    // most log_size bytes of log).
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -267,8 +405,217 @@ fn bpf(cmd: libc::c_long, attr: &mut [u32; 32]) -> io::Result<OwnedFd> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: both commands return a new file descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    if cmd == BPF_MAP_UPDATE_ELEM {
+        return Ok(None);
+    }
+    // SAFETY: the other commands return a new file descriptor that nothing else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(r as i32) }))
+}
+
+/// The little of a relocatable ELF64 object the loader reads: sections by name, and a section's relocations as
+/// (offset, symbol name).
+struct Elf<'a> {
+    data: &'a [u8],
+    /// (name, offset, size, link) of each section.
+    sections: Vec<(&'a [u8], usize, usize, usize)>,
+}
+
+impl<'a> Elf<'a> {
+    fn parse(data: &'a [u8]) -> Option<Elf<'a>> {
+        if data.get(..4)? != b"\x7fELF" || *data.get(4)? != 2 {
+            return None;
+        }
+        let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
+        let u32_at = |o: usize| Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?));
+        let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
+        let shoff = u64_at(0x28)? as usize;
+        let shentsize = usize::from(u16_at(0x3a)?);
+        let shnum = usize::from(u16_at(0x3c)?);
+        let shstrndx = usize::from(u16_at(0x3e)?);
+        let header = |i: usize| {
+            let h = shoff.checked_add(i.checked_mul(shentsize)?)?;
+            Some((
+                u32_at(h)? as usize,
+                u64_at(h + 0x18)? as usize,
+                u64_at(h + 0x20)? as usize,
+                u32_at(h + 0x28)? as usize,
+            ))
+        };
+        let (_, stroff, strsize, _) = header(shstrndx)?;
+        let names = data.get(stroff..stroff.checked_add(strsize)?)?;
+        let mut sections = Vec::with_capacity(shnum);
+        for i in 0..shnum {
+            let (n, off, size, link) = header(i)?;
+            sections.push((cstr(names, n)?, off, size, link));
+        }
+        Some(Elf { data, sections })
+    }
+
+    fn section(&self, name: &str) -> Option<&'a [u8]> {
+        let (_, off, size, _) = self.sections.iter().find(|s| s.0 == name.as_bytes())?;
+        self.data.get(*off..off.checked_add(*size)?)
+    }
+
+    fn relocations(&self, name: &str) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        let Some(&(_, off, size, symtab)) = self.sections.iter().find(|s| s.0 == name.as_bytes())
+        else {
+            return out;
+        };
+        let Some(&(_, sym_off, sym_size, strtab)) = self.sections.get(symtab) else {
+            return out;
+        };
+        let Some(&(_, str_off, str_size, _)) = self.sections.get(strtab) else {
+            return out;
+        };
+        let (Some(rels), Some(syms), Some(strs)) = (
+            self.data.get(off..off + size),
+            self.data.get(sym_off..sym_off + sym_size),
+            self.data.get(str_off..str_off + str_size),
+        ) else {
+            return out;
+        };
+        for r in rels.chunks_exact(16) {
+            let offset = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
+            let info = u64::from_le_bytes(r[8..].try_into().expect("8 bytes"));
+            let sym = (info >> 32) as usize * 24;
+            let name = syms
+                .get(sym..sym + 4)
+                .and_then(|n| cstr(strs, u32::from_le_bytes(n.try_into().ok()?) as usize));
+            if let Some(name) = name {
+                out.push((offset, String::from_utf8_lossy(name).into_owned()));
+            }
+        }
+        out
+    }
+}
+
+/// The NUL-terminated string at `at` in a string table.
+fn cstr(table: &[u8], at: usize) -> Option<&[u8]> {
+    let s = table.get(at..)?;
+    Some(&s[..s.iter().position(|&b| b == 0)?])
+}
+
+/// The kernel's BTF, indexed enough to find a function's type id and a struct member's byte offset.
+struct Btf<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    /// Each type's offset in `types`, by type id (id 0 is void).
+    at: Vec<u32>,
+}
+
+impl<'a> Btf<'a> {
+    fn parse(data: &'a [u8]) -> Result<Btf<'a>, String> {
+        let u32_at = |o: usize| {
+            data.get(o..o + 4)
+                .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+        };
+        if data.get(..2) != Some(&0xeb9fu16.to_ne_bytes()[..]) {
+            return Err("not BTF (bad magic)".into());
+        }
+        let bad = || "truncated BTF header".to_string();
+        let hdr = u32_at(4).ok_or_else(bad)? as usize;
+        let (toff, tlen) = (
+            u32_at(8).ok_or_else(bad)? as usize,
+            u32_at(12).ok_or_else(bad)? as usize,
+        );
+        let (soff, slen) = (
+            u32_at(16).ok_or_else(bad)? as usize,
+            u32_at(20).ok_or_else(bad)? as usize,
+        );
+        let types = data
+            .get(hdr + toff..hdr + toff + tlen)
+            .ok_or("BTF type section out of bounds")?;
+        let strings = data
+            .get(hdr + soff..hdr + soff + slen)
+            .ok_or("BTF string section out of bounds")?;
+        let mut at = vec![0u32];
+        let mut off = 0usize;
+        while off + 12 <= types.len() {
+            at.push(off as u32);
+            let info = u32::from_ne_bytes(types[off + 4..off + 8].try_into().expect("4 bytes"));
+            let vlen = (info & 0xffff) as usize;
+            let extra = match (info >> 24) & 0x1f {
+                2 | 7..=12 | 16 | 18 => 0,
+                1 | 14 | 17 => 4,
+                3 => 12,
+                4 | 5 | 15 | 19 => 12 * vlen,
+                6 | 13 => 8 * vlen,
+                k => return Err(format!("BTF type {} has an unknown kind {k}", at.len() - 1)),
+            };
+            off += 12 + extra;
+        }
+        Ok(Btf { types, strings, at })
+    }
+
+    fn word(&self, off: usize) -> u32 {
+        self.types
+            .get(off..off + 4)
+            .map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    fn name(&self, off: usize) -> &[u8] {
+        cstr(self.strings, self.word(off) as usize).unwrap_or(b"")
+    }
+
+    fn kind(&self, off: usize) -> u32 {
+        (self.word(off + 4) >> 24) & 0x1f
+    }
+
+    /// The id of the function `name`.
+    fn func(&self, name: &str) -> Option<u32> {
+        (1..self.at.len())
+            .find(|&id| {
+                let off = self.at[id] as usize;
+                self.kind(off) == 12 && self.name(off) == name.as_bytes()
+            })
+            .map(|id| id as u32)
+    }
+
+    /// The byte offset of `member` in `struct name` (looking into anonymous structs and unions).
+    fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+        let off = self.at.iter().skip(1).map(|&o| o as usize).find(|&o| {
+            self.kind(o) == 4 && self.word(o + 4) & 0xffff > 0 && self.name(o) == name.as_bytes()
+        })?;
+        self.find_member(off, member.as_bytes(), 0)
+            .map(|bits| bits / 8)
+    }
+
+    fn find_member(&self, off: usize, member: &[u8], depth: u32) -> Option<u32> {
+        let info = self.word(off + 4);
+        let bitfields = info >> 31 == 1;
+        for i in 0..(info & 0xffff) as usize {
+            let m = off + 12 + 12 * i;
+            let raw = self.word(m + 8);
+            let bits = if bitfields { raw & 0xff_ffff } else { raw };
+            let name = self.name(m);
+            if name == member {
+                return Some(bits);
+            }
+            if name.is_empty() && depth < 8 {
+                let inner = self.resolve(self.word(m + 4))?;
+                if matches!(self.kind(inner), 4 | 5) {
+                    if let Some(b) = self.find_member(inner, member, depth + 1) {
+                        return Some(bits + b);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// A type's offset after typedefs and qualifiers.
+    fn resolve(&self, mut id: u32) -> Option<usize> {
+        for _ in 0..16 {
+            let off = *self.at.get(id as usize)? as usize;
+            match self.kind(off) {
+                8..=11 | 18 => id = self.word(off + 8),
+                _ => return Some(off),
+            }
+        }
+        None
+    }
 }
 
 /// The kernel's text symbols, sorted by address, read once.
