@@ -325,7 +325,7 @@ pub fn table(w: &mut dyn Write, top: &Top, style: Style) -> io::Result<()> {
         let mut line = format!("{:>8} | {:>11.2}", r.samples, r.avg_threads);
         for v in &r.values {
             line.push_str(" | ");
-            line.push_str(v);
+            line.push_str(&escape(v));
         }
         for (i, l) in wrap(&line, WIDTH).iter().enumerate() {
             writeln!(w, "{}{l}", if i == 0 { "" } else { "      " })?;
@@ -364,6 +364,32 @@ mod tests {
             "entry_SYSCALL_64_after_hwframe->do_syscall_64->__do_sys_vfork->kernel_clone->wait_for_vfork_done"
         );
         assert_eq!(kstack(&[]), "-");
+    }
+
+    /// A comm is the thread's to choose: its control characters are shown, not sent to the terminal.
+    #[test]
+    fn table_escapes_what_threads_name_themselves() {
+        let top = Top {
+            source: "bpf",
+            fallback: None,
+            hz: 20.0,
+            rounds: 1,
+            elapsed_seconds: 0.05,
+            threads_seen: 2,
+            group_by: vec!["comm"],
+            states: "RD".into(),
+            rows: vec![Row {
+                samples: 1,
+                avg_threads: 1.0,
+                values: vec!["x\x1b[2J\nforged".into()],
+            }],
+            unreadable: Vec::new(),
+        };
+        let mut out = Vec::new();
+        table(&mut out, &top, Style::default()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("x\\e[2J\\nforged"), "{out}");
+        assert!(!out.contains('\x1b'), "{out}");
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl BpfSampler {
     /// iterator's pids are the ones wonk's /proc shows. The error is the reason, for `--source auto` to show.
     pub(super) fn open(host: &Host, states: &[char], want: Want) -> Result<BpfSampler, String> {
         const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
-        let data = match std::fs::read(VMLINUX) {
+        let data = match Mapped::read(VMLINUX) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(format!(
@@ -52,7 +52,7 @@ impl BpfSampler {
             }
             Err(e) => return Err(format!("{VMLINUX}: {e}")),
         };
-        let btf = Btf::parse(&data).map_err(|e| format!("{VMLINUX}: {e}"))?;
+        let btf = Btf::parse(data.bytes()).map_err(|e| format!("{VMLINUX}: {e}"))?;
         let attach = btf.func("bpf_iter_task").ok_or(
             "the kernel has no BPF task iterator (no bpf_iter_task in its BTF; Linux 5.8 or later)",
         )?;
@@ -411,6 +411,61 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<Option<OwnedFd>> {
     }
     // SAFETY: the other commands return a new file descriptor that nothing else owns.
     Ok(Some(unsafe { OwnedFd::from_raw_fd(r as i32) }))
+}
+
+/// A file read into an anonymous mapping of its own, unmapped on drop: the kernel's BTF (megabytes, needed for
+/// a moment at load) goes back to the kernel rather than staying in the allocator of a long-running agent.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    cap: usize,
+    len: usize,
+}
+
+impl Mapped {
+    fn read(path: &str) -> io::Result<Mapped> {
+        let mut f = File::open(path)?;
+        let cap = (f.metadata()?.len() as usize).clamp(4096, 256 << 20);
+        // SAFETY: a new private anonymous mapping; checked for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                cap,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut m = Mapped { ptr, cap, len: 0 };
+        while m.len < m.cap {
+            // SAFETY: the mapping is `cap` bytes, writable, and only this function writes it.
+            let rest = unsafe {
+                std::slice::from_raw_parts_mut(m.ptr.cast::<u8>().add(m.len), m.cap - m.len)
+            };
+            match f.read(rest) {
+                Ok(0) => break,
+                Ok(n) => m.len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(m)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes of the mapping were written by `read`; it lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `read`, unmapped once.
+        unsafe { libc::munmap(self.ptr, self.cap) };
+    }
 }
 
 /// The little of a relocatable ELF64 object the loader reads: sections by name, and a section's relocations as
