@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 /// Which sampler to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Source {
-    /// The BPF task iterator when wonk is built with it and the kernel runs it, else procfs.
+    // The BPF task iterator when wonk is built with it and the kernel runs it, else procfs.
     #[default]
     Auto,
-    /// The BPF task iterator, or an error saying why not.
+    // The BPF task iterator, or an error saying why not.
     Bpf,
-    /// Every thread's /proc/PID/task/TID/stat.
+    // Every thread's /proc/PID/task/TID/stat.
     Proc,
 }
 
