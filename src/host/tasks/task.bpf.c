@@ -133,11 +133,10 @@ int sample(struct bpf_iter__task *ctx)
 	struct rec *r = bpf_map_lookup_elem(&scratch, &zero);
 	if (!c || !r)
 		return 0;
-	u32 me = bpf_get_current_pid_tgid() >> 32;
 	if (ctx->meta->seq_num == 0) {
 		__builtin_memset(r, 0, HEAD_LEN);
 		r->kind = KIND_HEADER;
-		r->tgid = me;
+		r->tgid = bpf_get_current_pid_tgid() >> 32;
 		bpf_seq_write(seq, r, HEAD_LEN);
 	}
 	if (!t) {
@@ -148,11 +147,15 @@ int sample(struct bpf_iter__task *ctx)
 		bpf_seq_write(seq, r, HEAD_LEN);
 		return 0;
 	}
-	u32 tgid = read_u32(t, c->task_tgid);
-	if (tgid == me)
-		return 0;
-	u32 st = state_index(read_u32(t, c->task_state), read_u32(t, c->task_exit_state));
+	// Most tasks sleep: one read decides. exit_state matters only when __state has no reported bit (a running
+	// task, or a dead one: TASK_DEAD is above TASK_REPORT).
+	u32 state = read_u32(t, c->task_state);
+	u32 exit_state = (state & TASK_REPORT) ? 0 : read_u32(t, c->task_exit_state);
+	u32 st = state_index(state, exit_state);
 	if (st > 31 || !(c->state_mask & (1u << st)))
+		return 0;
+	u32 tgid = read_u32(t, c->task_tgid);
+	if (tgid == (u32)(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	r->kind = KIND_TASK;
 	r->tgid = tgid;
