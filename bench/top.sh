@@ -43,6 +43,12 @@ command -v cc >/dev/null || die "needs a C compiler (cc)"
 command -v jq >/dev/null || die "needs jq (apt-get install jq)"
 
 need_wonk
+# The /proc contenders keep a descriptor per thread: a hard limit below the population would make them skip
+# threads (the floor) or read some by path (wonk). Raised for this script and its children only.
+if (( $(ulimit -Hn) < THREADS + 4096 )); then
+    ulimit -Hn $(( THREADS + 4096 )) && ulimit -Sn $(( THREADS + 4096 )) ||
+        die "cannot raise the descriptor limit to $(( THREADS + 4096 )) (run as root)"
+fi
 if [[ -z ${FLOOR:-} ]]; then
     echo "building the floor (cargo build --release --example top_floor)..." >&2
     (cd "$bench_repo" && cargo build --release --quiet --example top_floor)

@@ -280,6 +280,31 @@ fn bpf_and_proc_samplers_report_the_same_threads() {
     assert_eq!(pids_of("proc"), want);
 }
 
+/// With fewer descriptors than threads, the /proc sampler keeps a reserve and reads the rest by path: every
+/// idle thread is still counted, and nothing fails for want of a descriptor.
+#[test]
+fn proc_sampler_reads_every_thread_past_the_descriptor_limit() {
+    if !root_or_skip("proc_sampler_reads_every_thread_past_the_descriptor_limit") {
+        return;
+    }
+    let mut s = Scratch::new("top-fds");
+    let idle = 1500;
+    start_idle(&mut s, idle, "wonkfds-idle");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 1000 && exec {} top --source proc --states S -g comm -d 0.3 --json",
+            env!("CARGO_BIN_EXE_wonk")
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = helper_rows(&v, "wonkfds-");
+    assert_eq!(rows[&vec!["wonkfds-idle".to_string()]], idle as f64, "{v:#}");
+    assert_eq!(v["unreadable"], serde_json::json!([]), "{v:#}");
+}
+
 /// Without the `bpf` feature, `--source bpf` is refused with the reason and `auto` runs /proc and says why.
 #[cfg(not(feature = "bpf"))]
 #[test]

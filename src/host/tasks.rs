@@ -173,6 +173,10 @@ struct Task {
 }
 
 struct ProcSampler {
+    /// How many `stat` files may stay open: the descriptor limit less a reserve for everything else (listing
+    /// /proc, the other files read); threads beyond it are read by path each round.
+    keep_open: u64,
+    kept: u64,
     states: Vec<char>,
     want: Want,
     tasks: HashMap<u32, Task>,
@@ -184,8 +188,10 @@ struct ProcSampler {
 
 impl ProcSampler {
     fn new(states: &[char], want: Want) -> ProcSampler {
-        raise_fd_limit();
+        let limit = raise_fd_limit();
         ProcSampler {
+            keep_open: limit.saturating_sub(FD_RESERVE),
+            kept: 0,
             states: states.to_vec(),
             want,
             tasks: HashMap::new(),
@@ -206,7 +212,13 @@ impl ProcSampler {
         }
         let mut gone = Vec::new();
         for (tid, t) in self.tasks.iter_mut() {
-            let n = match read_stat(host, t, &mut self.buf) {
+            let keep = self.kept < self.keep_open;
+            let opened = t.stat.is_none();
+            let read = read_stat(host, t, &mut self.buf, keep);
+            if opened && t.stat.is_some() {
+                self.kept += 1;
+            }
+            let n = match read {
                 Ok(n) => n,
                 Err(e) => {
                     if !vanished(&e) {
@@ -243,7 +255,9 @@ impl ProcSampler {
             });
         }
         for tid in gone {
-            self.tasks.remove(&tid);
+            if self.tasks.remove(&tid).is_some_and(|t| t.stat.is_some()) {
+                self.kept -= 1;
+            }
         }
         Ok(())
     }
@@ -274,18 +288,25 @@ fn rescan(host: &Host, tasks: &mut HashMap<u32, Task>) -> io::Result<u64> {
     Ok(new)
 }
 
-/// Reads a thread's stat, keeping the file open for the next sample while descriptors last.
-fn read_stat(host: &Host, t: &mut Task, buf: &mut [u8]) -> io::Result<usize> {
+/// Descriptors a /proc sampler leaves free for everything else.
+const FD_RESERVE: u64 = 512;
+
+/// Reads a thread's stat, keeping the file open for the next sample when `keep` (and descriptors last).
+fn read_stat(host: &Host, t: &mut Task, buf: &mut [u8], keep: bool) -> io::Result<usize> {
     if t.stat.is_none() {
         let path = host.path(format!("/proc/{}/task/{}/stat", t.pid, t.tid));
+        let by_path = |buf: &mut [u8]| {
+            read_bounded(&path, buf.len() as u64).map(|d| {
+                buf[..d.len()].copy_from_slice(&d);
+                d.len()
+            })
+        };
+        if !keep {
+            return by_path(buf);
+        }
         match File::open(&path) {
             Ok(f) => t.stat = Some(f),
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-                return read_bounded(&path, buf.len() as u64).map(|d| {
-                    buf[..d.len()].copy_from_slice(&d);
-                    d.len()
-                })
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return by_path(buf),
             Err(e) => return Err(e),
         }
     }
@@ -338,18 +359,30 @@ pub fn stack_frames(s: &str) -> Vec<String> {
 }
 
 /// Lets a sampler keep one descriptor per thread: the soft limit goes up to the hard one (this process only).
-fn raise_fd_limit() {
+/// Returns the soft limit in force.
+fn raise_fd_limit() -> u64 {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 1024;
+        }
+        if rl.rlim_cur < rl.rlim_max
+            && libc::setrlimit(
+                libc::RLIMIT_NOFILE,
+                &libc::rlimit {
+                    rlim_cur: rl.rlim_max,
+                    ..rl
+                },
+            ) == 0
+        {
             rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }
     }
+    rl.rlim_cur as u64
 }
 
 #[cfg(test)]
