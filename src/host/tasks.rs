@@ -382,7 +382,7 @@ fn raise_fd_limit() -> u64 {
             rl.rlim_cur = rl.rlim_max;
         }
     }
-    rl.rlim_cur as u64
+    rl.rlim_cur
 }
 
 #[cfg(test)]
