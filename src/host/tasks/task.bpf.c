@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
-// wonk's task sampler (src/host/tasks/bpf.rs): an `iter/task` program. Reading the iterator's file walks every
-// task in the kernel once and writes one `struct rec` (plus its kernel stack, when asked for) for each task whose
-// state is in `state_mask`; the first record of a walk is a header naming the reading process, the last counts
-// the tasks.
+// wonk's task sampler (src/host/tasks/bpf.rs). An `iter/task` program linked to one task (wonk's main thread), so
+// that each read of the iterator runs it once; that run walks every task in the kernel with the open-coded task
+// iterator (bpf_iter_task_new/next/destroy, Linux 6.7+), under RCU and without taking a reference per task, and
+// writes a record for each task whose state is in `state_mask` into the `heads` map (and its kernel stack into
+// `stacks`, when asked for), which user space has mapped. `totals` says how many records there are, how many
+// tasks the walk visited, how many records did not fit, and which process read the iterator.
 //
 // Built by build.rs with clang -target bpf. It reads kernel structures at the offsets user space found in the
 // running kernel's BTF and put in the `config` map (wonk's loader does no CO-RE relocation; the verifier knows
-// only the iterator's context: `meta` and `task`). The only relocations are the two maps.
+// only the iterator's context and the kfuncs' types). The relocations are the maps and the three kfuncs.
 
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -56,24 +58,29 @@ struct config {
 #define TASK_REPORT_IDLE 0x80
 
 #define MAX_FRAMES 64
-#define KIND_HEADER 1
-#define KIND_TASK 2
-#define KIND_END 3
 
-struct rec {
-	u32 kind;
-	u32 tgid;      // header: the reading process's tgid
-	u32 tid;       // end: the tasks the walk visited
+struct head {
+	u32 tgid;
+	u32 tid;
 	u32 state;     // index in "RSDTtXZPI"
 	u32 flags;     // task->flags
-	u32 stack_len; // bytes of stack that follow
+	u32 stack_len; // bytes of stack in the same index of `stacks`
+	u32 pad;
 	s64 syscall;   // the syscall number a sleeping task is in, -1 for none; not read for a running task
 	u64 cgroup_id; // the task's cgroup on the v2 hierarchy
 	char comm[16];
-	u64 stack[MAX_FRAMES];
 };
 
-#define HEAD_LEN __builtin_offsetof(struct rec, stack)
+struct totals {
+	u32 records;
+	u32 visited;
+	u32 dropped;
+	u32 reader; // the reading process's tgid
+};
+
+struct stack {
+	u64 ip[MAX_FRAMES];
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -82,12 +89,32 @@ struct {
 	__type(value, struct config);
 } config SEC(".maps");
 
+// Sizes and flags (BPF_F_MMAPABLE) are the loader's; these declarations only name the maps.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, u32);
-	__type(value, struct rec);
-} scratch SEC(".maps");
+	__type(value, struct head);
+} heads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, u32);
+	__type(value, struct stack);
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, u32);
+	__type(value, struct totals);
+} totals SEC(".maps");
+
+struct bpf_iter_task {
+	u64 __opaque[3];
+} __attribute__((aligned(8)));
+#define BPF_TASK_ITER_ALL_THREADS 1
+extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
+extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
+extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
 
 static __always_inline u32 read_u32(const void *base, u32 off)
 {
@@ -126,63 +153,64 @@ static __always_inline u32 state_index(u32 s, u32 exit_state)
 SEC("iter/task")
 int sample(struct bpf_iter__task *ctx)
 {
-	struct seq_file *seq = ctx->meta->seq;
-	struct task_struct *t = ctx->task;
 	u32 zero = 0;
 	struct config *c = bpf_map_lookup_elem(&config, &zero);
-	struct rec *r = bpf_map_lookup_elem(&scratch, &zero);
-	if (!c || !r)
+	struct totals *tot = bpf_map_lookup_elem(&totals, &zero);
+	if (!ctx->task || !c || !tot)
 		return 0;
-	if (ctx->meta->seq_num == 0) {
-		__builtin_memset(r, 0, HEAD_LEN);
-		r->kind = KIND_HEADER;
-		r->tgid = bpf_get_current_pid_tgid() >> 32;
-		bpf_seq_write(seq, r, HEAD_LEN);
+	u32 me = bpf_get_current_pid_tgid() >> 32;
+	u32 n = 0, visited = 0, dropped = 0;
+	struct bpf_iter_task it;
+	struct task_struct *t;
+	bpf_iter_task_new(&it, 0, BPF_TASK_ITER_ALL_THREADS);
+	while ((t = bpf_iter_task_next(&it))) {
+		visited++;
+		// Most tasks sleep: one read decides. exit_state matters only when __state has no reported bit (a
+		// running task, or a dead one: TASK_DEAD is above TASK_REPORT).
+		u32 state = read_u32(t, c->task_state);
+		u32 exit_state = (state & TASK_REPORT) ? 0 : read_u32(t, c->task_exit_state);
+		u32 st = state_index(state, exit_state);
+		if (st > 31 || !(c->state_mask & (1u << st)))
+			continue;
+		u32 tgid = read_u32(t, c->task_tgid);
+		if (tgid == me)
+			continue;
+		u32 i = n;
+		struct head *h = bpf_map_lookup_elem(&heads, &i);
+		if (!h) {
+			dropped++;
+			continue;
+		}
+		n++;
+		h->tgid = tgid;
+		h->tid = read_u32(t, c->task_pid);
+		h->state = st;
+		h->flags = read_u32(t, c->task_flags);
+		h->syscall = -1;
+		if (st != 0 && c->regs_syscall != ~0u) {
+			void *regs = (void *)bpf_task_pt_regs(t);
+			if (regs)
+				h->syscall = (s64)read_u64(regs, c->regs_syscall);
+		}
+		void *css = (void *)read_u64(t, c->task_cgroups);
+		void *cgrp = css ? (void *)read_u64(css, c->css_set_dfl_cgrp) : 0;
+		void *kn = cgrp ? (void *)read_u64(cgrp, c->cgroup_kn) : 0;
+		h->cgroup_id = kn ? read_u64(kn, c->kernfs_node_id) : 0;
+		bpf_probe_read_kernel_str(h->comm, sizeof(h->comm), (const char *)t + c->task_comm);
+		h->stack_len = 0;
+		if (c->want_stack) {
+			struct stack *s = bpf_map_lookup_elem(&stacks, &i);
+			if (s) {
+				long got = bpf_get_task_stack(t, s->ip, sizeof(s->ip), 0);
+				h->stack_len = got > 0 ? got : 0;
+			}
+		}
 	}
-	if (!t) {
-		// The walk's end: how many tasks it visited.
-		__builtin_memset(r, 0, HEAD_LEN);
-		r->kind = KIND_END;
-		r->tid = ctx->meta->seq_num;
-		bpf_seq_write(seq, r, HEAD_LEN);
-		return 0;
-	}
-	// Most tasks sleep: one read decides. exit_state matters only when __state has no reported bit (a running
-	// task, or a dead one: TASK_DEAD is above TASK_REPORT).
-	u32 state = read_u32(t, c->task_state);
-	u32 exit_state = (state & TASK_REPORT) ? 0 : read_u32(t, c->task_exit_state);
-	u32 st = state_index(state, exit_state);
-	if (st > 31 || !(c->state_mask & (1u << st)))
-		return 0;
-	u32 tgid = read_u32(t, c->task_tgid);
-	if (tgid == (u32)(bpf_get_current_pid_tgid() >> 32))
-		return 0;
-	r->kind = KIND_TASK;
-	r->tgid = tgid;
-	r->tid = read_u32(t, c->task_pid);
-	r->state = st;
-	r->flags = read_u32(t, c->task_flags);
-	r->syscall = -1;
-	if (st != 0 && c->regs_syscall != ~0u) {
-		void *regs = (void *)bpf_task_pt_regs(t);
-		if (regs)
-			r->syscall = (s64)read_u64(regs, c->regs_syscall);
-	}
-	void *css = (void *)read_u64(t, c->task_cgroups);
-	void *cgrp = css ? (void *)read_u64(css, c->css_set_dfl_cgrp) : 0;
-	void *kn = cgrp ? (void *)read_u64(cgrp, c->cgroup_kn) : 0;
-	r->cgroup_id = kn ? read_u64(kn, c->kernfs_node_id) : 0;
-	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), (const char *)t + c->task_comm);
-	long n = 0;
-	if (c->want_stack) {
-		n = bpf_get_task_stack(t, r->stack, sizeof(r->stack), 0);
-		if (n < 0)
-			n = 0;
-		if (n > (long)sizeof(r->stack))
-			n = sizeof(r->stack);
-	}
-	r->stack_len = n;
-	bpf_seq_write(seq, r, HEAD_LEN + n);
+	bpf_iter_task_destroy(&it);
+	tot->records = n;
+	tot->visited = visited;
+	tot->dropped = dropped;
+	tot->reader = me;
 	return 0;
 }
 
