@@ -234,11 +234,12 @@ echo "wonk top vs the /proc floor and psn: HZ=$HZ, DUR=${DUR}s, median of $REPS,
 echo "($(nproc) cores, kernel $(uname -r)); CPU = user+sys of the process tree; us/thr/smp = CPU / (threads x samples)"
 printf '%-7s %8s %8s %8s %8s %8s %8s %10s %9s %8s\n' contender "CPU s" "user s" "sys s" "wall s" threads samples \
     "us/thr/smp" "ms/round" "% core"
-declare -A cpu per
+declare -A cpu per round
 for c in "${contenders[@]}"; do
     read -r tot u s w t n < <(median_rep "$c")
     cpu[$c]=$tot
     per[$c]=$(awk -v c="$tot" -v t="$t" -v n="$n" 'BEGIN {printf "%.3f", c * 1e6 / (t * n)}')
+    round[$c]=$(awk -v c="$tot" -v n="$n" 'BEGIN {printf "%.6f", c * 1000 / n}')
     printf '%-7s %8.3f %8.3f %8.3f %8.2f %8d %8d %10s %9.3f %7.1f%%\n' "$c" "$tot" "$u" "$s" "$w" "$t" "$n" \
         "${per[$c]}" "$(awk -v c="$tot" -v n="$n" 'BEGIN {print c * 1000 / n}')" "$(awk -v c="$tot" -v w="$w" 'BEGIN {print c * 100 / w}')"
 done
@@ -257,9 +258,10 @@ else
     echo "psn / wonk:   skipped (PSN unset)"
 fi
 if [[ -n ${WONK_BPF:-} ]]; then
-    r=$(ratio "${cpu[floor]}" "${cpu[bpf]}")
+    # Per round: at 20,000 threads the /proc contenders cannot keep up with HZ and run fewer rounds.
+    r=$(ratio "${round[floor]}" "${round[bpf]}")
     verdict=$(awk -v r="$r" 'BEGIN {print (r >= 10 ? "MET" : "MISSED")}')
-    echo "floor / bpf:  ${r}x CPU; target >= 10x: $verdict"
+    echo "floor / bpf:  ${r}x CPU per round; target >= 10x: $verdict"
     if cmp -s "$dir/wonk.rows" "$dir/bpf.rows"; then
         echo "rows: bpf and proc report the same wonkbench rows: $(paste -sd';' "$dir/bpf.rows")"
     else
