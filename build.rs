@@ -29,11 +29,8 @@ fn main() {
 #[cfg(feature = "bpf")]
 fn bpf() {
     use std::process::Command;
-    let src = "src/host/tasks/task.bpf.c";
-    println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=CLANG");
-    let out =
-        std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("task.bpf.o");
+    let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     // Debian's multiarch directory of <asm/types.h>.
     let multiarch = match arch.as_str() {
@@ -42,18 +39,22 @@ fn bpf() {
         other => panic!("the `bpf` feature supports x86_64 and aarch64, not {other}"),
     };
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
-    let status = Command::new(&clang)
-        .args(["-O2", "-target", "bpf", "-Wall", "-Werror"])
-        .arg(format!("-I/usr/include/{multiarch}"))
-        .args(["-c", src, "-o"])
-        .arg(&out)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("{clang} {src}: {s}"),
-        Err(e) => panic!(
-            "running {clang} for {src}: {e}\n(the `bpf` feature needs clang and libbpf's headers: apt-get install \
-             clang libbpf-dev, or set CLANG)"
-        ),
+    for name in ["task_walk", "task_each"] {
+        let src = format!("src/host/tasks/{name}.bpf.c");
+        println!("cargo:rerun-if-changed={src}");
+        let status = Command::new(&clang)
+            .args(["-O2", "-target", "bpf", "-Wall", "-Werror"])
+            .arg(format!("-I/usr/include/{multiarch}"))
+            .args(["-c", &src, "-o"])
+            .arg(out_dir.join(format!("{name}.bpf.o")))
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("{clang} {src}: {s}"),
+            Err(e) => panic!(
+                "running {clang} for {src}: {e}\n(the `bpf` feature needs clang and libbpf's headers: apt-get \
+                 install clang libbpf-dev, or set CLANG)"
+            ),
+        }
     }
 }

@@ -178,7 +178,8 @@ fn bad_rates_are_refused() {
 }
 
 /// The BPF task iterator and /proc report the same threads: the same D-state helpers with the same comm, state,
-/// syscall, wait function and kernel stack, and (with `--states S`) the same idle threads.
+/// syscall, wait function and kernel stack, and (with `--states S`) the same idle threads; with the open-coded
+/// walk and with the per-task program (`WONK_BPF_PER_TASK=1`, what kernels before 6.7 run).
 #[cfg(feature = "bpf")]
 #[test]
 fn bpf_and_proc_samplers_report_the_same_threads() {
@@ -199,59 +200,73 @@ fn bpf_and_proc_samplers_report_the_same_threads() {
     let idle = 40;
     start_idle(&mut s, idle, "wonkcmp-idle");
 
+    // With `per_task`, the per-task program (what kernels before 6.7 run) where the walk would run.
+    let per_task = std::cell::Cell::new(false);
     let run = |source: &str, states: &str, group: &str| {
-        let (code, v) = wonk_json(&[
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wonk"));
+        cmd.args([
             "top", "--source", source, "--states", states, "-d", "0.5", "--hz", "20", "-g", group,
+            "--json",
         ]);
+        if per_task.get() {
+            cmd.env("WONK_BPF_PER_TASK", "1");
+        }
+        let out = cmd.output().unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(code, 0, "{v:#}");
         assert_eq!(v["source"], source, "{v:#}");
         assert!(v["fallback"].is_null(), "{v:#}");
         v
     };
     let group = "comm,state,syscall,wchan,kstack";
-    let (bpf, proc) = (run("bpf", "RD", group), run("proc", "RD", group));
-    let (b, p) = (
-        helper_rows(&bpf, "wonkcmp-"),
-        helper_rows(&proc, "wonkcmp-"),
-    );
-    assert_eq!(
-        b.keys().collect::<Vec<_>>(),
-        p.keys().collect::<Vec<_>>(),
-        "bpf {bpf:#}\nproc {proc:#}"
-    );
-    let d = b
-        .iter()
-        .find(|(k, _)| k[0] == "wonkcmp-d")
-        .expect("the D-state helpers");
-    assert_eq!(d.0[1], "Disk (Uninterruptible)");
-    assert!(d.0[4].contains("vfork"), "{:?}", d.0);
-    for (k, avg) in &b {
-        assert!((avg - p[k]).abs() <= 0.5, "{k:?}: bpf {avg}, proc {}", p[k]);
-    }
-    assert!((d.1 - n as f64).abs() <= 0.5, "{d:?}");
-    assert!(
-        !b.keys().any(|k| k[0] == "wonkcmp-idle"),
-        "idle threads are not R or D: {bpf:#}"
-    );
+    for each in [false, true] {
+        per_task.set(each);
+        let (bpf, proc) = (run("bpf", "RD", group), run("proc", "RD", group));
+        let (b, p) = (
+            helper_rows(&bpf, "wonkcmp-"),
+            helper_rows(&proc, "wonkcmp-"),
+        );
+        assert_eq!(
+            b.keys().collect::<Vec<_>>(),
+            p.keys().collect::<Vec<_>>(),
+            "bpf {bpf:#}\nproc {proc:#}"
+        );
+        let d = b
+            .iter()
+            .find(|(k, _)| k[0] == "wonkcmp-d")
+            .expect("the D-state helpers");
+        assert_eq!(d.0[1], "Disk (Uninterruptible)");
+        assert!(d.0[4].contains("vfork"), "{:?}", d.0);
+        for (k, avg) in &b {
+            assert!((avg - p[k]).abs() <= 0.5, "{k:?}: bpf {avg}, proc {}", p[k]);
+        }
+        assert!((d.1 - n as f64).abs() <= 0.5, "{d:?}");
+        assert!(
+            !b.keys().any(|k| k[0] == "wonkcmp-idle"),
+            "idle threads are not R or D: {bpf:#}"
+        );
 
-    // The idle threads, asked for by state: the same count from both.
-    let (bs, ps) = (
-        run("bpf", "S", "comm,state"),
-        run("proc", "S", "comm,state"),
-    );
-    let key = vec!["wonkcmp-idle".to_string(), "Sleeping".to_string()];
-    let (bi, pi) = (
-        helper_rows(&bs, "wonkcmp-")[&key],
-        helper_rows(&ps, "wonkcmp-")[&key],
-    );
-    assert!(
-        (bi - idle as f64).abs() <= 0.5,
-        "bpf: {bi} idle threads, expected {idle}"
-    );
-    assert!(
-        (pi - idle as f64).abs() <= 0.5,
-        "proc: {pi} idle threads, expected {idle}"
-    );
+        // The idle threads, asked for by state: the same count from both.
+        let (bs, ps) = (
+            run("bpf", "S", "comm,state"),
+            run("proc", "S", "comm,state"),
+        );
+        let key = vec!["wonkcmp-idle".to_string(), "Sleeping".to_string()];
+        let (bi, pi) = (
+            helper_rows(&bs, "wonkcmp-")[&key],
+            helper_rows(&ps, "wonkcmp-")[&key],
+        );
+        assert!(
+            (bi - idle as f64).abs() <= 0.5,
+            "bpf: {bi} idle threads, expected {idle}"
+        );
+        assert!(
+            (pi - idle as f64).abs() <= 0.5,
+            "proc: {pi} idle threads, expected {idle}"
+        );
+    }
 
     // The D-state check over both samplers: the same helpers.
     let pids_of = |source: &str| {
@@ -298,10 +313,18 @@ fn proc_sampler_reads_every_thread_past_the_descriptor_limit() {
         ))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = helper_rows(&v, "wonkfds-");
-    assert_eq!(rows[&vec!["wonkfds-idle".to_string()]], idle as f64, "{v:#}");
+    assert_eq!(
+        rows[&vec!["wonkfds-idle".to_string()]],
+        idle as f64,
+        "{v:#}"
+    );
     assert_eq!(v["unreadable"], serde_json::json!([]), "{v:#}");
 }
 

@@ -1,6 +1,8 @@
-//! The BPF sampler: `task.bpf.c`, an `iter/task` program, loaded once and linked; each round opens a new
-//! iterator on the link and reads it to the end. The kernel walks every task and writes a record only for those
-//! in the states asked for, so a round costs about one read of a few records however many threads the node has.
+//! The BPF sampler: an `iter/task` program, loaded once and linked; each round opens a new iterator on the link
+//! and reads it. Where the kernel has the open-coded task iterator (Linux 6.7+), `task_walk.bpf.c` runs once a
+//! round and walks every task itself, writing records into maps wonk has mapped; elsewhere `task_each.bpf.c` runs
+//! once per task and writes its records into the iterator's output. Either way only the tasks in the states
+//! asked for come to user space, so a round costs about one walk of the kernel's task list.
 //!
 //! The loader is wonk's own and small, for this one program: the kernel's BTF is read once to find the iterator's
 //! attach point and the offsets of the few fields the program reads (it gets them in its `config` map instead of
@@ -16,10 +18,17 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/task.bpf.o"));
+static WALK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/task_walk.bpf.o"));
+static EACH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/task_each.bpf.o"));
 
-/// `struct rec` in task.bpf.c: the fixed part, then `stack_len` bytes of return addresses.
+/// `struct rec` in task_each.bpf.c: the fixed part, then `stack_len` bytes of return addresses; task_walk.bpf.c's
+/// `struct head` is the same fixed part.
 const HEAD_LEN: usize = 56;
+/// task_walk.bpf.c's `struct stack`.
+const STACK_LEN: usize = 512;
+/// Records a walk has room for (in maps of HEAD_LEN, and STACK_LEN when stacks are wanted, per record).
+const RECORDS: u32 = 16_384;
+const RECORDS_WITH_STACKS: u32 = 4_096;
 const KIND_HEADER: u32 = 1;
 const KIND_TASK: u32 = 2;
 const KIND_END: u32 = 3;
@@ -28,6 +37,9 @@ const CGROUP_CACHE: usize = 16_384;
 
 pub(super) struct BpfSampler {
     link: OwnedFd,
+    mode: Mode,
+    /// Records a walk had no room for, over the run.
+    pub(super) dropped: u64,
     want: Want,
     /// Whether the kernel's `pt_regs` has a field the program reads the syscall number from.
     syscall_known: bool,
@@ -65,6 +77,12 @@ impl BpfSampler {
         } else {
             None
         };
+        let kfuncs = [
+            "bpf_iter_task_new",
+            "bpf_iter_task_next",
+            "bpf_iter_task_destroy",
+        ]
+        .map(|f| btf.func(f));
         let config: [u32; 13] = [
             state_mask(states),
             u32::from(want.kstack || want.wchan),
@@ -82,7 +100,19 @@ impl BpfSampler {
         ];
         drop(btf);
         drop(data);
-        let link = load(&config, attach)?;
+        // WONK_BPF_PER_TASK=1 runs the per-task program where the walk would run (the tests compare both).
+        let (link, mode) = match kfuncs {
+            [Some(new), Some(next), Some(destroy)]
+                if std::env::var_os("WONK_BPF_PER_TASK").is_none() =>
+            {
+                let stacks = want.kstack || want.wchan;
+                load_walk(&config, attach, [new, next, destroy], stacks).or_else(|walk| {
+                    load_each(&config, attach)
+                        .map_err(|e| format!("{e} (and the open-coded task walk: {walk})"))
+                })?
+            }
+            _ => load_each(&config, attach)?,
+        };
         let syms = if want.kstack || want.wchan {
             Some(Kallsyms::read(host)?)
         } else {
@@ -90,6 +120,8 @@ impl BpfSampler {
         };
         let mut s = BpfSampler {
             link,
+            mode,
+            dropped: 0,
             want,
             syscall_known: regs_syscall.is_some(),
             buf: Vec::with_capacity(64 << 10),
@@ -117,6 +149,39 @@ impl BpfSampler {
         let mut f = File::from(fd);
         self.buf.clear();
         f.read_to_end(&mut self.buf)?;
+        if let Mode::Walk {
+            heads,
+            stacks,
+            totals,
+        } = &self.mode
+        {
+            // The records are in the mapped maps; they are laid out here as the per-task program writes them.
+            let t = totals.bytes();
+            let word =
+                |i: usize| u32::from_ne_bytes(t[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+            let (records, visited, dropped, reader) = (word(0), word(1), word(2), word(3));
+            self.seen = self.seen.max(u64::from(visited));
+            self.dropped += u64::from(dropped);
+            self.buf.clear();
+            let heads = heads.bytes();
+            for i in 0..records as usize {
+                let Some(h) = heads.get(i * HEAD_LEN..(i + 1) * HEAD_LEN) else {
+                    break;
+                };
+                let len = (u32::from_ne_bytes(h[20..24].try_into().expect("4 bytes")) as usize
+                    & !7)
+                    .min(STACK_LEN);
+                let stack = stacks
+                    .as_ref()
+                    .and_then(|s| s.bytes().get(i * STACK_LEN..i * STACK_LEN + len));
+                self.buf.extend_from_slice(&h[..20]);
+                self.buf
+                    .extend_from_slice(&(stack.map_or(0, <[u8]>::len) as u32).to_ne_bytes());
+                self.buf.extend_from_slice(&h[24..]);
+                self.buf.extend_from_slice(stack.unwrap_or_default());
+            }
+            return Ok(reader);
+        }
         let mut reader = 0;
         let mut off = 0;
         while let Some(r) = Record::at(&self.buf, off) {
@@ -227,27 +292,102 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Creates the maps, fills `config`, patches the maps into the program, loads it and links it: the link is what
-/// each round opens an iterator on (it keeps the program, and the program its maps).
-fn load(config: &[u32; 13], attach_btf_id: u32) -> Result<OwnedFd, String> {
-    const BPF_MAP_TYPE_ARRAY: u32 = 2;
-    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// How a round's records come to user space.
+enum Mode {
+    /// In the iterator's output (task_each.bpf.c).
+    Each,
+    /// In maps wonk has mapped (task_walk.bpf.c).
+    Walk {
+        heads: Mapped,
+        stacks: Option<Mapped>,
+        totals: Mapped,
+    },
+}
+
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// task_walk.bpf.c: its maps created and mapped, the program loaded with the maps and kfuncs patched in, and
+/// linked to wonk's own main thread, so that each read runs it once.
+fn load_walk(
+    config: &[u32; 13],
+    attach_btf_id: u32,
+    kfuncs: [u32; 3],
+    stacks: bool,
+) -> Result<(OwnedFd, Mode), String> {
+    let cfg = config_map(config)?;
+    let records = if stacks { RECORDS_WITH_STACKS } else { RECORDS };
+    let map = |value: usize, entries: u32, name: &str| {
+        let fd = map_create(
+            BPF_MAP_TYPE_ARRAY,
+            value as u32,
+            entries,
+            BPF_F_MMAPABLE,
+            name,
+        )
+        .map_err(|e| denied("creating the task walk's maps", e))?;
+        let m = Mapped::map(&fd, value * entries as usize)
+            .map_err(|e| format!("mapping the task walk's {name} map: {e}"))?;
+        Ok::<_, String>((fd, m))
+    };
+    let (heads_fd, heads) = map(HEAD_LEN, records, "wonk_heads")?;
+    let (stacks_fd, stacks_map) = map(STACK_LEN, if stacks { records } else { 1 }, "wonk_stacks")?;
+    let (totals_fd, totals) = map(16, 1, "wonk_totals")?;
+    let maps = [
+        ("config", &cfg),
+        ("heads", &heads_fd),
+        ("stacks", &stacks_fd),
+        ("totals", &totals_fd),
+    ];
+    let kfuncs = [
+        ("bpf_iter_task_new", kfuncs[0]),
+        ("bpf_iter_task_next", kfuncs[1]),
+        ("bpf_iter_task_destroy", kfuncs[2]),
+    ];
+    let mut insns = program(WALK, &maps, &kfuncs)?;
+    let prog = prog_load(&mut insns, attach_btf_id)?;
+    let link = link_create(&prog, Some(std::process::id()))
+        .map_err(|e| format!("linking the task walk: {e}"))?;
+    Ok((
+        link,
+        Mode::Walk {
+            heads,
+            stacks: stacks.then_some(stacks_map),
+            totals,
+        },
+    ))
+}
+
+fn config_map(config: &[u32; 13]) -> Result<OwnedFd, String> {
     let cfg = map_create(
         BPF_MAP_TYPE_ARRAY,
         std::mem::size_of_val(config) as u32,
+        1,
+        0,
         "wonk_cfg",
     )
     .map_err(|e| denied("creating the task iterator's config map", e))?;
+    map_update(&cfg, config).map_err(|e| format!("filling the task iterator's config map: {e}"))?;
+    Ok(cfg)
+}
+
+/// task_each.bpf.c: its maps created, the program loaded with the maps patched in, and linked over every task:
+/// the link is what each round opens an iterator on (it keeps the program, and the program its maps).
+fn load_each(config: &[u32; 13], attach_btf_id: u32) -> Result<(OwnedFd, Mode), String> {
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+    let cfg = config_map(config)?;
     let scratch = map_create(
         BPF_MAP_TYPE_PERCPU_ARRAY,
-        (HEAD_LEN + 512) as u32,
+        (HEAD_LEN + STACK_LEN) as u32,
+        1,
+        0,
         "wonk_scratch",
     )
     .map_err(|e| denied("creating the task iterator's buffer map", e))?;
-    map_update(&cfg, config).map_err(|e| format!("filling the task iterator's config map: {e}"))?;
-    let mut insns = program(&[("config", &cfg), ("scratch", &scratch)])?;
+    let mut insns = program(EACH, &[("config", &cfg), ("scratch", &scratch)], &[])?;
     let prog = prog_load(&mut insns, attach_btf_id)?;
-    link_create(&prog).map_err(|e| format!("linking the task iterator: {e}"))
+    let link = link_create(&prog, None).map_err(|e| format!("linking the task iterator: {e}"))?;
+    Ok((link, Mode::Each))
 }
 
 fn denied(what: &str, e: io::Error) -> String {
@@ -258,11 +398,16 @@ fn denied(what: &str, e: io::Error) -> String {
     }
 }
 
-/// The program's instructions from the object build.rs made, with each map reference (a 64-bit immediate load
-/// relocated against a map's symbol) turned into that map's descriptor.
-fn program(maps: &[(&str, &OwnedFd)]) -> Result<Vec<[u8; 8]>, String> {
+/// The program's instructions from an object build.rs made, with each map reference (a 64-bit immediate load
+/// relocated against a map's symbol) turned into that map's descriptor, and each kfunc call into a call of that
+/// kernel function by its BTF id.
+fn program(
+    object: &[u8],
+    maps: &[(&str, &OwnedFd)],
+    kfuncs: &[(&str, u32)],
+) -> Result<Vec<[u8; 8]>, String> {
     let elf =
-        Elf::parse(OBJECT).ok_or("the task iterator's object is not the ELF build.rs makes")?;
+        Elf::parse(object).ok_or("the task iterator's object is not the ELF build.rs makes")?;
     let code = elf
         .section("iter/task")
         .ok_or("the task iterator's object has no iter/task section")?;
@@ -271,6 +416,19 @@ fn program(maps: &[(&str, &OwnedFd)]) -> Result<Vec<[u8; 8]>, String> {
         .map(|c| c.try_into().expect("8 bytes"))
         .collect();
     for (offset, symbol) in elf.relocations(".reliter/task") {
+        if let Some((_, id)) = kfuncs.iter().find(|(name, _)| *name == symbol) {
+            let i = (offset / 8) as usize;
+            if insns.get(i).map(|x| x[0]) != Some(0x85) {
+                return Err(format!(
+                    "the task iterator's relocation at {offset} is not a call"
+                ));
+            }
+            // src_reg = BPF_PSEUDO_KFUNC_CALL; imm = the function's BTF id; off 0: in vmlinux.
+            insns[i][1] = (insns[i][1] & 0x0f) | (2 << 4);
+            insns[i][2..4].copy_from_slice(&0u16.to_ne_bytes());
+            insns[i][4..8].copy_from_slice(&id.to_ne_bytes());
+            continue;
+        }
         let fd = maps
             .iter()
             .find(|(name, _)| *name == symbol)
@@ -306,13 +464,20 @@ fn name(attr: &mut Attr, at: usize, name: &str) {
     }
 }
 
-fn map_create(map_type: u32, value_size: u32, map_name: &str) -> io::Result<OwnedFd> {
+fn map_create(
+    map_type: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: u32,
+    map_name: &str,
+) -> io::Result<OwnedFd> {
     const BPF_MAP_CREATE: libc::c_long = 0;
     let mut attr: Attr = [0; 36];
     attr[0] = map_type;
     attr[1] = 4; // key_size
     attr[2] = value_size;
-    attr[3] = 1; // max_entries
+    attr[3] = max_entries;
+    attr[4] = flags;
     name(&mut attr, 28, map_name);
     bpf(BPF_MAP_CREATE, &mut attr).map(|fd| fd.expect("a map descriptor"))
 }
@@ -371,13 +536,19 @@ fn prog_load(insns: &mut [[u8; 8]], attach_btf_id: u32) -> Result<OwnedFd, Strin
     }
 }
 
-/// `bpf(BPF_LINK_CREATE)` for an iterator program over every task.
-fn link_create(prog: &OwnedFd) -> io::Result<OwnedFd> {
+/// `bpf(BPF_LINK_CREATE)` for an iterator program over every task, or over the one thread `tid`.
+fn link_create(prog: &OwnedFd, tid: Option<u32>) -> io::Result<OwnedFd> {
     const BPF_LINK_CREATE: libc::c_long = 28;
     const BPF_TRACE_ITER: u32 = 28;
+    // union bpf_iter_link_info: task.tid first.
+    let info: [u32; 4] = [tid.unwrap_or(0), 0, 0, 0];
     let mut attr: Attr = [0; 36];
     attr[0] = prog.as_raw_fd() as u32; // link_create.prog_fd
     attr[2] = BPF_TRACE_ITER; // link_create.attach_type
+    if tid.is_some() {
+        ptr(&mut attr, 16, info.as_ptr() as u64); // link_create.iter_info
+        attr[6] = std::mem::size_of_val(&info) as u32; // link_create.iter_info_len
+    }
     bpf(BPF_LINK_CREATE, &mut attr).map(|fd| fd.expect("a link descriptor"))
 }
 
@@ -413,8 +584,9 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<Option<OwnedFd>> {
     Ok(Some(unsafe { OwnedFd::from_raw_fd(r as i32) }))
 }
 
-/// A file read into an anonymous mapping of its own, unmapped on drop: the kernel's BTF (megabytes, needed for
-/// a moment at load) goes back to the kernel rather than staying in the allocator of a long-running agent.
+/// Memory mapped for the sampler, unmapped on drop: a file read into an anonymous mapping of its own (the
+/// kernel's BTF, megabytes needed for a moment at load, goes back to the kernel rather than staying in the
+/// allocator of a long-running agent), or a BPF map's values.
 struct Mapped {
     ptr: *mut libc::c_void,
     cap: usize,
@@ -453,6 +625,26 @@ impl Mapped {
             }
         }
         Ok(m)
+    }
+
+    /// A BPF map created with `BPF_F_MMAPABLE`, mapped read-only (its first `len` bytes).
+    fn map(fd: &OwnedFd, len: usize) -> io::Result<Mapped> {
+        let cap = len.max(1).next_multiple_of(4096);
+        // SAFETY: a new shared read-only mapping of the map's values; checked for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                cap,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, cap, len })
     }
 
     fn bytes(&self) -> &[u8] {

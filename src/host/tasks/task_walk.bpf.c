@@ -59,13 +59,14 @@ struct config {
 
 #define MAX_FRAMES 64
 
+// The same layout as task_each.bpf.c's `struct rec` without its stack.
 struct head {
+	u32 kind;      // 2: a task
 	u32 tgid;
 	u32 tid;
 	u32 state;     // index in "RSDTtXZPI"
 	u32 flags;     // task->flags
 	u32 stack_len; // bytes of stack in the same index of `stacks`
-	u32 pad;
 	s64 syscall;   // the syscall number a sleeping task is in, -1 for none; not read for a running task
 	u64 cgroup_id; // the task's cgroup on the v2 hierarchy
 	char comm[16];
@@ -159,12 +160,16 @@ int sample(struct bpf_iter__task *ctx)
 	if (!ctx->task || !c || !tot)
 		return 0;
 	u32 me = bpf_get_current_pid_tgid() >> 32;
-	u32 n = 0, visited = 0, dropped = 0;
+	// The counters live in the map, not in registers: the verifier then checks the loop body once.
+	tot->records = 0;
+	tot->visited = 0;
+	tot->dropped = 0;
+	tot->reader = me;
 	struct bpf_iter_task it;
 	struct task_struct *t;
 	bpf_iter_task_new(&it, 0, BPF_TASK_ITER_ALL_THREADS);
 	while ((t = bpf_iter_task_next(&it))) {
-		visited++;
+		tot->visited++;
 		// Most tasks sleep: one read decides. exit_state matters only when __state has no reported bit (a
 		// running task, or a dead one: TASK_DEAD is above TASK_REPORT).
 		u32 state = read_u32(t, c->task_state);
@@ -173,15 +178,17 @@ int sample(struct bpf_iter__task *ctx)
 		if (st > 31 || !(c->state_mask & (1u << st)))
 			continue;
 		u32 tgid = read_u32(t, c->task_tgid);
-		if (tgid == me)
+		// wonk's own threads, and the boot CPU's idle task (pid 0, which /proc does not list).
+		if (tgid == me || tgid == 0)
 			continue;
-		u32 i = n;
+		u32 i = tot->records;
 		struct head *h = bpf_map_lookup_elem(&heads, &i);
 		if (!h) {
-			dropped++;
+			tot->dropped++;
 			continue;
 		}
-		n++;
+		tot->records = i + 1;
+		h->kind = 2;
 		h->tgid = tgid;
 		h->tid = read_u32(t, c->task_pid);
 		h->state = st;
@@ -207,10 +214,6 @@ int sample(struct bpf_iter__task *ctx)
 		}
 	}
 	bpf_iter_task_destroy(&it);
-	tot->records = n;
-	tot->visited = visited;
-	tot->dropped = dropped;
-	tot->reader = me;
 	return 0;
 }
 
