@@ -4,10 +4,10 @@
 //! once per task and writes its records into the iterator's output. Either way only the tasks in the states
 //! asked for come to user space, so a round costs about one walk of the kernel's task list.
 //!
-//! The loader is wonk's own and small, for this one program: the kernel's BTF is read once to find the iterator's
-//! attach point and the offsets of the few fields the program reads (it gets them in its `config` map instead of
-//! being relocated), the two maps are created and their references patched into the code, and the program is
-//! loaded as a tracing program. User space adds kernel stacks symbolised from `/proc/kallsyms` (read once), and
+//! The loader is wonk's own and small, for these two programs: the kernel's BTF is read once to find the
+//! iterator's attach point, the kfuncs' ids and the offsets of the few fields the programs read (they get them in
+//! their `config` map instead of being relocated), the maps are created and their references (and the kfunc
+//! calls) patched into the code, and the program is loaded as a tracing program. User space adds kernel stacks symbolised from `/proc/kallsyms` (read once), and
 //! cgroup ids turned into cgroup v2 paths with `open_by_handle_at` on the cgroup2 mount (the id is the kernfs
 //! node id, which a `FILEID_KERNFS` handle carries), cached.
 
