@@ -2,7 +2,8 @@
 //!
 //! - `cri`: compiles proto/cri.proto into the CRI v1 client (needs `protoc`, from Debian's protobuf-compiler, or
 //!   the path in $PROTOC).
-//! - `bpf`: compiles src/host/tasks/task_walk.bpf.c and task_each.bpf.c, wonk top's task iterators, with clang
+//! - `bpf`: compiles src/host/tasks/task_walk.bpf.c and task_each.bpf.c (with task_common.h), wonk top's task
+//!   iterators, with clang
 //!   (`-target bpf`, or the compiler in $CLANG) against libbpf's headers (Debian: clang, libbpf-dev) into $OUT_DIR,
 //!   where src/host/tasks/bpf.rs embeds and loads them (no BTF or debug information: the loader needs neither).
 
@@ -39,6 +40,7 @@ fn bpf() {
         other => panic!("the `bpf` feature supports x86_64 and aarch64, not {other}"),
     };
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    println!("cargo:rerun-if-changed=src/host/tasks/task_common.h");
     for name in ["task_walk", "task_each"] {
         let src = format!("src/host/tasks/{name}.bpf.c");
         println!("cargo:rerun-if-changed={src}");
