@@ -3,9 +3,9 @@
 //! - `cri`: compiles proto/cri.proto into the CRI v1 client (needs `protoc`, from Debian's protobuf-compiler, or
 //!   the path in $PROTOC).
 //! - `bpf`: compiles src/host/tasks/task_walk.bpf.c and task_each.bpf.c (with task_common.h), wonk top's task
-//!   iterators, with clang
-//!   (`-target bpf`, or the compiler in $CLANG) against libbpf's headers (Debian: clang, libbpf-dev) into $OUT_DIR,
-//!   where src/host/tasks/bpf.rs embeds and loads them (no BTF or debug information: the loader needs neither).
+//!   iterators, with clang (`-target bpf`, or the compiler in $CLANG) against libbpf's headers (Debian: clang,
+//!   libbpf-dev) into $OUT_DIR, where src/host/tasks/bpf.rs embeds and loads them (no BTF or debug information:
+//!   the loader needs neither).
 
 fn main() {
     #[cfg(feature = "cri")]
