@@ -1,7 +1,13 @@
-//! Compiles proto/cri.proto into the CRI v1 client, only with the `cri` feature (it needs `protoc`, from
-//! Debian's protobuf-compiler, or the path in $PROTOC); and records the git revision built from for
-//! `wonk_build_info` (`WONK_GIT_REVISION`: `git rev-parse HEAD`, or "unknown" without git or outside a checkout;
-//! this never fails the build).
+//! Build steps: the git revision built from, and the optional features.
+//!
+//! - Always: `WONK_GIT_REVISION` for `wonk_build_info` (`git rev-parse HEAD`, or "unknown" without git or outside a
+//!   checkout; this never fails the build).
+//! - `cri`: compiles proto/cri.proto into the CRI v1 client (needs `protoc`, from Debian's protobuf-compiler, or
+//!   the path in $PROTOC).
+//! - `bpf`: compiles src/host/tasks/task_walk.bpf.c and task_each.bpf.c (with task_common.h), wonk top's task
+//!   iterators, with clang (`-target bpf`, or the compiler in $CLANG) against libbpf's headers (Debian: clang,
+//!   libbpf-dev) into $OUT_DIR, where src/host/tasks/bpf.rs embeds and loads them (no BTF or debug information:
+//!   the loader needs neither).
 
 use std::process::Command;
 
@@ -41,5 +47,40 @@ fn main() {
             );
         }
     }
+    #[cfg(feature = "bpf")]
+    bpf();
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+#[cfg(feature = "bpf")]
+fn bpf() {
+    println!("cargo:rerun-if-env-changed=CLANG");
+    let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    // Debian's multiarch directory of <asm/types.h>.
+    let multiarch = match arch.as_str() {
+        "x86_64" => "x86_64-linux-gnu",
+        "aarch64" => "aarch64-linux-gnu",
+        other => panic!("the `bpf` feature supports x86_64 and aarch64, not {other}"),
+    };
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    println!("cargo:rerun-if-changed=src/host/tasks/task_common.h");
+    for name in ["task_walk", "task_each"] {
+        let src = format!("src/host/tasks/{name}.bpf.c");
+        println!("cargo:rerun-if-changed={src}");
+        let status = Command::new(&clang)
+            .args(["-O2", "-target", "bpf", "-Wall", "-Werror"])
+            .arg(format!("-I/usr/include/{multiarch}"))
+            .args(["-c", &src, "-o"])
+            .arg(out_dir.join(format!("{name}.bpf.o")))
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("{clang} {src}: {s}"),
+            Err(e) => panic!(
+                "running {clang} for {src}: {e}\n(the `bpf` feature needs clang and libbpf's headers: apt-get \
+                 install clang libbpf-dev, or set CLANG)"
+            ),
+        }
+    }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmark the CPU cost of `wonk top` against the /proc floor (examples/top_floor.rs) and psn from 0xtools,
-# sampling a population of THREADS idle threads plus DSTATE threads stuck in D state.
+# Benchmark the CPU cost of `wonk top` (its /proc sampler, and with WONK_BPF its BPF task iterator) against the
+# /proc floor (examples/top_floor.rs) and psn from 0xtools, sampling a population of THREADS idle threads plus
+# DSTATE threads stuck in D state; then the agent's D-state check (one `wonk dstate` a minute) both ways.
 #
-#   sudo PSN=/path/to/0xtools/bin/psn bench/top.sh
+#   sudo PSN=/path/to/0xtools/bin/psn WONK_BPF=$(scripts/release --features bpf) THREADS=20000 bench/top.sh
 #
 # Environment:
 #   HZ        samples per second, an integer (psn takes whole numbers)           default 20
@@ -11,7 +12,8 @@
 #   THREADS   idle threads to start (blocked in pause())                          default 3000
 #   PROCS     processes to spread them over                                       default 3
 #   DSTATE    D-state threads (vfork parents waiting for a child that pauses)     default 4
-#   WONK      wonk binary; default: the shipped, static one (scripts/release)
+#   WONK      wonk binary; default: the shipped, static one (scripts/release); runs `top --source proc`
+#   WONK_BPF  a wonk built with the `bpf` feature; runs `top --source bpf`; skipped when unset
 #   FLOOR     floor binary; default: cargo build --release --example top_floor
 #   PSN       path to 0xtools' psn script; psn is skipped when unset
 #   PSN_PYTHON  interpreter for psn; default: the real executable behind `python3`
@@ -41,12 +43,23 @@ command -v cc >/dev/null || die "needs a C compiler (cc)"
 command -v jq >/dev/null || die "needs jq (apt-get install jq)"
 
 need_wonk
+# The /proc contenders keep a descriptor per thread: with a hard limit below the population the floor skips the
+# threads past it and wonk reads them by path. Raised for this script and its children where allowed.
+if (( $(ulimit -Hn) < THREADS + 4096 )); then
+    if ! { ulimit -Hn $(( THREADS + 4096 )) && ulimit -Sn $(( THREADS + 4096 )); } 2>/dev/null; then
+        echo "descriptor limit $(ulimit -Hn) (not raised: no CAP_SYS_RESOURCE): the floor skips the threads past it," \
+            "wonk reads them by path" >&2
+    fi
+fi
 if [[ -z ${FLOOR:-} ]]; then
     echo "building the floor (cargo build --release --example top_floor)..." >&2
     (cd "$bench_repo" && cargo build --release --quiet --example top_floor)
     FLOOR=$bench_repo/target/release/examples/top_floor
 fi
 [[ -x $FLOOR ]] || die "$FLOOR is not executable"
+if [[ -n ${WONK_BPF:-} ]]; then
+    [[ -x $WONK_BPF ]] || die "WONK_BPF=$WONK_BPF is not executable"
+fi
 if [[ -n $PSN ]]; then
     [[ -r $PSN ]] || die "PSN=$PSN is not a readable file"
     PSN_PYTHON=${PSN_PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
@@ -163,23 +176,29 @@ run_floor() {
     echo "  floor: $(cpu_of) $(cat "$dir/floor.out")" >&2
 }
 d_ok=1
-run_wonk() {
-    local rep=$1 json=$dir/wonk.$1.json
-    "$dir/cpu" "$dir/cpu.out" "$WONK" top --hz "$HZ" -d "$DUR" --json >"$json"
+# run_top NAME BINARY SOURCE: one `wonk top --source SOURCE`; its rows (comm, state) go to $dir/NAME.rows.
+run_top() {
+    local name=$1 bin=$2 source=$3 json=$dir/$1.$rep.json
+    "$dir/cpu" "$dir/cpu.out" "$bin" top --source "$source" --hz "$HZ" -d "$DUR" --json >"$json"
     local t s d
+    [[ $(jq -r '.source' "$json") == "$source" ]] || die "$name: ran $(jq -r '.source' "$json"), not $source"
     t=$(jq -r '.threads_seen' "$json")
     s=$(jq -r '.rounds' "$json")
-    echo "$(cat "$dir/cpu.out") $t $s" >>"$dir/wonk.runs"
+    echo "$(cat "$dir/cpu.out") $t $s" >>"$dir/$name.runs"
+    jq -r '.rows[] | select(.values[0] | startswith("wonkbench")) | "\(.values | join(" / ")): \(.avg_threads)"' \
+        "$json" >"$dir/$name.rows"
     # The D-state threads must show up: comm wonkbench-dst in state D, about DSTATE of them on average.
     d=$(jq -r '[.rows[] | select(.values == ["wonkbench-dst", "Disk (Uninterruptible)"]) | .avg_threads]
                | add // 0' "$json")
     if awk -v d="$d" -v n="$DSTATE" 'BEGIN {exit !(d >= n - 0.5 && d <= n + 0.5)}'; then
-        echo "  wonk:  $(cpu_of) samples=$s threads=$t; wonkbench-dst in D: avg_threads=$d (expected $DSTATE): ok" >&2
+        echo "  $name: $(cpu_of) samples=$s threads=$t; wonkbench-dst in D: avg_threads=$d (expected $DSTATE): ok" >&2
     else
-        echo "  wonk:  $(cpu_of) samples=$s threads=$t; wonkbench-dst in D: avg_threads=$d (expected $DSTATE): MISSING" >&2
+        echo "  $name: $(cpu_of) samples=$s threads=$t; wonkbench-dst in D: avg_threads=$d (expected $DSTATE): MISSING" >&2
         d_ok=0
     fi
 }
+run_wonk() { run_top wonk "$WONK" proc; }
+run_bpf() { run_top bpf "$WONK_BPF" bpf; }
 run_psn() {
     # psn rescans processes at --ps-hz (default 2); 1 matches wonk's one rescan a second.
     "$dir/cpu" "$dir/cpu.out" "$PSN_PYTHON" "$PSN" -d "$DUR" --sample-hz "$HZ" --ps-hz 1 >"$dir/psn.out" 2>&1
@@ -191,6 +210,11 @@ run_psn() {
 }
 
 contenders=(floor wonk)
+if [[ -n ${WONK_BPF:-} ]]; then
+    contenders+=(bpf)
+else
+    echo "bpf: skipped (set WONK_BPF to a wonk built with --features bpf to include it)" >&2
+fi
 if [[ -n $PSN ]]; then
     contenders+=(psn)
 else
@@ -198,7 +222,7 @@ else
 fi
 for ((rep = 1; rep <= REPS; rep++)); do
     echo "rep $rep/$REPS (HZ=$HZ, DUR=$DUR s)..." >&2
-    for c in "${contenders[@]}"; do "run_$c" "$rep"; done
+    for c in "${contenders[@]}"; do "run_$c"; done
 done
 
 # --- Report: the median rep by CPU. ---
@@ -208,15 +232,16 @@ median_rep() { # prints "cpu user sys wall threads samples" of the median rep
 echo
 echo "wonk top vs the /proc floor and psn: HZ=$HZ, DUR=${DUR}s, median of $REPS, $total threads on the node"
 echo "($(nproc) cores, kernel $(uname -r)); CPU = user+sys of the process tree; us/thr/smp = CPU / (threads x samples)"
-printf '%-7s %8s %8s %8s %8s %8s %8s %10s %8s\n' contender "CPU s" "user s" "sys s" "wall s" threads samples \
-    "us/thr/smp" "% core"
-declare -A cpu per
+printf '%-7s %8s %8s %8s %8s %8s %8s %10s %9s %8s\n' contender "CPU s" "user s" "sys s" "wall s" threads samples \
+    "us/thr/smp" "ms/round" "% core"
+declare -A cpu per round
 for c in "${contenders[@]}"; do
     read -r tot u s w t n < <(median_rep "$c")
     cpu[$c]=$tot
     per[$c]=$(awk -v c="$tot" -v t="$t" -v n="$n" 'BEGIN {printf "%.3f", c * 1e6 / (t * n)}')
-    printf '%-7s %8.3f %8.3f %8.3f %8.2f %8d %8d %10s %7.1f%%\n' "$c" "$tot" "$u" "$s" "$w" "$t" "$n" \
-        "${per[$c]}" "$(awk -v c="$tot" -v w="$w" 'BEGIN {print c * 100 / w}')"
+    round[$c]=$(awk -v c="$tot" -v n="$n" 'BEGIN {printf "%.6f", c * 1000 / n}')
+    printf '%-7s %8.3f %8.3f %8.3f %8.2f %8d %8d %10s %9.3f %7.1f%%\n' "$c" "$tot" "$u" "$s" "$w" "$t" "$n" \
+        "${per[$c]}" "$(awk -v c="$tot" -v n="$n" 'BEGIN {print c * 1000 / n}')" "$(awk -v c="$tot" -v w="$w" 'BEGIN {print c * 100 / w}')"
 done
 echo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
@@ -231,6 +256,36 @@ if [[ -n $PSN ]]; then
     echo "psn / wonk:   ${r}x CPU (${rp}x per thread-sample); target >= 5x: $verdict"
 else
     echo "psn / wonk:   skipped (PSN unset)"
+fi
+if [[ -n ${WONK_BPF:-} ]]; then
+    # Per round: at 20,000 threads the /proc contenders cannot keep up with HZ and run fewer rounds.
+    r=$(ratio "${round[floor]}" "${round[bpf]}")
+    verdict=$(awk -v r="$r" 'BEGIN {print (r >= 10 ? "MET" : "MISSED")}')
+    echo "floor / bpf:  ${r}x CPU per round; target >= 10x: $verdict"
+    if cmp -s "$dir/wonk.rows" "$dir/bpf.rows"; then
+        echo "rows: bpf and proc report the same wonkbench rows: $(paste -sd';' "$dir/bpf.rows")"
+    else
+        echo "rows: DIFFER (last rep): proc: $(paste -sd';' "$dir/wonk.rows"); bpf: $(paste -sd';' "$dir/bpf.rows")"
+    fi
+    # The agent runs the D-state check once a minute (--dstate-interval 60): one process's worth of each.
+    echo
+    echo "agent D-state check (one wonk dstate run; share of one core at the default 60 s interval):"
+    for src in proc bpf; do
+        bin=$WONK
+        [[ $src == bpf ]] && bin=$WONK_BPF
+        : >"$dir/dstate.$src.runs"
+        for ((rep = 1; rep <= REPS; rep++)); do
+            "$dir/cpu" "$dir/cpu.out" "$bin" dstate --source "$src" --json >"$dir/dstate.json" || true
+            [[ $(jq -r '.checks[0].details.source' "$dir/dstate.json") == "$src" ]] ||
+                die "dstate --source $src ran $(jq -r '.checks[0].details.source' "$dir/dstate.json")"
+            echo "$(cat "$dir/cpu.out") 0 0" >>"$dir/dstate.$src.runs"
+        done
+        read -r tot u s w _ _ < <(median_rep "dstate.$src")
+        printf '  %-5s CPU %7.1f ms (user %.1f sys %.1f), wall %.1f ms: %.3f%% of a core\n' "$src" \
+            "$(awk -v c="$tot" 'BEGIN {print c * 1000}')" "$(awk -v c="$u" 'BEGIN {print c * 1000}')" \
+            "$(awk -v c="$s" 'BEGIN {print c * 1000}')" "$(awk -v c="$w" 'BEGIN {print c * 1000}')" \
+            "$(awk -v c="$tot" 'BEGIN {print c * 100 / 60}')"
+    done
 fi
 if (( d_ok )); then
     echo "D-state check: wonk reported $DSTATE wonkbench-dst threads in \"Disk (Uninterruptible)\" in every rep: ok"

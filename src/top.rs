@@ -7,15 +7,14 @@
 //! column needs them. Owners are cached per pid.
 
 use crate::args::Seconds;
-use crate::host::{procfs, read_bounded, vanished, Host};
+use crate::host::tasks::{Sampler, Source, Unreadable, Want};
+use crate::host::Host;
 use crate::investigation::Investigation;
-use crate::owner::{Attributor, Owner};
-use crate::term::{wrap, Style, WIDTH};
+use crate::owner::{Attributor, ThreadOwners};
+use crate::term::{escape, wrap, Style, WIDTH};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 /// What a sampled thread can be grouped by.
@@ -55,6 +54,7 @@ pub struct Options {
     pub group_by: Vec<Column>,
     /// Thread states to count, as `/proc` letters (`R`, `D`, `S`, ...).
     pub states: Vec<char>,
+    pub source: Source,
 }
 
 /// One group of samples.
@@ -70,6 +70,11 @@ pub struct Row {
 /// The result of a sampling run.
 #[derive(Debug, Serialize)]
 pub struct Top {
+    /// The sampler that ran: `bpf` (the task iterator) or `proc`.
+    pub source: &'static str,
+    /// Why `--source auto` ran procfs rather than the task iterator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     pub hz: f64,
     pub rounds: u64,
     pub elapsed_seconds: f64,
@@ -81,82 +86,35 @@ pub struct Top {
     pub unreadable: Vec<Unreadable>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Unreadable {
-    pub file: &'static str,
-    pub count: u64,
-    pub example: String,
-    pub error: String,
-}
-
-struct Task {
-    pid: u32,
-    tid: u32,
-    stat: Option<File>,
-}
-
 /// Samples until the duration ends or Ctrl-C.
 pub fn run(host: &Host, owners: &Attributor, opts: &Options) -> std::io::Result<Top> {
     crate::stop::install();
-    raise_fd_limit();
+    let want = Want {
+        syscall: opts.group_by.contains(&Column::Syscall),
+        wchan: opts.group_by.contains(&Column::Wchan),
+        kstack: opts.group_by.contains(&Column::Kstack),
+    };
+    let mut sampler = Sampler::open(host, opts.source, &opts.states, want)?;
     let period = Duration::from_secs_f64(1.0 / opts.hz.max(0.01));
     let start = Instant::now();
-    let mut tasks: HashMap<u32, Task> = HashMap::new();
-    let mut last_scan: Option<Instant> = None;
     let mut groups: HashMap<Vec<String>, u64> = HashMap::new();
-    let mut owners_by_pid: HashMap<u32, Owner> = HashMap::new();
-    let mut unreadable: HashMap<&'static str, Unreadable> = HashMap::new();
+    let mut owner_cache = ThreadOwners::default();
     let mut rounds = 0u64;
-    let mut buf = vec![0u8; 4096];
-    let mut seen = 0u64;
+    let mut threads = Vec::new();
     loop {
-        if last_scan.map_or(true, |t| t.elapsed() >= Duration::from_secs(1)) {
-            seen += rescan(host, &mut tasks)?;
-            last_scan = Some(Instant::now());
-        }
         let round_start = Instant::now();
-        let mut gone = Vec::new();
-        for (tid, t) in tasks.iter_mut() {
-            let n = match read_stat(host, t, &mut buf) {
-                Ok(n) => n,
-                Err(e) if vanished(&e) => {
-                    gone.push(*tid);
-                    continue;
-                }
-                Err(e) => {
-                    note(&mut unreadable, "stat", t, &e);
-                    gone.push(*tid);
-                    continue;
-                }
-            };
-            let Some((comm, state)) = procfs::comm_state(&buf[..n]) else {
-                continue;
-            };
-            if !opts.states.contains(&state) {
-                continue;
-            }
+        sampler.round(host, &mut threads)?;
+        for t in &threads {
             let mut key = Vec::with_capacity(opts.group_by.len());
             for &c in &opts.group_by {
                 key.push(match c {
-                    Column::Comm => comm.to_string(),
-                    Column::State => state_name(state).to_string(),
-                    Column::Syscall => task_file(host, t, "syscall", &mut unreadable)
-                        .map_or("-".into(), |s| syscall_of(&s)),
-                    Column::Wchan => {
-                        task_file(host, t, "wchan", &mut unreadable).map_or("-".into(), |s| {
-                            if s.is_empty() || s == "0" {
-                                "-".into()
-                            } else {
-                                s
-                            }
-                        })
-                    }
-                    Column::Kstack => task_file(host, t, "stack", &mut unreadable)
-                        .map_or("-".into(), |s| kstack(&s)),
+                    Column::Comm => t.comm.clone(),
+                    Column::State => state_name(t.state).to_string(),
+                    Column::Syscall => t.syscall.as_deref().map_or("-".into(), syscall_of),
+                    Column::Wchan => t.wchan.clone().unwrap_or_else(|| "-".into()),
+                    Column::Kstack => t.kstack.as_deref().map_or("-".into(), kstack),
                     Column::Pod | Column::Namespace | Column::Container => {
-                        let o = owners_by_pid
-                            .entry(t.pid)
-                            .or_insert_with(|| owners.owner_of_pid(t.pid).unwrap_or_default());
+                        let o = owner_cache.of(owners, &mut sampler, t);
                         match c {
                             Column::Pod => o
                                 .pod
@@ -170,9 +128,6 @@ pub fn run(host: &Host, owners: &Attributor, opts: &Options) -> std::io::Result<
                 });
             }
             *groups.entry(key).or_default() += 1;
-        }
-        for tid in gone {
-            tasks.remove(&tid);
         }
         rounds += 1;
         let done =
@@ -200,62 +155,18 @@ pub fn run(host: &Host, owners: &Attributor, opts: &Options) -> std::io::Result<
             .cmp(&a.samples)
             .then_with(|| a.values.cmp(&b.values))
     });
-    let mut unreadable: Vec<Unreadable> = unreadable.into_values().collect();
-    unreadable.sort_by_key(|u| u.file);
     Ok(Top {
+        source: sampler.source,
+        fallback: sampler.fallback.clone(),
         hz: opts.hz,
         rounds,
         elapsed_seconds: start.elapsed().as_secs_f64(),
-        threads_seen: seen,
+        threads_seen: sampler.threads_seen(),
         group_by: opts.group_by.iter().map(|c| c.name()).collect(),
         states: opts.states.iter().collect(),
         rows,
-        unreadable,
+        unreadable: sampler.unreadable(),
     })
-}
-
-/// Adds the threads that appeared since the last scan (wonk's own excepted). Returns how many were new.
-fn rescan(host: &Host, tasks: &mut HashMap<u32, Task>) -> std::io::Result<u64> {
-    let mut new = 0;
-    let me = std::process::id();
-    for pid in procfs::pids(host)?.into_iter().filter(|&p| p != me) {
-        let Ok(dir) = std::fs::read_dir(host.proc_pid(pid).join("task")) else {
-            continue;
-        };
-        for e in dir.flatten() {
-            let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            tasks.entry(tid).or_insert_with(|| {
-                new += 1;
-                Task {
-                    pid,
-                    tid,
-                    stat: None,
-                }
-            });
-        }
-    }
-    Ok(new)
-}
-
-/// Reads a thread's stat, keeping the file open for the next sample while descriptors last.
-fn read_stat(host: &Host, t: &mut Task, buf: &mut [u8]) -> std::io::Result<usize> {
-    if t.stat.is_none() {
-        let path = host.path(format!("/proc/{}/task/{}/stat", t.pid, t.tid));
-        match File::open(&path) {
-            Ok(f) => t.stat = Some(f),
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-                return read_bounded(&path, buf.len() as u64).map(|d| {
-                    buf[..d.len()].copy_from_slice(&d);
-                    d.len()
-                })
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let f = t.stat.as_ref().expect("opened above");
-    f.read_at(buf, 0)
 }
 
 fn state_name(s: char) -> &'static str {
@@ -268,38 +179,6 @@ fn state_name(s: char) -> &'static str {
         'I' => "Idle",
         _ => "Other",
     }
-}
-
-fn task_file(
-    host: &Host,
-    t: &Task,
-    name: &'static str,
-    unreadable: &mut HashMap<&'static str, Unreadable>,
-) -> Option<String> {
-    let path = host.path(format!("/proc/{}/task/{}/{name}", t.pid, t.tid));
-    match read_bounded(&path, 64 << 10) {
-        Ok(d) => Some(String::from_utf8_lossy(&d).trim().to_string()),
-        Err(e) if vanished(&e) => None,
-        Err(e) => {
-            note(unreadable, name, t, &e);
-            None
-        }
-    }
-}
-
-fn note(
-    unreadable: &mut HashMap<&'static str, Unreadable>,
-    file: &'static str,
-    t: &Task,
-    e: &std::io::Error,
-) {
-    let u = unreadable.entry(file).or_insert_with(|| Unreadable {
-        file,
-        count: 0,
-        example: format!("/proc/{}/task/{}/{file}", t.pid, t.tid),
-        error: e.to_string(),
-    });
-    u.count += 1;
 }
 
 /// The syscall a thread is in, by number, from `/proc/TID/syscall` (`running` or `-1 ...` when in none).
@@ -367,36 +246,17 @@ fn syscall_name(nr: u32) -> Option<&'static str> {
     }
 }
 
-/// A kernel stack from `/proc/TID/stack`, root first, joined with `->`, offsets dropped so that identical
-/// stacks group together: `[<0>] do_syscall_64+0x5c/0xf0` becomes `do_syscall_64`.
-pub fn kstack(s: &str) -> String {
-    let frames: Vec<&str> = s
-        .lines()
-        .filter_map(|l| {
-            let f = l.split_once("] ").map_or(l, |(_, f)| f).trim();
-            let f = f.split('+').next().unwrap_or(f).trim();
-            (!f.is_empty()).then_some(f)
-        })
-        .collect();
+/// A kernel stack (innermost frame first, as samplers give it) root first, joined with `->`.
+pub fn kstack(frames: &[String]) -> String {
     if frames.is_empty() {
         return "-".into();
     }
-    frames.iter().rev().copied().collect::<Vec<_>>().join("->")
-}
-
-/// Lets a sampler keep one descriptor per thread: the soft limit goes up to the hard one (this process only).
-fn raise_fd_limit() {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
-    }
+    frames
+        .iter()
+        .rev()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("->")
 }
 
 /// `wonk top`'s registration.
@@ -411,6 +271,7 @@ pub const INVESTIGATION: Investigation = Investigation {
             duration: a.duration.limit(),
             group_by: a.group_by,
             states: a.states.chars().collect(),
+            source: a.source,
         };
         let top = run(env.host, env.owners, &opts)?;
         env.emit(&top, table)?;
@@ -439,6 +300,10 @@ pub struct Args {
     /// Thread states to count, as /proc letters.
     #[arg(long, default_value = "RD")]
     states: String,
+    /// Where thread states come from: a BPF task iterator (bpf), every thread's /proc stat file (proc), or the
+    /// iterator when this wonk has it and the kernel runs it, else /proc (auto).
+    #[arg(long, value_enum, default_value_t = Source::Auto)]
+    source: Source,
 }
 
 /// The human rendering of `wonk top`: samples, avg_threads, then the group columns; kstack last and wrapped.
@@ -452,7 +317,7 @@ pub fn table(w: &mut dyn Write, top: &Top, style: Style) -> io::Result<()> {
         let mut line = format!("{:>8} | {:>11.2}", r.samples, r.avg_threads);
         for v in &r.values {
             line.push_str(" | ");
-            line.push_str(v);
+            line.push_str(&escape(v));
         }
         for (i, l) in wrap(&line, WIDTH).iter().enumerate() {
             writeln!(w, "{}{l}", if i == 0 { "" } else { "      " })?;
@@ -462,10 +327,13 @@ pub fn table(w: &mut dyn Write, top: &Top, style: Style) -> io::Result<()> {
         w,
         "{}",
         style.dim(&format!(
-            "{} rounds at {} Hz over {:.1} s, {} threads seen, states {}",
-            top.rounds, top.hz, top.elapsed_seconds, top.threads_seen, top.states
+            "{} rounds at {} Hz over {:.1} s, {} threads seen, states {}, source {}",
+            top.rounds, top.hz, top.elapsed_seconds, top.threads_seen, top.states, top.source
         ))
     )?;
+    if let Some(why) = &top.fallback {
+        writeln!(w, "source proc, not bpf: {}", escape(why))?;
+    }
     for u in &top.unreadable {
         writeln!(
             w,
@@ -484,17 +352,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stacks_are_root_first_without_offsets() {
+    fn stacks_are_root_first() {
         let s = "[<0>] wait_for_vfork_done+0x2c/0x40\n[<0>] kernel_clone+0x1b1/0x3f0\n[<0>] __do_sys_vfork+0x5b/0x80\n[<0>] do_syscall_64+0x5c/0xf0\n[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e\n";
         assert_eq!(
-            kstack(s),
+            kstack(&crate::host::tasks::stack_frames(s)),
             "entry_SYSCALL_64_after_hwframe->do_syscall_64->__do_sys_vfork->kernel_clone->wait_for_vfork_done"
         );
-        assert_eq!(kstack(""), "-");
+        assert_eq!(kstack(&[]), "-");
+    }
+
+    /// A comm is the thread's to choose: its control characters are shown, not sent to the terminal.
+    #[test]
+    fn table_escapes_what_threads_name_themselves() {
+        let top = Top {
+            source: "bpf",
+            fallback: None,
+            hz: 20.0,
+            rounds: 1,
+            elapsed_seconds: 0.05,
+            threads_seen: 2,
+            group_by: vec!["comm"],
+            states: "RD".into(),
+            rows: vec![Row {
+                samples: 1,
+                avg_threads: 1.0,
+                values: vec!["x\x1b[2J\nforged".into()],
+            }],
+            unreadable: Vec::new(),
+        };
+        let mut out = Vec::new();
+        table(&mut out, &top, Style::default()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("x\\e[2J\\nforged"), "{out}");
+        assert!(!out.contains('\x1b'), "{out}");
     }
 
     #[test]
     fn comm_and_state() {
+        use crate::host::procfs;
         assert_eq!(procfs::comm_state(b"12 (a) b) D 1 2"), Some(("a) b", 'D')));
         assert_eq!(procfs::comm_state(b"12 (x"), None);
         assert_eq!(procfs::comm_state(b"12 (x)"), None);

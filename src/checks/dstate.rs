@@ -1,27 +1,32 @@
-//! Threads in uninterruptible sleep (D) now, by owner: one pass over every thread's `stat`. The agent samples it
-//! on its interval and exports `wonk_dstate_threads`; `wonk dstate` shows one pass. A thread in D state waits
+//! Threads in uninterruptible sleep (D) now, by owner: one round of `wonk top`'s sampler (`host::tasks`: the BPF
+//! task iterator when built in and the kernel runs it, else every thread's `stat`). The agent samples it on its
+//! interval and exports `wonk_dstate_threads`; `wonk dstate` shows one pass. A thread in D state waits
 //! for IO or a lock and cannot be killed; many of them in one pod point at its storage (`wonk top -g pod,kstack`
 //! shows where in the kernel they wait).
 
-use super::{Check, Context, NoArgs, Unit};
+use super::{Check, Context, Unit};
 use crate::finding::{CheckOutput, Finding, Output, Severity};
 use crate::host::procfs;
+use crate::host::tasks::{Sampler, Source, Want};
 use crate::metric::{self, Family, Sink};
-use crate::owner::Owner;
+use crate::owner::{Owner, ThreadOwners};
 use crate::term::{fit, Style, WIDTH};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 /// The check's registration.
 pub const UNIT: Unit = Unit {
     name: "dstate",
     about: "Count the threads in uninterruptible sleep (D) now, by pod and container",
-    args: super::args_of::<NoArgs>,
-    from_args: |_, _| Ok(Box::new(Dstate)),
-    scan: || Box::new(Dstate),
-    agent: |_| Box::new(Dstate),
+    args: super::args_of::<Args>,
+    from_args: |m, _| {
+        let a: Args = super::parse_args(m)?;
+        Ok(Box::new(Dstate { source: a.source }))
+    },
+    scan: || Box::new(Dstate::default()),
+    agent: |_| Box::new(Dstate::default()),
     // One pass says little about a node: D state matters when it lasts (`wonk top` samples over time).
     in_scan: false,
     schedule: super::Schedule::Every {
@@ -37,7 +42,18 @@ pub const UNIT: Unit = Unit {
 };
 
 /// The check.
-pub struct Dstate;
+#[derive(Default)]
+pub struct Dstate {
+    source: Source,
+}
+
+/// `wonk dstate` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where thread states come from, as for `wonk top --source`.
+    #[arg(long, value_enum, default_value_t = Source::Auto)]
+    source: Source,
+}
 
 /// One pass over the threads of `pids`: how many were read, and the (pid, tid) of each in D state now. Threads
 /// that exit meanwhile are left out.
@@ -81,6 +97,11 @@ pub struct Group {
 /// One pass.
 #[derive(Debug, Default, Serialize)]
 pub struct DstateOutput {
+    /// The sampler that ran: `bpf` or `proc`.
+    pub source: &'static str,
+    /// Why the task iterator did not run, when `auto` fell back to procfs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// Threads whose state was read.
     pub threads: u64,
     pub groups: Vec<Group>,
@@ -125,8 +146,14 @@ impl Output for DstateOutput {
         writeln!(
             w,
             "{}",
-            style.dim(&format!("{} threads read", self.threads))
+            style.dim(&format!(
+                "{} threads read, source {}",
+                self.threads, self.source
+            ))
         )?;
+        if let Some(why) = &self.fallback {
+            writeln!(w, "source proc, not bpf: {}", crate::term::escape(why))?;
+        }
         writeln!(w)
     }
 }
@@ -138,23 +165,28 @@ impl Check for Dstate {
 
     fn run(&self, ctx: &Context) -> CheckOutput {
         let mut out = CheckOutput::default();
-        let pids = match procfs::pids(ctx.host) {
-            Ok(p) => p,
+        let mut sampler = match Sampler::open(ctx.host, self.source, &['D'], Want::default()) {
+            Ok(s) => s,
             Err(e) => {
-                out.failed = Some(format!("cannot list processes: {e}"));
+                out.failed = Some(e.to_string());
                 return out;
             }
         };
-        let mut o = DstateOutput::default();
-        let mut owners: HashMap<u32, Option<Owner>> = HashMap::new();
+        let mut threads = Vec::new();
+        if let Err(e) = sampler.round(ctx.host, &mut threads) {
+            out.failed = Some(format!("sampling thread states ({}): {e}", sampler.source));
+            return out;
+        }
+        let mut o = DstateOutput {
+            source: sampler.source,
+            fallback: sampler.fallback.clone(),
+            threads: sampler.threads_seen(),
+            groups: Vec::new(),
+        };
+        let mut owners = ThreadOwners::default();
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-        let (threads, d) = d_threads(ctx.host, pids);
-        o.threads = threads;
-        for (pid, _tid) in d {
-            let owner = owners
-                .entry(pid)
-                .or_insert_with(|| ctx.owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty()))
-                .clone();
+        for t in &threads {
+            let owner = Some(owners.of(ctx.owners, &mut sampler, t)).filter(|o| !o.is_empty());
             let key = owner.as_ref().map_or(String::new(), |o| {
                 format!("{}/{}", o.pod_label(), o.container_label())
             });
@@ -164,8 +196,8 @@ impl Check for Dstate {
                 pids: Vec::new(),
             });
             g.threads += 1;
-            if g.pids.len() < EXAMPLE_PIDS && !g.pids.contains(&pid) {
-                g.pids.push(pid);
+            if g.pids.len() < EXAMPLE_PIDS && !g.pids.contains(&t.pid) {
+                g.pids.push(t.pid);
             }
         }
         o.groups = groups.into_values().collect();

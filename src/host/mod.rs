@@ -8,6 +8,7 @@
 pub mod mountinfo;
 pub mod procfs;
 pub mod resolve;
+pub mod tasks;
 pub mod walk;
 
 use std::ffi::OsStr;

@@ -217,6 +217,39 @@ impl Runtime {
     }
 }
 
+/// Owners of sampled threads (`host::tasks`), kept for a sampling run: by cgroup id when the thread's cgroup v2
+/// path names a pod or container (the BPF sampler gives the id), else by pid from /proc/PID/cgroup (on cgroup v1
+/// and hybrid nodes the v2 path of a container is often `/`).
+#[derive(Default)]
+pub struct ThreadOwners {
+    by_cgroup: HashMap<u64, Option<Owner>>,
+    by_pid: HashMap<u32, Owner>,
+}
+
+impl ThreadOwners {
+    pub fn of(
+        &mut self,
+        owners: &Attributor,
+        sampler: &mut crate::host::tasks::Sampler,
+        t: &crate::host::tasks::Thread,
+    ) -> Owner {
+        if let Some(id) = t.cgroup_id {
+            let o = self.by_cgroup.entry(id).or_insert_with(|| {
+                let r = cgroup::parse_path(&sampler.cgroup_path(id)?);
+                (r.pod_uid.is_some() || r.container_id.is_some())
+                    .then(|| owners.owner_of_cgroup(&r))
+            });
+            if let Some(o) = o {
+                return o.clone();
+            }
+        }
+        self.by_pid
+            .entry(t.pid)
+            .or_insert_with(|| owners.owner_of_pid(t.pid).unwrap_or_default())
+            .clone()
+    }
+}
+
 impl<'h> Attributor<'h> {
     pub fn new(host: &'h Host, kubelet_root: PathBuf, extra_state: &[PathBuf]) -> Attributor<'h> {
         Attributor {
