@@ -401,6 +401,14 @@ fn bracketed(line: &[u8], pri: Option<u64>) -> Line<'_> {
     let Some(mut r) = dmesg(line, pri) else {
         return Line::Malformed;
     };
+    // A bracketed prefix that only looks like a wall-clock stamp (a program's `[2026-09-10T01:28:40Z ERROR tag]`),
+    // then a dmesg line: the inner stamp is the kernel's. The message is a suffix of the line.
+    if r.ts_usec.is_none() && r.message.first() == Some(&b'[') {
+        let inner = &line[line.len() - r.message.len()..];
+        if let Some(i) = dmesg(inner, pri).filter(|i| i.ts_usec.is_some()) {
+            r = i;
+        }
+    }
     // short-monotonic: "host kernel: msg", or "host ident[pid]: msg" from another program. A host name has no
     // colon, which most kernel messages' first word has ("IPv6:", "audit:").
     let head = &r.message[..r.message.len().min(72)];
@@ -799,6 +807,10 @@ mod tests {
         assert!(r.from_userspace());
         let r = rec("6,12,345,-;raw kmsg in a file");
         assert_eq!((r.seq, r.ts_usec), (Some(12), Some(345)));
+        // A program's bracketed prefix before the dmesg line (github.com/Flux159/ragnarokoffline.app/issues/89).
+        let r = rec("[2026-09-10T01:28:40.861261Z ERROR init_or_kernel] [   60.892060] EXT4-fs error (device vda): x");
+        assert_eq!(r.ts_usec, Some(60_892_060));
+        assert_eq!(r.text(), "EXT4-fs error (device vda): x");
     }
 
     #[test]

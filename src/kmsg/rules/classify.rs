@@ -183,9 +183,12 @@ pub(super) fn block(m: &[u8]) -> Option<Hit> {
 }
 
 /// After `INFO: rcu` (or `rcu: INFO: rcu`): `_sched detected stalls on CPUs/tasks:`, `_preempt self-detected
-/// stall on CPU`, 3.x's `_sched_state detected stall on CPU 0 (t=15000 jiffies)`.
+/// stall on CPU`, 3.x's `_sched_state detected stall on CPU 0 (t=15000 jiffies)`, `_preempt detected expedited
+/// stalls on CPUs/tasks: { 0-... } 6 jiffies ...`.
 pub(super) fn rcu(r: &[u8]) -> Option<Hit> {
-    let at = find(r, b" detected stall").or_else(|| find(r, b" self-detected stall"))?;
+    let at = find(r, b" detected stall")
+        .or_else(|| find(r, b" self-detected stall"))
+        .or_else(|| find(r, b" detected expedited stall"))?;
     let mut flavor = format!("rcu{}", text(&r[..at]));
     let self_detected = find(r, b"self-detected").is_some();
     if let Some(f) = flavor.strip_suffix(" self-detected") {
@@ -626,20 +629,22 @@ pub(super) fn lockup(m: &[u8]) -> Option<Hit> {
 }
 
 /// `EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0 (channel:1 slot:0 ...)`, and the same for
-/// `UE` and for errors the memory controller's patrol scrubber found (`CE memory scrubbing error on ...`).
+/// `UE` and for errors the memory controller's patrol scrubber found (`CE memory scrubbing error on ...`); a driver
+/// that gives no message prints none (`EDAC MC0: 4 CE error on CPU#0Channel#2_DIMM#0 (channel:2 ...)`, i7core).
 pub(super) fn edac(m: &[u8]) -> Option<Hit> {
-    let corrected = if find(m, b" CE memory ").is_some() {
+    let on = find(m, b" error on ")?;
+    let what = &m[..on];
+    let what = what
+        .strip_suffix(b" memory read")
+        .or_else(|| what.strip_suffix(b" memory scrubbing"))
+        .unwrap_or(what);
+    let corrected = if what.ends_with(b" CE") {
         true
-    } else if find(m, b" UE memory ").is_some() {
+    } else if what.ends_with(b" UE") {
         false
     } else {
         return None;
     };
-    let on = find(m, b" error on ")?;
-    let what = &m[..on];
-    if !(what.ends_with(b"memory read") || what.ends_with(b"memory scrubbing")) {
-        return None;
-    }
     let controller = text(upto(&m[5..], b':'));
     let r = &m[on + b" error on ".len()..];
     let location = text(find(r, b" (").map_or(r, |i| &r[..i]));

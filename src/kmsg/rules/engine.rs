@@ -375,10 +375,12 @@ impl Engine {
                 logged_stack,
             } => {
                 if t.starts_with(b"CPU: ") && pid.is_none() {
-                    // "CPU: 1 UID: 0 PID: 123 Comm: foo Not tainted 6.18 #1" (older kernels have no UID).
+                    // "CPU: 1 UID: 0 PID: 123 Comm: foo Not tainted 6.18 #1" (older kernels have no UID); "Kdump:
+                    // loaded" comes between the comm and the taint when a crash kernel is loaded.
                     *pid = after(t, b" PID: ").and_then(|r| digits(r).map(|(n, _)| n));
                     *comm = after(t, b" Comm: ").map(|r| {
-                        let end = find(r, b" Not tainted")
+                        let end = find(r, b" Kdump: loaded")
+                            .or_else(|| find(r, b" Not tainted"))
                             .or_else(|| find(r, b" Tainted"))
                             .unwrap_or(r.len());
                         display_bytes(&r[..end])

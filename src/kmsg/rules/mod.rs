@@ -567,6 +567,33 @@ mod tests {
         );
     }
 
+    /// An expedited RCU stall (github.com/lkrg-org/lkrg/issues/189), an oops whose CPU line says "Kdump: loaded"
+    /// between the comm and the taint (github.com/datto/dattobd/issues/365), and an EDAC error with no message
+    /// (github.com/openstreetmap/operations/issues/300).
+    #[test]
+    fn expedited_rcu_stall_and_kdump_comm() {
+        let e = run(&[
+            "rcu: INFO: rcu_preempt detected expedited stalls on CPUs/tasks: { 0-... } 6 jiffies s: 85 root: 0x1/.",
+            "BUG: unable to handle kernel NULL pointer dereference at           (null)",
+            "IP: [<ffffffffc01222c7>] handle_bdev_mount_event+0x67/0x1b0 [dattobd]",
+            "Oops: 0000 [#1] SMP ",
+            "CPU: 0 PID: 2629 Comm: dockerd Kdump: loaded Tainted: G           OE  ------------ T 3.10.0-957.el7.x86_64 #1",
+            "EDAC MC0: 4 CE error on CPU#0Channel#2_DIMM#0 (channel:2 slot:0 page:0x0 offset:0x0 grain:8 syndrome:0x0)",
+        ]);
+        let g = e.groups();
+        assert_eq!(
+            (g[0].rule, g[0].key.as_str()),
+            (Rule::RcuStall, "rcu_preempt")
+        );
+        assert!(
+            matches!(&g[1].detail, Detail::Oops { pid: Some(2629), comm: Some(c), .. } if c == "dockerd")
+        );
+        assert_eq!(
+            (g[2].rule, g[2].key.as_str()),
+            (Rule::MemoryError, "CE MC0 CPU#0Channel#2_DIMM#0")
+        );
+    }
+
     /// 6.x names the fault after "Oops: ", and oopses fold by fault and task; arm64's report is one oops.
     #[test]
     fn oopses_fold_by_fault_and_task() {
