@@ -317,8 +317,9 @@ pub fn table(w: &mut dyn Write, top: &Top, style: Style) -> io::Result<()> {
         let mut line = format!("{:>8} | {:>11.2}", r.samples, r.avg_threads);
         for v in &r.values {
             line.push_str(" | ");
-            line.push_str(&escape(v));
+            line.push_str(v);
         }
+        // wrap() escapes what threads named themselves, once.
         for (i, l) in wrap(&line, WIDTH).iter().enumerate() {
             writeln!(w, "{}{l}", if i == 0 { "" } else { "      " })?;
         }
