@@ -536,22 +536,56 @@ fn trim(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// `1234.567890` -> 1234567890 µs.
+/// `1234.567890` -> 1234567890 µs: 1 to 19 digits, a dot, and 0 to 9 digits. One pass: this runs for every line
+/// of a saved dmesg.
 fn seconds_to_usec(b: &[u8]) -> Option<u64> {
-    let dot = b.iter().position(|&c| c == b'.')?;
-    let secs = num(&b[..dot])?;
-    let frac = &b[dot + 1..];
+    const POW10: [u64; 10] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+        1_000_000_000,
+    ];
+    let digit = |c: u8| c.wrapping_sub(b'0');
+    let mut i = 0;
+    let mut secs: u64 = 0;
+    while let Some(&c) = b.get(i) {
+        let d = digit(c);
+        if d > 9 {
+            break;
+        }
+        if i == 19 {
+            return None;
+        }
+        secs = secs * 10 + u64::from(d);
+        i += 1;
+    }
+    if i == 0 || b.get(i) != Some(&b'.') {
+        return None;
+    }
+    let frac = &b[i + 1..];
+    // "[  240.]": seen in reports with the fraction cut off.
     if frac.len() > 9 {
         return None;
     }
-    // "[  240.]": seen in reports with the fraction cut off.
-    let mut f = if frac.is_empty() { 0 } else { num(frac)? };
-    for _ in frac.len()..6 {
-        f *= 10;
+    let mut f: u64 = 0;
+    for &c in frac {
+        let d = digit(c);
+        if d > 9 {
+            return None;
+        }
+        f = f * 10 + u64::from(d);
     }
-    for _ in 6..frac.len() {
-        f /= 10;
-    }
+    let f = if frac.len() <= 6 {
+        f * POW10[6 - frac.len()]
+    } else {
+        f / POW10[frac.len() - 6]
+    };
     secs.checked_mul(1_000_000)?.checked_add(f)
 }
 
@@ -728,6 +762,37 @@ fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_of_every_shape() {
+        assert_eq!(seconds_to_usec(b"1234.567890"), Some(1_234_567_890));
+        assert_eq!(seconds_to_usec(b"0.5"), Some(500_000));
+        assert_eq!(seconds_to_usec(b"240."), Some(240_000_000));
+        assert_eq!(seconds_to_usec(b"1.123456789"), Some(1_123_456));
+        assert_eq!(
+            seconds_to_usec(b"1.1234567890"),
+            None,
+            "at most 9 fraction digits"
+        );
+        assert_eq!(
+            seconds_to_usec(b"9999999999999999999.0"),
+            None,
+            "overflows as µs"
+        );
+        assert_eq!(
+            seconds_to_usec(b"99999999999999999999.0"),
+            None,
+            "20 digits"
+        );
+        for bad in [&b""[..], b".5", b"12", b"1.2x", b"a.1", b"1..2", b" 1.2"] {
+            assert_eq!(
+                seconds_to_usec(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     fn rec(line: &str) -> Record<'_> {
         match parse_line(line.as_bytes()) {
