@@ -502,8 +502,12 @@ fn trim_start(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// `[    T123] ` or `[  C1] ` (printk caller ids) before the message.
+/// `[    T123] ` or `[  C1] ` (printk caller ids) before the message; also the `c7    604 ` (CPU and pid) that
+/// Qualcomm's Android kernels print after the stamp.
 fn strip_caller(msg: &[u8]) -> &[u8] {
+    if msg.first() == Some(&b'c') {
+        return strip_cpu_pid(msg).unwrap_or(msg);
+    }
     if msg.first() != Some(&b'[') {
         return msg;
     }
@@ -518,6 +522,22 @@ fn strip_caller(msg: &[u8]) -> &[u8] {
     }
     let rest = &msg[close + 1..];
     rest.strip_prefix(b" ").unwrap_or(rest)
+}
+
+/// `c<cpu> <spaces><pid> ` at the start of `msg`: the rest, or `None` when `msg` does not start so.
+fn strip_cpu_pid(msg: &[u8]) -> Option<&[u8]> {
+    let digits = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let cpu = digits(&msg[1..]);
+    if !(1..=3).contains(&cpu) {
+        return None;
+    }
+    let rest = &msg[1 + cpu..];
+    let spaces = rest.iter().take_while(|&&c| c == b' ').count();
+    let pid = digits(&rest[spaces..]);
+    if spaces == 0 || !(1..=7).contains(&pid) || rest.get(spaces + pid) != Some(&b' ') {
+        return None;
+    }
+    Some(&rest[spaces + pid + 1..])
 }
 
 fn trim(mut b: &[u8]) -> &[u8] {
@@ -762,6 +782,24 @@ fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qualcomm_cpu_and_pid_after_the_stamp() {
+        let Line::Record(r) = parse_line(b"[   10.016001] c7    604 EXT4-fs error (device sda45): ext4_lookup:1599: inode #2: comm init: deleted inode referenced: 123") else {
+            panic!("not a record");
+        };
+        assert_eq!(r.ts_usec, Some(10_016_001));
+        assert!(
+            r.message.starts_with(b"EXT4-fs error (device sda45)"),
+            "{:?}",
+            String::from_utf8_lossy(&r.message)
+        );
+        // A message that only starts with a c is left alone.
+        let Line::Record(r) = parse_line(b"[    1.000000] cgroup: something 12 ") else {
+            panic!("not a record");
+        };
+        assert!(r.message.starts_with(b"cgroup: "));
+    }
 
     #[test]
     fn seconds_of_every_shape() {
