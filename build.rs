@@ -5,9 +5,10 @@
 //! - `cri`: compiles proto/cri.proto into the CRI v1 client (needs `protoc`, from Debian's protobuf-compiler, or
 //!   the path in $PROTOC).
 //! - `bpf`: compiles src/host/tasks/task_walk.bpf.c and task_each.bpf.c (with task_common.h), wonk top's task
-//!   iterators, with clang (`-target bpf`, or the compiler in $CLANG) against libbpf's headers (Debian: clang,
-//!   libbpf-dev) into $OUT_DIR, where src/host/tasks/bpf.rs embeds and loads them (no BTF or debug information:
-//!   the loader needs neither).
+//!   iterators, and src/host/held.bpf.c, `wonk deleted`'s file and mapping iterators, with clang (`-target bpf`,
+//!   or the compiler in $CLANG) against libbpf's headers (Debian: clang, libbpf-dev) into $OUT_DIR, where
+//!   src/host/tasks/bpf.rs and src/host/held.rs embed them and src/host/bpf.rs loads them (no BTF or debug
+//!   information: the loader needs neither).
 
 use std::process::Command;
 
@@ -65,8 +66,12 @@ fn bpf() {
     };
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     println!("cargo:rerun-if-changed=src/host/tasks/task_common.h");
-    for name in ["task_walk", "task_each"] {
-        let src = format!("src/host/tasks/{name}.bpf.c");
+    for (dir, name) in [
+        ("src/host/tasks", "task_walk"),
+        ("src/host/tasks", "task_each"),
+        ("src/host", "held"),
+    ] {
+        let src = format!("{dir}/{name}.bpf.c");
         println!("cargo:rerun-if-changed={src}");
         let status = Command::new(&clang)
             .args(["-O2", "-target", "bpf", "-Wall", "-Werror"])

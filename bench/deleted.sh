@@ -6,8 +6,12 @@
 #
 # Environment: PROCS (default 500), FDS (descriptors per process, default 100), DELETED (deleted files per
 # process, default 2), REPS (repetitions, default 5), WONK (binary to test; default: the shipped, static one,
-# built by scripts/release). Needs perl (the helpers), jq, and lsof, which this script does not install
-# (Debian: `apt-get install lsof`).
+# built by scripts/release, with the `bpf` feature). Needs perl (the helpers), jq, and lsof, which this script
+# does not install (Debian: `apt-get install lsof`).
+#
+# wonk runs twice: `--source bpf` (the kernel's file and mapping iterators hand over only the deleted files) as
+# `wonk`, the figure against the target, and `--source proc` (every /proc/PID/fd link and /proc/PID/maps) as
+# `wonk-proc`; both must find the same descriptors as lsof and find.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -68,35 +72,42 @@ printf '%s\n' "${pids[@]}" | sort >"$dir/ours"
 # join wants both sides sorted the same way on the pid, as text.
 by_pid() { sort -k1,1 | join -j1 - "$dir/ours" | sort -u; }
 
-rc=0
-"$WONK" deleted --top 1000000 --json >"$dir/report.json" 2>"$dir/wonk.stderr" || rc=$?
-(( rc <= 1 )) || { cat "$dir/wonk.stderr" >&2; die "wonk exited $rc"; }
-jq -r '.checks[0].details.largest[] | .held_by[] | select(.via == "fd") | "\(.pid) \(.fd)"' "$dir/report.json" \
-    | by_pid >"$dir/found.wonk"
+for src in bpf proc; do
+    rc=0
+    "$WONK" deleted --source "$src" --top 1000000 --json >"$dir/report.$src.json" 2>"$dir/wonk.stderr" || rc=$?
+    (( rc <= 1 )) || { cat "$dir/wonk.stderr" >&2; die "wonk --source $src exited $rc"; }
+    jq -r '.checks[0].details.largest[] | .held_by[] | select(.via == "fd") | "\(.pid) \(.fd)"' \
+        "$dir/report.$src.json" | by_pid >"$dir/found.wonk-$src"
+done
+cp "$dir/found.wonk-bpf" "$dir/found.wonk"
+cp "$dir/report.bpf.json" "$dir/report.json"
 { lsof +L1 2>/dev/null || true; } | awk 'NR > 1 && $4 ~ /^[0-9]+[rwu]/ { fd = $4; sub(/[^0-9].*/, "", fd); print $2, fd }' \
     | by_pid >"$dir/found.lsof"
 # shellcheck disable=SC2016
 { sh -c 'find /proc/[0-9]*/fd -lname "*(deleted)" 2>/dev/null' || true; } | awk -F/ '{ print $3, $5 }' | by_pid \
     >"$dir/found.find"
 want=$((PROCS * DELETED))
-for t in wonk lsof find; do
+for t in wonk-bpf wonk-proc lsof find; do
     n=$(wc -l <"$dir/found.$t")
     (( n == want )) || bad "$t found $n of our $want deleted descriptors"
 done
 cmp -s "$dir/found.wonk" "$dir/found.lsof" || bad "wonk and lsof +L1 found different (pid, fd) sets"
+cmp -s "$dir/found.wonk" "$dir/found.wonk-proc" || bad "wonk --source bpf and --source proc found different sets"
 cmp -s "$dir/found.wonk" "$dir/found.find" || bad "wonk and find found different (pid, fd) sets"
 
 run_wonk() {
     local rc=0
-    "$WONK" deleted --json >/dev/null 2>>"$dir/wonk.stderr" || rc=$?
+    "$WONK" deleted --source "${1:-bpf}" --json >/dev/null 2>>"$dir/wonk.stderr" || rc=$?
     (( rc <= 1 )) || { echo "deleted.sh: wonk exited $rc" >&2; return 1; }
 }
+run_wonk_proc() { run_wonk proc; }
 run_lsof() { lsof +L1 >/dev/null 2>&1 || true; }
 run_find() { sh -c 'find /proc/[0-9]*/fd -lname "*(deleted)" >/dev/null 2>&1' || true; }
 
 echo "measuring ($REPS repetitions each)..." >&2
 measure wonk run_wonk
 measure lsof-L1 run_lsof
+measure wonk-proc run_wonk_proc
 measure find-lname run_find
 
 fds_total=$(jq '.checks[0].details.fds_read' "$dir/report.json")
@@ -104,8 +115,8 @@ procs_total=$(jq '.checks[0].details.processes' "$dir/report.json")
 echo
 echo "wonk deleted: $PROCS helpers x $FDS descriptors ($DELETED deleted each) ($(nproc) cores, kernel $(uname -r))"
 echo "wonk read $fds_total descriptors of $procs_total processes; our deleted descriptors found:" \
-    "wonk $(wc -l <"$dir/found.wonk"), lsof $(wc -l <"$dir/found.lsof"), find $(wc -l <"$dir/found.find")" \
-    "(expected $want)"
+    "wonk $(wc -l <"$dir/found.wonk") (proc: $(wc -l <"$dir/found.wonk-proc")), lsof $(wc -l <"$dir/found.lsof")," \
+    "find $(wc -l <"$dir/found.find") (expected $want)"
 jq -r '.blind_spots[] | "  blind spot: \(.what): \(.why)"' "$dir/report.json"
 report_wonk_stderr
 echo

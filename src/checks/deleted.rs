@@ -10,12 +10,21 @@
 //! filesystem is judged by `fstatvfs` of the held file's own handle, so no path is resolved to find it, and named
 //! from the host's mount table (pid 1's) or, for a filesystem only a container mounts, from the holding process's.
 //!
+//! Which descriptors and mappings to look at comes, with the `bpf` feature, from the kernel's BPF iterators
+//! (`host::held`): they walk every file table and address space in the kernel and hand over only regular files
+//! with no link left, each of which is then read as above; /proc alone (`--source proc`, or where the iterators do
+//! not run) costs a `readlinkat` per descriptor and a `/proc/PID/maps` per process. Processes /proc lists and the
+//! iterators did not reach are read through /proc.
+//!
 //! A 0-link file held by a bind mount and no descriptor is the `ghosts` check's (`deleted` kind): no descriptor
 //! points at it, so it never appears here and is never counted twice.
 
 use super::{Check, Context, Npd, Setting, Settings, Unit};
 use crate::finding::{BlindSpot, CheckOutput, Finding, Output, Severity};
+#[cfg(feature = "bpf")]
+use crate::host::held;
 use crate::host::resolve::{self, DevNum};
+use crate::host::tasks::Source;
 use crate::host::{mountinfo, procfs, vanished, Host};
 use crate::metric::{self, Family, Sink};
 use crate::owner::Owner;
@@ -92,6 +101,11 @@ pub struct Args {
     /// Largest files to list.
     #[arg(long, default_value_t = 10, value_name = "N")]
     top: usize,
+    /// Where open files and mappings come from: BPF iterators that walk them in the kernel and hand over only the
+    /// deleted ones (bpf), every /proc/PID/fd link and /proc/PID/maps (proc), or the iterators when this wonk has
+    /// them and the kernel runs them, else /proc (auto).
+    #[arg(long, value_enum, default_value_t = Source::Auto)]
+    source: Source,
 }
 
 fn from_args(m: &clap::ArgMatches, _: &super::Invocation) -> anyhow::Result<Box<dyn Check>> {
@@ -105,6 +119,8 @@ fn from_args(m: &clap::ArgMatches, _: &super::Invocation) -> anyhow::Result<Box<
     Ok(Box::new(Deleted {
         share_percent: a.share,
         top: a.top,
+        source: a.source,
+        ..Default::default()
     }))
 }
 
@@ -125,6 +141,10 @@ pub struct Deleted {
     pub share_percent: f64,
     /// Largest files listed in the output.
     pub top: usize,
+    pub source: Source,
+    /// The iterators, loaded at the first run that takes them and kept for the agent's next runs.
+    #[cfg(feature = "bpf")]
+    walker: std::sync::Mutex<Option<held::Walker>>,
 }
 
 impl Default for Deleted {
@@ -132,6 +152,9 @@ impl Default for Deleted {
         Deleted {
             share_percent: DEFAULT_SHARE_PERCENT,
             top: 10,
+            source: Source::Auto,
+            #[cfg(feature = "bpf")]
+            walker: std::sync::Mutex::new(None),
         }
     }
 }
@@ -264,6 +287,11 @@ pub struct Group {
 /// One pass over every process.
 #[derive(Debug, Default, Serialize)]
 pub struct DeletedOutput {
+    /// What listed the open files and mappings: `bpf` (the kernel's iterators) or `proc`.
+    pub source: &'static str,
+    /// Why `--source auto` read /proc rather than the iterators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     pub processes: u64,
     pub fds_read: u64,
     pub maps_read: u64,
@@ -387,10 +415,13 @@ impl Output for DeletedOutput {
             w,
             "{}",
             style.dim(&format!(
-                "{} processes, {} descriptors and {} mapping files read",
-                self.processes, self.fds_read, self.maps_read
+                "{} processes, {} descriptors and {} mapping files read, source {}",
+                self.processes, self.fds_read, self.maps_read, self.source
             ))
         )?;
+        if let Some(why) = &self.fallback {
+            writeln!(w, "source proc, not bpf: {}", escape(why))?;
+        }
         writeln!(w)
     }
 }
@@ -416,6 +447,10 @@ struct PidFs {
 
 #[derive(Default)]
 struct Scan {
+    /// `bpf` or `proc`: what listed the open files and mappings.
+    source: &'static str,
+    /// The records wonk read of a walk that had more.
+    truncated: Option<usize>,
     processes: u64,
     fds_read: u64,
     maps_read: u64,
@@ -525,12 +560,8 @@ impl Scan {
         seen: &mut HashSet<(DevNum, u64)>,
         buf: &mut [std::mem::MaybeUninit<u8>],
     ) -> io::Result<()> {
-        use rustix::fs::{Mode, OFlags, RawDir};
-        let dir = rustix::fs::open(
-            host.proc_pid(pid).join("fd"),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        use rustix::fs::RawDir;
+        let dir = open_dir(&host.proc_pid(pid).join("fd"))?;
         let mut entries = RawDir::new(&dir, buf);
         let mut link = Vec::with_capacity(256);
         while let Some(e) = entries.next() {
@@ -543,34 +574,46 @@ impl Scan {
                 continue;
             };
             self.fds_read += 1;
-            link = match rustix::fs::readlinkat(&dir, name, std::mem::take(&mut link)) {
-                Ok(l) => l.into_bytes(),
-                Err(_) => continue,
-            };
-            let Some(path) = link.strip_suffix(DELETED) else {
-                continue;
-            };
-            // O_PATH through the magic link: the file's own inode, opened for nothing (a FIFO does not block).
-            let Ok(fd) =
-                rustix::fs::openat(&dir, name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-            else {
-                continue;
-            };
-            let hold = Hold {
-                pid,
-                via: Via::Fd,
-                fd: Some(fd_num),
-                map: None,
-            };
-            let path = path.to_vec();
-            self.hold(&fd, &path, hold, seen);
+            self.fd(&dir, name, fd_num, pid, seen, &mut link);
         }
         Ok(())
     }
 
+    /// Descriptor `name` of the fd directory `dir` of `pid`, if its link says ` (deleted)`.
+    fn fd(
+        &mut self,
+        dir: &OwnedFd,
+        name: &std::ffi::CStr,
+        fd_num: u32,
+        pid: u32,
+        seen: &mut HashSet<(DevNum, u64)>,
+        link: &mut Vec<u8>,
+    ) {
+        use rustix::fs::{Mode, OFlags};
+        *link = match rustix::fs::readlinkat(dir, name, std::mem::take(link)) {
+            Ok(l) => l.into_bytes(),
+            Err(_) => return,
+        };
+        let Some(path) = link.strip_suffix(DELETED) else {
+            return;
+        };
+        // O_PATH through the magic link: the file's own inode, opened for nothing (a FIFO does not block).
+        let Ok(fd) = rustix::fs::openat(dir, name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        else {
+            return;
+        };
+        let hold = Hold {
+            pid,
+            via: Via::Fd,
+            fd: Some(fd_num),
+            map: None,
+        };
+        let path = path.to_vec();
+        self.hold(&fd, &path, hold, seen);
+    }
+
     /// Every mapping of `pid` whose file is deleted.
     fn maps(&mut self, host: &Host, pid: u32, seen: &mut HashSet<(DevNum, u64)>) -> io::Result<()> {
-        use rustix::fs::{Mode, OFlags};
         let data = crate::host::read_bounded(&host.proc_pid(pid).join("maps"), MAPS_LIMIT)?;
         if memchr::memmem::find(&data, DELETED).is_none() {
             return Ok(());
@@ -598,34 +641,68 @@ impl Scan {
                 continue;
             }
             let path = rest[..rest.len() - DELETED.len()].trim_ascii_start();
-            self.maps_read += 1;
             let range = String::from_utf8_lossy(range).into_owned();
-            let fd = match rustix::fs::openat(
-                rustix::fs::CWD,
-                map_files.join(&range),
-                OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    let e = io::Error::from(e);
-                    if !vanished(&e) && self.maps_unstatted.len() < 16 {
-                        self.maps_unstatted.push((pid, e.to_string()));
-                    }
-                    continue;
-                }
-            };
-            let hold = Hold {
-                pid,
-                via: Via::Mmap,
-                fd: None,
-                map: Some(range),
-            };
-            let path = path.to_vec();
-            self.hold(&fd, &path, hold, seen);
+            self.map(&map_files, range, Some(path), pid, seen);
         }
         Ok(())
     }
+
+    /// The mapping `range` (`START-END`) of `pid`, whose `map_files` directory is `map_files`; `path` as maps
+    /// shows it, or read from the map_files link.
+    fn map(
+        &mut self,
+        map_files: &std::path::Path,
+        range: String,
+        path: Option<&[u8]>,
+        pid: u32,
+        seen: &mut HashSet<(DevNum, u64)>,
+    ) {
+        use rustix::fs::{Mode, OFlags};
+        self.maps_read += 1;
+        let entry = map_files.join(&range);
+        let fd = match rustix::fs::openat(
+            rustix::fs::CWD,
+            &entry,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let e = io::Error::from(e);
+                if !vanished(&e) && self.maps_unstatted.len() < 16 {
+                    self.maps_unstatted.push((pid, e.to_string()));
+                }
+                return;
+            }
+        };
+        let path = match path {
+            Some(p) => p.to_vec(),
+            None => match rustix::fs::readlinkat(rustix::fs::CWD, &entry, Vec::new()) {
+                Ok(l) => {
+                    let l = l.into_bytes();
+                    l.strip_suffix(DELETED).map_or(l.clone(), <[u8]>::to_vec)
+                }
+                Err(_) => return,
+            },
+        };
+        let hold = Hold {
+            pid,
+            via: Via::Mmap,
+            fd: None,
+            map: Some(range),
+        };
+        self.hold(&fd, &path, hold, seen);
+    }
+}
+
+/// A directory opened to list or to resolve names in.
+fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Where a device is mounted: the host's table, else that of `pid` (read at most once per pid).
@@ -671,10 +748,112 @@ impl Check for Deleted {
                 return out;
             }
         };
-        let scan = scan_all(ctx.host, &pids);
-        self.judge(ctx, scan, &mut out);
+        let (scan, fallback) = match self.scan_bpf(ctx.host, &pids) {
+            Ok(Some(scan)) => (scan, None),
+            Ok(None) => (scan_all(ctx.host, &pids), None),
+            Err(why) if self.source == Source::Auto => (scan_all(ctx.host, &pids), Some(why)),
+            Err(why) => {
+                out.failed = Some(format!("--source bpf: {why}"));
+                return out;
+            }
+        };
+        self.judge(ctx, scan, fallback, &mut out);
         out
     }
+}
+
+impl Deleted {
+    /// The scan through the BPF iterators, loaded at the first call; `None` for `--source proc`.
+    #[cfg(feature = "bpf")]
+    fn scan_bpf(&self, host: &Host, pids: &[u32]) -> Result<Option<Scan>, String> {
+        if self.source == Source::Proc {
+            return Ok(None);
+        }
+        let mut w = self.walker.lock().unwrap_or_else(|p| p.into_inner());
+        let walker = match &mut *w {
+            Some(walker) => walker,
+            none => none.insert(held::Walker::open()?),
+        };
+        let walk = walker
+            .walk()
+            .map_err(|e| format!("reading the file iterators: {e}"))?;
+        Ok(Some(scan_walk(host, pids, walk)))
+    }
+
+    #[cfg(not(feature = "bpf"))]
+    fn scan_bpf(&self, _: &Host, _: &[u32]) -> Result<Option<Scan>, String> {
+        if self.source == Source::Proc {
+            return Ok(None);
+        }
+        Err("this wonk is built without the BPF iterators (cargo feature `bpf`)".into())
+    }
+}
+
+/// What the iterators found, read through /proc as [`scan_pids`] reads it (each file's path, `statx` of it); then
+/// the processes /proc lists that neither walk reached (one that started meanwhile, or one the kernel keeps from
+/// the iterators), through /proc alone.
+#[cfg(feature = "bpf")]
+fn scan_walk(host: &Host, pids: &[u32], walk: held::Walk) -> Scan {
+    let own = std::process::id();
+    let mut scan = Scan {
+        source: "bpf",
+        fds_read: walk.fds_visited,
+        truncated: walk.truncated,
+        ..Scan::default()
+    };
+    let mut by_tgid: BTreeMap<u32, Vec<&held::Held>> = BTreeMap::new();
+    for h in walk.held.iter().filter(|h| h.tgid != own) {
+        by_tgid.entry(h.tgid).or_default().push(h);
+    }
+    // A process whose mappings the walk could not read (its memory map was locked) has them read from /proc.
+    for &b in walk.busy.iter().filter(|&&b| b != own) {
+        by_tgid.entry(b).or_default();
+    }
+    let mut link = Vec::with_capacity(256);
+    for (tgid, holds) in by_tgid {
+        let mut seen = HashSet::new();
+        let mut dirs: HashMap<u32, Option<OwnedFd>> = HashMap::new();
+        let mut mapped: HashSet<(u32, u64)> = HashSet::new();
+        let proc_dir = host.proc_pid(tgid);
+        for h in holds {
+            match h.how {
+                held::How::Fd(n) => {
+                    let dir = dirs.entry(h.tid).or_insert_with(|| {
+                        // A thread with a file table of its own (clone without CLONE_FILES) has its own fd directory.
+                        let at = if h.tid == tgid {
+                            proc_dir.join("fd")
+                        } else {
+                            proc_dir.join(format!("task/{}/fd", h.tid))
+                        };
+                        open_dir(&at).ok()
+                    });
+                    let (Some(dir), Ok(name)) =
+                        (dir.as_ref(), std::ffi::CString::new(n.to_string()))
+                    else {
+                        continue;
+                    };
+                    scan.fd(dir, &name, n, tgid, &mut seen, &mut link);
+                }
+                held::How::Map { start, end } => {
+                    if mapped.insert((h.dev, h.ino)) {
+                        let range = format!("{start:08x}-{end:08x}");
+                        scan.map(&proc_dir.join("map_files"), range, None, tgid, &mut seen);
+                    }
+                }
+            }
+        }
+        if walk.busy.contains(&tgid) {
+            if let Err(e) = scan.maps(host, tgid, &mut seen) {
+                if !vanished(&e) {
+                    scan.maps_unreadable.push((tgid, e.to_string()));
+                }
+            }
+        }
+    }
+    scan.processes = walk.processes.iter().filter(|&&p| p != own).count() as u64;
+    let rest = pids.iter().copied().filter(|p| !walk.processes.contains(p));
+    scan.merge(scan_pids(host, rest));
+    scan
 }
 
 /// Threads that read processes' descriptors: the work is the kernel's, one `readlinkat` per descriptor, and
@@ -696,7 +875,10 @@ fn scan_all(host: &Host, pids: &[u32]) -> Scan {
                 s.spawn(move || scan_pids(host, pids.iter().copied().skip(t).step_by(threads)))
             })
             .collect();
-        let mut all = Scan::default();
+        let mut all = Scan {
+            source: "proc",
+            ..Scan::default()
+        };
         for h in handles {
             match h.join() {
                 Ok(part) => all.merge(part),
@@ -711,7 +893,10 @@ fn scan_all(host: &Host, pids: &[u32]) -> Scan {
 
 fn scan_pids(host: &Host, pids: impl Iterator<Item = u32>) -> Scan {
     let own = std::process::id();
-    let mut scan = Scan::default();
+    let mut scan = Scan {
+        source: "proc",
+        ..Scan::default()
+    };
     // One getdents64 of 32 KiB lists about 1,500 descriptors.
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 << 10];
     for pid in pids {
@@ -737,7 +922,15 @@ fn scan_pids(host: &Host, pids: impl Iterator<Item = u32>) -> Scan {
 }
 
 impl Deleted {
-    fn judge(&self, ctx: &Context, scan: Scan, out: &mut CheckOutput) {
+    fn judge(&self, ctx: &Context, scan: Scan, fallback: Option<String>, out: &mut CheckOutput) {
+        if let Some(n) = scan.truncated {
+            out.blind_spots.push(BlindSpot::new(
+                UNIT.name,
+                format!("deleted files held past the first {n} records of the BPF iterators"),
+                "they are not counted; `--source proc` reads every process through /proc"
+                    .to_string(),
+            ));
+        }
         if let Some((pid, e)) = scan.unreadable.first() {
             out.blind_spots.push(BlindSpot::new(
                 UNIT.name,
@@ -898,6 +1091,8 @@ impl Deleted {
             }
         }
         let mut o = DeletedOutput {
+            source: scan.source,
+            fallback,
             processes: scan.processes,
             fds_read: scan.fds_read,
             maps_read: scan.maps_read,

@@ -5,6 +5,10 @@
 //! Submodules hold the readers for each kind of kernel-provided input: [`procfs`] for processes,
 //! [`mountinfo`] for mount tables and [`resolve`] for opening paths inside an untrusted root.
 
+#[cfg(feature = "bpf")]
+pub(crate) mod bpf;
+#[cfg(feature = "bpf")]
+pub mod held;
 pub mod mountinfo;
 pub mod procfs;
 pub mod resolve;
