@@ -21,13 +21,15 @@
 
 use super::{Check, Context, Npd, Setting, Settings, Unit};
 use crate::finding::{BlindSpot, CheckOutput, Finding, Output, Severity};
-#[cfg(feature = "bpf")]
-use crate::host::held;
 use crate::host::resolve::{self, DevNum};
 use crate::host::tasks::Source;
+#[cfg(feature = "bpf")]
+use crate::host::{bpf::CgroupPaths, held};
 use crate::host::{mountinfo, procfs, vanished, Host};
 use crate::metric::{self, Family, Sink};
 use crate::owner::Owner;
+#[cfg(feature = "bpf")]
+use crate::owner::ThreadOwners;
 use crate::term::{escape, fit, human_bytes, Style, WIDTH};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -451,6 +453,8 @@ struct Scan {
     source: &'static str,
     /// The records wonk read of a walk that had more.
     truncated: Option<usize>,
+    /// Holders' names and owners the BPF walk told (from their cgroup ids), by pid; the others are read from /proc.
+    known: HashMap<u32, (String, Owner)>,
     processes: u64,
     fds_read: u64,
     maps_read: u64,
@@ -748,7 +752,7 @@ impl Check for Deleted {
                 return out;
             }
         };
-        let (scan, fallback) = match self.scan_bpf(ctx.host, &pids) {
+        let (scan, fallback) = match self.scan_bpf(ctx, &pids) {
             Ok(Some(scan)) => (scan, None),
             Ok(None) => (scan_all(ctx.host, &pids), None),
             Err(why) if self.source == Source::Auto => (scan_all(ctx.host, &pids), Some(why)),
@@ -765,7 +769,7 @@ impl Check for Deleted {
 impl Deleted {
     /// The scan through the BPF iterators, loaded at the first call; `None` for `--source proc`.
     #[cfg(feature = "bpf")]
-    fn scan_bpf(&self, host: &Host, pids: &[u32]) -> Result<Option<Scan>, String> {
+    fn scan_bpf(&self, ctx: &Context, pids: &[u32]) -> Result<Option<Scan>, String> {
         if self.source == Source::Proc {
             return Ok(None);
         }
@@ -777,11 +781,11 @@ impl Deleted {
         let walk = walker
             .walk()
             .map_err(|e| format!("reading the file iterators: {e}"))?;
-        Ok(Some(scan_walk(host, pids, walk)))
+        Ok(Some(scan_walk(ctx, pids, walk)))
     }
 
     #[cfg(not(feature = "bpf"))]
-    fn scan_bpf(&self, _: &Host, _: &[u32]) -> Result<Option<Scan>, String> {
+    fn scan_bpf(&self, _: &Context, _: &[u32]) -> Result<Option<Scan>, String> {
         if self.source == Source::Proc {
             return Ok(None);
         }
@@ -793,7 +797,8 @@ impl Deleted {
 /// the processes /proc lists that neither walk reached (one that started meanwhile, or one the kernel keeps from
 /// the iterators), through /proc alone.
 #[cfg(feature = "bpf")]
-fn scan_walk(host: &Host, pids: &[u32], walk: held::Walk) -> Scan {
+fn scan_walk(ctx: &Context, pids: &[u32], walk: held::Walk) -> Scan {
+    let host = ctx.host;
     let own = std::process::id();
     let mut scan = Scan {
         source: "bpf",
@@ -850,9 +855,29 @@ fn scan_walk(host: &Host, pids: &[u32], walk: held::Walk) -> Scan {
             }
         }
     }
-    scan.processes = walk.processes.iter().filter(|&&p| p != own).count() as u64;
-    let rest = pids.iter().copied().filter(|p| !walk.processes.contains(p));
-    scan.merge(scan_pids(host, rest));
+    scan.processes = walk.processes.keys().filter(|&&p| p != own).count() as u64;
+    // The holders' names and owners from what the walk read (their cgroup ids, one lookup per cgroup).
+    let mut cgroups = CgroupPaths::open(ctx.host);
+    let mut owners = ThreadOwners::default();
+    let holders: std::collections::BTreeSet<u32> =
+        scan.by_pid.keys().map(|&(pid, _)| pid).collect();
+    for pid in holders {
+        if let Some(p) = walk.processes.get(&pid) {
+            let mut o = owners.of_cgroup(
+                ctx.owners,
+                pid,
+                Some(p.cgroup_id).filter(|&id| id > 0),
+                |id| cgroups.path(id),
+            );
+            o.pid = Some(pid);
+            scan.known.insert(pid, (p.comm.clone(), o));
+        }
+    }
+    let rest = pids
+        .iter()
+        .copied()
+        .filter(|p| !walk.processes.contains_key(p));
+    scan.merge(scan_pids(ctx.host, rest));
     scan
 }
 
@@ -1029,12 +1054,20 @@ impl Deleted {
         // Per process, and per owner.
         let mut procs: BTreeMap<u32, Process> = BTreeMap::new();
         for (&(pid, _), p) in &scan.by_pid {
+            let known = scan.known.get(&pid);
             let e = procs.entry(pid).or_insert_with(|| Process {
                 pid,
-                comm: procfs::stat(ctx.host, pid)
-                    .map(|s| s.comm)
-                    .unwrap_or_default(),
-                owner: ctx.owners.owner_of_pid(pid).ok().filter(|o| !o.is_empty()),
+                comm: known.map_or_else(
+                    || {
+                        procfs::stat(ctx.host, pid)
+                            .map(|s| s.comm)
+                            .unwrap_or_default()
+                    },
+                    |k| k.0.clone(),
+                ),
+                owner: known
+                    .map_or_else(|| ctx.owners.owner_of_pid(pid).ok(), |k| Some(k.1.clone()))
+                    .filter(|o| !o.is_empty()),
                 files: 0,
                 allocated_bytes: 0,
                 size_bytes: 0,

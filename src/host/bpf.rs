@@ -4,6 +4,8 @@
 //! are created and their references (and kfunc calls) patched into the code, and the program is loaded as a
 //! tracing program of the iterator kind and linked. No libbpf, no crate.
 
+use crate::host::{mountinfo, procfs, Host};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -584,4 +586,83 @@ impl<'a> Btf<'a> {
         }
         None
     }
+}
+
+/// Distinct cgroup ids remembered before the cache starts again.
+const CGROUP_CACHE: usize = 16_384;
+
+/// Cgroup v2 paths of the cgroup ids BPF programs read (`kernfs_node.id` of a task's default-hierarchy cgroup),
+/// through the host's cgroup2 mount, cached.
+pub(crate) struct CgroupPaths {
+    mount: Option<(File, String)>,
+    cache: HashMap<u64, Option<String>>,
+}
+
+impl CgroupPaths {
+    pub(crate) fn open(host: &Host) -> CgroupPaths {
+        CgroupPaths {
+            mount: cgroup2_mount(host),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The cgroup v2 path of a cgroup id, relative to the cgroup2 root.
+    pub(crate) fn path(&mut self, id: u64) -> Option<String> {
+        if let Some(p) = self.cache.get(&id) {
+            return p.clone();
+        }
+        let p = self
+            .mount
+            .as_ref()
+            .and_then(|(mount, at)| cgroup_by_id(mount, at, id));
+        if self.cache.len() >= CGROUP_CACHE {
+            self.cache.clear();
+        }
+        self.cache.insert(id, p.clone());
+        p
+    }
+}
+
+/// The host's cgroup2 mount (its root, not a subtree), opened, and the path wonk sees it at.
+fn cgroup2_mount(host: &Host) -> Option<(File, String)> {
+    let data = procfs::mountinfo(host, 1).ok()?;
+    let m = mountinfo::parse(&data)
+        .0
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2" && m.root == b"/")?;
+    let at = host.path(std::str::from_utf8(&m.mount_point).ok()?);
+    let dir = crate::host::open_dir_at(host.root_dir(), &at).ok()?;
+    Some((File::from(dir), at.to_string_lossy().into_owned()))
+}
+
+/// open_by_handle_at with a `FILEID_KERNFS` handle (the cgroup id), then the path the kernel gives the
+/// descriptor, relative to the mount.
+fn cgroup_by_id(mount: &File, at: &str, id: u64) -> Option<String> {
+    const FILEID_KERNFS: i32 = 0xfe;
+    let mut handle = [0u8; 16];
+    handle[0..4].copy_from_slice(&8u32.to_ne_bytes());
+    handle[4..8].copy_from_slice(&FILEID_KERNFS.to_ne_bytes());
+    handle[8..16].copy_from_slice(&id.to_ne_bytes());
+    // SAFETY: the handle buffer is a valid struct file_handle with 8 bytes of f_handle; the kernel only reads it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            handle.as_mut_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the syscall returned a new file descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let seen = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let seen = seen.to_str()?;
+    let rest = seen.strip_prefix(at.trim_end_matches('/'))?;
+    Some(if rest.is_empty() {
+        "/".into()
+    } else {
+        rest.into()
+    })
 }

@@ -69,6 +69,11 @@ struct config {
 	u32 fdt_max_fds; // fdtable.max_fds
 	u32 fdt_fd;      // fdtable.fd
 	u32 fdt_open;    // fdtable.open_fds
+	u32 task_comm;   // task_struct.comm
+	u32 task_cgroups; // task_struct.cgroups (struct css_set *)
+	u32 css_set_dfl_cgrp; // css_set.dfl_cgrp (struct cgroup *)
+	u32 cgroup_kn;   // cgroup.kn (struct kernfs_node *)
+	u32 kernfs_node_id; // kernfs_node.id (u64)
 };
 
 #define KIND_HEADER 1
@@ -90,6 +95,8 @@ struct rec {
 	u64 ino;
 	u32 dev;
 	u32 pad;
+	u64 cgroup;    // a task record: the process's cgroup on the v2 hierarchy
+	char comm[16]; // a task record: the process's name
 };
 
 struct {
@@ -177,6 +184,18 @@ static __always_inline void ids(struct task_struct *t, struct config *c, struct 
 	r->tid = read_u32(t, c->task_pid);
 }
 
+// A task record's fields: its ids, cgroup and name.
+static __always_inline void task_rec(struct task_struct *t, struct config *c, struct rec *r)
+{
+	r->kind = KIND_TASK;
+	ids(t, c, r);
+	void *css = (void *)read_u64(t, c->task_cgroups);
+	void *cgrp = css ? (void *)read_u64(css, c->css_set_dfl_cgrp) : 0;
+	void *kn = cgrp ? (void *)read_u64(cgrp, c->cgroup_kn) : 0;
+	r->cgroup = kn ? read_u64(kn, c->kernfs_node_id) : 0;
+	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), (const char *)t + c->task_comm);
+}
+
 #define S_IFMT 0170000
 #define S_IFREG 0100000
 
@@ -206,9 +225,9 @@ static __always_inline int begin(struct bpf_iter_meta *meta, struct task_struct 
 	}
 	if (*prev != (u64)t) {
 		*prev = (u64)t;
-		ids(t, c, r);
-		r->kind = KIND_TASK;
+		task_rec(t, c, r);
 		bpf_seq_write(seq, r, sizeof(*r));
+		__builtin_memset(r, 0, sizeof(*r));
 	}
 	return 1;
 }
@@ -351,11 +370,8 @@ int walk(struct bpf_iter__task *ctx)
 			continue;
 		u32 tgid = read_u32(t, c->task_tgid);
 		struct rec *r = next_rec(tot);
-		if (r) {
-			r->kind = KIND_TASK;
-			r->tgid = tgid;
-			r->tid = tgid;
-		}
+		if (r)
+			task_rec(t, c, r);
 		void *fdt = files ? (void *)read_u64(files, c->files_fdt) : 0;
 		if (fdt) {
 			u32 max = read_u32(fdt, c->fdt_max_fds);

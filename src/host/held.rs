@@ -12,14 +12,14 @@ use crate::host::bpf::{
     config_map, denied, iter_create, link_create, map_create, prog_load, program, vmlinux, Btf,
     Mapped, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY, VMLINUX,
 };
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/held.bpf.o"));
 
 /// `struct rec` in held.bpf.c.
-const REC_LEN: usize = 48;
+const REC_LEN: usize = 72;
 /// `struct totals` in held.bpf.c.
 const TOTALS_LEN: usize = 40;
 const KIND_HEADER: u32 = 1;
@@ -74,13 +74,22 @@ pub struct Held {
     pub ino: u64,
 }
 
+/// A process the walk visited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Its name (`comm`), as /proc/PID/stat shows it.
+    pub comm: String,
+    /// Its cgroup id on the v2 hierarchy (the kernfs node id), 0 if it has none.
+    pub cgroup_id: u64,
+}
+
 /// One walk.
 #[derive(Debug, Default)]
 pub struct Walk {
     /// In the kernel's order: by process, descriptors before mappings.
     pub held: Vec<Held>,
-    /// The processes (thread group ids) with an open file or a mapping, wonk's own included.
-    pub processes: BTreeSet<u32>,
+    /// The processes (by thread group id) with an open file or a mapping, wonk's own included.
+    pub processes: BTreeMap<u32, Process>,
     /// Processes whose mappings the walk could not read (their memory map was locked): read them through /proc.
     pub busy: Vec<u32>,
     /// Open files and mappings the walk visited.
@@ -121,6 +130,11 @@ impl Walker {
             ("fdtable", "max_fds"),
             ("fdtable", "fd"),
             ("fdtable", "open_fds"),
+            ("task_struct", "comm"),
+            ("task_struct", "cgroups"),
+            ("css_set", "dfl_cgrp"),
+            ("cgroup", "kn"),
+            ("kernfs_node", "id"),
         ])?;
         const KFUNCS: [&str; 9] = [
             "bpf_iter_task_new",
@@ -225,7 +239,15 @@ impl Walk {
             let (tgid, tid) = (word(r, 4), word(r, 8));
             let how = match word(r, 0) {
                 KIND_TASK => {
-                    self.processes.insert(tgid);
+                    let comm = &r[56..72];
+                    let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())];
+                    self.processes.insert(
+                        tgid,
+                        Process {
+                            comm: String::from_utf8_lossy(comm).into_owned(),
+                            cgroup_id: u64_at(48),
+                        },
+                    );
                     continue;
                 }
                 KIND_BUSY => {
@@ -452,7 +474,14 @@ mod tests {
                     }),
                 "mapping at {start:#x} not in {mine:?}"
             );
-            assert!(walk.processes.contains(&me));
+            let p = &walk.processes[&me];
+            assert_eq!(
+                p.comm,
+                std::fs::read_to_string("/proc/self/comm")
+                    .unwrap()
+                    .trim_end()
+            );
+            assert!(p.cgroup_id > 0, "{p:?}");
             assert!(walk.fds_visited >= 3 && walk.maps_visited > 0, "{walk:?}");
             assert!(walk.truncated.is_none() && !walk.busy.contains(&me));
         }

@@ -233,9 +233,20 @@ impl ThreadOwners {
         sampler: &mut crate::host::tasks::Sampler,
         t: &crate::host::tasks::Thread,
     ) -> Owner {
-        if let Some(id) = t.cgroup_id {
+        self.of_cgroup(owners, t.pid, t.cgroup_id, |id| sampler.cgroup_path(id))
+    }
+
+    /// The owner of process `pid` whose cgroup id a BPF program read (`cgroup_path` turns it into its v2 path).
+    pub fn of_cgroup(
+        &mut self,
+        owners: &Attributor,
+        pid: u32,
+        cgroup_id: Option<u64>,
+        cgroup_path: impl FnOnce(u64) -> Option<String>,
+    ) -> Owner {
+        if let Some(id) = cgroup_id {
             let o = self.by_cgroup.entry(id).or_insert_with(|| {
-                let r = cgroup::parse_path(&sampler.cgroup_path(id)?);
+                let r = cgroup::parse_path(&cgroup_path(id)?);
                 (r.pod_uid.is_some() || r.container_id.is_some())
                     .then(|| owners.owner_of_cgroup(&r))
             });
@@ -244,8 +255,8 @@ impl ThreadOwners {
             }
         }
         self.by_pid
-            .entry(t.pid)
-            .or_insert_with(|| owners.owner_of_pid(t.pid).unwrap_or_default())
+            .entry(pid)
+            .or_insert_with(|| owners.owner_of_pid(pid).unwrap_or_default())
             .clone()
     }
 }

@@ -12,13 +12,12 @@
 use super::{state_mask, Thread, Want, STATE_LETTERS};
 use crate::host::bpf::{
     config_map, denied, iter_create, link_create, map_create, prog_load, program, vmlinux, Btf,
-    Mapped, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY,
+    CgroupPaths, Mapped, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY,
 };
-use crate::host::{mountinfo, procfs, read_bounded, Host};
-use std::collections::HashMap;
+use crate::host::{read_bounded, Host};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 static WALK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/task_walk.bpf.o"));
 static EACH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/task_each.bpf.o"));
@@ -34,8 +33,6 @@ const RECORDS_WITH_STACKS: u32 = 4_096;
 const KIND_HEADER: u32 = 1;
 const KIND_TASK: u32 = 2;
 const KIND_END: u32 = 3;
-/// Distinct cgroup ids remembered before the cache starts again.
-const CGROUP_CACHE: usize = 16_384;
 
 pub(super) struct BpfSampler {
     link: OwnedFd,
@@ -47,8 +44,7 @@ pub(super) struct BpfSampler {
     syscall_known: bool,
     buf: Vec<u8>,
     syms: Option<Kallsyms>,
-    cgroup2: Option<(File, String)>,
-    cgroups: HashMap<u64, Option<String>>,
+    cgroups: CgroupPaths,
     pub(super) seen: u64,
 }
 
@@ -130,8 +126,7 @@ impl BpfSampler {
             syscall_known: regs_syscall.is_some(),
             buf: Vec::with_capacity(64 << 10),
             syms,
-            cgroup2: cgroup2_mount(host),
-            cgroups: HashMap::new(),
+            cgroups: CgroupPaths::open(host),
             seen: 0,
         };
         let reader = s
@@ -240,18 +235,7 @@ impl BpfSampler {
 
     /// The cgroup v2 path of a cgroup id, relative to the cgroup2 root, cached.
     pub(super) fn cgroup_path(&mut self, id: u64) -> Option<String> {
-        if let Some(p) = self.cgroups.get(&id) {
-            return p.clone();
-        }
-        let p = self
-            .cgroup2
-            .as_ref()
-            .and_then(|(mount, at)| cgroup_by_id(mount, at, id));
-        if self.cgroups.len() >= CGROUP_CACHE {
-            self.cgroups.clear();
-        }
-        self.cgroups.insert(id, p.clone());
-        p
+        self.cgroups.path(id)
     }
 }
 
@@ -433,48 +417,4 @@ impl Kallsyms {
         let i = self.addrs.partition_point(|&a| a <= ip.saturating_sub(1));
         i.checked_sub(1).map_or("?", |i| &self.names[i])
     }
-}
-
-/// The host's cgroup2 mount (its root, not a subtree), opened, and the path wonk sees it at.
-fn cgroup2_mount(host: &Host) -> Option<(File, String)> {
-    let data = procfs::mountinfo(host, 1).ok()?;
-    let m = mountinfo::parse(&data)
-        .0
-        .into_iter()
-        .find(|m| m.fs_type == "cgroup2" && m.root == b"/")?;
-    let at = host.path(std::str::from_utf8(&m.mount_point).ok()?);
-    let dir = crate::host::open_dir_at(host.root_dir(), &at).ok()?;
-    Some((File::from(dir), at.to_string_lossy().into_owned()))
-}
-
-/// open_by_handle_at with a `FILEID_KERNFS` handle (the cgroup id), then the path the kernel gives the
-/// descriptor, relative to the mount.
-fn cgroup_by_id(mount: &File, at: &str, id: u64) -> Option<String> {
-    const FILEID_KERNFS: i32 = 0xfe;
-    let mut handle = [0u8; 16];
-    handle[0..4].copy_from_slice(&8u32.to_ne_bytes());
-    handle[4..8].copy_from_slice(&FILEID_KERNFS.to_ne_bytes());
-    handle[8..16].copy_from_slice(&id.to_ne_bytes());
-    // SAFETY: the handle buffer is a valid struct file_handle with 8 bytes of f_handle; the kernel only reads it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_by_handle_at,
-            mount.as_raw_fd(),
-            handle.as_mut_ptr(),
-            libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the syscall returned a new file descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let seen = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-    let seen = seen.to_str()?;
-    let rest = seen.strip_prefix(at.trim_end_matches('/'))?;
-    Some(if rest.is_empty() {
-        "/".into()
-    } else {
-        rest.into()
-    })
 }
