@@ -65,6 +65,7 @@ fn bpf() {
         other => panic!("the `bpf` feature supports x86_64 and aarch64, not {other}"),
     };
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    println!("cargo:rerun-if-changed=src/host/bpf_common.h");
     println!("cargo:rerun-if-changed=src/host/tasks/task_common.h");
     for (dir, name) in [
         ("src/host/tasks", "task_walk"),

@@ -25,7 +25,7 @@ pub(crate) fn vmlinux() -> Result<Mapped, String> {
 }
 
 pub(crate) const BPF_MAP_TYPE_ARRAY: u32 = 2;
-pub(crate) const BPF_F_MMAPABLE: u32 = 1 << 10;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// A one-entry array map holding a program's `config`, filled.
 pub(crate) fn config_map(config: &[u32]) -> Result<OwnedFd, String> {
@@ -39,6 +39,27 @@ pub(crate) fn config_map(config: &[u32]) -> Result<OwnedFd, String> {
     .map_err(|e| denied("creating the BPF program's config map", e))?;
     map_update(&cfg, config).map_err(|e| format!("filling the BPF program's config map: {e}"))?;
     Ok(cfg)
+}
+
+/// An array map of `entries` values of `value` bytes that user space maps read-only, for a program's output; `what`
+/// names the program in errors.
+pub(crate) fn output_map(
+    value: usize,
+    entries: u32,
+    name: &str,
+    what: &str,
+) -> Result<(OwnedFd, Mapped), String> {
+    let fd = map_create(
+        BPF_MAP_TYPE_ARRAY,
+        value as u32,
+        entries,
+        BPF_F_MMAPABLE,
+        name,
+    )
+    .map_err(|e| denied(&format!("creating {what}'s maps"), e))?;
+    let m = Mapped::map(&fd, value * entries as usize)
+        .map_err(|e| format!("mapping {what}'s {name} map: {e}"))?;
+    Ok((fd, m))
 }
 
 pub(crate) fn denied(what: &str, e: io::Error) -> String {

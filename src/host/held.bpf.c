@@ -16,33 +16,16 @@
 // running kernel's BTF and put in the `config` map (wonk's loader does no CO-RE relocation). The relocations are
 // the maps and the kfuncs.
 
-#include <linux/types.h>
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
+#include "bpf_common.h"
 
-typedef __u16 u16;
-typedef __u32 u32;
-typedef __u64 u64;
-
-// The iterators' contexts, as the kernel's BTF declares them (stable: they are the iterators' ABI).
-struct seq_file;
-struct task_struct;
+// The file iterators' contexts, as the kernel's BTF declares them.
 struct file;
 struct vm_area_struct;
-struct bpf_iter_meta {
-	struct seq_file *seq;
-	u64 session_id;
-	u64 seq_num;
-};
 struct bpf_iter__task_file {
 	struct bpf_iter_meta *meta;
 	struct task_struct *task;
 	u32 fd __attribute__((aligned(8)));
 	struct file *file;
-};
-struct bpf_iter__task {
-	struct bpf_iter_meta *meta;
-	struct task_struct *task;
 };
 struct bpf_iter__task_vma {
 	struct bpf_iter_meta *meta;
@@ -70,10 +53,7 @@ struct config {
 	u32 fdt_fd;      // fdtable.fd
 	u32 fdt_open;    // fdtable.open_fds
 	u32 task_comm;   // task_struct.comm
-	u32 task_cgroups; // task_struct.cgroups (struct css_set *)
-	u32 css_set_dfl_cgrp; // css_set.dfl_cgrp (struct cgroup *)
-	u32 cgroup_kn;   // cgroup.kn (struct kernfs_node *)
-	u32 kernfs_node_id; // kernfs_node.id (u64)
+	struct cgroup_offsets cg;
 };
 
 #define KIND_HEADER 1
@@ -137,46 +117,18 @@ struct {
 	__type(value, struct totals);
 } totals SEC(".maps");
 
-struct bpf_iter_task {
-	u64 __opaque[3];
-} __attribute__((aligned(8)));
 struct bpf_iter_task_vma {
 	u64 __opaque[1];
 } __attribute__((aligned(8)));
 struct bpf_iter_num {
 	u64 __opaque[1];
 } __attribute__((aligned(8)));
-#define BPF_TASK_ITER_ALL_PROCS 0
-extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
-extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
-extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
 extern int bpf_iter_task_vma_new(struct bpf_iter_task_vma *it, struct task_struct *task, u64 addr) __ksym;
 extern struct vm_area_struct *bpf_iter_task_vma_next(struct bpf_iter_task_vma *it) __ksym;
 extern void bpf_iter_task_vma_destroy(struct bpf_iter_task_vma *it) __ksym;
 extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
 extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
 extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
-
-static __always_inline u64 read_u64(const void *base, u32 off)
-{
-	u64 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u32 read_u32(const void *base, u32 off)
-{
-	u32 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u16 read_u16(const void *base, u32 off)
-{
-	u16 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
 
 static __always_inline void ids(struct task_struct *t, struct config *c, struct rec *r)
 {
@@ -189,10 +141,7 @@ static __always_inline void task_rec(struct task_struct *t, struct config *c, st
 {
 	r->kind = KIND_TASK;
 	ids(t, c, r);
-	void *css = (void *)read_u64(t, c->task_cgroups);
-	void *cgrp = css ? (void *)read_u64(css, c->css_set_dfl_cgrp) : 0;
-	void *kn = cgrp ? (void *)read_u64(cgrp, c->cgroup_kn) : 0;
-	r->cgroup = kn ? read_u64(kn, c->kernfs_node_id) : 0;
+	r->cgroup = task_cgroup_id(t, &c->cg);
 	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), (const char *)t + c->task_comm);
 }
 
@@ -200,15 +149,16 @@ static __always_inline void task_rec(struct task_struct *t, struct config *c, st
 #define S_IFREG 0100000
 
 // The calls every object shares: the header at the first, the end record at the last (no task), a task record
-// when the walk reaches another task. Returns 0 when there is no object to look at. The task's ids are read only
-// for a record: the walk compares tasks by address.
-static __always_inline int begin(struct bpf_iter_meta *meta, struct task_struct *t, const void *obj,
-				 struct config *c, struct rec *r)
+// when the walk reaches another task. Returns the config, or 0 when there is no object to look at. The task's ids
+// are read only for a record: the walk compares tasks by address.
+static __always_inline struct config *begin(struct bpf_iter_meta *meta, struct task_struct *t, const void *obj,
+					    struct rec *r)
 {
 	struct seq_file *seq = meta->seq;
 	u32 zero = 0;
+	struct config *c = bpf_map_lookup_elem(&config, &zero);
 	u64 *prev = bpf_map_lookup_elem(&last, &zero);
-	if (!prev)
+	if (!c || !prev)
 		return 0;
 	if (meta->seq_num == 0) {
 		r->kind = KIND_HEADER;
@@ -229,7 +179,7 @@ static __always_inline int begin(struct bpf_iter_meta *meta, struct task_struct 
 		bpf_seq_write(seq, r, sizeof(*r));
 		__builtin_memset(r, 0, sizeof(*r));
 	}
-	return 1;
+	return c;
 }
 
 // The inode of a regular file with no link left, or 0.
@@ -255,14 +205,11 @@ static __always_inline void identify(const void *inode, struct config *c, struct
 SEC("iter/task_file")
 int held_fds(struct bpf_iter__task_file *ctx)
 {
-	u32 zero = 0;
-	struct config *c = bpf_map_lookup_elem(&config, &zero);
-	if (!c)
-		return 0;
 	struct rec r = {};
 	struct task_struct *t = ctx->task;
 	struct file *f = ctx->file;
-	if (!begin(ctx->meta, t, f, c, &r) || !t)
+	struct config *c = begin(ctx->meta, t, f, &r);
+	if (!c || !t)
 		return 0;
 	void *inode = unlinked(f, c);
 	if (!inode)
@@ -278,14 +225,11 @@ int held_fds(struct bpf_iter__task_file *ctx)
 SEC("iter/task_vma")
 int held_maps(struct bpf_iter__task_vma *ctx)
 {
-	u32 zero = 0;
-	struct config *c = bpf_map_lookup_elem(&config, &zero);
-	if (!c)
-		return 0;
 	struct rec r = {};
 	struct task_struct *t = ctx->task;
 	struct vm_area_struct *vma = ctx->vma;
-	if (!begin(ctx->meta, t, vma, c, &r) || !t)
+	struct config *c = begin(ctx->meta, t, vma, &r);
+	if (!c || !t)
 		return 0;
 	void *file = (void *)read_u64(vma, c->vma_file);
 	if (!file)

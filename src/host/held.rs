@@ -9,8 +9,8 @@
 //! run a program per open file and per mapping (5.12+).
 
 use crate::host::bpf::{
-    config_map, denied, iter_create, link_create, map_create, prog_load, program, vmlinux, Btf,
-    Mapped, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY, VMLINUX,
+    config_map, denied, iter_create, link_create, map_create, output_map, prog_load, program,
+    vmlinux, Btf, Mapped, BPF_MAP_TYPE_ARRAY, VMLINUX,
 };
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -300,19 +300,7 @@ fn word(b: &[u8], at: usize) -> u32 {
 /// `walk`: its output maps created and mapped, the program loaded with maps and kfuncs patched in, and linked to
 /// wonk's own main thread, so that each read runs it once.
 fn load_walk(cfg: &OwnedFd, attach: u32, kfuncs: &[(&str, u32)]) -> Result<Mode, String> {
-    let map = |value: usize, entries: u32, name: &str| {
-        let fd = map_create(
-            BPF_MAP_TYPE_ARRAY,
-            value as u32,
-            entries,
-            BPF_F_MMAPABLE,
-            name,
-        )
-        .map_err(|e| denied("creating the file walk's maps", e))?;
-        let m = Mapped::map(&fd, value * entries as usize)
-            .map_err(|e| format!("mapping the file walk's {name} map: {e}"))?;
-        Ok::<_, String>((fd, m))
-    };
+    let map = |value, entries, name: &str| output_map(value, entries, name, "the file walk");
     let (recs_fd, recs) = map(REC_LEN, WALK_RECORDS, "wonk_held")?;
     let (totals_fd, totals) = map(TOTALS_LEN, 1, "wonk_held_tot")?;
     let maps = [("config", cfg), ("recs", &recs_fd), ("totals", &totals_fd)];

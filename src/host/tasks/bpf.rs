@@ -11,8 +11,8 @@
 
 use super::{state_mask, Thread, Want, STATE_LETTERS};
 use crate::host::bpf::{
-    config_map, denied, iter_create, link_create, map_create, prog_load, program, vmlinux, Btf,
-    CgroupPaths, Mapped, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY,
+    config_map, denied, iter_create, link_create, map_create, output_map, prog_load, program,
+    vmlinux, Btf, CgroupPaths, Mapped,
 };
 use crate::host::{read_bounded, Host};
 use std::fs::File;
@@ -302,19 +302,7 @@ fn load_walk(
 ) -> Result<(OwnedFd, Mode), String> {
     let cfg = config_map(config)?;
     let records = if stacks { RECORDS_WITH_STACKS } else { RECORDS };
-    let map = |value: usize, entries: u32, name: &str| {
-        let fd = map_create(
-            BPF_MAP_TYPE_ARRAY,
-            value as u32,
-            entries,
-            BPF_F_MMAPABLE,
-            name,
-        )
-        .map_err(|e| denied("creating the task walk's maps", e))?;
-        let m = Mapped::map(&fd, value * entries as usize)
-            .map_err(|e| format!("mapping the task walk's {name} map: {e}"))?;
-        Ok::<_, String>((fd, m))
-    };
+    let map = |value, entries, name: &str| output_map(value, entries, name, "the task walk");
     let (heads_fd, heads) = map(HEAD_LEN, records, "wonk_heads")?;
     let (stacks_fd, stacks_map) = map(STACK_LEN, if stacks { records } else { 1 }, "wonk_stacks")?;
     let (totals_fd, totals) = map(16, 1, "wonk_totals")?;

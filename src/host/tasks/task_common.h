@@ -1,28 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
-// What task_walk.bpf.c and task_each.bpf.c share: the iterator's context, the `config` map the loader
-// (src/host/tasks/bpf.rs) fills with the running kernel's field offsets, reads at those offsets, and /proc's
-// state index.
+// What task_walk.bpf.c and task_each.bpf.c share beyond bpf_common.h: the `config` map the loader
+// (src/host/tasks/bpf.rs) fills with the running kernel's field offsets, and /proc's state index.
 
-#include <linux/types.h>
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
-typedef __u32 u32;
-typedef __u64 u64;
-typedef __s64 s64;
-
-// The iterator's context, as the kernel's BTF declares it (stable: it is the iterator's ABI).
-struct seq_file;
-struct task_struct;
-struct bpf_iter_meta {
-	struct seq_file *seq;
-	u64 session_id;
-	u64 seq_num;
-};
-struct bpf_iter__task {
-	struct bpf_iter_meta *meta;
-	struct task_struct *task;
-};
+#include "../bpf_common.h"
 
 // Set by the loader (src/host/tasks/bpf.rs, the `config` array of BpfSampler::open): offsets in bytes, and what
 // to report.
@@ -35,10 +15,7 @@ struct config {
 	u32 task_pid;        // task_struct.pid
 	u32 task_tgid;       // task_struct.tgid
 	u32 task_comm;       // task_struct.comm
-	u32 task_cgroups;    // task_struct.cgroups (struct css_set *)
-	u32 css_set_dfl_cgrp; // css_set.dfl_cgrp (struct cgroup *)
-	u32 cgroup_kn;       // cgroup.kn (struct kernfs_node *)
-	u32 kernfs_node_id;  // kernfs_node.id (u64)
+	struct cgroup_offsets cg;
 	u32 regs_syscall;    // pt_regs.orig_ax (x86_64) or pt_regs.syscallno (arm64); ~0 when unknown
 };
 
@@ -59,20 +36,6 @@ struct {
 	__type(key, u32);
 	__type(value, struct config);
 } config SEC(".maps");
-
-static __always_inline u32 read_u32(const void *base, u32 off)
-{
-	u32 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u64 read_u64(const void *base, u32 off)
-{
-	u64 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
 
 // Index of a state in "RSDTtXZPI", as /proc/PID/stat reports it (task_state_index() in include/linux/sched.h).
 static __always_inline u32 state_index(u32 s, u32 exit_state)

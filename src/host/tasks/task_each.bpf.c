@@ -81,10 +81,7 @@ int sample(struct bpf_iter__task *ctx)
 		if (regs)
 			r->syscall = (s64)read_u64(regs, c->regs_syscall);
 	}
-	void *css = (void *)read_u64(t, c->task_cgroups);
-	void *cgrp = css ? (void *)read_u64(css, c->css_set_dfl_cgrp) : 0;
-	void *kn = cgrp ? (void *)read_u64(cgrp, c->cgroup_kn) : 0;
-	r->cgroup_id = kn ? read_u64(kn, c->kernfs_node_id) : 0;
+	r->cgroup_id = task_cgroup_id(t, &c->cg);
 	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), (const char *)t + c->task_comm);
 	long n = 0;
 	if (c->want_stack) {

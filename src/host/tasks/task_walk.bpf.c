@@ -55,13 +55,6 @@ struct {
 	__type(value, struct totals);
 } totals SEC(".maps");
 
-struct bpf_iter_task {
-	u64 __opaque[3];
-} __attribute__((aligned(8)));
-#define BPF_TASK_ITER_ALL_THREADS 1
-extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
-extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
-extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
 
 
 SEC("iter/task")
@@ -112,10 +105,7 @@ int sample(struct bpf_iter__task *ctx)
 			if (regs)
 				h->syscall = (s64)read_u64(regs, c->regs_syscall);
 		}
-		void *css = (void *)read_u64(t, c->task_cgroups);
-		void *cgrp = css ? (void *)read_u64(css, c->css_set_dfl_cgrp) : 0;
-		void *kn = cgrp ? (void *)read_u64(cgrp, c->cgroup_kn) : 0;
-		h->cgroup_id = kn ? read_u64(kn, c->kernfs_node_id) : 0;
+		h->cgroup_id = task_cgroup_id(t, &c->cg);
 		bpf_probe_read_kernel_str(h->comm, sizeof(h->comm), (const char *)t + c->task_comm);
 		h->stack_len = 0;
 		if (c->want_stack) {
