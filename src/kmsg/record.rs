@@ -239,8 +239,8 @@ fn further_in(line: &[u8]) -> Line<'_> {
     }
     let mut from = 0;
     while let Some(o) = memchr::memchr(b'[', &window[from..]).map(|o| o + from) {
-        if let Some(r) = dmesg(&line[o..], None).filter(|r| r.ts_usec.is_some()) {
-            return Line::Record(r);
+        if let Some(s) = dmesg(&line[o..]).filter(|s| s.ts_usec.is_some()) {
+            return Line::Record(s.record(None));
         }
         from = o + 1;
     }
@@ -261,8 +261,8 @@ fn further_in(line: &[u8]) -> Line<'_> {
 fn tagged(rest: &[u8]) -> Line<'_> {
     let rest = trim_start(rest);
     if rest.first() == Some(&b'[') {
-        if let Some(r) = dmesg(rest, None) {
-            return Line::Record(r);
+        if let Some(s) = dmesg(rest) {
+            return Line::Record(s.record(None));
         }
     }
     Line::Record(Record {
@@ -398,42 +398,60 @@ fn month(m: &[u8]) -> bool {
 /// A line that starts with `[`: dmesg, or journalctl `-o short-monotonic` (`[ 1234.567890] host kernel: msg`).
 #[inline]
 fn bracketed(line: &[u8], pri: Option<u64>) -> Line<'_> {
-    let Some(mut r) = dmesg(line, pri) else {
+    let Some(mut s) = dmesg(line) else {
         return Line::Malformed;
     };
     // A bracketed prefix that only looks like a wall-clock stamp (a program's `[2026-09-10T01:28:40Z ERROR tag]`),
-    // then a dmesg line: the inner stamp is the kernel's. The message is a suffix of the line.
-    if r.ts_usec.is_none() && r.message.first() == Some(&b'[') {
-        let inner = &line[line.len() - r.message.len()..];
-        if let Some(i) = dmesg(inner, pri).filter(|i| i.ts_usec.is_some()) {
-            r = i;
+    // then a dmesg line: the inner stamp is the kernel's.
+    if s.ts_usec.is_none() && s.message.first() == Some(&b'[') {
+        if let Some(inner) = dmesg(s.message).filter(|i| i.ts_usec.is_some()) {
+            s = inner;
         }
     }
     // short-monotonic: "host kernel: msg", or "host ident[pid]: msg" from another program. A host name has no
     // colon, which most kernel messages' first word has ("IPv6:", "audit:").
-    let head = &r.message[..r.message.len().min(72)];
-    let first_space = head
-        .iter()
-        .position(|&c| c == b' ' || c == b':')
-        .filter(|&i| i > 0 && head[i] == b' ');
+    let head = &s.message[..s.message.len().min(72)];
+    let first_space = find_either(head, b' ', b':').filter(|&i| i > 0 && head[i] == b' ');
     if let Some(sp) = first_space {
-        let after = &r.message[sp + 1..];
-        if after.starts_with(b"kernel: ") {
-            r.message = match r.message {
-                Cow::Borrowed(m) => Cow::Borrowed(&m[sp + 9..]),
-                Cow::Owned(m) => Cow::Owned(m[sp + 9..].to_vec()),
-            };
+        let after = &s.message[sp + 1..];
+        if let Some(m) = after.strip_prefix(b"kernel: ") {
+            s.message = m;
         } else if program_tag(after) {
             return Line::NotKernel;
         }
     }
-    Line::Record(r)
+    Line::Record(s.record(pri))
+}
+
+/// Where the first byte of `b` that is `x` or `y` is, looked for eight bytes at a time: for the first words of
+/// messages, a few bytes long, that every line has and memchr's setup would cost more than.
+#[inline]
+fn find_either(b: &[u8], x: u8, y: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // The lowest byte flagged is the first zero byte (a borrow can only flag bytes above one).
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & (ONES << 7);
+    let (xs, ys) = (ONES * u64::from(x), ONES * u64::from(y));
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let Ok(w) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(w);
+        let hits = zero_bytes(w ^ xs) | zero_bytes(w ^ ys);
+        if hits != 0 {
+            return Some(at + hits.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter().position(|&c| c == x || c == y).map(|i| at + i)
 }
 
 /// `ident[pid]: ` at the start of `b`: a syslog program tag. Judged from the first word alone, which most lines
 /// end within a few bytes.
 fn program_tag(b: &[u8]) -> bool {
-    let Some(end) = b[..b.len().min(64)].iter().position(|&c| c == b' ') else {
+    let Some(end) = find_either(&b[..b.len().min(64)], b' ', b' ') else {
         return false;
     };
     let Some(w) = b[..end].strip_suffix(b"]:") else {
@@ -450,14 +468,132 @@ fn program_tag(b: &[u8]) -> bool {
 
 /// `[ 1234.567890] msg`, `[Tue Nov 27 16:38:56 2026] msg`, with an optional caller id (`[    T1] `); also the
 /// stamps of `dmesg -d` (`[ 1.5 <   0.2>]`), `--time-format delta` (`[<   0.2>]`) and `-H`/`reltime`
-/// (`[Nov27 16:38]`, then `[  +0.000072]`), which give no time since boot. `pri` comes from a `<N>` prefix
-/// already stripped.
-fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
+/// (`[Nov27 16:38]`, then `[  +0.000072]`), which give no time since boot.
+fn dmesg(line: &[u8]) -> Option<Stamped<'_>> {
+    let mut s = Stamped {
+        ts_usec: None,
+        wall: None,
+        message: &[],
+    };
+    let close = match plain_stamp(line) {
+        Some((us, close)) => {
+            s.ts_usec = Some(us);
+            close
+        }
+        None => long_stamp(line, &mut s)?,
+    };
+    let msg = &line[close + 1..];
+    s.message = strip_caller(msg.strip_prefix(b" ").unwrap_or(msg));
+    Some(s)
+}
+
+/// A dmesg line taken apart: its time since boot or its wall-clock stamp, and the message after it.
+struct Stamped<'a> {
+    ts_usec: Option<u64>,
+    wall: Option<Cow<'a, str>>,
+    message: &'a [u8],
+}
+
+impl<'a> Stamped<'a> {
+    /// The record, with the facility and level of `pri` (a `<N>` prefix) when there was one.
+    #[inline]
+    fn record(self, pri: Option<u64>) -> Record<'a> {
+        let pri = pri.and_then(|p| u8::try_from(p).ok());
+        Record {
+            facility: pri.map(|p| p >> 3),
+            level: pri.map(|p| p & 7),
+            ts_usec: self.ts_usec,
+            wall: self.wall,
+            message: Cow::Borrowed(self.message),
+            ..Record::default()
+        }
+    }
+}
+
+/// The stamp nearly every dmesg line has, `[ 1234.567890]` (spaces, 1 to 19 digits, a dot, 0 to 9 digits), read
+/// in one pass: the time since boot in µs and the position of the `]`. `None` for any other shape, which
+/// [`long_stamp`] reads.
+#[inline]
+fn plain_stamp(line: &[u8]) -> Option<(u64, usize)> {
+    let mut i = 1;
+    while line.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    let start = i;
+    let mut secs: u64 = 0;
+    loop {
+        let d = line.get(i)?.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        // Wraps only past 19 digits, which the check below rejects.
+        secs = secs.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    if i == start || i - start > 19 || line.get(i) != Some(&b'.') {
+        return None;
+    }
+    i += 1;
+    // printk prints six digits and the `]`: read at once.
+    let (frac, close) = match line
+        .get(i..i + 8)
+        .and_then(|w| six_digits_then_bracket(w.try_into().ok()?))
+    {
+        Some(frac) => (frac, i + 6),
+        None => {
+            let frac_start = i;
+            let mut frac: u64 = 0;
+            loop {
+                let d = line.get(i)?.wrapping_sub(b'0');
+                if d > 9 {
+                    break;
+                }
+                frac = frac.wrapping_mul(10).wrapping_add(u64::from(d));
+                i += 1;
+            }
+            let digits = i - frac_start;
+            if digits > 9 || line[i] != b']' {
+                return None;
+            }
+            let frac = if digits <= 6 {
+                frac * POW10[6 - digits]
+            } else {
+                frac / POW10[digits - 6]
+            };
+            (frac, i)
+        }
+    };
+    // The same 64-byte window as the long way.
+    if close >= 64 {
+        return None;
+    }
+    Some((secs.checked_mul(1_000_000)?.checked_add(frac)?, close))
+}
+
+/// Six ASCII digits then `]` at the start of `w` (its last byte is not looked at): their value.
+#[inline]
+fn six_digits_then_bracket(w: [u8; 8]) -> Option<u64> {
+    const LOW6: u64 = 0x0000_FFFF_FFFF_FFFF;
+    let w = u64::from_le_bytes(w);
+    // A byte is a digit when its high nibble is 3 both as it is and with 6 added (0x30 to 0x39).
+    let digits = (w & 0xF0F0_F0F0_F0F0) == 0x3030_3030_3030
+        && (((w & LOW6) + 0x0606_0606_0606) & 0xF0F0_F0F0_F0F0) == 0x3030_3030_3030;
+    if !digits || (w >> 48) as u8 != b']' {
+        return None;
+    }
+    // The digits in the top six bytes (the first one in byte 2), then pairs, fours and eights combined.
+    let v = (w & 0x0F0F_0F0F_0F0F) << 16;
+    let v = (v * 10 + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let v = (v * 100 + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((v * 10_000 + (v >> 32)) & 0xFFFF_FFFF)
+}
+
+/// Any stamp of [`dmesg`]'s documentation, into `r`: the position of its `]`.
+fn long_stamp<'a>(line: &'a [u8], r: &mut Stamped<'a>) -> Option<usize> {
     // Every stamp fits in 64 bytes (see the 48-byte bound below). A plain loop: memchr's setup costs more than
     // the dozen bytes of a usual stamp.
     let close = line[..line.len().min(64)].iter().position(|&c| c == b']')?;
     let inside = trim(&line[1..close]);
-    let mut r = Record::default();
     if let Some(us) = seconds_to_usec(inside) {
         r.ts_usec = Some(us);
     } else if let Some(us) = inside
@@ -477,15 +613,7 @@ fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
     } else {
         return None;
     }
-    let mut msg = &line[close + 1..];
-    msg = msg.strip_prefix(b" ").unwrap_or(msg);
-    msg = strip_caller(msg);
-    if let Some(p) = pri.and_then(|p| u8::try_from(p).ok()) {
-        r.facility = Some(p >> 3);
-        r.level = Some(p & 7);
-    }
-    r.message = Cow::Borrowed(msg);
-    Some(r)
+    Some(close)
 }
 
 fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
@@ -556,21 +684,22 @@ fn trim(mut b: &[u8]) -> &[u8] {
     b
 }
 
+const POW10: [u64; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
 /// `1234.567890` -> 1234567890 µs: 1 to 19 digits, a dot, and 0 to 9 digits. One pass: this runs for every line
 /// of a saved dmesg.
 fn seconds_to_usec(b: &[u8]) -> Option<u64> {
-    const POW10: [u64; 10] = [
-        1,
-        10,
-        100,
-        1_000,
-        10_000,
-        100_000,
-        1_000_000,
-        10_000_000,
-        100_000_000,
-        1_000_000_000,
-    ];
     let digit = |c: u8| c.wrapping_sub(b'0');
     let mut i = 0;
     let mut secs: u64 = 0;
@@ -646,8 +775,8 @@ fn decoded_levels(line: &[u8]) -> Line<'_> {
     let rest = rest.strip_prefix(b" ").unwrap_or(rest);
     let pri = u64::from(fac) << 3 | u64::from(lvl);
     if rest.first() == Some(&b'[') {
-        if let Some(r) = dmesg(rest, Some(pri)) {
-            return Line::Record(r);
+        if let Some(s) = dmesg(rest) {
+            return Line::Record(s.record(Some(pri)));
         }
     }
     Line::Record(Record {
@@ -829,6 +958,96 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    /// The one-pass reader of the usual stamp agrees with the long way on every line it takes.
+    #[test]
+    fn plain_stamp_agrees_with_the_long_way() {
+        let long = |line: &[u8]| {
+            let mut s = Stamped {
+                ts_usec: None,
+                wall: None,
+                message: &[],
+            };
+            long_stamp(line, &mut s).map(|close| (s.ts_usec, close))
+        };
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        for secs in [
+            "0",
+            "7",
+            "12345",
+            "1000",
+            "9999999999999",
+            "1844674407370",
+            "18446744073709",
+            "1234567890123456789",
+            "12345678901234567890",
+        ] {
+            for frac in [
+                "",
+                "5",
+                "123456",
+                "000001",
+                "999999",
+                "1234567",
+                "123456789",
+                "1234567890",
+                "12345a",
+                "12 456",
+            ] {
+                for pad in ["", " ", "    ", &" ".repeat(50)] {
+                    for tail in ["", " msg", "]", "  x", "\u{0}"] {
+                        lines.push(format!("[{pad}{secs}.{frac}]{tail}").into_bytes());
+                        lines.push(format!("[{pad}{secs}.{frac} ]{tail}").into_bytes());
+                        lines.push(format!("[{pad}{secs}{frac}]{tail}").into_bytes());
+                    }
+                }
+            }
+        }
+        let mut taken = 0;
+        for line in &lines {
+            // What it leaves, dmesg reads the long way.
+            if let Some((us, close)) = plain_stamp(line) {
+                taken += 1;
+                let text = String::from_utf8_lossy(line);
+                assert_eq!(long(line), Some((Some(us), close)), "{text:?}");
+            }
+        }
+        assert!(taken > 100, "{taken}");
+        assert_eq!(plain_stamp(b"[ 1234.567890] x"), Some((1_234_567_890, 13)));
+        assert_eq!(plain_stamp(b"[ 0.000001] x"), Some((1, 10)));
+        assert_eq!(six_digits_then_bracket(*b"012345]x"), Some(12_345));
+        assert_eq!(six_digits_then_bracket(*b"999999] "), Some(999_999));
+        for bad in [
+            b"01234:]x",
+            b"0123/5]x",
+            b"012345 x",
+            b"\xb012345]x",
+            b"0:2345]x",
+        ] {
+            assert_eq!(six_digits_then_bracket(*bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn find_either_finds_the_first() {
+        let naive = |b: &[u8], x: u8, y: u8| b.iter().position(|&c| c == x || c == y);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = next() % 40;
+            // Bytes next to the ones looked for, and 0x00 and 0xff, to catch borrows.
+            let b: Vec<u8> = (0..len)
+                .map(|_| [b' ', b':', b'!', b'9', 0, 0xff, 0x1f, 0x3b][next() as usize % 8])
+                .collect();
+            assert_eq!(find_either(&b, b' ', b':'), naive(&b, b' ', b':'), "{b:?}");
+            assert_eq!(find_either(&b, 0, 0xff), naive(&b, 0, 0xff), "{b:?}");
         }
     }
 
