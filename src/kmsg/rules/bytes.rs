@@ -13,6 +13,19 @@ pub(super) fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(h, needle)
 }
 
+/// Whether `needle` is in `h`. In a message of usual length, a memchr for the needle's first byte and a
+/// comparison where it is found cost less than building memmem's searcher; longer ones go to memmem, so that a
+/// line made of that byte costs no more than linear time.
+pub(super) fn contains(h: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, _)) = needle.split_first() else {
+        return true;
+    };
+    if h.len() > 256 {
+        return find(h, needle).is_some();
+    }
+    memchr::memchr_iter(first, h).any(|i| h[i..].starts_with(needle))
+}
+
 /// The bytes after the first occurrence of `needle`.
 pub(super) fn after<'a>(h: &'a [u8], needle: &[u8]) -> Option<&'a [u8]> {
     find(h, needle).map(|i| &h[i + needle.len()..])
@@ -43,6 +56,17 @@ pub(super) fn upto(b: &[u8], end: u8) -> &[u8] {
 
 pub(super) fn text(b: &[u8]) -> String {
     let mut s = display_bytes(b);
-    truncate(&mut s, 256);
+    truncate(&mut s, MAX_TEXT);
     s
+}
+
+/// Longest [`text`], in bytes.
+const MAX_TEXT: usize = 256;
+
+/// What [`text`] gives, without a copy when the bytes are UTF-8 and short enough to stay whole.
+pub(super) fn text_cow(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) if s.len() <= MAX_TEXT => Cow::Borrowed(s),
+        _ => Cow::Owned(text(b)),
+    }
 }
