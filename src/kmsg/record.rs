@@ -30,11 +30,23 @@ pub struct Record<'a> {
     pub cont: bool,
     /// The message, with kmsg's `\xHH` escapes decoded.
     pub message: Cow<'a, [u8]>,
-    /// kmsg's ` KEY=VALUE` continuation lines (`SUBSYSTEM=block`, `DEVICE=b7:0`), decoded.
-    pub fields: Vec<(String, String)>,
+    /// kmsg's dictionary: its ` KEY=VALUE` continuation lines (`SUBSYSTEM=block`, `DEVICE=b7:0`) as read, for
+    /// [`Record::fields`] to decode. Borrowed: a record is made for every line read, and a copy of a few small
+    /// strings each time would cost as much as the rest of the record.
+    pub dict: &'a [u8],
 }
 
-impl Record<'_> {
+impl<'a> Record<'a> {
+    /// kmsg's dictionary, decoded: (`SUBSYSTEM`, `block`), (`DEVICE`, `b7:0`).
+    pub fn fields(&self) -> impl Iterator<Item = (String, String)> + 'a {
+        let decode = |b: &[u8]| String::from_utf8_lossy(&unescape(b)).into_owned();
+        self.dict.split(|&b| b == b'\n').filter_map(move |line| {
+            let kv = line.strip_prefix(b" ")?;
+            let eq = memchr::memchr(b'=', kv)?;
+            Some((decode(&kv[..eq]), decode(&kv[eq + 1..])))
+        })
+    }
+
     /// The message for display (invalid UTF-8 replaced).
     pub fn text(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.message)
@@ -65,17 +77,7 @@ pub fn parse_kmsg(buf: &[u8]) -> Option<Record<'_>> {
         None => (buf, &[][..]),
     };
     let mut r = parse_kmsg_header(head)?;
-    for line in rest.split(|&b| b == b'\n') {
-        let Some(kv) = line.strip_prefix(b" ") else {
-            continue;
-        };
-        if let Some(eq) = memchr::memchr(b'=', kv) {
-            r.fields.push((
-                String::from_utf8_lossy(&unescape(&kv[..eq])).into_owned(),
-                String::from_utf8_lossy(&unescape(&kv[eq + 1..])).into_owned(),
-            ));
-        }
-    }
+    r.dict = rest;
     Some(r)
 }
 
@@ -190,10 +192,13 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
         return Line::Blank;
     };
     let known = match first {
-        b'[' => match bracketed(line, None) {
-            Line::Malformed => return further_in(line),
-            l => return l,
-        },
+        // Returned from where it is made: a line is too large a value to copy for every one.
+        b'[' => {
+            return match dmesg(line) {
+                Some(s) => stamped(s, None),
+                None => further_in(line),
+            }
+        }
         b'<' => syslog_pri(line),
         b'0'..=b'9' => digits_first(line),
         b'-' if line.starts_with(b"-- ") => Line::Blank,
@@ -395,12 +400,10 @@ fn month(m: &[u8]) -> bool {
     )
 }
 
-/// A line that starts with `[`: dmesg, or journalctl `-o short-monotonic` (`[ 1234.567890] host kernel: msg`).
+/// A line that starts with a dmesg stamp, taken apart by [`dmesg`]: dmesg, or journalctl `-o short-monotonic`
+/// (`[ 1234.567890] host kernel: msg`). `pri` comes from a `<N>` prefix before the stamp.
 #[inline]
-fn bracketed(line: &[u8], pri: Option<u64>) -> Line<'_> {
-    let Some(mut s) = dmesg(line) else {
-        return Line::Malformed;
-    };
+fn stamped(mut s: Stamped<'_>, pri: Option<u64>) -> Line<'_> {
     // A bracketed prefix that only looks like a wall-clock stamp (a program's `[2026-09-10T01:28:40Z ERROR tag]`),
     // then a dmesg line: the inner stamp is the kernel's.
     if s.ts_usec.is_none() && s.message.first() == Some(&b'[') {
@@ -499,13 +502,17 @@ impl<'a> Stamped<'a> {
     #[inline]
     fn record(self, pri: Option<u64>) -> Record<'a> {
         let pri = pri.and_then(|p| u8::try_from(p).ok());
+        // Every field named: `..Record::default()` would make a whole record and drop what it did not use.
         Record {
             facility: pri.map(|p| p >> 3),
             level: pri.map(|p| p & 7),
+            seq: None,
             ts_usec: self.ts_usec,
             wall: self.wall,
+            bare: false,
+            cont: false,
             message: Cow::Borrowed(self.message),
-            ..Record::default()
+            dict: &[],
         }
     }
 }
@@ -748,7 +755,7 @@ fn syslog_pri(line: &[u8]) -> Line<'_> {
     };
     let rest = &line[close + 1..];
     if rest.first() == Some(&b'[') {
-        if let Line::Record(r) = bracketed(rest, Some(pri)) {
+        if let Some(Line::Record(r)) = dmesg(rest).map(|s| stamped(s, Some(pri))) {
             return Line::Record(r);
         }
     }
@@ -1061,7 +1068,7 @@ mod tests {
     #[test]
     fn kmsg_record_with_fields_and_escapes() {
         let r = parse_kmsg(
-            b"4,377,2388009252,-;EXT4-fs warning (device loop0): a\\x5cb\\x0ac\n SUBSYSTEM=block\n DEVICE=b7:0\n",
+            b"4,377,2388009252,-;EXT4-fs warning (device loop0): a\\x5cb\\x0ac\n SUBSYSTEM=block\n DEVICE=b7:0\nnot a field\n X\\x3d=a\\x3db\n",
         )
         .unwrap();
         assert_eq!(r.facility, Some(0));
@@ -1071,10 +1078,11 @@ mod tests {
         assert!(!r.cont);
         assert_eq!(&r.message[..], b"EXT4-fs warning (device loop0): a\\b\nc");
         assert_eq!(
-            r.fields,
+            r.fields().collect::<Vec<_>>(),
             vec![
                 ("SUBSYSTEM".into(), "block".into()),
-                ("DEVICE".into(), "b7:0".into())
+                ("DEVICE".into(), "b7:0".into()),
+                ("X=".into(), "a=b".into()),
             ]
         );
         let r = parse_kmsg(b"12,9,10,c,caller=T42;hello").unwrap();
