@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
             line
         };
         if let Line::Record(r) = parse_line(line) {
-            black_box(r.wall.as_deref());
+            black_box(r.wall_text());
             engine.push(&r);
         }
     }

@@ -20,9 +20,9 @@ pub struct Record<'a> {
     pub seq: Option<u64>,
     /// Microseconds since boot (kmsg, dmesg).
     pub ts_usec: Option<u64>,
-    /// Wall-clock time exactly as the text printed it (dmesg -T, journalctl, syslog); the node's local time.
-    /// Bytes that are not UTF-8 (a Latin-1 locale's month names) are replaced.
-    pub wall: Option<Cow<'a, str>>,
+    /// Wall-clock time exactly as the text printed it (dmesg -T, journalctl, syslog); the node's local time. As
+    /// read: [`Record::wall_text`] makes it text, for the few records that need it.
+    pub wall: Option<&'a [u8]>,
     /// No known prefix: the whole line was taken as the message (`dmesg -t`, `journalctl -o cat`, console
     /// output). Such lines carry neither time nor facility.
     pub bare: bool,
@@ -37,6 +37,11 @@ pub struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
+    /// The wall-clock stamp as text; bytes that are not UTF-8 (a Latin-1 locale's month names) are replaced.
+    pub fn wall_text(&self) -> Option<Cow<'a, str>> {
+        self.wall.map(String::from_utf8_lossy)
+    }
+
     /// kmsg's dictionary, decoded: (`SUBSYSTEM`, `block`), (`DEVICE`, `b7:0`).
     pub fn fields(&self) -> impl Iterator<Item = (String, String)> + 'a {
         let decode = |b: &[u8]| String::from_utf8_lossy(&unescape(b)).into_owned();
@@ -291,7 +296,7 @@ fn talos(line: &[u8]) -> Option<Line<'_>> {
     Some(Line::Record(Record {
         facility: Some(facility),
         level: Some(level),
-        wall: Some(String::from_utf8_lossy(stamp)),
+        wall: Some(stamp),
         message: Cow::Borrowed(&line[close + 3..]),
         ..Record::default()
     }))
@@ -493,7 +498,7 @@ fn dmesg(line: &[u8]) -> Option<Stamped<'_>> {
 /// A dmesg line taken apart: its time since boot or its wall-clock stamp, and the message after it.
 struct Stamped<'a> {
     ts_usec: Option<u64>,
-    wall: Option<Cow<'a, str>>,
+    wall: Option<&'a [u8]>,
     message: &'a [u8],
 }
 
@@ -502,17 +507,13 @@ impl<'a> Stamped<'a> {
     #[inline]
     fn record(self, pri: Option<u64>) -> Record<'a> {
         let pri = pri.and_then(|p| u8::try_from(p).ok());
-        // Every field named: `..Record::default()` would make a whole record and drop what it did not use.
         Record {
             facility: pri.map(|p| p >> 3),
             level: pri.map(|p| p & 7),
-            seq: None,
             ts_usec: self.ts_usec,
             wall: self.wall,
-            bare: false,
-            cont: false,
             message: Cow::Borrowed(self.message),
-            dict: &[],
+            ..Record::default()
         }
     }
 }
@@ -520,7 +521,8 @@ impl<'a> Stamped<'a> {
 /// The stamp nearly every dmesg line has, `[ 1234.567890]` (spaces, 1 to 19 digits, a dot, 0 to 9 digits), read
 /// in one pass: the time since boot in µs and the position of the `]`. `None` for any other shape, which
 /// [`long_stamp`] reads.
-#[inline]
+// Always: every dmesg line goes through it, and with two callers the compiler would make it a call.
+#[inline(always)]
 fn plain_stamp(line: &[u8]) -> Option<(u64, usize)> {
     let mut i = 1;
     while line.get(i) == Some(&b' ') {
@@ -616,7 +618,7 @@ fn long_stamp<'a>(line: &'a [u8], r: &mut Stamped<'a>) -> Option<usize> {
     {
         // A delta from the previous line: no time of its own.
     } else if inside.len() >= 8 && inside.len() <= 48 && inside.contains(&b':') {
-        r.wall = Some(String::from_utf8_lossy(inside));
+        r.wall = Some(inside);
     } else {
         return None;
     }
@@ -843,7 +845,7 @@ fn short(line: &[u8]) -> Line<'_> {
         return Line::Malformed;
     }
     i += 1;
-    let Some(sp) = memchr::memchr(b' ', &line[i..]).map(|s| s + i) else {
+    let Some(sp) = find_either(&line[i..], b' ', b' ').map(|s| s + i) else {
         return Line::Malformed;
     };
     let time = &line[i..sp];
@@ -864,7 +866,7 @@ fn iso(line: &[u8]) -> Line<'_> {
     if line[..sp].contains(&b',') {
         // dmesg --time-format iso: "2026-11-27T16:38:56,123456+00:00 msg", no host or tag.
         return Line::Record(Record {
-            wall: Some(String::from_utf8_lossy(&line[..sp])),
+            wall: Some(&line[..sp]),
             message: Cow::Borrowed(strip_caller(&line[sp + 1..])),
             ..Record::default()
         });
@@ -874,9 +876,9 @@ fn iso(line: &[u8]) -> Line<'_> {
 
 /// The rest of a journal/syslog line after its timestamp (which ends at `sp`): `host ident: msg`.
 fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
-    let wall = String::from_utf8_lossy(&line[..sp]);
+    let wall = &line[..sp];
     let rest = &line[sp + 1..];
-    let Some(host_end) = memchr::memchr(b' ', rest) else {
+    let Some(host_end) = find_either(rest, b' ', b' ') else {
         return Line::Malformed;
     };
     // Some syslog setups leave the host out: "Feb 23 03:28:16 kernel: msg".
@@ -885,7 +887,7 @@ fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
     } else {
         &rest[host_end + 1..]
     };
-    let Some(colon) = memchr::memchr(b':', rest) else {
+    let Some(colon) = find_either(rest, b':', b':') else {
         return Line::Malformed;
     };
     if &rest[..colon] != b"kernel" {
@@ -897,22 +899,25 @@ fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
     }
     let mut msg = &rest[colon + 1..];
     msg = msg.strip_prefix(b" ").unwrap_or(msg);
-    let mut r = Record {
+    let mut s = Stamped {
+        ts_usec: None,
         wall: Some(wall),
-        ..Record::default()
+        message: msg,
     };
     // syslog's kern.log keeps the kernel's own timestamp: "kernel: [ 1234.567890] msg".
     if msg.first() == Some(&b'[') {
-        if let Some(close) = memchr::memchr(b']', msg) {
-            if let Some(us) = seconds_to_usec(trim(&msg[1..close])) {
-                r.ts_usec = Some(us);
-                msg = &msg[close + 1..];
-                msg = msg.strip_prefix(b" ").unwrap_or(msg);
-            }
+        let stamp = plain_stamp(msg).or_else(|| {
+            let close = memchr::memchr(b']', msg)?;
+            Some((seconds_to_usec(trim(&msg[1..close]))?, close))
+        });
+        if let Some((us, close)) = stamp {
+            s.ts_usec = Some(us);
+            msg = &msg[close + 1..];
+            msg = msg.strip_prefix(b" ").unwrap_or(msg);
         }
     }
-    r.message = Cow::Borrowed(strip_caller(msg));
-    Line::Record(r)
+    s.message = strip_caller(msg);
+    Line::Record(s.record(None))
 }
 
 #[cfg(test)]
@@ -1120,7 +1125,7 @@ mod tests {
         assert_eq!(r.ts_usec, Some(2_388_009_252));
         assert_eq!(r.text(), "EXT4-fs warning (device loop0): x");
         let r = rec("[Tue Nov 27 16:38:56 2026] INFO: task a:1 blocked");
-        assert_eq!(r.wall.as_deref(), Some("Tue Nov 27 16:38:56 2026"));
+        assert_eq!(r.wall_text().as_deref(), Some("Tue Nov 27 16:38:56 2026"));
         assert_eq!(r.ts_usec, None);
         assert_eq!(r.text(), "INFO: task a:1 blocked");
         let r = rec("<4>[    1.5] msg");
@@ -1146,15 +1151,15 @@ mod tests {
     #[test]
     fn journal_formats() {
         let r = rec("Nov 27 16:38:56 node-1 kernel: Buffer I/O error on dev sdb, logical block 0");
-        assert_eq!(r.wall.as_deref(), Some("Nov 27 16:38:56"));
+        assert_eq!(r.wall_text().as_deref(), Some("Nov 27 16:38:56"));
         assert_eq!(r.text(), "Buffer I/O error on dev sdb, logical block 0");
         let r = rec("Nov  7 16:38:56.123456 node-1 kernel: x");
-        assert_eq!(r.wall.as_deref(), Some("Nov  7 16:38:56.123456"));
+        assert_eq!(r.wall_text().as_deref(), Some("Nov  7 16:38:56.123456"));
         let r = rec("Nov 27 16:38:56 node-1 kernel: [ 10.250000] kern.log keeps the timestamp");
         assert_eq!(r.ts_usec, Some(10_250_000));
         assert_eq!(r.text(), "kern.log keeps the timestamp");
         let r = rec("2026-11-27T16:38:56+0000 node-1 kernel: iso");
-        assert_eq!(r.wall.as_deref(), Some("2026-11-27T16:38:56+0000"));
+        assert_eq!(r.wall_text().as_deref(), Some("2026-11-27T16:38:56+0000"));
         assert_eq!(r.text(), "iso");
         assert_eq!(
             parse_line(b"Nov 27 16:38:56 node-1 systemd[1]: Started x."),
@@ -1261,7 +1266,7 @@ mod tests {
             let r = clean(line.as_bytes());
             assert_eq!(r.text(), msg, "{line:?}");
             assert_eq!(r.ts_usec, *ts, "{line:?}");
-            assert_eq!(r.wall.as_deref(), *wall, "{line:?}");
+            assert_eq!(r.wall_text().as_deref(), *wall, "{line:?}");
             assert_eq!(r.facility, *facility, "{line:?}");
         }
         // dmesg --color=always
@@ -1272,7 +1277,10 @@ mod tests {
             b"[Mi M\xe4r 27 16:38:56 2026] INFO: task a:1 blocked for more than 120 seconds.",
         );
         assert_eq!(r.text(), msg);
-        assert_eq!(r.wall.as_deref(), Some("Mi M\u{fffd}r 27 16:38:56 2026"));
+        assert_eq!(
+            r.wall_text().as_deref(),
+            Some("Mi M\u{fffd}r 27 16:38:56 2026")
+        );
         // talosctl from user space
         let r = clean(b"10.5.0.2: user: warning: [2021-10-13T13:50:49.046553263Z]: forged");
         assert!(r.from_userspace());

@@ -163,7 +163,7 @@ impl Stamp {
         Stamp {
             seq: r.seq,
             ts_usec: r.ts_usec,
-            wall: r.wall.as_deref().map(str::to_string),
+            wall: r.wall_text().map(Cow::into_owned),
         }
     }
 }
