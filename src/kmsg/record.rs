@@ -7,6 +7,7 @@
 //! Parsing never panics and never fails a run: input that is none of these is [`Line::Malformed`], which the
 //! reader counts and skips. Messages stay bytes: the kernel does not promise UTF-8.
 
+use super::search::{find, find_either};
 use std::borrow::Cow;
 
 /// One record. Fields that the input format does not carry are `None`.
@@ -431,31 +432,6 @@ fn stamped(mut s: Stamped<'_>, pri: Option<u64>) -> Line<'_> {
     Line::Record(s.record(pri))
 }
 
-/// Where the first byte of `b` that is `x` or `y` is, looked for eight bytes at a time: for the first words of
-/// messages, a few bytes long, that every line has and memchr's setup would cost more than.
-#[inline]
-fn find_either(b: &[u8], x: u8, y: u8) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    // The lowest byte flagged is the first zero byte (a borrow can only flag bytes above one).
-    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & (ONES << 7);
-    let (xs, ys) = (ONES * u64::from(x), ONES * u64::from(y));
-    let mut chunks = b.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let Ok(w) = <[u8; 8]>::try_from(chunk) else {
-            break;
-        };
-        let w = u64::from_le_bytes(w);
-        let hits = zero_bytes(w ^ xs) | zero_bytes(w ^ ys);
-        if hits != 0 {
-            return Some(at + hits.trailing_zeros() as usize / 8);
-        }
-        at += 8;
-    }
-    let rest = chunks.remainder();
-    rest.iter().position(|&c| c == x || c == y).map(|i| at + i)
-}
-
 /// `ident[pid]: ` at the start of `b`: a syslog program tag. Judged from the first word alone, which most lines
 /// end within a few bytes.
 fn program_tag(b: &[u8]) -> bool {
@@ -623,10 +599,6 @@ fn long_stamp<'a>(line: &'a [u8], r: &mut Stamped<'a>) -> Option<usize> {
         return None;
     }
     Some(close)
-}
-
-fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(h, needle)
 }
 
 fn trim_start(mut b: &[u8]) -> &[u8] {
@@ -1039,27 +1011,6 @@ mod tests {
             b"0:2345]x",
         ] {
             assert_eq!(six_digits_then_bracket(*bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn find_either_finds_the_first() {
-        let naive = |b: &[u8], x: u8, y: u8| b.iter().position(|&c| c == x || c == y);
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..20_000 {
-            let len = next() % 40;
-            // Bytes next to the ones looked for, and 0x00 and 0xff, to catch borrows.
-            let b: Vec<u8> = (0..len)
-                .map(|_| [b' ', b':', b'!', b'9', 0, 0xff, 0x1f, 0x3b][next() as usize % 8])
-                .collect();
-            assert_eq!(find_either(&b, b' ', b':'), naive(&b, b' ', b':'), "{b:?}");
-            assert_eq!(find_either(&b, 0, 0xff), naive(&b, 0, 0xff), "{b:?}");
         }
     }
 

@@ -9,21 +9,11 @@ pub(super) fn trim_start(mut b: &[u8]) -> &[u8] {
     b
 }
 
-pub(super) fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(h, needle)
-}
+pub(super) use crate::kmsg::search::find;
 
-/// Whether `needle` is in `h`. In a message of usual length, a memchr for the needle's first byte and a
-/// comparison where it is found cost less than building memmem's searcher; longer ones go to memmem, so that a
-/// line made of that byte costs no more than linear time.
+/// Whether `needle` is in `h`.
 pub(super) fn contains(h: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, _)) = needle.split_first() else {
-        return true;
-    };
-    if h.len() > 256 {
-        return find(h, needle).is_some();
-    }
-    memchr::memchr_iter(first, h).any(|i| h[i..].starts_with(needle))
+    find(h, needle).is_some()
 }
 
 /// The bytes after the first occurrence of `needle`.
