@@ -305,9 +305,23 @@ fn talos(line: &[u8]) -> Option<Line<'_>> {
 
 /// A line that starts with a digit: journalctl `-o short-iso` / rsyslog RFC 3339 (`2026-11-27T16:38:56+0000 host
 /// kernel: msg`), `dmesg --time-format iso` (`2026-11-27T16:38:56,123456+00:00 msg`), year-first syslog (`2025
-/// Jul 03 12:00:00 host kernel: msg`), `-o short-unix` (`1751544000.123456 host kernel: msg`), or a raw kmsg
-/// record.
+/// Jul 03 12:00:00 host kernel: msg`), `-o short-unix` (`1751544000.123456 host kernel: msg`), the console of
+/// Talos's dashboard (`05/09/2024 11:12:20 msg`: day first, no host or tag; Talos's own lines among them are
+/// read as messages too, and no rule matches them), or a raw kmsg record.
 fn digits_first(line: &[u8]) -> Line<'_> {
+    const CONSOLE: &[u8] = b"00/00/0000 00:00:00 ";
+    if line.len() > CONSOLE.len()
+        && CONSOLE
+            .iter()
+            .zip(line)
+            .all(|(&shape, &c)| c == shape || (shape == b'0' && c.is_ascii_digit()))
+    {
+        return Line::Record(Record {
+            wall: Some(&line[..CONSOLE.len() - 1]),
+            message: Cow::Borrowed(strip_caller(&line[CONSOLE.len()..])),
+            ..Record::default()
+        });
+    }
     if line.len() > 10 && line[..4].iter().all(u8::is_ascii_digit) {
         if line[4] == b'-' {
             return iso(line);
@@ -1201,7 +1215,8 @@ mod tests {
             // RFC 3339 and year-first syslog
             ("2025-07-03T12:00:00.123456+00:00 node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("2025-07-03T12:00:00.123456+00:00"), None),
             ("2025 Jul 03 12:00:00 node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("2025 Jul 03 12:00:00"), None),
-            // talosctl dmesg
+            // the Talos dashboard's console (github.com/siderolabs/talos/issues/9269), talosctl dmesg
+            ("05/09/2024 11:12:20 INFO: task a:1 blocked for more than 120 seconds.", None, Some("05/09/2024 11:12:20"), None),
             ("172.20.0.2: kern:    info: [2021-10-13T13:50:49.046553263Z]: INFO: task a:1 blocked for more than 120 seconds.", None, Some("2021-10-13T13:50:49.046553263Z"), Some(0)),
             // journalctl -o short-full, short-unix, short-monotonic
             ("Tue 2025-07-03 12:00:00 UTC node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("Tue 2025-07-03 12:00:00 UTC"), None),
