@@ -453,6 +453,10 @@ pub fn read_text(input: impl Read, stats: &mut ReadStats, sink: &mut impl Sink) 
     Ok(())
 }
 
+/// A line as [`Lines`] hands it on: its bytes and whether they hold an ESC, or `None` for an oversized line
+/// (skipped).
+type TextLine<'a> = Option<(&'a [u8], bool)>;
+
 /// The byte that starts an ANSI escape sequence (`dmesg --color=always`).
 const ESC: u8 = 0x1b;
 
@@ -483,9 +487,8 @@ impl<R: Read> Lines<R> {
         }
     }
 
-    /// `Some(Some((line, whether it holds an ESC)))`, `Some(None)` for an oversized line (skipped), `None` at the
-    /// end.
-    fn next_line(&mut self) -> io::Result<Option<Option<(&[u8], bool)>>> {
+    /// The next line, `None` at the end.
+    fn next_line(&mut self) -> io::Result<Option<TextLine<'_>>> {
         let mut oversized = false;
         loop {
             while let Some(i) = memchr::memchr2(b'\n', ESC, &self.buf[self.scan..self.end]) {
