@@ -518,21 +518,11 @@ fn plain_stamp(line: &[u8]) -> Option<(u64, usize)> {
     while line.get(i) == Some(&b' ') {
         i += 1;
     }
-    let start = i;
-    let mut secs: u64 = 0;
-    loop {
-        let d = line.get(i)?.wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        // Wraps only past 19 digits, which the check below rejects.
-        secs = secs.wrapping_mul(10).wrapping_add(u64::from(d));
-        i += 1;
-    }
-    if i == start || i - start > 19 || line.get(i) != Some(&b'.') {
+    let (secs, dot) = digits_at(line, i)?;
+    if dot == i || dot - i > 19 || line[dot] != b'.' {
         return None;
     }
-    i += 1;
+    i = dot + 1;
     // printk prints six digits and the `]`: read at once.
     let (frac, close) = match line
         .get(i..i + 8)
@@ -540,18 +530,9 @@ fn plain_stamp(line: &[u8]) -> Option<(u64, usize)> {
     {
         Some(frac) => (frac, i + 6),
         None => {
-            let frac_start = i;
-            let mut frac: u64 = 0;
-            loop {
-                let d = line.get(i)?.wrapping_sub(b'0');
-                if d > 9 {
-                    break;
-                }
-                frac = frac.wrapping_mul(10).wrapping_add(u64::from(d));
-                i += 1;
-            }
-            let digits = i - frac_start;
-            if digits > 9 || line[i] != b']' {
+            let (frac, close) = digits_at(line, i)?;
+            let digits = close - i;
+            if digits > 9 || line[close] != b']' {
                 return None;
             }
             let frac = if digits <= 6 {
@@ -559,7 +540,7 @@ fn plain_stamp(line: &[u8]) -> Option<(u64, usize)> {
             } else {
                 frac / POW10[digits - 6]
             };
-            (frac, i)
+            (frac, close)
         }
     };
     // The same 64-byte window as the long way.
@@ -567,6 +548,21 @@ fn plain_stamp(line: &[u8]) -> Option<(u64, usize)> {
         return None;
     }
     Some((secs.checked_mul(1_000_000)?.checked_add(frac)?, close))
+}
+
+/// The decimal digits of `line` from `i`: their value (wrapped past 19 digits, which callers refuse) and where
+/// they end. `None` when the line ends with them.
+#[inline(always)]
+fn digits_at(line: &[u8], mut i: usize) -> Option<(u64, usize)> {
+    let mut n: u64 = 0;
+    loop {
+        let d = line.get(i)?.wrapping_sub(b'0');
+        if d > 9 {
+            return Some((n, i));
+        }
+        n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
 }
 
 /// Six ASCII digits then `]` at the start of `w` (its last byte is not looked at): their value.
