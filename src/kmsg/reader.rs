@@ -491,7 +491,17 @@ impl<R: Read> Lines<R> {
     fn next_line(&mut self) -> io::Result<Option<TextLine<'_>>> {
         let mut oversized = false;
         loop {
-            while let Some(i) = memchr::memchr2(b'\n', ESC, &self.buf[self.scan..self.end]) {
+            loop {
+                let rest = &self.buf[self.scan..self.end];
+                // Past the line's first ESC, only its end is of interest.
+                let found = if self.escapes {
+                    memchr::memchr(b'\n', rest)
+                } else {
+                    memchr::memchr2(b'\n', ESC, rest)
+                };
+                let Some(i) = found else {
+                    break;
+                };
                 let at = self.scan + i;
                 self.scan = at + 1;
                 if self.buf[at] == ESC {
