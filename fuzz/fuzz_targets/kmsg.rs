@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let mut engine = Engine::new();
     if let Some(r) = parse_kmsg(data) {
         black_box(r.text());
+        black_box(r.fields().count());
         engine.push(&r);
     }
     let mut plain = Vec::new();
@@ -23,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             line
         };
         if let Line::Record(r) = parse_line(line) {
-            black_box(r.wall.as_deref());
+            black_box(r.wall_text());
             engine.push(&r);
         }
     }

@@ -16,6 +16,7 @@ pub mod reader;
 pub mod record;
 pub mod resolve;
 pub mod rules;
+mod search;
 
 use crate::finding::{BlindSpot, CheckOutput, Finding};
 use crate::owner::Attributor;

@@ -424,26 +424,28 @@ pub fn read_text(input: impl Read, stats: &mut ReadStats, sink: &mut impl Sink) 
     let mut plain = Vec::new();
     while let Some(line) = lines.next_line()? {
         match line {
-            Some(l) => match record::parse_line(if record::strip_ansi(l, &mut plain) {
-                &plain
-            } else {
-                l
-            }) {
-                Line::Blank => {
-                    if let Some(id) = record::boot_marker(l) {
-                        if stats.boot_ids.len() < 16 && !stats.boot_ids.contains(&id) {
-                            stats.boot_ids.push(id);
+            Some((l, escapes)) => {
+                match record::parse_line(if escapes && record::strip_ansi(l, &mut plain) {
+                    &plain
+                } else {
+                    l
+                }) {
+                    Line::Blank => {
+                        if let Some(id) = record::boot_marker(l) {
+                            if stats.boot_ids.len() < 16 && !stats.boot_ids.contains(&id) {
+                                stats.boot_ids.push(id);
+                            }
                         }
                     }
+                    Line::Record(r) => {
+                        stats.records += 1;
+                        stats.bare += u64::from(r.bare);
+                        sink.record(&r);
+                    }
+                    Line::NotKernel => stats.not_kernel += 1,
+                    Line::Malformed => stats.malformed += 1,
                 }
-                Line::Record(r) => {
-                    stats.records += 1;
-                    stats.bare += u64::from(r.bare);
-                    sink.record(&r);
-                }
-                Line::NotKernel => stats.not_kernel += 1,
-                Line::Malformed => stats.malformed += 1,
-            },
+            }
             None => stats.oversized += 1,
         }
     }
@@ -451,13 +453,25 @@ pub fn read_text(input: impl Read, stats: &mut ReadStats, sink: &mut impl Sink) 
     Ok(())
 }
 
-/// A line splitter that never holds more than [`MAX_LINE`] bytes of one line.
+/// A line as [`Lines`] hands it on: its bytes and whether they hold an ESC, or `None` for an oversized line
+/// (skipped).
+type TextLine<'a> = Option<(&'a [u8], bool)>;
+
+/// The byte that starts an ANSI escape sequence (`dmesg --color=always`).
+const ESC: u8 = 0x1b;
+
+/// A line splitter that never holds more than [`MAX_LINE`] bytes of one line. It looks for escapes in the same
+/// pass as for the end of the line, so that a line without them (nearly all) is not searched twice.
 struct Lines<R> {
     input: R,
     buf: Vec<u8>,
     start: usize,
     end: usize,
     eof: bool,
+    /// Where the search of the current line goes on: `buf[start..scan]` holds no newline.
+    scan: usize,
+    /// `buf[start..scan]` holds an ESC.
+    escapes: bool,
 }
 
 impl<R: Read> Lines<R> {
@@ -468,39 +482,60 @@ impl<R: Read> Lines<R> {
             start: 0,
             end: 0,
             eof: false,
+            scan: 0,
+            escapes: false,
         }
     }
 
-    /// `Some(Some(line))`, `Some(None)` for an oversized line (skipped), `None` at the end.
-    fn next_line(&mut self) -> io::Result<Option<Option<&[u8]>>> {
+    /// The next line, `None` at the end.
+    fn next_line(&mut self) -> io::Result<Option<TextLine<'_>>> {
         let mut oversized = false;
         loop {
-            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
-                let (s, e) = (self.start, self.start + i);
-                self.start = e + 1;
-                if oversized || e - s > MAX_LINE {
+            loop {
+                let rest = &self.buf[self.scan..self.end];
+                // Past the line's first ESC, only its end is of interest.
+                let found = if self.escapes {
+                    memchr::memchr(b'\n', rest)
+                } else {
+                    memchr::memchr2(b'\n', ESC, rest)
+                };
+                let Some(i) = found else {
+                    break;
+                };
+                let at = self.scan + i;
+                self.scan = at + 1;
+                if self.buf[at] == ESC {
+                    self.escapes = true;
+                    continue;
+                }
+                let (s, escapes) = (self.start, std::mem::take(&mut self.escapes));
+                self.start = self.scan;
+                if oversized || at - s > MAX_LINE {
                     return Ok(Some(None));
                 }
-                return Ok(Some(Some(&self.buf[s..e])));
+                return Ok(Some(Some((&self.buf[s..at], escapes))));
             }
+            self.scan = self.end;
             if self.eof {
                 if self.start == self.end {
                     return Ok(if oversized { Some(None) } else { None });
                 }
-                let (s, e) = (self.start, self.end);
+                let (s, e, escapes) = (self.start, self.end, std::mem::take(&mut self.escapes));
                 self.start = self.end;
                 if oversized || e - s > MAX_LINE {
                     return Ok(Some(None));
                 }
-                return Ok(Some(Some(&self.buf[s..e])));
+                return Ok(Some(Some((&self.buf[s..e], escapes))));
             }
             if self.end - self.start >= MAX_LINE {
                 oversized = true;
                 self.start = self.end;
+                self.escapes = false;
             }
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
+                self.scan -= self.start;
                 self.start = 0;
             }
             match self.input.read(&mut self.buf[self.end..]) {
@@ -579,13 +614,25 @@ mod tests {
 
     #[test]
     fn short_reads_make_the_same_lines() {
-        let input = b"[ 1.000000] one\n[ 2.000000] two\n";
+        let input =
+            b"[ 1.000000] one\n[ 2.000000] two\n\x1b[32m[ 3.000000] \x1b[0mthree\n[ 4.000000] four";
         let mut out = Vec::new();
         let mut st = ReadStats::default();
         read_text(Trickle(input), &mut st, &mut |r: &Record<'_>| {
             out.push(r.text().into_owned())
         })
         .unwrap();
-        assert_eq!(out, ["one", "two"]);
+        assert_eq!(out, ["one", "two", "three", "four"]);
+        assert_eq!(collect(input).0, out);
+    }
+
+    /// Escapes are stripped from the lines that hold them only, wherever they are in the line.
+    #[test]
+    fn escapes_found_with_the_line_ends() {
+        let input =
+            b"\x1b[33m[ 1.000000] a\x1b[0m\n[ 2.000000] b\n[ 3.000000] c\x1b[0m\n[ 4.000000] \x1b\n\x1b";
+        let (msgs, st) = collect(input);
+        assert_eq!(msgs, ["a", "b", "c", ""]);
+        assert_eq!((st.records, st.malformed), (4, 0));
     }
 }

@@ -7,6 +7,7 @@
 //! Parsing never panics and never fails a run: input that is none of these is [`Line::Malformed`], which the
 //! reader counts and skips. Messages stay bytes: the kernel does not promise UTF-8.
 
+use super::search::{find, find_either};
 use std::borrow::Cow;
 
 /// One record. Fields that the input format does not carry are `None`.
@@ -20,9 +21,9 @@ pub struct Record<'a> {
     pub seq: Option<u64>,
     /// Microseconds since boot (kmsg, dmesg).
     pub ts_usec: Option<u64>,
-    /// Wall-clock time exactly as the text printed it (dmesg -T, journalctl, syslog); the node's local time.
-    /// Bytes that are not UTF-8 (a Latin-1 locale's month names) are replaced.
-    pub wall: Option<Cow<'a, str>>,
+    /// Wall-clock time exactly as the text printed it (dmesg -T, journalctl, syslog); the node's local time. As
+    /// read: [`Record::wall_text`] makes it text, for the few records that need it.
+    pub wall: Option<&'a [u8]>,
     /// No known prefix: the whole line was taken as the message (`dmesg -t`, `journalctl -o cat`, console
     /// output). Such lines carry neither time nor facility.
     pub bare: bool,
@@ -30,11 +31,28 @@ pub struct Record<'a> {
     pub cont: bool,
     /// The message, with kmsg's `\xHH` escapes decoded.
     pub message: Cow<'a, [u8]>,
-    /// kmsg's ` KEY=VALUE` continuation lines (`SUBSYSTEM=block`, `DEVICE=b7:0`), decoded.
-    pub fields: Vec<(String, String)>,
+    /// kmsg's dictionary: its ` KEY=VALUE` continuation lines (`SUBSYSTEM=block`, `DEVICE=b7:0`) as read, for
+    /// [`Record::fields`] to decode. Borrowed: a record is made for every line read, and a copy of a few small
+    /// strings each time would cost as much as the rest of the record.
+    pub dict: &'a [u8],
 }
 
-impl Record<'_> {
+impl<'a> Record<'a> {
+    /// The wall-clock stamp as text; bytes that are not UTF-8 (a Latin-1 locale's month names) are replaced.
+    pub fn wall_text(&self) -> Option<Cow<'a, str>> {
+        self.wall.map(String::from_utf8_lossy)
+    }
+
+    /// kmsg's dictionary, decoded: (`SUBSYSTEM`, `block`), (`DEVICE`, `b7:0`).
+    pub fn fields(&self) -> impl Iterator<Item = (String, String)> + 'a {
+        let decode = |b: &[u8]| String::from_utf8_lossy(&unescape(b)).into_owned();
+        self.dict.split(|&b| b == b'\n').filter_map(move |line| {
+            let kv = line.strip_prefix(b" ")?;
+            let eq = memchr::memchr(b'=', kv)?;
+            Some((decode(&kv[..eq]), decode(&kv[eq + 1..])))
+        })
+    }
+
     /// The message for display (invalid UTF-8 replaced).
     pub fn text(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.message)
@@ -65,17 +83,7 @@ pub fn parse_kmsg(buf: &[u8]) -> Option<Record<'_>> {
         None => (buf, &[][..]),
     };
     let mut r = parse_kmsg_header(head)?;
-    for line in rest.split(|&b| b == b'\n') {
-        let Some(kv) = line.strip_prefix(b" ") else {
-            continue;
-        };
-        if let Some(eq) = memchr::memchr(b'=', kv) {
-            r.fields.push((
-                String::from_utf8_lossy(&unescape(&kv[..eq])).into_owned(),
-                String::from_utf8_lossy(&unescape(&kv[eq + 1..])).into_owned(),
-            ));
-        }
-    }
+    r.dict = rest;
     Some(r)
 }
 
@@ -190,10 +198,13 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
         return Line::Blank;
     };
     let known = match first {
-        b'[' => match bracketed(line, None) {
-            Line::Malformed => return further_in(line),
-            l => return l,
-        },
+        // Returned from where it is made: a line is too large a value to copy for every one.
+        b'[' => {
+            return match dmesg(line) {
+                Some(s) => stamped(s, None),
+                None => further_in(line),
+            }
+        }
         b'<' => syslog_pri(line),
         b'0'..=b'9' => digits_first(line),
         b'-' if line.starts_with(b"-- ") => Line::Blank,
@@ -239,8 +250,8 @@ fn further_in(line: &[u8]) -> Line<'_> {
     }
     let mut from = 0;
     while let Some(o) = memchr::memchr(b'[', &window[from..]).map(|o| o + from) {
-        if let Some(r) = dmesg(&line[o..], None).filter(|r| r.ts_usec.is_some()) {
-            return Line::Record(r);
+        if let Some(s) = dmesg(&line[o..]).filter(|s| s.ts_usec.is_some()) {
+            return Line::Record(s.record(None));
         }
         from = o + 1;
     }
@@ -261,8 +272,8 @@ fn further_in(line: &[u8]) -> Line<'_> {
 fn tagged(rest: &[u8]) -> Line<'_> {
     let rest = trim_start(rest);
     if rest.first() == Some(&b'[') {
-        if let Some(r) = dmesg(rest, None) {
-            return Line::Record(r);
+        if let Some(s) = dmesg(rest) {
+            return Line::Record(s.record(None));
         }
     }
     Line::Record(Record {
@@ -286,7 +297,7 @@ fn talos(line: &[u8]) -> Option<Line<'_>> {
     Some(Line::Record(Record {
         facility: Some(facility),
         level: Some(level),
-        wall: Some(String::from_utf8_lossy(stamp)),
+        wall: Some(stamp),
         message: Cow::Borrowed(&line[close + 3..]),
         ..Record::default()
     }))
@@ -294,9 +305,23 @@ fn talos(line: &[u8]) -> Option<Line<'_>> {
 
 /// A line that starts with a digit: journalctl `-o short-iso` / rsyslog RFC 3339 (`2026-11-27T16:38:56+0000 host
 /// kernel: msg`), `dmesg --time-format iso` (`2026-11-27T16:38:56,123456+00:00 msg`), year-first syslog (`2025
-/// Jul 03 12:00:00 host kernel: msg`), `-o short-unix` (`1751544000.123456 host kernel: msg`), or a raw kmsg
-/// record.
+/// Jul 03 12:00:00 host kernel: msg`), `-o short-unix` (`1751544000.123456 host kernel: msg`), the console of
+/// Talos's dashboard (`05/09/2024 11:12:20 msg`: day first, no host or tag; Talos's own lines among them are
+/// read as messages too, and no rule matches them), or a raw kmsg record.
 fn digits_first(line: &[u8]) -> Line<'_> {
+    const CONSOLE: &[u8] = b"00/00/0000 00:00:00 ";
+    if line.len() > CONSOLE.len()
+        && CONSOLE
+            .iter()
+            .zip(line)
+            .all(|(&shape, &c)| c == shape || (shape == b'0' && c.is_ascii_digit()))
+    {
+        return Line::Record(Record {
+            wall: Some(&line[..CONSOLE.len() - 1]),
+            message: Cow::Borrowed(strip_caller(&line[CONSOLE.len()..])),
+            ..Record::default()
+        });
+    }
     if line.len() > 10 && line[..4].iter().all(u8::is_ascii_digit) {
         if line[4] == b'-' {
             return iso(line);
@@ -395,45 +420,36 @@ fn month(m: &[u8]) -> bool {
     )
 }
 
-/// A line that starts with `[`: dmesg, or journalctl `-o short-monotonic` (`[ 1234.567890] host kernel: msg`).
+/// A line that starts with a dmesg stamp, taken apart by [`dmesg`]: dmesg, or journalctl `-o short-monotonic`
+/// (`[ 1234.567890] host kernel: msg`). `pri` comes from a `<N>` prefix before the stamp.
 #[inline]
-fn bracketed(line: &[u8], pri: Option<u64>) -> Line<'_> {
-    let Some(mut r) = dmesg(line, pri) else {
-        return Line::Malformed;
-    };
+fn stamped(mut s: Stamped<'_>, pri: Option<u64>) -> Line<'_> {
     // A bracketed prefix that only looks like a wall-clock stamp (a program's `[2026-09-10T01:28:40Z ERROR tag]`),
-    // then a dmesg line: the inner stamp is the kernel's. The message is a suffix of the line.
-    if r.ts_usec.is_none() && r.message.first() == Some(&b'[') {
-        let inner = &line[line.len() - r.message.len()..];
-        if let Some(i) = dmesg(inner, pri).filter(|i| i.ts_usec.is_some()) {
-            r = i;
+    // then a dmesg line: the inner stamp is the kernel's.
+    if s.ts_usec.is_none() && s.message.first() == Some(&b'[') {
+        if let Some(inner) = dmesg(s.message).filter(|i| i.ts_usec.is_some()) {
+            s = inner;
         }
     }
     // short-monotonic: "host kernel: msg", or "host ident[pid]: msg" from another program. A host name has no
     // colon, which most kernel messages' first word has ("IPv6:", "audit:").
-    let head = &r.message[..r.message.len().min(72)];
-    let first_space = head
-        .iter()
-        .position(|&c| c == b' ' || c == b':')
-        .filter(|&i| i > 0 && head[i] == b' ');
+    let head = &s.message[..s.message.len().min(72)];
+    let first_space = find_either(head, b' ', b':').filter(|&i| i > 0 && head[i] == b' ');
     if let Some(sp) = first_space {
-        let after = &r.message[sp + 1..];
-        if after.starts_with(b"kernel: ") {
-            r.message = match r.message {
-                Cow::Borrowed(m) => Cow::Borrowed(&m[sp + 9..]),
-                Cow::Owned(m) => Cow::Owned(m[sp + 9..].to_vec()),
-            };
+        let after = &s.message[sp + 1..];
+        if let Some(m) = after.strip_prefix(b"kernel: ") {
+            s.message = m;
         } else if program_tag(after) {
             return Line::NotKernel;
         }
     }
-    Line::Record(r)
+    Line::Record(s.record(pri))
 }
 
 /// `ident[pid]: ` at the start of `b`: a syslog program tag. Judged from the first word alone, which most lines
 /// end within a few bytes.
 fn program_tag(b: &[u8]) -> bool {
-    let Some(end) = b[..b.len().min(64)].iter().position(|&c| c == b' ') else {
+    let Some(end) = find_either(&b[..b.len().min(64)], b' ', b' ') else {
         return false;
     };
     let Some(w) = b[..end].strip_suffix(b"]:") else {
@@ -450,14 +466,129 @@ fn program_tag(b: &[u8]) -> bool {
 
 /// `[ 1234.567890] msg`, `[Tue Nov 27 16:38:56 2026] msg`, with an optional caller id (`[    T1] `); also the
 /// stamps of `dmesg -d` (`[ 1.5 <   0.2>]`), `--time-format delta` (`[<   0.2>]`) and `-H`/`reltime`
-/// (`[Nov27 16:38]`, then `[  +0.000072]`), which give no time since boot. `pri` comes from a `<N>` prefix
-/// already stripped.
-fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
+/// (`[Nov27 16:38]`, then `[  +0.000072]`), which give no time since boot.
+fn dmesg(line: &[u8]) -> Option<Stamped<'_>> {
+    let mut s = Stamped {
+        ts_usec: None,
+        wall: None,
+        message: &[],
+    };
+    let close = match plain_stamp(line) {
+        Some((us, close)) => {
+            s.ts_usec = Some(us);
+            close
+        }
+        None => long_stamp(line, &mut s)?,
+    };
+    let msg = &line[close + 1..];
+    s.message = strip_caller(msg.strip_prefix(b" ").unwrap_or(msg));
+    Some(s)
+}
+
+/// A dmesg line taken apart: its time since boot or its wall-clock stamp, and the message after it.
+struct Stamped<'a> {
+    ts_usec: Option<u64>,
+    wall: Option<&'a [u8]>,
+    message: &'a [u8],
+}
+
+impl<'a> Stamped<'a> {
+    /// The record, with the facility and level of `pri` (a `<N>` prefix) when there was one.
+    #[inline]
+    fn record(self, pri: Option<u64>) -> Record<'a> {
+        let pri = pri.and_then(|p| u8::try_from(p).ok());
+        Record {
+            facility: pri.map(|p| p >> 3),
+            level: pri.map(|p| p & 7),
+            ts_usec: self.ts_usec,
+            wall: self.wall,
+            message: Cow::Borrowed(self.message),
+            ..Record::default()
+        }
+    }
+}
+
+/// The stamp nearly every dmesg line has, `[ 1234.567890]` (spaces, 1 to 19 digits, a dot, 0 to 9 digits), read
+/// in one pass: the time since boot in µs and the position of the `]`. `None` for any other shape, which
+/// [`long_stamp`] reads.
+// Always: every dmesg line goes through it, and with two callers the compiler would make it a call.
+#[inline(always)]
+fn plain_stamp(line: &[u8]) -> Option<(u64, usize)> {
+    let mut i = 1;
+    while line.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    let (secs, dot) = digits_at(line, i)?;
+    if dot == i || dot - i > 19 || line[dot] != b'.' {
+        return None;
+    }
+    i = dot + 1;
+    // printk prints six digits and the `]`: read at once.
+    let (frac, close) = match line
+        .get(i..i + 8)
+        .and_then(|w| six_digits_then_bracket(w.try_into().ok()?))
+    {
+        Some(frac) => (frac, i + 6),
+        None => {
+            let (frac, close) = digits_at(line, i)?;
+            let digits = close - i;
+            if digits > 9 || line[close] != b']' {
+                return None;
+            }
+            let frac = if digits <= 6 {
+                frac * POW10[6 - digits]
+            } else {
+                frac / POW10[digits - 6]
+            };
+            (frac, close)
+        }
+    };
+    // The same 64-byte window as the long way.
+    if close >= 64 {
+        return None;
+    }
+    Some((secs.checked_mul(1_000_000)?.checked_add(frac)?, close))
+}
+
+/// The decimal digits of `line` from `i`: their value (wrapped past 19 digits, which callers refuse) and where
+/// they end. `None` when the line ends with them.
+#[inline(always)]
+fn digits_at(line: &[u8], mut i: usize) -> Option<(u64, usize)> {
+    let mut n: u64 = 0;
+    loop {
+        let d = line.get(i)?.wrapping_sub(b'0');
+        if d > 9 {
+            return Some((n, i));
+        }
+        n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+}
+
+/// Six ASCII digits then `]` at the start of `w` (its last byte is not looked at): their value.
+#[inline]
+fn six_digits_then_bracket(w: [u8; 8]) -> Option<u64> {
+    const LOW6: u64 = 0x0000_FFFF_FFFF_FFFF;
+    let w = u64::from_le_bytes(w);
+    // A byte is a digit when its high nibble is 3 both as it is and with 6 added (0x30 to 0x39).
+    let digits = (w & 0xF0F0_F0F0_F0F0) == 0x3030_3030_3030
+        && (((w & LOW6) + 0x0606_0606_0606) & 0xF0F0_F0F0_F0F0) == 0x3030_3030_3030;
+    if !digits || (w >> 48) as u8 != b']' {
+        return None;
+    }
+    // The digits in the top six bytes (the first one in byte 2), then pairs, fours and eights combined.
+    let v = (w & 0x0F0F_0F0F_0F0F) << 16;
+    let v = (v * 10 + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let v = (v * 100 + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((v * 10_000 + (v >> 32)) & 0xFFFF_FFFF)
+}
+
+/// Any stamp of [`dmesg`]'s documentation, into `r`: the position of its `]`.
+fn long_stamp<'a>(line: &'a [u8], r: &mut Stamped<'a>) -> Option<usize> {
     // Every stamp fits in 64 bytes (see the 48-byte bound below). A plain loop: memchr's setup costs more than
     // the dozen bytes of a usual stamp.
     let close = line[..line.len().min(64)].iter().position(|&c| c == b']')?;
     let inside = trim(&line[1..close]);
-    let mut r = Record::default();
     if let Some(us) = seconds_to_usec(inside) {
         r.ts_usec = Some(us);
     } else if let Some(us) = inside
@@ -473,23 +604,11 @@ fn dmesg(line: &[u8], pri: Option<u64>) -> Option<Record<'_>> {
     {
         // A delta from the previous line: no time of its own.
     } else if inside.len() >= 8 && inside.len() <= 48 && inside.contains(&b':') {
-        r.wall = Some(String::from_utf8_lossy(inside));
+        r.wall = Some(inside);
     } else {
         return None;
     }
-    let mut msg = &line[close + 1..];
-    msg = msg.strip_prefix(b" ").unwrap_or(msg);
-    msg = strip_caller(msg);
-    if let Some(p) = pri.and_then(|p| u8::try_from(p).ok()) {
-        r.facility = Some(p >> 3);
-        r.level = Some(p & 7);
-    }
-    r.message = Cow::Borrowed(msg);
-    Some(r)
-}
-
-fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(h, needle)
+    Some(close)
 }
 
 fn trim_start(mut b: &[u8]) -> &[u8] {
@@ -556,21 +675,22 @@ fn trim(mut b: &[u8]) -> &[u8] {
     b
 }
 
+const POW10: [u64; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
 /// `1234.567890` -> 1234567890 µs: 1 to 19 digits, a dot, and 0 to 9 digits. One pass: this runs for every line
 /// of a saved dmesg.
 fn seconds_to_usec(b: &[u8]) -> Option<u64> {
-    const POW10: [u64; 10] = [
-        1,
-        10,
-        100,
-        1_000,
-        10_000,
-        100_000,
-        1_000_000,
-        10_000_000,
-        100_000_000,
-        1_000_000_000,
-    ];
     let digit = |c: u8| c.wrapping_sub(b'0');
     let mut i = 0;
     let mut secs: u64 = 0;
@@ -619,7 +739,7 @@ fn syslog_pri(line: &[u8]) -> Line<'_> {
     };
     let rest = &line[close + 1..];
     if rest.first() == Some(&b'[') {
-        if let Line::Record(r) = bracketed(rest, Some(pri)) {
+        if let Some(Line::Record(r)) = dmesg(rest).map(|s| stamped(s, Some(pri))) {
             return Line::Record(r);
         }
     }
@@ -646,8 +766,8 @@ fn decoded_levels(line: &[u8]) -> Line<'_> {
     let rest = rest.strip_prefix(b" ").unwrap_or(rest);
     let pri = u64::from(fac) << 3 | u64::from(lvl);
     if rest.first() == Some(&b'[') {
-        if let Some(r) = dmesg(rest, Some(pri)) {
-            return Line::Record(r);
+        if let Some(s) = dmesg(rest) {
+            return Line::Record(s.record(Some(pri)));
         }
     }
     Line::Record(Record {
@@ -707,7 +827,7 @@ fn short(line: &[u8]) -> Line<'_> {
         return Line::Malformed;
     }
     i += 1;
-    let Some(sp) = memchr::memchr(b' ', &line[i..]).map(|s| s + i) else {
+    let Some(sp) = find_either(&line[i..], b' ', b' ').map(|s| s + i) else {
         return Line::Malformed;
     };
     let time = &line[i..sp];
@@ -728,7 +848,7 @@ fn iso(line: &[u8]) -> Line<'_> {
     if line[..sp].contains(&b',') {
         // dmesg --time-format iso: "2026-11-27T16:38:56,123456+00:00 msg", no host or tag.
         return Line::Record(Record {
-            wall: Some(String::from_utf8_lossy(&line[..sp])),
+            wall: Some(&line[..sp]),
             message: Cow::Borrowed(strip_caller(&line[sp + 1..])),
             ..Record::default()
         });
@@ -738,9 +858,9 @@ fn iso(line: &[u8]) -> Line<'_> {
 
 /// The rest of a journal/syslog line after its timestamp (which ends at `sp`): `host ident: msg`.
 fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
-    let wall = String::from_utf8_lossy(&line[..sp]);
+    let wall = &line[..sp];
     let rest = &line[sp + 1..];
-    let Some(host_end) = memchr::memchr(b' ', rest) else {
+    let Some(host_end) = find_either(rest, b' ', b' ') else {
         return Line::Malformed;
     };
     // Some syslog setups leave the host out: "Feb 23 03:28:16 kernel: msg".
@@ -749,7 +869,7 @@ fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
     } else {
         &rest[host_end + 1..]
     };
-    let Some(colon) = memchr::memchr(b':', rest) else {
+    let Some(colon) = find_either(rest, b':', b':') else {
         return Line::Malformed;
     };
     if &rest[..colon] != b"kernel" {
@@ -761,22 +881,25 @@ fn after_stamp(line: &[u8], sp: usize) -> Line<'_> {
     }
     let mut msg = &rest[colon + 1..];
     msg = msg.strip_prefix(b" ").unwrap_or(msg);
-    let mut r = Record {
+    let mut s = Stamped {
+        ts_usec: None,
         wall: Some(wall),
-        ..Record::default()
+        message: msg,
     };
     // syslog's kern.log keeps the kernel's own timestamp: "kernel: [ 1234.567890] msg".
     if msg.first() == Some(&b'[') {
-        if let Some(close) = memchr::memchr(b']', msg) {
-            if let Some(us) = seconds_to_usec(trim(&msg[1..close])) {
-                r.ts_usec = Some(us);
-                msg = &msg[close + 1..];
-                msg = msg.strip_prefix(b" ").unwrap_or(msg);
-            }
+        let stamp = plain_stamp(msg).or_else(|| {
+            let close = memchr::memchr(b']', msg)?;
+            Some((seconds_to_usec(trim(&msg[1..close]))?, close))
+        });
+        if let Some((us, close)) = stamp {
+            s.ts_usec = Some(us);
+            msg = &msg[close + 1..];
+            msg = msg.strip_prefix(b" ").unwrap_or(msg);
         }
     }
-    r.message = Cow::Borrowed(strip_caller(msg));
-    Line::Record(r)
+    s.message = strip_caller(msg);
+    Line::Record(s.record(None))
 }
 
 #[cfg(test)]
@@ -832,6 +955,75 @@ mod tests {
         }
     }
 
+    /// The one-pass reader of the usual stamp agrees with the long way on every line it takes.
+    #[test]
+    fn plain_stamp_agrees_with_the_long_way() {
+        let long = |line: &[u8]| {
+            let mut s = Stamped {
+                ts_usec: None,
+                wall: None,
+                message: &[],
+            };
+            long_stamp(line, &mut s).map(|close| (s.ts_usec, close))
+        };
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        for secs in [
+            "0",
+            "7",
+            "12345",
+            "1000",
+            "9999999999999",
+            "1844674407370",
+            "18446744073709",
+            "1234567890123456789",
+            "12345678901234567890",
+        ] {
+            for frac in [
+                "",
+                "5",
+                "123456",
+                "000001",
+                "999999",
+                "1234567",
+                "123456789",
+                "1234567890",
+                "12345a",
+                "12 456",
+            ] {
+                for pad in ["", " ", "    ", &" ".repeat(50)] {
+                    for tail in ["", " msg", "]", "  x", "\u{0}"] {
+                        lines.push(format!("[{pad}{secs}.{frac}]{tail}").into_bytes());
+                        lines.push(format!("[{pad}{secs}.{frac} ]{tail}").into_bytes());
+                        lines.push(format!("[{pad}{secs}{frac}]{tail}").into_bytes());
+                    }
+                }
+            }
+        }
+        let mut taken = 0;
+        for line in &lines {
+            // What it leaves, dmesg reads the long way.
+            if let Some((us, close)) = plain_stamp(line) {
+                taken += 1;
+                let text = String::from_utf8_lossy(line);
+                assert_eq!(long(line), Some((Some(us), close)), "{text:?}");
+            }
+        }
+        assert!(taken > 100, "{taken}");
+        assert_eq!(plain_stamp(b"[ 1234.567890] x"), Some((1_234_567_890, 13)));
+        assert_eq!(plain_stamp(b"[ 0.000001] x"), Some((1, 10)));
+        assert_eq!(six_digits_then_bracket(*b"012345]x"), Some(12_345));
+        assert_eq!(six_digits_then_bracket(*b"999999] "), Some(999_999));
+        for bad in [
+            b"01234:]x",
+            b"0123/5]x",
+            b"012345 x",
+            b"\xb012345]x",
+            b"0:2345]x",
+        ] {
+            assert_eq!(six_digits_then_bracket(*bad), None, "{bad:?}");
+        }
+    }
+
     fn rec(line: &str) -> Record<'_> {
         match parse_line(line.as_bytes()) {
             Line::Record(r) => r,
@@ -842,7 +1034,7 @@ mod tests {
     #[test]
     fn kmsg_record_with_fields_and_escapes() {
         let r = parse_kmsg(
-            b"4,377,2388009252,-;EXT4-fs warning (device loop0): a\\x5cb\\x0ac\n SUBSYSTEM=block\n DEVICE=b7:0\n",
+            b"4,377,2388009252,-;EXT4-fs warning (device loop0): a\\x5cb\\x0ac\n SUBSYSTEM=block\n DEVICE=b7:0\nnot a field\n X\\x3d=a\\x3db\n",
         )
         .unwrap();
         assert_eq!(r.facility, Some(0));
@@ -852,10 +1044,11 @@ mod tests {
         assert!(!r.cont);
         assert_eq!(&r.message[..], b"EXT4-fs warning (device loop0): a\\b\nc");
         assert_eq!(
-            r.fields,
+            r.fields().collect::<Vec<_>>(),
             vec![
                 ("SUBSYSTEM".into(), "block".into()),
-                ("DEVICE".into(), "b7:0".into())
+                ("DEVICE".into(), "b7:0".into()),
+                ("X=".into(), "a=b".into()),
             ]
         );
         let r = parse_kmsg(b"12,9,10,c,caller=T42;hello").unwrap();
@@ -893,7 +1086,7 @@ mod tests {
         assert_eq!(r.ts_usec, Some(2_388_009_252));
         assert_eq!(r.text(), "EXT4-fs warning (device loop0): x");
         let r = rec("[Tue Nov 27 16:38:56 2026] INFO: task a:1 blocked");
-        assert_eq!(r.wall.as_deref(), Some("Tue Nov 27 16:38:56 2026"));
+        assert_eq!(r.wall_text().as_deref(), Some("Tue Nov 27 16:38:56 2026"));
         assert_eq!(r.ts_usec, None);
         assert_eq!(r.text(), "INFO: task a:1 blocked");
         let r = rec("<4>[    1.5] msg");
@@ -919,15 +1112,15 @@ mod tests {
     #[test]
     fn journal_formats() {
         let r = rec("Nov 27 16:38:56 node-1 kernel: Buffer I/O error on dev sdb, logical block 0");
-        assert_eq!(r.wall.as_deref(), Some("Nov 27 16:38:56"));
+        assert_eq!(r.wall_text().as_deref(), Some("Nov 27 16:38:56"));
         assert_eq!(r.text(), "Buffer I/O error on dev sdb, logical block 0");
         let r = rec("Nov  7 16:38:56.123456 node-1 kernel: x");
-        assert_eq!(r.wall.as_deref(), Some("Nov  7 16:38:56.123456"));
+        assert_eq!(r.wall_text().as_deref(), Some("Nov  7 16:38:56.123456"));
         let r = rec("Nov 27 16:38:56 node-1 kernel: [ 10.250000] kern.log keeps the timestamp");
         assert_eq!(r.ts_usec, Some(10_250_000));
         assert_eq!(r.text(), "kern.log keeps the timestamp");
         let r = rec("2026-11-27T16:38:56+0000 node-1 kernel: iso");
-        assert_eq!(r.wall.as_deref(), Some("2026-11-27T16:38:56+0000"));
+        assert_eq!(r.wall_text().as_deref(), Some("2026-11-27T16:38:56+0000"));
         assert_eq!(r.text(), "iso");
         assert_eq!(
             parse_line(b"Nov 27 16:38:56 node-1 systemd[1]: Started x."),
@@ -1018,7 +1211,8 @@ mod tests {
             // RFC 3339 and year-first syslog
             ("2025-07-03T12:00:00.123456+00:00 node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("2025-07-03T12:00:00.123456+00:00"), None),
             ("2025 Jul 03 12:00:00 node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("2025 Jul 03 12:00:00"), None),
-            // talosctl dmesg
+            // the Talos dashboard's console (github.com/siderolabs/talos/issues/9269), talosctl dmesg
+            ("05/09/2024 11:12:20 INFO: task a:1 blocked for more than 120 seconds.", None, Some("05/09/2024 11:12:20"), None),
             ("172.20.0.2: kern:    info: [2021-10-13T13:50:49.046553263Z]: INFO: task a:1 blocked for more than 120 seconds.", None, Some("2021-10-13T13:50:49.046553263Z"), Some(0)),
             // journalctl -o short-full, short-unix, short-monotonic
             ("Tue 2025-07-03 12:00:00 UTC node-1 kernel: INFO: task a:1 blocked for more than 120 seconds.", None, Some("Tue 2025-07-03 12:00:00 UTC"), None),
@@ -1034,7 +1228,7 @@ mod tests {
             let r = clean(line.as_bytes());
             assert_eq!(r.text(), msg, "{line:?}");
             assert_eq!(r.ts_usec, *ts, "{line:?}");
-            assert_eq!(r.wall.as_deref(), *wall, "{line:?}");
+            assert_eq!(r.wall_text().as_deref(), *wall, "{line:?}");
             assert_eq!(r.facility, *facility, "{line:?}");
         }
         // dmesg --color=always
@@ -1045,7 +1239,10 @@ mod tests {
             b"[Mi M\xe4r 27 16:38:56 2026] INFO: task a:1 blocked for more than 120 seconds.",
         );
         assert_eq!(r.text(), msg);
-        assert_eq!(r.wall.as_deref(), Some("Mi M\u{fffd}r 27 16:38:56 2026"));
+        assert_eq!(
+            r.wall_text().as_deref(),
+            Some("Mi M\u{fffd}r 27 16:38:56 2026")
+        );
         // talosctl from user space
         let r = clean(b"10.5.0.2: user: warning: [2021-10-13T13:50:49.046553263Z]: forged");
         assert!(r.from_userspace());

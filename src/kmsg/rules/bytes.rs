@@ -9,8 +9,11 @@ pub(super) fn trim_start(mut b: &[u8]) -> &[u8] {
     b
 }
 
-pub(super) fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(h, needle)
+pub(super) use crate::kmsg::search::find;
+
+/// Whether `needle` is in `h`.
+pub(super) fn contains(h: &[u8], needle: &[u8]) -> bool {
+    find(h, needle).is_some()
 }
 
 /// The bytes after the first occurrence of `needle`.
@@ -43,6 +46,17 @@ pub(super) fn upto(b: &[u8], end: u8) -> &[u8] {
 
 pub(super) fn text(b: &[u8]) -> String {
     let mut s = display_bytes(b);
-    truncate(&mut s, 256);
+    truncate(&mut s, MAX_TEXT);
     s
+}
+
+/// Longest [`text`], in bytes.
+const MAX_TEXT: usize = 256;
+
+/// What [`text`] gives, without a copy when the bytes are UTF-8 and short enough to stay whole.
+pub(super) fn text_cow(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) if s.len() <= MAX_TEXT => Cow::Borrowed(s),
+        _ => Cow::Owned(text(b)),
+    }
 }

@@ -4,7 +4,7 @@ use super::*;
 
 /// What one message turned out to be.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Hit {
+pub(super) enum Hit<'a> {
     /// An event of its own, counted in its group.
     Event {
         rule: Rule,
@@ -13,8 +13,9 @@ pub(super) enum Hit {
     },
     /// "Large directory feature is not enabled on this filesystem" on `device`.
     HtreeCompanion { device: String },
-    /// "EXT4-fs (DEV): mounted filesystem ...": what follows on `device` is about a new filesystem.
-    Ext4Mounted { device: String },
+    /// "EXT4-fs (DEV): mounted filesystem ...": what follows on `device` is about a new filesystem. Borrowed: the
+    /// line is a common one, and most devices are never looked up again.
+    Ext4Mounted { device: Cow<'a, str> },
     /// "Killed process PID (comm) ...": detail for the `oom-kill:` summary of the same pid, or an event of its own.
     OomVictim(Detail),
     /// Kernels before 4.19 (no `oom-kill:` line): "Memory cgroup out of memory: Kill process PID (comm) score S
@@ -32,7 +33,7 @@ pub(super) enum Hit {
 }
 
 /// The rules proper: the first byte picks the few prefixes worth comparing; everything else is rejected at once.
-pub(super) fn classify(m: &[u8]) -> Option<Hit> {
+pub(super) fn classify(m: &[u8]) -> Option<Hit<'_>> {
     match *m.first()? {
         b'E' => {
             if let Some(rest) = m.strip_prefix(b"EXT4-fs ") {
@@ -156,7 +157,7 @@ pub(super) fn classify(m: &[u8]) -> Option<Hit> {
 /// The block layer's errors, after any `blk_update_request: ` prefix: `I/O error, dev sda, sector 123 op
 /// 0x1:(WRITE) flags 0x800 phys_seg 1 prio class 0`, `critical medium error, dev sdb, sector 5120`, 3.x's `I/O
 /// error, dev sdb, sector 123`, 4.x's `I/O error, dev sdc, sector 1098288304 flags 0`.
-pub(super) fn block(m: &[u8]) -> Option<Hit> {
+pub(super) fn block(m: &[u8]) -> Option<Hit<'_>> {
     let at = find(m, b", dev ")?;
     let what = &m[..at];
     if !(what.ends_with(b"error") && (what.starts_with(b"I/O") || what.starts_with(b"critical"))) {
@@ -185,7 +186,7 @@ pub(super) fn block(m: &[u8]) -> Option<Hit> {
 /// After `INFO: rcu` (or `rcu: INFO: rcu`): `_sched detected stalls on CPUs/tasks:`, `_preempt self-detected
 /// stall on CPU`, 3.x's `_sched_state detected stall on CPU 0 (t=15000 jiffies)`, `_preempt detected expedited
 /// stalls on CPUs/tasks: { 0-... } 6 jiffies ...`.
-pub(super) fn rcu(r: &[u8]) -> Option<Hit> {
+pub(super) fn rcu(r: &[u8]) -> Option<Hit<'_>> {
     let at = find(r, b" detected stall")
         .or_else(|| find(r, b" self-detected stall"))
         .or_else(|| find(r, b" detected expedited stall"))?;
@@ -209,7 +210,7 @@ pub(super) fn rcu(r: &[u8]) -> Option<Hit> {
 
 /// `nf_conntrack: table full, dropping packet`, `nf_conntrack: nf_conntrack: table full, dropping packet` (a
 /// network namespace's), `nf_conntrack: expectation table full`, 3.x's `ip_conntrack: table full, dropping packet`.
-pub(super) fn conntrack(m: &[u8]) -> Option<Hit> {
+pub(super) fn conntrack(m: &[u8]) -> Option<Hit<'_>> {
     let rest = m
         .strip_prefix(b"nf_conntrack: ")
         .map(|r| r.strip_prefix(b"nf_conntrack: ").unwrap_or(r));
@@ -231,7 +232,7 @@ pub(super) fn conntrack(m: &[u8]) -> Option<Hit> {
 
 /// CPER records: `{37}[Hardware Error]: event severity: corrected` (the `{N}` is the record number) and their
 /// `section_type:` lines.
-pub(super) fn cper(m: &[u8]) -> Option<Hit> {
+pub(super) fn cper(m: &[u8]) -> Option<Hit<'_>> {
     // "{37}" is the record's number.
     let m = match m.strip_prefix(b"{") {
         Some(r) => &r[memchr::memchr(b'}', &r[..r.len().min(12)])? + 1..],
@@ -262,7 +263,7 @@ pub(super) fn stats_memcg(m: &[u8]) -> Option<String> {
 }
 
 /// After `Kill process `: `PID (comm) score S or sacrifice child`.
-pub(super) fn chosen(r: &[u8]) -> Option<Hit> {
+pub(super) fn chosen(r: &[u8]) -> Option<Hit<'_>> {
     let (pid, used) = digits(r)?;
     let rest = r[used..].strip_prefix(b" (")?;
     let end = find(rest, b") score ").or_else(|| memchr::memrchr(b')', rest))?;
@@ -284,7 +285,7 @@ pub(super) fn chosen(r: &[u8]) -> Option<Hit> {
 
 /// After `EXT4-fs `: `warning (device DEV): FUNC:LINE: text`, `error (device DEV): FUNC:LINE: text`,
 /// `error (device DEV) in FUNC:LINE: text`, or `(DEV): text`.
-pub(super) fn ext4(rest: &[u8]) -> Option<Hit> {
+pub(super) fn ext4(rest: &[u8]) -> Option<Hit<'_>> {
     let (is_error, r) = if let Some(r) = rest.strip_prefix(b"warning (device ") {
         (false, r)
     } else if let Some(r) = rest.strip_prefix(b"error (device ") {
@@ -294,7 +295,7 @@ pub(super) fn ext4(rest: &[u8]) -> Option<Hit> {
         let msg = r[close + 1..].strip_prefix(b": ")?;
         if msg.starts_with(b"mounted filesystem") {
             return Some(Hit::Ext4Mounted {
-                device: text(&r[..close]),
+                device: text_cow(&r[..close]),
             });
         }
         if msg.starts_with(b"Remounting filesystem read-only") {
@@ -376,11 +377,11 @@ pub(super) fn inode_in(msg: &[u8]) -> Option<u64> {
 
 /// After `XFS (`: `DEV): text`. A shut-down filesystem fails every log force (`xfs_log_force: error -5
 /// returned.`, every 30 s): those fold into its shutdown.
-pub(super) fn xfs(r: &[u8]) -> Option<Hit> {
+pub(super) fn xfs(r: &[u8]) -> Option<Hit<'_>> {
     let close = memchr::memchr(b')', r)?;
     let msg = r[close + 1..].strip_prefix(b": ")?;
-    let shutdown = find(msg, b"Shutting down filesystem").is_some()
-        || find(msg, b"shut down").is_some()
+    let shutdown = contains(msg, b"Shutting down filesystem")
+        || contains(msg, b"shut down")
         || msg.starts_with(b"xfs_do_force_shutdown")
         || msg.starts_with(b"xfs_log_force: error");
     let corruption = !shutdown
@@ -398,7 +399,7 @@ pub(super) fn xfs(r: &[u8]) -> Option<Hit> {
 }
 
 /// An XFS event on `device`: the detail is the message up to its code address (`at xfs_buf_ioend+0x162/0x570`).
-pub(super) fn xfs_event(rule: Rule, device: String, msg: &[u8]) -> Hit {
+pub(super) fn xfs_event(rule: Rule, device: String, msg: &[u8]) -> Hit<'static> {
     let detail = match find(msg, b"+0x") {
         Some(i) if rule == Rule::XfsCorruption => {
             let start = memchr::memrchr(b' ', &msg[..i]).map_or(0, |s| s + 1);
@@ -419,7 +420,7 @@ pub(super) fn xfs_event(rule: Rule, device: String, msg: &[u8]) -> Hit {
 }
 
 /// `Buffer I/O error on dev DEV, logical block N, lost async page write` (older kernels: `on device DEV`).
-pub(super) fn buffer_io(m: &[u8]) -> Option<Hit> {
+pub(super) fn buffer_io(m: &[u8]) -> Option<Hit<'_>> {
     let r = &m[b"Buffer I/O error on dev".len()..];
     let r = r.strip_prefix(b"ice").unwrap_or(r).strip_prefix(b" ")?;
     let device = text(upto(r, b','));
@@ -443,7 +444,7 @@ pub(super) fn buffer_io(m: &[u8]) -> Option<Hit> {
 }
 
 /// After `INFO: task `: `NAME:PID blocked for more than N seconds.` NAME may hold spaces and colons.
-pub(super) fn hung(r: &[u8]) -> Option<Hit> {
+pub(super) fn hung(r: &[u8]) -> Option<Hit<'_>> {
     let at = find(r, b" blocked for more than ")?;
     let who = &r[..at];
     let colon = memchr::memrchr(b':', who)?;
@@ -465,7 +466,7 @@ pub(super) fn hung(r: &[u8]) -> Option<Hit> {
 /// After `oom-kill:`: `constraint=C,nodemask=N,cpuset=S,mems_allowed=M,oom_memcg=P,task_memcg=P,task=T,pid=N,uid=N`.
 /// The order of the middle fields changed between kernels, so each is found by its name; the task name may hold
 /// commas, so it runs to the last `,pid=`.
-pub(super) fn oom_summary(s: &[u8]) -> Hit {
+pub(super) fn oom_summary(s: &[u8]) -> Hit<'static> {
     let field = |name: &[u8]| after(s, name).map(|v| text(upto(v, b',')));
     let memcg_at = find(s, b",task_memcg=").map(|i| i + b",task_memcg=".len());
     let pid_at = memchr::memmem::rfind(s, b",pid=");
@@ -511,7 +512,7 @@ pub(super) fn oom_summary(s: &[u8]) -> Hit {
 
 /// After `Killed process `: `PID (comm) total-vm:NkB, anon-rss:NkB, file-rss:NkB, shmem-rss:NkB, UID:N
 /// pgtables:NkB oom_score_adj:N`.
-pub(super) fn killed(r: &[u8]) -> Option<Hit> {
+pub(super) fn killed(r: &[u8]) -> Option<Hit<'_>> {
     let (pid, used) = digits(r)?;
     let rest = r[used..].strip_prefix(b" (")?;
     let end = find(rest, b") total-vm:").or_else(|| memchr::memrchr(b')', rest))?;
@@ -534,7 +535,7 @@ pub(super) fn killed(r: &[u8]) -> Option<Hit> {
 }
 
 /// After `unregister_netdevice: waiting for `: `DEV to become free. Usage count = N`.
-pub(super) fn netdev(r: &[u8]) -> Option<Hit> {
+pub(super) fn netdev(r: &[u8]) -> Option<Hit<'_>> {
     let at = find(r, b" to become free")?;
     let interface = text(&r[..at]);
     Some(Hit::Event {
@@ -548,7 +549,7 @@ pub(super) fn netdev(r: &[u8]) -> Option<Hit> {
 }
 
 /// Oopses and BUGs, keyed by what went wrong without the addresses: `BUG: kernel NULL pointer dereference`.
-pub(super) fn oops(m: &[u8]) -> Hit {
+pub(super) fn oops(m: &[u8]) -> Hit<'static> {
     // 6.x: "Oops: general protection fault, probably for ...: 0000 [#1] ..." names the fault; older "Oops: 0000
     // [#1] SMP" and arm64's "Internal error: Oops: 96000004 [#1]" do not.
     let m = match m.strip_prefix(b"Oops: ") {
@@ -591,7 +592,7 @@ pub(super) fn oops(m: &[u8]) -> Hit {
 }
 
 /// `BUG: soft lockup - CPU#1 stuck for 22s! [stress-ng:1234]` or `Watchdog detected hard LOCKUP on cpu 1`.
-pub(super) fn lockup(m: &[u8]) -> Option<Hit> {
+pub(super) fn lockup(m: &[u8]) -> Option<Hit<'_>> {
     let soft = find(m, b"soft lockup").is_some();
     if !soft && find(m, b"hard LOCKUP").is_none() {
         return None;
@@ -631,7 +632,7 @@ pub(super) fn lockup(m: &[u8]) -> Option<Hit> {
 /// `EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0 (channel:1 slot:0 ...)`, and the same for
 /// `UE` and for errors the memory controller's patrol scrubber found (`CE memory scrubbing error on ...`); a driver
 /// that gives no message prints none (`EDAC MC0: 4 CE error on CPU#0Channel#2_DIMM#0 (channel:2 ...)`, i7core).
-pub(super) fn edac(m: &[u8]) -> Option<Hit> {
+pub(super) fn edac(m: &[u8]) -> Option<Hit<'_>> {
     let on = find(m, b" error on ")?;
     let what = &m[..on];
     let what = what

@@ -163,12 +163,13 @@ impl Engine {
                 }
             }
             Hit::Ext4Mounted { device } => {
-                for g in &mut self.groups {
-                    if let Detail::Htree {
+                // The full-index groups are the ones a new filesystem on the device concerns.
+                for &g in self.index[Rule::HtreeFull.index()].values() {
+                    if let Some(Detail::Htree {
                         device: d,
                         remounted,
                         ..
-                    } = &mut g.detail
+                    }) = self.groups.get_mut(g).map(|g| &mut g.detail)
                     {
                         if *d == device {
                             *remounted = true;
@@ -178,8 +179,13 @@ impl Engine {
                 if self.last_htree.as_ref().is_some_and(|(d, _)| *d == device) {
                     self.last_htree = None;
                 }
-                if self.mounts.len() < MAX_GROUPS || self.mounts.contains_key(&device) {
-                    *self.mounts.entry(device).or_default() += 1;
+                let room = self.mounts.len() < MAX_GROUPS;
+                match self.mounts.get_mut(device.as_ref()) {
+                    Some(n) => *n += 1,
+                    None if room => {
+                        self.mounts.insert(device.into_owned(), 1);
+                    }
+                    None => {}
                 }
             }
             Hit::HtreeCompanion { device } => {

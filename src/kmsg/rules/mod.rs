@@ -20,6 +20,7 @@
 
 use crate::host::display_bytes;
 use crate::kmsg::record::{num, Record};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -162,7 +163,7 @@ impl Stamp {
         Stamp {
             seq: r.seq,
             ts_usec: r.ts_usec,
-            wall: r.wall.as_deref().map(str::to_string),
+            wall: r.wall_text().map(Cow::into_owned),
         }
     }
 }
@@ -417,7 +418,36 @@ fn push_distinct<T: PartialEq>(v: &mut Vec<T>, x: T) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
+
+    #[test]
+    fn contains_agrees_with_memmem() {
+        let long = "shut ".repeat(100) + "shut down";
+        for h in [
+            "",
+            "s",
+            "shut",
+            "shut down",
+            "xshut down",
+            "shushut down",
+            "shut dow",
+            &long,
+            &long[..300],
+        ] {
+            for needle in ["", "s", "shut down", "Shutting down filesystem"] {
+                assert_eq!(
+                    contains(h.as_bytes(), needle.as_bytes()),
+                    h.contains(needle),
+                    "{h:?} {needle:?}"
+                );
+            }
+        }
+        assert_eq!(text_cow(b"dm-0"), Cow::Borrowed("dm-0"));
+        assert_eq!(text_cow(b"d\xffm"), text(b"d\xffm"));
+        assert_eq!(
+            text_cow("x".repeat(300).as_bytes()),
+            text("x".repeat(300).as_bytes())
+        );
+    }
 
     fn rec(seq: u64, msg: &str) -> Record<'_> {
         Record {
