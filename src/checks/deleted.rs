@@ -2,13 +2,14 @@
 //! kept it open (a log rotated away under a container that keeps writing) has no name left for `du` to count, but
 //! its blocks stay allocated until the last descriptor closes or the last mapping goes.
 //!
-//! For every process: each `/proc/PID/fd/N` whose link reads `... (deleted)` is reached with an `O_PATH` open of
-//! the magic link (which opens nothing: no FIFO or device is ever opened for IO) and `statx(AT_EMPTY_PATH)` of that
-//! handle; only regular files with 0 links count. Mappings come from `/proc/PID/maps` lines that end in
-//! ` (deleted)`, statted the same way through `/proc/PID/map_files/START-END`. Each inode is counted once
-//! (`st_blocks * 512`, and its size), folded per process, per pod and container, and per filesystem; each
-//! filesystem is judged by `fstatvfs` of the held file's own handle, so no path is resolved to find it, and named
-//! from the host's mount table (pid 1's) or, for a filesystem only a container mounts, from the holding process's.
+//! For every process: each `/proc/PID/fd/N` whose link reads `... (deleted)` is statted through the magic link
+//! (`statx`, which opens nothing: no FIFO or device is ever opened for IO); only regular files with 0 links count.
+//! Mappings come from `/proc/PID/maps` lines that end in ` (deleted)`, statted the same way through
+//! `/proc/PID/map_files/START-END`. Each inode is counted once (`st_blocks * 512`, and its size), folded per
+//! process, per pod and container, and per filesystem; each filesystem is judged by `fstatvfs` of an `O_PATH`
+//! handle of the first held file on it (opened through the magic link: the file itself is never opened), so no
+//! path is resolved to find it, and named from the host's mount table (pid 1's) or, for a filesystem only a
+//! container mounts, from the holding process's.
 //!
 //! Which descriptors and mappings to look at comes, with the `bpf` feature, from the kernel's BPF iterators
 //! (`host::held`): they walk every file table and address space in the kernel and hand over only regular files
@@ -470,17 +471,22 @@ struct Scan {
 
 impl Scan {
     /// Records one hold of a deleted regular file, given its open `O_PATH` handle.
-    fn hold(&mut self, fd: &OwnedFd, path: &[u8], hold: Hold, seen: &mut HashSet<(DevNum, u64)>) {
-        let Ok(id) = resolve::identity(fd) else {
-            return;
-        };
+    /// Records one hold of the file `id` statted; `statvfs` asks for its filesystem's numbers, once per device.
+    fn hold(
+        &mut self,
+        id: resolve::Identity,
+        statvfs: impl FnOnce() -> Option<rustix::fs::StatVfs>,
+        path: &[u8],
+        hold: Hold,
+        seen: &mut HashSet<(DevNum, u64)>,
+    ) {
         if id.nlink != 0 || u32::from(id.mode) & libc::S_IFMT != libc::S_IFREG {
             return;
         }
         let key = (id.dev, id.ino);
         let allocated = id.blocks.saturating_mul(512);
         if let std::collections::hash_map::Entry::Vacant(e) = self.statvfs.entry(id.dev) {
-            if let Ok(st) = rustix::fs::fstatvfs(fd) {
+            if let Some(st) = statvfs() {
                 e.insert(st);
             }
         }
@@ -593,7 +599,6 @@ impl Scan {
         seen: &mut HashSet<(DevNum, u64)>,
         link: &mut Vec<u8>,
     ) {
-        use rustix::fs::{Mode, OFlags};
         *link = match rustix::fs::readlinkat(dir, name, std::mem::take(link)) {
             Ok(l) => l.into_bytes(),
             Err(_) => return,
@@ -601,9 +606,7 @@ impl Scan {
         let Some(path) = link.strip_suffix(DELETED) else {
             return;
         };
-        // O_PATH through the magic link: the file's own inode, opened for nothing (a FIFO does not block).
-        let Ok(fd) = rustix::fs::openat(dir, name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-        else {
+        let Ok(id) = resolve::identity_through(dir, name) else {
             return;
         };
         let hold = Hold {
@@ -613,7 +616,7 @@ impl Scan {
             map: None,
         };
         let path = path.to_vec();
-        self.hold(&fd, &path, hold, seen);
+        self.hold(id, || statvfs_through(dir, name), &path, hold, seen);
     }
 
     /// Every mapping of `pid` whose file is deleted.
@@ -661,16 +664,10 @@ impl Scan {
         pid: u32,
         seen: &mut HashSet<(DevNum, u64)>,
     ) {
-        use rustix::fs::{Mode, OFlags};
         self.maps_read += 1;
         let entry = map_files.join(&range);
-        let fd = match rustix::fs::openat(
-            rustix::fs::CWD,
-            &entry,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
+        let id = match resolve::identity_through(&rustix::fs::CWD, &entry) {
+            Ok(id) => id,
             Err(e) => {
                 let e = io::Error::from(e);
                 if !vanished(&e) && self.maps_unstatted.len() < 16 {
@@ -695,8 +692,25 @@ impl Scan {
             fd: None,
             map: Some(range),
         };
-        self.hold(&fd, &path, hold, seen);
+        self.hold(
+            id,
+            || statvfs_through(&rustix::fs::CWD, &entry),
+            &path,
+            hold,
+            seen,
+        );
     }
+}
+
+/// `fstatvfs` of the file a magic link stands for, through an `O_PATH` handle of the link: the file's own inode,
+/// opened for nothing (a FIFO does not block).
+fn statvfs_through<P: rustix::path::Arg>(
+    dir: &impl std::os::fd::AsFd,
+    name: P,
+) -> Option<rustix::fs::StatVfs> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(dir, name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    rustix::fs::fstatvfs(&fd).ok()
 }
 
 /// A directory opened to list or to resolve names in.

@@ -209,6 +209,12 @@ pub fn identity(fd: &impl AsFd) -> io::Result<Identity> {
     statx_identity(fd, "", AtFlags::EMPTY_PATH).map(|(id, _)| id)
 }
 
+/// The file a /proc magic link (`/proc/PID/fd/N`, `/proc/PID/map_files/START-END`) at `name` in `dir` stands for,
+/// statted through the link without opening anything (a FIFO or a device behind it is never opened).
+pub fn identity_through<P: rustix::path::Arg>(dir: &impl AsFd, name: P) -> io::Result<Identity> {
+    statx_identity(dir, name, AtFlags::NO_AUTOMOUNT).map(|(id, _)| id)
+}
+
 /// The root of the mount with id `mnt_id`, reached at `path` inside `root`; `None` when `path` does not lead to
 /// that mount's root (another mount covers it, or it changed since the mount table was read).
 ///
