@@ -514,7 +514,9 @@ impl<'a> Btf<'a> {
     /// name in the string table would cost more than the comparisons.
     fn name_is(&self, off: usize, name: &[u8]) -> bool {
         let at = self.word(off) as usize;
-        self.strings.get(at..at + name.len()) == Some(name)
+        // Most names differ in their first byte: tell them apart before comparing slices.
+        self.strings.get(at) == Some(name.first().unwrap_or(&0))
+            && self.strings.get(at..at + name.len()) == Some(name)
             && self.strings.get(at + name.len()) == Some(&0)
     }
 
