@@ -481,7 +481,9 @@ impl<'a> Btf<'a> {
         let strings = data
             .get(hdr + soff..hdr + soff + slen)
             .ok_or("BTF string section out of bounds")?;
-        let mut at = vec![0u32];
+        // Each type takes at least 12 bytes: room for all of them at once.
+        let mut at = Vec::with_capacity(types.len() / 12 + 1);
+        at.push(0u32);
         let mut off = 0usize;
         while off + 12 <= types.len() {
             at.push(off as u32);
