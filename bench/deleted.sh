@@ -104,11 +104,8 @@ run_wonk_proc() { run_wonk proc; }
 run_lsof() { lsof +L1 >/dev/null 2>&1 || true; }
 run_find() { sh -c 'find /proc/[0-9]*/fd -lname "*(deleted)" >/dev/null 2>&1' || true; }
 
-echo "measuring ($REPS repetitions each)..." >&2
-measure wonk run_wonk
-measure lsof-L1 run_lsof
-measure wonk-proc run_wonk_proc
-measure find-lname run_find
+echo "measuring ($REPS rounds, each command once a round)..." >&2
+measure_rounds wonk run_wonk lsof-L1 run_lsof wonk-proc run_wonk_proc find-lname run_find
 
 fds_total=$(jq '.checks[0].details.fds_read' "$dir/report.json")
 procs_total=$(jq '.checks[0].details.processes' "$dir/report.json")

@@ -35,6 +35,9 @@
 #   median NUMBER...            their median, with bench_decimals digits after the point
 #   measure NAME FUNCTION       runs FUNCTION REPS times under timed_rusage; appends "NAME median_wall_ms
 #                               median_cpu_ms" to $dir/results
+#   measure_rounds NAME FUNCTION [NAME FUNCTION ...]
+#                               the same for each pair, but REPS rounds that run each FUNCTION once in turn: a
+#                               machine whose speed drifts (a shared VM) slows all of them alike, so their ratios hold
 #   secs_since MICROSECONDS     seconds (one decimal) since that EPOCHREALTIME, in microseconds
 #   bad MESSAGE / exit_if_wrong record a wrong result (wrong=1, $dir/wrong) / at the end, list them and exit 1
 #   report_wonk_stderr          what wonk wrote to $dir/wonk.stderr, counted, if anything
@@ -275,6 +278,22 @@ measure() {
         walls+=("$last_wall") cpus+=("$last_cpu")
     done
     echo "$name $(median "${walls[@]}") $(median "${cpus[@]}")" >>"$dir/results"
+}
+
+measure_rounds() {
+    local r i walls=() cpus=()
+    local -a names=() fns=()
+    while (( $# >= 2 )); do names+=("$1") fns+=("$2"); shift 2; done
+    for ((r = 0; r < REPS; r++)); do
+        for i in "${!fns[@]}"; do
+            timed_rusage "${fns[$i]}"
+            walls[i]+=" $last_wall" cpus[i]+=" $last_cpu"
+        done
+    done
+    for i in "${!names[@]}"; do
+        # shellcheck disable=SC2086 # the lists are numbers separated by spaces
+        echo "${names[$i]} $(median ${walls[$i]}) $(median ${cpus[$i]})" >>"$dir/results"
+    done
 }
 
 secs_since() { awk -v a="$1" -v b="${EPOCHREALTIME//[.,]/}" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
