@@ -119,12 +119,15 @@ fn from_args(m: &clap::ArgMatches, _: &super::Invocation) -> anyhow::Result<Box<
             a.share
         );
     }
-    Ok(Box::new(Deleted {
+    // With the `bpf` feature the check has one more field, the loaded iterators.
+    #[allow(clippy::needless_update)]
+    let d = Deleted {
         share_percent: a.share,
         top: a.top,
         source: a.source,
         ..Default::default()
-    }))
+    };
+    Ok(Box::new(d))
 }
 
 fn agent(s: &Settings) -> Box<dyn Check> {
@@ -669,7 +672,6 @@ impl Scan {
         let id = match resolve::identity_through(&rustix::fs::CWD, &entry) {
             Ok(id) => id,
             Err(e) => {
-                let e = io::Error::from(e);
                 if !vanished(&e) && self.maps_unstatted.len() < 16 {
                     self.maps_unstatted.push((pid, e.to_string()));
                 }
