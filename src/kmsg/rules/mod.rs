@@ -668,6 +668,8 @@ mod tests {
         );
     }
 
+    /// md1 mounted again (a new mount: later warnings start new groups).
+    const MOUNTED: &str = "EXT4-fs (md1): mounted filesystem 4676fb13-04cf-4104-9c90-8a622e07bf1d r/w with ordered data mode. Quota mode: none.";
     const SEED_A: &str = "EXT4-fs warning (device md1): ext4_dx_add_entry:2380: Directory (ino: 211566352) index full, reach max htree level :2";
     const SEED_B: &str = "EXT4-fs warning (device md1): ext4_dx_add_entry:2384: Large directory feature is not enabled on this filesystem";
 
@@ -717,9 +719,8 @@ mod tests {
 
     #[test]
     fn warnings_from_earlier_mounts_fold_into_one_group_when_taken() {
-        let mounted = "EXT4-fs (md1): mounted filesystem 4676fb13-04cf-4104-9c90-8a622e07bf1d r/w with ordered data mode. Quota mode: none.";
         let mut e = run(&[
-            SEED_A, SEED_B, mounted, SEED_A, SEED_B, mounted, SEED_A, SEED_B, mounted, SEED_A,
+            SEED_A, SEED_B, MOUNTED, SEED_A, SEED_B, MOUNTED, SEED_A, SEED_B, MOUNTED, SEED_A,
         ]);
         let got: Vec<(String, u64, bool, u64)> = e
             .take_all()
@@ -744,9 +745,8 @@ mod tests {
 
     #[test]
     fn a_device_mounted_again_starts_new_groups() {
-        let mounted = "EXT4-fs (md1): mounted filesystem 4676fb13-04cf-4104-9c90-8a622e07bf1d r/w with ordered data mode. Quota mode: none.";
         let e = run(&[
-            SEED_A, SEED_B, SEED_A, mounted, SEED_A, SEED_B, mounted, SEED_A,
+            SEED_A, SEED_B, SEED_A, MOUNTED, SEED_A, SEED_B, MOUNTED, SEED_A,
         ]);
         let got: Vec<(&str, u64, bool, Option<bool>)> = e
             .groups()
