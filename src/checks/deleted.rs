@@ -715,14 +715,9 @@ fn statvfs_through<P: rustix::path::Arg>(
     rustix::fs::fstatvfs(&fd).ok()
 }
 
-/// A directory opened to list or to resolve names in.
+/// A /proc directory opened to list or to resolve names in.
 fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    Ok(rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+    crate::host::open_dir_at(&rustix::fs::CWD, path)
 }
 
 /// Where a device is mounted: the host's table, else that of `pid` (read at most once per pid).
@@ -873,7 +868,9 @@ fn scan_walk(ctx: &Context, pids: &[u32], walk: held::Walk) -> Scan {
     }
     scan.processes = walk.processes.keys().filter(|&&p| p != own).count() as u64;
     // The holders' names and owners from what the walk read (their cgroup ids, one lookup per cgroup).
-    let mut cgroups = CgroupPaths::open(ctx.host);
+    // The host's mount table the attribution layer already read (judging reads it from there too).
+    let mut cgroups =
+        CgroupPaths::with_mounts(ctx.host, ctx.owners.host_mounts().unwrap_or_default());
     let mut owners = ThreadOwners::default();
     let holders: std::collections::BTreeSet<u32> =
         scan.by_pid.keys().map(|&(pid, _)| pid).collect();

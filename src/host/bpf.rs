@@ -443,7 +443,7 @@ impl<'a> Elf<'a> {
 }
 
 /// The NUL-terminated string at `at` in a string table.
-pub(crate) fn cstr(table: &[u8], at: usize) -> Option<&[u8]> {
+fn cstr(table: &[u8], at: usize) -> Option<&[u8]> {
     let s = table.get(at..)?;
     Some(&s[..s.iter().position(|&b| b == 0)?])
 }
@@ -624,9 +624,16 @@ pub(crate) struct CgroupPaths {
 }
 
 impl CgroupPaths {
+    /// Through the cgroup2 mount in pid 1's mount table, read here.
     pub(crate) fn open(host: &Host) -> CgroupPaths {
+        let data = procfs::mountinfo(host, 1).unwrap_or_default();
+        Self::with_mounts(host, &mountinfo::parse(&data).0)
+    }
+
+    /// Through the cgroup2 mount in the host's mount table `mounts`, which the caller has already read.
+    pub(crate) fn with_mounts(host: &Host, mounts: &[mountinfo::Mount]) -> CgroupPaths {
         CgroupPaths {
-            mount: cgroup2_mount(host),
+            mount: cgroup2_mount(host, mounts),
             cache: HashMap::new(),
         }
     }
@@ -649,11 +656,9 @@ impl CgroupPaths {
 }
 
 /// The host's cgroup2 mount (its root, not a subtree), opened, and the path wonk sees it at.
-fn cgroup2_mount(host: &Host) -> Option<(File, String)> {
-    let data = procfs::mountinfo(host, 1).ok()?;
-    let m = mountinfo::parse(&data)
-        .0
-        .into_iter()
+fn cgroup2_mount(host: &Host, mounts: &[mountinfo::Mount]) -> Option<(File, String)> {
+    let m = mounts
+        .iter()
         .find(|m| m.fs_type == "cgroup2" && m.root == b"/")?;
     let at = host.path(std::str::from_utf8(&m.mount_point).ok()?);
     let dir = crate::host::open_dir_at(host.root_dir(), &at).ok()?;
